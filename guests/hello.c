@@ -1,0 +1,7 @@
+#include "platform.h"
+
+int main(void)
+{
+    uart_puts("Hello from LiveMigration guest!\n");
+    return 0;
+}

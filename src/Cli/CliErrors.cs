@@ -1,0 +1,21 @@
+using LiveMigration.Guest.Loader;
+using LiveMigration.Guest.Native;
+
+namespace LiveMigration.Cli;
+
+/// <summary>Turns the errors a user can cause into one line on stderr and an exit code.</summary>
+public static class CliErrors
+{
+    public const int UsageError = 2;
+
+    public static int Run(Func<int> action)
+    {
+        try { return action(); }
+        catch (Exception e) when (e is ElfLoadException or FormatException or InvalidDataException or NativeLibraryMissingException
+                                      or FileNotFoundException or IOException or UnauthorizedAccessException or System.Net.Sockets.SocketException)
+        {
+            Console.Error.WriteLine($"lm: error: {e.Message}");
+            return UsageError;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+using System.Runtime.CompilerServices;
+using LiveMigration.Guest.Memory;
+
+namespace LiveMigration.Guest.Cpu;
+
+/// <summary>The interpreter's slow paths: MMIO, faults, the write barrier's bookkeeping and atomics.</summary>
+internal sealed unsafe partial class Hart
+{
+    private const ulong NoTrap = ulong.MaxValue;
+
+    private static int LoadSize(Op op) => op switch
+    {
+        Op.Lb or Op.Lbu => 1,
+        Op.Lh or Op.Lhu => 2,
+        Op.Lw or Op.Lwu => 4,
+        _ => 8,
+    };
+
+    private static ulong Extend(Op op, ulong v) => op switch
+    {
+        Op.Lb => (ulong)(sbyte)v,
+        Op.Lh => (ulong)(short)v,
+        Op.Lw => (ulong)(int)v,
+        Op.Lbu => (byte)v,
+        Op.Lhu => (ushort)v,
+        Op.Lwu => (uint)v,
+        _ => v,
+    };
+
+    /// <summary>A load outside the RAM fast path; returns the next pc (the trap vector on a fault).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong LoadSlow(ref DecodedInsn d, ulong address, ulong pc)
+    {
+        int size = LoadSize(d.Op);
+        ulong o = address - _mem.Base;
+        if (address >= _mem.Base && o <= _mem.Size - (ulong)size)
+        {
+            ulong v = 0;
+            new ReadOnlySpan<byte>(_mem.Ram + o, size).CopyTo(new Span<byte>(&v, size));
+            _s->X[d.Rd] = Extend(d.Op, v);
+            return pc + d.Length;
+        }
+        var device = _machine.FindDevice(address);
+        if (device != null && device.Read(address - device.Base, size, out ulong value))
+        {
+            _s->X[d.Rd] = Extend(d.Op, value);
+            _breakOut = true;
+            return pc + d.Length;
+        }
+        return Trap(pc, Cause.LoadAccessFault, address);
+    }
+
+    /// <summary>A store outside the fast path; returns the next pc (the trap vector on a fault).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong StoreSlow(ulong address, int size, ulong value, ulong pc, int length)
+    {
+        ulong o = address - _mem.Base;
+        if (address >= _mem.Base && o <= _mem.Size - (ulong)size)
+        {
+            _mem.BeforeWrite(o, size);
+            new ReadOnlySpan<byte>(&value, size).CopyTo(new Span<byte>(_mem.Ram + o, size));
+            return pc + (ulong)length;
+        }
+        var device = _machine.FindDevice(address);
+        if (device != null && device.Write(address - device.Base, size, value))
+        {
+            _breakOut = true;
+            return pc + (ulong)length;
+        }
+        return Trap(pc, Cause.StoreAccessFault, address);
+    }
+
+    /// <summary>LR/SC and AMOs: RAM only, naturally aligned. Returns <see cref="NoTrap"/> or a cause.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong ExecuteAtomic(ref DecodedInsn d, byte* ram)
+    {
+        ulong* x = _s->X;
+        bool dword = d.Op >= Op.LrD;
+        int size = dword ? 8 : 4;
+        ulong address = x[d.Rs1];
+        bool isLoad = d.Op is Op.LrW or Op.LrD;
+        // QEMU 7.2 fails an SC without a matching reservation before touching memory, and reports
+        // every misaligned atomic as a load-address-misaligned fault: we match it.
+        if (d.Op is Op.ScW or Op.ScD && _s->Reservation != address)
+        {
+            _s->Reservation = ulong.MaxValue;
+            x[d.Rd] = 1;
+            return NoTrap;
+        }
+        if ((address & (ulong)(size - 1)) != 0) return Cause.LoadMisaligned;
+        ulong o = address - _mem.Base;
+        if (address < _mem.Base || o > _mem.Size - (ulong)size) return isLoad ? Cause.LoadAccessFault : Cause.StoreAccessFault;
+        byte* p = ram + o;
+
+        if (isLoad)
+        {
+            x[d.Rd] = dword ? *(ulong*)p : (ulong)*(int*)p;
+            _s->Reservation = address;
+            return NoTrap;
+        }
+        if (d.Op is Op.ScW or Op.ScD)
+        {
+            bool ok = _s->Reservation == address;
+            _s->Reservation = ulong.MaxValue;
+            if (ok)
+            {
+                _mem.BeforeWrite(o, size);
+                if (dword) *(ulong*)p = x[d.Rs2]; else *(uint*)p = (uint)x[d.Rs2];
+            }
+            x[d.Rd] = ok ? 0UL : 1UL;
+            return NoTrap;
+        }
+
+        ulong src = x[d.Rs2];
+        _mem.BeforeWrite(o, size);
+        if (dword)
+        {
+            ulong old = *(ulong*)p;
+            *(ulong*)p = d.Op switch
+            {
+                Op.AmoswapD => src,
+                Op.AmoaddD => old + src,
+                Op.AmoxorD => old ^ src,
+                Op.AmoandD => old & src,
+                Op.AmoorD => old | src,
+                Op.AmominD => (long)old < (long)src ? old : src,
+                Op.AmomaxD => (long)old > (long)src ? old : src,
+                Op.AmominuD => old < src ? old : src,
+                _ => old > src ? old : src,
+            };
+            x[d.Rd] = old;
+        }
+        else
+        {
+            uint old = *(uint*)p, s32 = (uint)src;
+            *(uint*)p = d.Op switch
+            {
+                Op.AmoswapW => s32,
+                Op.AmoaddW => old + s32,
+                Op.AmoxorW => old ^ s32,
+                Op.AmoandW => old & s32,
+                Op.AmoorW => old | s32,
+                Op.AmominW => (int)old < (int)s32 ? old : s32,
+                Op.AmomaxW => (int)old > (int)s32 ? old : s32,
+                Op.AmominuW => old < s32 ? old : s32,
+                _ => old > s32 ? old : s32,
+            };
+            x[d.Rd] = (ulong)(int)old;
+        }
+        return NoTrap;
+    }
+}
+
+/// <summary>M-extension corner cases: division by zero and signed overflow never trap in RISC-V.</summary>
+internal static class ArithmeticOps
+{
+    public static ulong Mulhsu(ulong a, ulong b)
+    {
+        ulong high = Math.BigMul(a, b, out _);
+        return (long)a < 0 ? high - b : high;
+    }
+
+    public static ulong Div(ulong a, ulong b)
+    {
+        if (b == 0) return ulong.MaxValue;
+        if ((long)a == long.MinValue && (long)b == -1) return a;
+        return (ulong)((long)a / (long)b);
+    }
+
+    public static ulong Rem(ulong a, ulong b)
+    {
+        if (b == 0) return a;
+        if ((long)a == long.MinValue && (long)b == -1) return 0;
+        return (ulong)((long)a % (long)b);
+    }
+
+    public static ulong Divw(ulong a, ulong b)
+    {
+        int x = (int)a, y = (int)b;
+        if (y == 0) return ulong.MaxValue;
+        if (x == int.MinValue && y == -1) return (ulong)(long)x;
+        return (ulong)(long)(x / y);
+    }
+
+    public static ulong Divuw(ulong a, ulong b)
+    {
+        uint x = (uint)a, y = (uint)b;
+        return y == 0 ? ulong.MaxValue : (ulong)(long)(int)(x / y);
+    }
+
+    public static ulong Remw(ulong a, ulong b)
+    {
+        int x = (int)a, y = (int)b;
+        if (y == 0) return (ulong)(long)x;
+        if (x == int.MinValue && y == -1) return 0;
+        return (ulong)(long)(x % y);
+    }
+
+    public static ulong Remuw(ulong a, ulong b)
+    {
+        uint x = (uint)a, y = (uint)b;
+        return y == 0 ? (ulong)(long)(int)x : (ulong)(long)(int)(x % y);
+    }
+}

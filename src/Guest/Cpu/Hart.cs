@@ -1,0 +1,307 @@
+using System.Runtime.CompilerServices;
+using LiveMigration.Guest.Memory;
+
+namespace LiveMigration.Guest.Cpu;
+
+/// <summary>
+/// The interpreter. Instructions are decoded once per page slot and cached; the loop keeps pc and
+/// icount in locals and checks nothing but the icount limit per instruction. Anything that can change
+/// interrupt state (CSR writes, MMIO, MRET, WFI) breaks out so the machine re-checks at a boundary.
+/// Guest faults become traps, never host exceptions.
+/// </summary>
+internal sealed unsafe partial class Hart
+{
+    private readonly Machine _machine;
+    private readonly CpuState* _s;
+    private readonly GuestMemory _mem;
+    private bool _breakOut;
+
+    public Hart(Machine machine, CpuState* state)
+    {
+        _machine = machine;
+        _s = state;
+        _mem = machine.Memory;
+    }
+
+    public void BreakOut() => _breakOut = true;
+
+    [SkipLocalsInit]
+    public void Execute(ulong limit)
+    {
+        CpuState* s = _s;
+        ulong* x = s->X;
+        ulong pc = s->Pc, icount = s->Icount;
+        byte* ram = _mem.Ram;
+        ulong ramBase = _mem.Base, ramSize = _mem.Size;
+        byte[] fast = _mem.WriteFast;
+        DecodedInsn[] code = null!;
+        ulong codeBase = 1; // never page-aligned: forces a lookup on the first instruction
+        DecodedInsn crossPage;
+        _breakOut = false;
+
+        while (icount < limit)
+        {
+            if (pc - codeBase >= GuestMemory.PageSize)
+            {
+                ulong off = pc - ramBase;
+                if (off >= ramSize)
+                {
+                    pc = Trap(pc, Cause.InstructionAccessFault, pc);
+                    icount++;
+                    continue;
+                }
+                codeBase = pc & ~(ulong)(GuestMemory.PageSize - 1);
+                code = _mem.DecodeCache[off >> GuestMemory.PageShift] ?? _mem.CodePage((int)(off >> GuestMemory.PageShift));
+            }
+            scoped ref DecodedInsn d = ref code[(pc & (GuestMemory.PageSize - 1)) >> 1];
+            if (d.Op == Op.Undecoded) DecodeSlot(ref d, pc);
+            if (d.Op == Op.CrossPage)
+            {
+                if (!FetchCrossPage(pc, out crossPage))
+                {
+                    pc = Trap(pc, Cause.InstructionAccessFault, pc + 2);
+                    icount++;
+                    continue;
+                }
+                d = ref crossPage;
+            }
+
+            switch (d.Op)
+            {
+                case Op.Lui: x[d.Rd] = (ulong)d.Imm; pc += d.Length; break;
+                case Op.Auipc: x[d.Rd] = pc + (ulong)d.Imm; pc += d.Length; break;
+                case Op.Jal: x[d.Rd] = pc + d.Length; pc += (ulong)d.Imm; break;
+                case Op.Jalr:
+                    {
+                        ulong target = (x[d.Rs1] + (ulong)d.Imm) & ~1UL;
+                        x[d.Rd] = pc + d.Length;
+                        pc = target;
+                        break;
+                    }
+                case Op.Beq: pc = x[d.Rs1] == x[d.Rs2] ? pc + (ulong)d.Imm : pc + d.Length; break;
+                case Op.Bne: pc = x[d.Rs1] != x[d.Rs2] ? pc + (ulong)d.Imm : pc + d.Length; break;
+                case Op.Blt: pc = (long)x[d.Rs1] < (long)x[d.Rs2] ? pc + (ulong)d.Imm : pc + d.Length; break;
+                case Op.Bge: pc = (long)x[d.Rs1] >= (long)x[d.Rs2] ? pc + (ulong)d.Imm : pc + d.Length; break;
+                case Op.Bltu: pc = x[d.Rs1] < x[d.Rs2] ? pc + (ulong)d.Imm : pc + d.Length; break;
+                case Op.Bgeu: pc = x[d.Rs1] >= x[d.Rs2] ? pc + (ulong)d.Imm : pc + d.Length; break;
+
+                case Op.Lb:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 1) { x[d.Rd] = (ulong)*(sbyte*)(ram + o); pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Lh:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 2) { x[d.Rd] = (ulong)*(short*)(ram + o); pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Lw:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 4) { x[d.Rd] = (ulong)*(int*)(ram + o); pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Ld:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 8) { x[d.Rd] = *(ulong*)(ram + o); pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Lbu:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 1) { x[d.Rd] = *(ram + o); pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Lhu:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 2) { x[d.Rd] = *(ushort*)(ram + o); pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Lwu:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 4) { x[d.Rd] = *(uint*)(ram + o); pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
+                        break;
+                    }
+
+                case Op.Sb:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 1 && fast[o >> GuestMemory.PageShift] != 0) { *(byte*)(ram + o) = (byte)x[d.Rs2]; pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = StoreSlow(a, 1, x[d.Rs2], pc, d.Length); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Sh:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 2 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 2) { *(ushort*)(ram + o) = (ushort)x[d.Rs2]; pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = StoreSlow(a, 2, x[d.Rs2], pc, d.Length); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Sw:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 4 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 4) { *(uint*)(ram + o) = (uint)x[d.Rs2]; pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = StoreSlow(a, 4, x[d.Rs2], pc, d.Length); if (_breakOut) limit = 0; }
+                        break;
+                    }
+                case Op.Sd:
+                    {
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
+                        if (o <= ramSize - 8 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 8) { *(ulong*)(ram + o) = (ulong)x[d.Rs2]; pc += d.Length; }
+                        else { s->Pc = pc; s->Icount = icount; pc = StoreSlow(a, 8, x[d.Rs2], pc, d.Length); if (_breakOut) limit = 0; }
+                        break;
+                    }
+
+                case Op.Addi: x[d.Rd] = x[d.Rs1] + (ulong)d.Imm; pc += d.Length; break;
+                case Op.Slti: x[d.Rd] = (long)x[d.Rs1] < d.Imm ? 1UL : 0; pc += d.Length; break;
+                case Op.Sltiu: x[d.Rd] = x[d.Rs1] < (ulong)d.Imm ? 1UL : 0; pc += d.Length; break;
+                case Op.Xori: x[d.Rd] = x[d.Rs1] ^ (ulong)d.Imm; pc += d.Length; break;
+                case Op.Ori: x[d.Rd] = x[d.Rs1] | (ulong)d.Imm; pc += d.Length; break;
+                case Op.Andi: x[d.Rd] = x[d.Rs1] & (ulong)d.Imm; pc += d.Length; break;
+                case Op.Slli: x[d.Rd] = x[d.Rs1] << (int)d.Imm; pc += d.Length; break;
+                case Op.Srli: x[d.Rd] = x[d.Rs1] >> (int)d.Imm; pc += d.Length; break;
+                case Op.Srai: x[d.Rd] = (ulong)((long)x[d.Rs1] >> (int)d.Imm); pc += d.Length; break;
+
+                case Op.Add: x[d.Rd] = x[d.Rs1] + x[d.Rs2]; pc += d.Length; break;
+                case Op.Sub: x[d.Rd] = x[d.Rs1] - x[d.Rs2]; pc += d.Length; break;
+                case Op.Sll: x[d.Rd] = x[d.Rs1] << (int)(x[d.Rs2] & 63); pc += d.Length; break;
+                case Op.Slt: x[d.Rd] = (long)x[d.Rs1] < (long)x[d.Rs2] ? 1UL : 0; pc += d.Length; break;
+                case Op.Sltu: x[d.Rd] = x[d.Rs1] < x[d.Rs2] ? 1UL : 0; pc += d.Length; break;
+                case Op.Xor: x[d.Rd] = x[d.Rs1] ^ x[d.Rs2]; pc += d.Length; break;
+                case Op.Srl: x[d.Rd] = x[d.Rs1] >> (int)(x[d.Rs2] & 63); pc += d.Length; break;
+                case Op.Sra: x[d.Rd] = (ulong)((long)x[d.Rs1] >> (int)(x[d.Rs2] & 63)); pc += d.Length; break;
+                case Op.Or: x[d.Rd] = x[d.Rs1] | x[d.Rs2]; pc += d.Length; break;
+                case Op.And: x[d.Rd] = x[d.Rs1] & x[d.Rs2]; pc += d.Length; break;
+
+                case Op.Addiw: x[d.Rd] = (ulong)(long)(int)(x[d.Rs1] + (ulong)d.Imm); pc += d.Length; break;
+                case Op.Slliw: x[d.Rd] = (ulong)(long)((int)x[d.Rs1] << (int)d.Imm); pc += d.Length; break;
+                case Op.Srliw: x[d.Rd] = (ulong)(long)(int)((uint)x[d.Rs1] >> (int)d.Imm); pc += d.Length; break;
+                case Op.Sraiw: x[d.Rd] = (ulong)(long)((int)x[d.Rs1] >> (int)d.Imm); pc += d.Length; break;
+                case Op.Addw: x[d.Rd] = (ulong)(long)(int)(x[d.Rs1] + x[d.Rs2]); pc += d.Length; break;
+                case Op.Subw: x[d.Rd] = (ulong)(long)(int)(x[d.Rs1] - x[d.Rs2]); pc += d.Length; break;
+                case Op.Sllw: x[d.Rd] = (ulong)(long)((int)x[d.Rs1] << (int)(x[d.Rs2] & 31)); pc += d.Length; break;
+                case Op.Srlw: x[d.Rd] = (ulong)(long)(int)((uint)x[d.Rs1] >> (int)(x[d.Rs2] & 31)); pc += d.Length; break;
+                case Op.Sraw: x[d.Rd] = (ulong)(long)((int)x[d.Rs1] >> (int)(x[d.Rs2] & 31)); pc += d.Length; break;
+
+                case Op.Mul: x[d.Rd] = x[d.Rs1] * x[d.Rs2]; pc += d.Length; break;
+                case Op.Mulh: x[d.Rd] = (ulong)Math.BigMul((long)x[d.Rs1], (long)x[d.Rs2], out _); pc += d.Length; break;
+                case Op.Mulhu: x[d.Rd] = Math.BigMul(x[d.Rs1], x[d.Rs2], out _); pc += d.Length; break;
+                case Op.Mulhsu: x[d.Rd] = ArithmeticOps.Mulhsu(x[d.Rs1], x[d.Rs2]); pc += d.Length; break;
+                case Op.Div: x[d.Rd] = ArithmeticOps.Div(x[d.Rs1], x[d.Rs2]); pc += d.Length; break;
+                case Op.Divu: x[d.Rd] = x[d.Rs2] == 0 ? ulong.MaxValue : x[d.Rs1] / x[d.Rs2]; pc += d.Length; break;
+                case Op.Rem: x[d.Rd] = ArithmeticOps.Rem(x[d.Rs1], x[d.Rs2]); pc += d.Length; break;
+                case Op.Remu: x[d.Rd] = x[d.Rs2] == 0 ? x[d.Rs1] : x[d.Rs1] % x[d.Rs2]; pc += d.Length; break;
+                case Op.Mulw: x[d.Rd] = (ulong)(long)(int)((uint)x[d.Rs1] * (uint)x[d.Rs2]); pc += d.Length; break;
+                case Op.Divw: x[d.Rd] = ArithmeticOps.Divw(x[d.Rs1], x[d.Rs2]); pc += d.Length; break;
+                case Op.Divuw: x[d.Rd] = ArithmeticOps.Divuw(x[d.Rs1], x[d.Rs2]); pc += d.Length; break;
+                case Op.Remw: x[d.Rd] = ArithmeticOps.Remw(x[d.Rs1], x[d.Rs2]); pc += d.Length; break;
+                case Op.Remuw: x[d.Rd] = ArithmeticOps.Remuw(x[d.Rs1], x[d.Rs2]); pc += d.Length; break;
+
+                case Op.Fence: pc += d.Length; break;
+                case Op.FenceI: pc += d.Length; break; // stores already invalidate decoded code
+                case Op.Ecall: pc = Trap(pc, Cause.EcallFromM, 0); break;
+                case Op.Ebreak: pc = Trap(pc, Cause.Breakpoint, 0); break; // QEMU 7.2 leaves mtval 0
+                case Op.Mret:
+                    {
+                        ulong st = s->Mstatus;
+                        st = (st & ~Mstatus.MIE) | ((st & Mstatus.MPIE) != 0 ? Mstatus.MIE : 0);
+                        s->Mstatus = st | Mstatus.MPIE;
+                        pc = s->Mepc;
+                        limit = 0;
+                        break;
+                    }
+                case Op.Wfi: s->Waiting = 1; pc += d.Length; limit = 0; break;
+
+                case Op.Csrrw:
+                case Op.Csrrs:
+                case Op.Csrrc:
+                case Op.Csrrwi:
+                case Op.Csrrsi:
+                case Op.Csrrci:
+                    s->Pc = pc; s->Icount = icount;
+                    if (ExecuteCsr(ref d)) pc += d.Length;
+                    else pc = Trap(pc, Cause.IllegalInstruction, IllegalBits(pc, d.Length));
+                    limit = 0; // a CSR write may enable an interrupt
+                    break;
+
+                case Op.Illegal: pc = Trap(pc, Cause.IllegalInstruction, (ulong)d.Imm); break;
+
+                default: // LR/SC and AMOs
+                    {
+                        s->Pc = pc; s->Icount = icount;
+                        ulong cause = ExecuteAtomic(ref d, ram);
+                        if (cause == NoTrap) pc += d.Length;
+                        else pc = Trap(pc, cause, x[d.Rs1]);
+                        break;
+                    }
+            }
+            icount++;
+        }
+
+        s->Pc = pc;
+        s->Icount = icount;
+    }
+
+    private void DecodeSlot(ref DecodedInsn d, ulong pc)
+    {
+        ulong off = pc - _mem.Base;
+        int page = (int)(off >> GuestMemory.PageShift);
+        _mem.WriteFast[page] = 0; // from now on stores to this page must invalidate
+        ushort low = *(ushort*)(_mem.Ram + off);
+        if (Decoder.IsCompressed(low)) { d = Decoder.DecodeCompressed(low); return; }
+        if ((off & (GuestMemory.PageSize - 1)) == GuestMemory.PageSize - 2) { d = new DecodedInsn { Op = Op.CrossPage }; return; }
+        d = Decoder.Decode32(*(uint*)(_mem.Ram + off));
+    }
+
+    private bool FetchCrossPage(ulong pc, out DecodedInsn insn)
+    {
+        ulong off = pc - _mem.Base;
+        insn = default;
+        if (off + 4 > _mem.Size) return false;
+        insn = Decoder.Decode32(*(uint*)(_mem.Ram + off));
+        return true;
+    }
+
+    /// <summary>The raw bits of the instruction at pc (QEMU reports them in mtval for illegal instructions).</summary>
+    private ulong IllegalBits(ulong pc, int length)
+    {
+        ulong off = pc - _mem.Base;
+        return length == 2 ? *(ushort*)(_mem.Ram + off) : *(uint*)(_mem.Ram + off);
+    }
+
+    /// <summary>Enters the trap handler; returns the new pc.</summary>
+    private ulong Trap(ulong pc, ulong cause, ulong tval)
+    {
+        CpuState* s = _s;
+        s->Mepc = pc & ~1UL;
+        s->Mcause = cause;
+        s->Mtval = tval;
+        ulong st = s->Mstatus;
+        s->Mstatus = (st & ~(Mstatus.MIE | Mstatus.MPIE)) | ((st & Mstatus.MIE) != 0 ? Mstatus.MPIE : 0);
+        ulong tvec = s->Mtvec;
+        ulong target = tvec & ~3UL;
+        if ((cause & Cause.InterruptBit) != 0 && (tvec & 3) == 1) target += 4 * (cause & 63);
+        return target;
+    }
+
+    /// <summary>Takes the highest-priority pending interrupt (MEI &gt; MSI &gt; MTI) between instructions.</summary>
+    public void TakeInterrupt(ulong pending)
+    {
+        ulong cause = (pending & Irq.MEIP) != 0 ? Cause.MachineExternalInterrupt
+                    : (pending & Irq.MSIP) != 0 ? Cause.MachineSoftwareInterrupt
+                    : Cause.MachineTimerInterrupt;
+        _s->Pc = Trap(_s->Pc, cause, 0);
+    }
+}

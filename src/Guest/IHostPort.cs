@@ -1,0 +1,29 @@
+namespace LiveMigration.Guest;
+
+/// <summary>
+/// The machine's only door to the outside world. Every nondeterministic input (time, serial input,
+/// later entropy and DMA) comes through here, always between instructions or, for a time read, at
+/// the exact icount of the reading instruction. A recorder wraps a live port and logs what passes;
+/// a replayer feeds the log back through the same calls.
+/// </summary>
+public interface IHostPort
+{
+    /// <summary>The icount at which the machine must next call <see cref="Poll"/>.</summary>
+    ulong NextPollIcount { get; }
+
+    /// <summary>Deliver the inputs due at the machine's current icount (<see cref="Machine.DeliverTime"/>, <see cref="Machine.DeliverSerialInput"/>).</summary>
+    void Poll(Machine machine);
+
+    /// <summary>The guest reads mtime (MMIO or the time CSR). Returns the value it sees.</summary>
+    ulong ReadTime(Machine machine);
+
+    /// <summary>
+    /// The hart sleeps in WFI with nothing pending. Block until an input has been delivered (live) or
+    /// deliver the next logged input at once (replay, which is how idle time is skipped). Returns false
+    /// when no input can ever come.
+    /// </summary>
+    bool WaitForInput(Machine machine);
+
+    /// <summary>A byte the guest transmitted on its UART. Output is not an input: it is never logged.</summary>
+    void SerialOutput(byte value);
+}

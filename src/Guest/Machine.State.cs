@@ -1,0 +1,204 @@
+using System.Runtime.InteropServices;
+using LiveMigration.Guest.Cpu;
+using LiveMigration.Guest.Memory;
+using LiveMigration.Guest.Native;
+using LiveMigration.Guest.State;
+
+namespace LiveMigration.Guest;
+
+/// <summary>Save/restore of the whole machine, copy-on-write snapshots and the state digest.</summary>
+public sealed unsafe partial class Machine
+{
+    // Bump when a field is added to or removed from the section; readers accept 1..current.
+    private const ushort MachineStateVersion = 1;
+    private const ushort CpuStateVersion = 1;
+    private const ushort RamStateVersion = 1;
+    private const int SavedRegisters = 31; // x1..x31, recorded so a size mismatch is caught on load
+
+    public void SaveState(StateWriter w) => SaveState(w, SaveDeviceState(), null);
+
+    private void SaveState(StateWriter w, byte[] cpuAndDevices, MemorySnapshot? snapshot)
+    {
+        w.BeginSection("MACH", MachineStateVersion);
+        w.U64(Config.MemorySize);
+        w.U64(Memory.Base);
+        w.EndSection();
+        w.Bytes(cpuAndDevices);
+        SaveRam(w, snapshot);
+    }
+
+    /// <summary>CPU and device sections: everything but RAM.</summary>
+    public byte[] SaveDeviceState()
+    {
+        var w = new StateWriter();
+        SaveCpu(w);
+        foreach (var d in _devices) d.Save(w);
+        return w.ToArray();
+    }
+
+    private void SaveCpu(StateWriter w)
+    {
+        CpuState* s = _cpu;
+        w.BeginSection("CPU ", CpuStateVersion);
+        w.U8(SavedRegisters);
+        for (int i = 1; i <= SavedRegisters; i++) w.U64(s->X[i]);
+        w.U64(s->Pc);
+        w.U64(s->Icount);
+        w.U64(s->Mstatus);
+        w.U64(s->Mie);
+        w.U64(s->Mtvec);
+        w.U64(s->Mscratch);
+        w.U64(s->Mepc);
+        w.U64(s->Mcause);
+        w.U64(s->Mtval);
+        w.U64(s->Mcountinhibit);
+        w.U64(s->McycleOffset);
+        w.U64(s->MinstretOffset);
+        w.U64(s->Reservation);
+        w.U32(s->Waiting);
+        w.EndSection();
+    }
+
+    private void RestoreCpu(StateReader r)
+    {
+        r.OpenSection("CPU ", 1, CpuStateVersion);
+        if (r.U8() != SavedRegisters) throw new InvalidDataException("CPU state has a different register count");
+        CpuState c = default;
+        for (int i = 1; i <= SavedRegisters; i++) c.X[i] = r.U64();
+        c.Pc = r.U64();
+        c.Icount = r.U64();
+        c.Mstatus = r.U64() & Mstatus.WritableMask;
+        c.Mie = r.U64() & Irq.MieWritable;
+        c.Mtvec = r.U64();
+        c.Mscratch = r.U64();
+        c.Mepc = r.U64();
+        c.Mcause = r.U64();
+        c.Mtval = r.U64();
+        c.Mcountinhibit = r.U64();
+        c.McycleOffset = r.U64();
+        c.MinstretOffset = r.U64();
+        c.Reservation = r.U64();
+        c.Waiting = r.U32();
+        r.CloseSection();
+        *_cpu = c;
+    }
+
+    private void SaveRam(StateWriter w, MemorySnapshot? snapshot)
+    {
+        w.BeginSection("RAM ", RamStateVersion);
+        w.U32((uint)Memory.PageCount);
+        long countAt = w.Stream.Position;
+        w.U32(0);
+        uint count = 0;
+        Span<byte> page = stackalloc byte[GuestMemory.PageSize];
+        for (int i = 0; i < Memory.PageCount; i++)
+        {
+            // Zero pages are not stored: a restore starts from zeroed RAM.
+            if (snapshot != null)
+            {
+                if (snapshot.IsZeroPage(i)) continue;
+                snapshot.ReadPage(i, page);
+            }
+            else
+            {
+                if (Memory.IsZeroPage(i)) continue;
+                Memory.PageSpan(i).CopyTo(page);
+            }
+            w.U32((uint)i);
+            w.Bytes(page);
+            count++;
+        }
+        long end = w.Stream.Position;
+        w.Stream.Position = countAt;
+        w.U32(count);
+        w.Stream.Position = end;
+        w.EndSection();
+    }
+
+    private void RestoreRam(StateReader r)
+    {
+        r.OpenSection("RAM ", 1, RamStateVersion);
+        if (r.U32() != Memory.PageCount) throw new InvalidDataException("saved RAM has a different page count");
+        uint count = r.U32();
+        var present = new bool[Memory.PageCount];
+        for (uint n = 0; n < count; n++)
+        {
+            uint page = r.U32();
+            if (page >= Memory.PageCount) throw new InvalidDataException($"saved RAM names page {page}, beyond the end of memory");
+            Memory.WritePage((int)page, r.Bytes(GuestMemory.PageSize));
+            present[page] = true;
+        }
+        for (int i = 0; i < Memory.PageCount; i++)
+            if (!present[i]) Memory.ZeroPage(i);
+        r.CloseSection();
+    }
+
+    /// <summary>Restores a state saved by <see cref="SaveState(StateWriter)"/> or a snapshot into this machine.</summary>
+    public void RestoreState(StateReader r)
+    {
+        r.OpenSection("MACH", 1, MachineStateVersion);
+        ulong size = r.U64(), ramBase = r.U64();
+        r.CloseSection();
+        if (size != Config.MemorySize || ramBase != Memory.Base)
+            throw new InvalidDataException($"saved machine has {size >> 20} MiB of RAM at 0x{ramBase:x}; this machine has {Config.MemorySize >> 20} MiB at 0x{Memory.Base:x}");
+        RestoreDeviceState(r);
+        RestoreRam(r);
+        Memory.FlushDecodeCache();
+        ExitCode = null;
+    }
+
+    /// <summary>Restores CPU and device sections (the output of <see cref="SaveDeviceState"/>).</summary>
+    public void RestoreDeviceState(StateReader r)
+    {
+        RestoreCpu(r);
+        foreach (var d in _devices) d.Restore(r);
+    }
+
+    /// <summary>
+    /// A copy-on-write snapshot of the whole machine: CPU and devices are copied now (they are small),
+    /// RAM pages only when the guest first writes them afterwards. The guest may keep running.
+    /// </summary>
+    public MachineSnapshot TakeSnapshot() => new(this, Icount, SaveDeviceState(), Memory.CreateSnapshot(), ComputeDigest());
+
+    internal void SaveSnapshot(StateWriter w, MachineSnapshot s) => SaveState(w, s.DeviceState, s.Memory);
+
+    /// <summary>
+    /// xxh3-64 over registers, CSRs, device state and the per-page hashes. Only pages written since
+    /// the last digest are rehashed, so the cost follows the guest's writes, not its RAM size.
+    /// </summary>
+    public ulong ComputeDigest()
+    {
+        var pages = Memory.RefreshPageHashes();
+        ulong pagesHash = XxHash3.Hash(MemoryMarshal.AsBytes(pages));
+        var w = new StateWriter();
+        w.U64(Config.MemorySize);
+        w.Bytes(SaveDeviceState());
+        w.U64(pagesHash);
+        return XxHash3.Hash(w.Stream.GetBuffer().AsSpan(0, (int)w.Stream.Length));
+    }
+}
+
+/// <summary>A point-in-time copy of a machine (see <see cref="Machine.TakeSnapshot"/>).</summary>
+public sealed class MachineSnapshot : IDisposable
+{
+    private readonly Machine _machine;
+
+    internal MachineSnapshot(Machine machine, ulong icount, byte[] deviceState, MemorySnapshot memory, ulong digest)
+    {
+        _machine = machine;
+        Icount = icount;
+        DeviceState = deviceState;
+        Memory = memory;
+        Digest = digest;
+    }
+
+    public ulong Icount { get; }
+    public ulong Digest { get; }
+    public byte[] DeviceState { get; }
+    public MemorySnapshot Memory { get; }
+
+    /// <summary>Writes the snapshot in the same format as <see cref="Machine.SaveState(StateWriter)"/>; safe while the guest runs.</summary>
+    public void Save(StateWriter w) => _machine.SaveSnapshot(w, this);
+
+    public void Dispose() => Memory.Dispose();
+}

@@ -1,0 +1,151 @@
+using System.Runtime.InteropServices;
+using LiveMigration.Guest.Cpu;
+using LiveMigration.Guest.Devices;
+using LiveMigration.Guest.Devices.Clint;
+using LiveMigration.Guest.Devices.Finisher;
+using LiveMigration.Guest.Devices.Plic;
+using LiveMigration.Guest.Devices.Uart;
+using LiveMigration.Guest.Memory;
+
+namespace LiveMigration.Guest;
+
+/// <summary>
+/// The deterministic RV64IMAC machine: one M-mode hart, DRAM and the QEMU virt devices we model.
+/// The state after N instructions is a pure function of the initial state and the inputs delivered
+/// through <see cref="IHostPort"/> at their icounts.
+/// </summary>
+public sealed unsafe partial class Machine : IDisposable
+{
+    /// <summary>Instructions per call into the interpreter: bounds the latency of <see cref="RequestStop"/>.</summary>
+    private const ulong SliceLength = 1 << 20;
+
+    private readonly CpuState* _cpu;
+    private readonly Hart _hart;
+    private readonly IMmioDevice[] _devices;
+    private volatile bool _stopRequested;
+
+    public Machine(MachineConfig config, IHostPort hostPort)
+    {
+        Config = config;
+        HostPort = hostPort;
+        Memory = new GuestMemory(config.MemorySize);
+        _cpu = (CpuState*)NativeMemory.AllocZeroed((nuint)sizeof(CpuState));
+        Clint = new Clint(this);
+        Plic = new Plic(this);
+        Uart = new Uart16550(this);
+        Finisher = new SifiveTest(this);
+        _devices = [Finisher, Clint, Plic, Uart];
+        _hart = new Hart(this, _cpu);
+        Reset(Memory.Base);
+    }
+
+    public MachineConfig Config { get; }
+    public IHostPort HostPort { get; set; }
+    public GuestMemory Memory { get; }
+    public Clint Clint { get; }
+    public Plic Plic { get; }
+    public Uart16550 Uart { get; }
+    public SifiveTest Finisher { get; }
+
+    public ref CpuState Cpu => ref *_cpu;
+    public ulong Icount => _cpu->Icount;
+    public ulong Pc => _cpu->Pc;
+
+    /// <summary>Set once the guest writes the finisher.</summary>
+    public int? ExitCode { get; private set; }
+
+    public void Reset(ulong entry)
+    {
+        *_cpu = default;
+        _cpu->Pc = entry;
+        _cpu->Reservation = ulong.MaxValue;
+        _cpu->Mstatus = 0;
+        foreach (var d in _devices) d.Reset();
+        ExitCode = null;
+    }
+
+    /// <summary>Register x<paramref name="index"/>; x0 is always zero.</summary>
+    public ulong GetRegister(int index) => index == 0 ? 0 : _cpu->X[index];
+
+    public void SetRegister(int index, ulong value)
+    {
+        if (index is <= 0 or >= 32) return;
+        _cpu->X[index] = value;
+    }
+
+    public void SetPc(ulong pc) => _cpu->Pc = pc;
+
+    /// <summary>Asks a running <see cref="Run"/> to return at the next instruction boundary it checks (any thread).</summary>
+    public void RequestStop() => _stopRequested = true;
+
+    /// <summary>The mip register as the devices drive it.</summary>
+    public ulong Mip =>
+        (Clint.Msip != 0 ? Irq.MSIP : 0) | (Clint.TimerPending ? Irq.MTIP : 0) | (Plic.MachineExternalPending ? Irq.MEIP : 0);
+
+    /// <summary>Runs until the guest exits, <paramref name="maxIcount"/> is reached, a stop is requested or the hart idles for good.</summary>
+    public StopReason Run(ulong maxIcount = ulong.MaxValue)
+    {
+        while (true)
+        {
+            if (ExitCode != null) return StopReason.Exited;
+            if (_stopRequested) { _stopRequested = false; return StopReason.StopRequested; }
+            if (_cpu->Icount >= maxIcount) return StopReason.InstructionLimit;
+            if (_cpu->Icount >= HostPort.NextPollIcount) HostPort.Poll(this);
+
+            ulong pending = Mip & _cpu->Mie;
+            if (pending != 0)
+            {
+                _cpu->Waiting = 0; // WFI wakes on any pending enabled interrupt, even with MIE clear
+                if ((_cpu->Mstatus & Mstatus.MIE) != 0) _hart.TakeInterrupt(pending);
+            }
+            if (_cpu->Waiting != 0)
+            {
+                if (!HostPort.WaitForInput(this)) return StopReason.Idle;
+                continue;
+            }
+
+            ulong limit = Math.Min(maxIcount, Math.Min(HostPort.NextPollIcount, _cpu->Icount + SliceLength));
+            if (limit <= _cpu->Icount) limit = _cpu->Icount + 1;
+            _hart.Execute(limit);
+        }
+    }
+
+    // ---- Inputs (called by host ports between instructions) ----
+
+    /// <summary>Delivers the current time (10 MHz ticks). May raise the timer interrupt.</summary>
+    public void DeliverTime(ulong mtime) => Clint.SetTime(mtime);
+
+    /// <summary>Delivers serial input; returns how many bytes the UART accepted.</summary>
+    public int DeliverSerialInput(ReadOnlySpan<byte> data) => Uart.Receive(data);
+
+    // ---- Called by devices ----
+
+    internal ulong ReadTime()
+    {
+        ulong t = HostPort.ReadTime(this);
+        Clint.SetTime(t);
+        return t;
+    }
+
+    internal void Finish(int code)
+    {
+        ExitCode ??= code;
+        _hart.BreakOut();
+    }
+
+    /// <summary>A device or CSR changed something an interrupt depends on: leave the inner loop to re-check.</summary>
+    internal void InterruptStateChanged() => _hart.BreakOut();
+
+    internal IMmioDevice? FindDevice(ulong address)
+    {
+        foreach (var d in _devices)
+            if (address - d.Base < d.Length) return d;
+        return null;
+    }
+
+    public void Dispose()
+    {
+        Memory.Dispose();
+        NativeMemory.Free(_cpu);
+    }
+}

@@ -1,0 +1,26 @@
+namespace LiveMigration.Guest;
+
+/// <summary>What must match between two hosts for a state to move from one to the other.</summary>
+public sealed record MachineConfig
+{
+    public const ulong DefaultMemorySize = 128UL << 20;
+
+    public ulong MemorySize { get; init; } = DefaultMemorySize;
+
+    /// <summary>Parses sizes such as 128M, 1G, 65536 or 64KiB.</summary>
+    public static ulong ParseSize(string text)
+    {
+        string t = text.Trim().ToUpperInvariant().Replace("IB", "").Replace("B", "");
+        ulong mult = 1;
+        if (t.EndsWith('K')) mult = 1UL << 10;
+        else if (t.EndsWith('M')) mult = 1UL << 20;
+        else if (t.EndsWith('G')) mult = 1UL << 30;
+        if (mult != 1) t = t[..^1];
+        if (!ulong.TryParse(t, out ulong n) || n == 0)
+            throw new FormatException($"'{text}' is not a size (examples: 128M, 1G, 65536)");
+        ulong size = checked(n * mult);
+        if (size % 4096 != 0) throw new FormatException($"memory size {text} is not a multiple of 4 KiB");
+        if (size > 16UL << 30) throw new FormatException($"memory size {text} is larger than 16 GiB");
+        return size;
+    }
+}

@@ -1,0 +1,234 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using LiveMigration.Guest.Cpu;
+using LiveMigration.Guest.Native;
+
+namespace LiveMigration.Guest.Memory;
+
+/// <summary>
+/// Guest DRAM in 4 KiB pages. Every store passes a one-byte write barrier per page
+/// (<see cref="WriteFast"/>): while it is set a store is a plain memory write; the first write after
+/// anything cares (a dirty client cleared its bit, a snapshot was taken, code was decoded from the
+/// page) takes the slow path, which does the bookkeeping and re-arms the barrier.
+/// </summary>
+public sealed unsafe class GuestMemory : IDisposable
+{
+    public const int PageShift = 12;
+    public const int PageSize = 1 << PageShift;
+    public const ulong DefaultBase = 0x8000_0000;
+    /// <summary>Bit 0 of the dirty map belongs to the state digest.</summary>
+    private const byte DigestBit = 1;
+
+    public readonly ulong Base;
+    public readonly ulong Size;
+    public readonly int PageCount;
+    internal readonly byte* Ram;
+    internal readonly byte[] WriteFast;
+    internal readonly byte[] DirtyMap;
+    /// <summary>Pre-decoded instructions per page (2048 slots of 2 bytes each), null until code runs there.</summary>
+    internal readonly DecodedInsn[]?[] DecodeCache;
+    private readonly bool[] _touched;
+    private readonly ulong[] _pageHash;
+    private byte _clientMask = DigestBit;
+    private readonly List<MemorySnapshot> _snapshots = [];
+    internal readonly object SnapshotLock = new();
+
+    public GuestMemory(ulong size, ulong baseAddress = DefaultBase)
+    {
+        if (size == 0 || size % PageSize != 0) throw new ArgumentException("memory size must be a positive multiple of 4 KiB");
+        Base = baseAddress;
+        Size = size;
+        PageCount = checked((int)(size / PageSize));
+        // calloc lets the OS hand out zero pages lazily, so an untouched 128 MiB guest costs little.
+        Ram = (byte*)NativeMemory.AllocZeroed((nuint)size);
+        WriteFast = new byte[PageCount];
+        DirtyMap = new byte[PageCount];
+        DecodeCache = new DecodedInsn[PageCount][];
+        _touched = new bool[PageCount];
+        _pageHash = new ulong[PageCount];
+        Array.Fill(DirtyMap, DigestBit);
+        Array.Fill(_pageHash, ZeroPageHash);
+    }
+
+    public static readonly ulong ZeroPageHash = XxHash3.Hash(new byte[PageSize]);
+
+    public bool Contains(ulong address, int length) => address - Base <= Size - (ulong)length && address >= Base;
+
+    public Span<byte> PageSpan(int page) => new(Ram + ((long)page << PageShift), PageSize);
+
+    internal byte* PagePointer(int page) => Ram + ((long)page << PageShift);
+
+    public bool IsTouched(int page) => _touched[page];
+
+    /// <summary>True when the page holds only zeros; never-written pages answer without reading.</summary>
+    public bool IsZeroPage(int page) => !_touched[page] || !PageSpan(page).ContainsAnyExcept((byte)0);
+
+    // ---- Dirty clients ----
+
+    public DirtyClient CreateDirtyClient(string name)
+    {
+        lock (SnapshotLock)
+        {
+            for (int bit = 1; bit < 8; bit++)
+            {
+                byte mask = (byte)(1 << bit);
+                if ((_clientMask & mask) != 0) continue;
+                _clientMask |= mask;
+                // A new client starts with every page dirty: it has seen nothing yet.
+                for (int i = 0; i < PageCount; i++) DirtyMap[i] |= mask;
+                return new DirtyClient(this, mask, name);
+            }
+        }
+        throw new InvalidOperationException("all 7 dirty-map client bits are in use");
+    }
+
+    internal void ReleaseClient(DirtyClient client)
+    {
+        lock (SnapshotLock)
+        {
+            _clientMask &= (byte)~client.Bit;
+            for (int i = 0; i < PageCount; i++) DirtyMap[i] &= (byte)~client.Bit;
+        }
+    }
+
+    internal void ClearDirty(int page, byte bit)
+    {
+        DirtyMap[page] &= (byte)~bit;
+        WriteFast[page] = 0;
+    }
+
+    // ---- Copy-on-write snapshots ----
+
+    public MemorySnapshot CreateSnapshot()
+    {
+        lock (SnapshotLock)
+        {
+            var snapshot = new MemorySnapshot(this, (bool[])_touched.Clone());
+            _snapshots.Add(snapshot);
+            Array.Clear(WriteFast);
+            return snapshot;
+        }
+    }
+
+    internal void ReleaseSnapshot(MemorySnapshot snapshot)
+    {
+        lock (SnapshotLock) _snapshots.Remove(snapshot);
+    }
+
+    // ---- The write barrier's slow path ----
+
+    /// <summary>Bookkeeping for a store of <paramref name="length"/> bytes at RAM offset <paramref name="offset"/>.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal void BeforeWrite(ulong offset, int length)
+    {
+        int first = (int)(offset >> PageShift), last = (int)((offset + (ulong)length - 1) >> PageShift);
+        for (int page = first; page <= last; page++)
+        {
+            if (_snapshots.Count != 0) PreserveForSnapshots(page);
+            DirtyMap[page] = _clientMask;
+            _touched[page] = true;
+            var code = DecodeCache[page];
+            if (code != null)
+            {
+                InvalidateDecoded(code, page, offset, length);
+                continue; // pages holding decoded code keep the slow path
+            }
+            WriteFast[page] = 1;
+        }
+        // An instruction that starts on the previous page may straddle into this one.
+        if ((offset & (PageSize - 1)) < 2 && first > 0 && DecodeCache[first - 1] is { } prev)
+            prev[^1] = default;
+    }
+
+    private void PreserveForSnapshots(int page)
+    {
+        lock (SnapshotLock)
+        {
+            foreach (var s in _snapshots)
+            {
+                if (s.Preserved[page] != null) continue;
+                s.Preserved[page] = PageSpan(page).ToArray();
+            }
+        }
+    }
+
+    private static void InvalidateDecoded(DecodedInsn[] code, int page, ulong offset, int length)
+    {
+        long pageStart = (long)page << PageShift;
+        // Slot i covers bytes [2i, 2i+4): a write can change the instruction starting 2 bytes before it.
+        long from = Math.Max((long)offset - 2 - pageStart, 0) >> 1;
+        long to = Math.Min((long)offset + length - 1 - pageStart, PageSize - 1) >> 1;
+        for (long i = from; i <= to; i++) code[i] = default;
+    }
+
+    /// <summary>Called by the decoder when it caches code for a page: stores there must now invalidate.</summary>
+    internal DecodedInsn[] CodePage(int page)
+    {
+        var code = DecodeCache[page] ??= new DecodedInsn[PageSize / 2];
+        WriteFast[page] = 0;
+        return code;
+    }
+
+    /// <summary>Drops all decoded code (after a state restore rewrote memory wholesale).</summary>
+    internal void FlushDecodeCache()
+    {
+        Array.Clear(DecodeCache);
+        Array.Clear(WriteFast);
+    }
+
+    // ---- Bulk access for devices, loaders and restore ----
+
+    public void Write(ulong address, ReadOnlySpan<byte> data)
+    {
+        if (!Contains(address, data.Length)) throw new ArgumentOutOfRangeException(nameof(address), $"0x{address:x}+{data.Length} is outside guest RAM");
+        if (data.Length == 0) return;
+        ulong offset = address - Base;
+        BeforeWrite(offset, data.Length);
+        data.CopyTo(new Span<byte>(Ram + offset, data.Length));
+    }
+
+    public void Read(ulong address, Span<byte> destination)
+    {
+        if (!Contains(address, destination.Length)) throw new ArgumentOutOfRangeException(nameof(address), $"0x{address:x}+{destination.Length} is outside guest RAM");
+        new ReadOnlySpan<byte>(Ram + (address - Base), destination.Length).CopyTo(destination);
+    }
+
+    public void WritePage(int page, ReadOnlySpan<byte> data)
+    {
+        if (data.Length != PageSize) throw new ArgumentException("a page is 4096 bytes");
+        BeforeWrite((ulong)page << PageShift, PageSize);
+        data.CopyTo(PageSpan(page));
+    }
+
+    /// <summary>Zeroes the page and forgets it was ever written.</summary>
+    public void ZeroPage(int page)
+    {
+        if (!_touched[page]) return;
+        BeforeWrite((ulong)page << PageShift, PageSize);
+        PageSpan(page).Clear();
+        _touched[page] = false;
+    }
+
+    // ---- Digest support ----
+
+    /// <summary>
+    /// Per-page hashes, brought up to date for pages written since the last call: the cost is
+    /// proportional to the pages written, not to RAM size.
+    /// </summary>
+    public ReadOnlySpan<ulong> RefreshPageHashes()
+    {
+        for (int page = 0; page < PageCount; page++)
+        {
+            if ((DirtyMap[page] & DigestBit) == 0) continue;
+            ClearDirty(page, DigestBit);
+            _pageHash[page] = _touched[page] ? XxHash3.Hash(PagePointer(page), PageSize) : ZeroPageHash;
+        }
+        return _pageHash;
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.Free(Ram);
+        GC.SuppressFinalize(this);
+    }
+}

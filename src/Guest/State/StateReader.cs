@@ -1,0 +1,53 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace LiveMigration.Guest.State;
+
+/// <summary>Reads what <see cref="StateWriter"/> wrote; every malformed input is an <see cref="InvalidDataException"/>.</summary>
+public sealed class StateReader
+{
+    private readonly ReadOnlyMemory<byte> _data;
+    private int _pos;
+    private readonly Stack<int> _sectionEnds = new();
+
+    public StateReader(ReadOnlyMemory<byte> data) => _data = data;
+
+    public int Position => _pos;
+    public bool AtEnd => _pos >= _data.Length;
+
+    private ReadOnlySpan<byte> Take(int n)
+    {
+        int limit = _sectionEnds.Count > 0 ? _sectionEnds.Peek() : _data.Length;
+        if (n < 0 || _pos + n > limit) throw new InvalidDataException($"state truncated at byte {_pos} (wanted {n} more)");
+        var span = _data.Span.Slice(_pos, n);
+        _pos += n;
+        return span;
+    }
+
+    /// <summary>Opens a section, checking its tag and that its version is one this build can read.</summary>
+    public ushort OpenSection(string tag, ushort minVersion, ushort maxVersion)
+    {
+        string found = Encoding.ASCII.GetString(Take(4));
+        if (found != tag) throw new InvalidDataException($"expected state section '{tag}' but found '{found}' at byte {_pos - 4}");
+        ushort version = U16();
+        if (version < minVersion || version > maxVersion)
+            throw new InvalidDataException($"state section '{tag}' has version {version}; this build reads {minVersion}..{maxVersion}");
+        uint length = U32();
+        int end = checked(_pos + (int)length);
+        int limit = _sectionEnds.Count > 0 ? _sectionEnds.Peek() : _data.Length;
+        if (end > limit) throw new InvalidDataException($"state section '{tag}' runs past the end of its data");
+        _sectionEnds.Push(end);
+        return version;
+    }
+
+    /// <summary>Closes a section; newer minor versions may append fields an older reader skips.</summary>
+    public void CloseSection() => _pos = _sectionEnds.Pop();
+
+    public byte U8() => Take(1)[0];
+    public bool Bool() => Take(1)[0] != 0;
+    public ushort U16() => BinaryPrimitives.ReadUInt16LittleEndian(Take(2));
+    public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Take(4));
+    public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Take(8));
+    public ReadOnlySpan<byte> Bytes(int n) => Take(n);
+    public ReadOnlySpan<byte> Blob() => Take(checked((int)U32()));
+}

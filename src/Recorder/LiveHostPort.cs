@@ -1,0 +1,100 @@
+using System.Diagnostics;
+using LiveMigration.Guest;
+using LiveMigration.Guest.Cpu;
+using LiveMigration.Guest.Devices.Clint;
+using LiveMigration.Recorder.Serial;
+
+namespace LiveMigration.Recorder;
+
+/// <summary>
+/// The real world as the machine sees it: the host clock at 10 MHz, serial input from a backend.
+/// It polls every <see cref="PollInterval"/> instructions: time is delivered only when it crosses
+/// mtimecmp (so a trace holds one time event per timer interrupt, not one per poll), and input only
+/// as far as the UART has room.
+/// </summary>
+public class LiveHostPort : IHostPort
+{
+    public const ulong PollInterval = 16 * 1024;
+
+    private readonly ISerialBackend _serial;
+    private readonly long _startTimestamp = Stopwatch.GetTimestamp();
+    private readonly ulong _timeBase;
+    private ulong _nextPoll;
+    private long _lastFlush;
+
+    /// <param name="timeBase">mtime at start: a restored guest continues from its saved time.</param>
+    public LiveHostPort(ISerialBackend serial, ulong timeBase = 0)
+    {
+        _serial = serial;
+        _timeBase = timeBase;
+    }
+
+    public ISerialBackend Serial => _serial;
+
+    public ulong NextPollIcount => _nextPoll;
+
+    /// <summary>The host clock in guest ticks; never goes backwards.</summary>
+    // A TimeSpan tick is 100 ns, exactly one tick of the 10 MHz mtime.
+    public ulong Now => _timeBase + (ulong)Stopwatch.GetElapsedTime(_startTimestamp).Ticks;
+
+    public virtual void Poll(Machine machine)
+    {
+        _nextPoll = machine.Icount + PollInterval;
+        if (machine.Clint.Mtimecmp != ulong.MaxValue && machine.Clint.Time < machine.Clint.Mtimecmp)
+        {
+            ulong now = Now;
+            if (now >= machine.Clint.Mtimecmp) DeliverTime(machine, now);
+        }
+        DeliverSerial(machine);
+        long t = Stopwatch.GetTimestamp();
+        if (t - _lastFlush > Stopwatch.Frequency / 100) { _serial.Flush(); _lastFlush = t; }
+    }
+
+    private void DeliverSerial(Machine machine)
+    {
+        int room = machine.Uart.RxSpace;
+        if (room <= 0) return;
+        Span<byte> buffer = stackalloc byte[room];
+        int n = _serial.Read(buffer);
+        if (n > 0) DeliverSerialInput(machine, buffer[..n]);
+    }
+
+    /// <summary>The single place time enters the machine (a recorder logs it here).</summary>
+    protected virtual void DeliverTime(Machine machine, ulong now) => machine.DeliverTime(now);
+
+    /// <summary>The single place serial input enters the machine (a recorder logs it here).</summary>
+    protected virtual void DeliverSerialInput(Machine machine, ReadOnlySpan<byte> data)
+    {
+        int accepted = machine.DeliverSerialInput(data);
+        if (accepted != data.Length) throw new InvalidOperationException("UART refused input it had room for");
+    }
+
+    public virtual ulong ReadTime(Machine machine) => Now;
+
+    public bool WaitForInput(Machine machine)
+    {
+        _serial.Flush();
+        var clint = machine.Clint;
+        bool timerArmed = (machine.Cpu.Mie & Irq.MTIP) != 0 && clint.Mtimecmp != ulong.MaxValue;
+        bool serialArmed = (machine.Cpu.Mie & Irq.MEIP) != 0 && !_serial.InputClosed;
+        if (!timerArmed && !serialArmed) return false;
+
+        while (true)
+        {
+            ulong now = Now;
+            if (timerArmed && now >= clint.Mtimecmp)
+            {
+                DeliverTime(machine, now);
+                return true;
+            }
+            if (_serial.InputClosed && !timerArmed) return false;
+            int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
+            _serial.InputArrived.WaitOne(waitMs);
+            int before = machine.Uart.RxSpace;
+            DeliverSerial(machine);
+            if (machine.Uart.RxSpace != before) return true;
+        }
+    }
+
+    public void SerialOutput(byte value) => _serial.Write(value);
+}
