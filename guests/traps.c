@@ -52,9 +52,9 @@ static void report(uint64_t before, uint64_t epc, uint64_t addr)
 #define TRAP_INSN(asmtext)                                                   \
     do {                                                                     \
         uint64_t pc_, n_ = trap_count;                                       \
-        __asm__ volatile(".option push\n.option norvc\n"                     \
-                         "la %0, 1f\n" ".option pop\n"                       \
-                         "1: " asmtext "\n" : "=&r"(pc_) :: "memory");       \
+        __asm__ volatile(".option push\n.option norvc\n" /* no c.ebreak */  \
+                         "la %0, 1f\n1: " asmtext "\n.option pop"           \
+                         : "=&r"(pc_) :: "memory");                          \
         report(n_, pc_, 0);                                                  \
     } while (0)
 
@@ -175,7 +175,7 @@ static void test_misaligned(void)
                          : "=&r"(pc_), "=&r"(r_) : "r"(p_), "r"(1UL) : "memory"); \
         line(name);                                                          \
         report(n_, pc_, (uint64_t)p_);                                       \
-        kv("word0", buf[0]);                                                 \
+        kv("mem", buf[(off) / 8]);                                           \
         end();                                                               \
     } while (0)
 

@@ -24,6 +24,9 @@ public interface IHostPort
     /// </summary>
     bool WaitForInput(Machine machine);
 
+    /// <summary>The guest reads the Zkr <c>seed</c> CSR: 16 bits of host entropy.</summary>
+    ushort ReadEntropy(Machine machine);
+
     /// <summary>A byte the guest transmitted on its UART. Output is not an input: it is never logged.</summary>
     void SerialOutput(byte value);
 }

@@ -96,5 +96,7 @@ public class LiveHostPort : IHostPort
         }
     }
 
+    public virtual ushort ReadEntropy(Machine machine) => (ushort)System.Security.Cryptography.RandomNumberGenerator.GetInt32(0x10000);
+
     public void SerialOutput(byte value) => _serial.Write(value);
 }

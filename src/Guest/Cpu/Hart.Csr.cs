@@ -11,6 +11,8 @@ internal sealed unsafe partial class Hart
         public const uint Mstatus = 0x300, Misa = 0x301, Mie = 0x304, Mtvec = 0x305, Mcountinhibit = 0x320;
         public const uint Mscratch = 0x340, Mepc = 0x341, Mcause = 0x342, Mtval = 0x343, Mip = 0x344;
         public const uint Mcycle = 0xB00, Minstret = 0xB02, Cycle = 0xC00, Time = 0xC01, Instret = 0xC02;
+        /// <summary>Zkr entropy source: reads return ES16 status with 16 bits from the host port.</summary>
+        public const uint Seed = 0x015;
         public const uint Mvendorid = 0xF11, Marchid = 0xF12, Mimpid = 0xF13, Mhartid = 0xF14, Mconfigptr = 0xF15;
     }
 
@@ -25,6 +27,8 @@ internal sealed unsafe partial class Hart
         bool reads = !(d.Op is Op.Csrrw or Op.Csrrwi) || !rdIsZero;
 
         if (writes && (csr >> 10) == 3) return false; // read-only space
+        // Zkr: seed must be accessed with a read-write instruction (csrrs x, seed, x0 is illegal).
+        if (csr == Csr.Seed && !writes) return false;
         ulong old = 0;
         if (reads && !TryReadCsr(csr, out old)) return false;
         if (!reads && !CsrExists(csr)) return false;
@@ -49,7 +53,7 @@ internal sealed unsafe partial class Hart
 
     private bool TryReadCsrNoSideEffects(uint csr, out ulong value)
     {
-        if (csr == Csr.Time) { value = 0; return true; }
+        if (csr is Csr.Time or Csr.Seed) { value = 0; return true; }
         return TryReadCsr(csr, out value);
     }
 
@@ -72,6 +76,7 @@ internal sealed unsafe partial class Hart
             case Csr.Mcycle or Csr.Cycle: value = s->Icount + s->McycleOffset; return true;
             case Csr.Minstret or Csr.Instret: value = s->Icount + s->MinstretOffset; return true;
             case Csr.Time: value = _machine.ReadTime(); return true;
+            case Csr.Seed: value = (2UL << 30) | _machine.HostPort.ReadEntropy(_machine); return true;
             case Csr.Mvendorid or Csr.Marchid or Csr.Mimpid or Csr.Mhartid or Csr.Mconfigptr: return true;
         }
         return IsPmp(csr) || IsHpm(csr); // PMP entries hardwired to zero; no extra counters
