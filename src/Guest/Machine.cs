@@ -35,7 +35,7 @@ public sealed unsafe partial class Machine : IDisposable
         Uart = new Uart16550(this);
         Finisher = new SifiveTest(this);
         _devices = [Finisher, Clint, Plic, Uart];
-        _hart = new Hart(this, _cpu);
+        _hart = new Hart(this, _cpu, config.CompileBlocks);
         Reset(Memory.Base);
     }
 

@@ -7,6 +7,9 @@ public sealed record MachineConfig
 
     public ulong MemorySize { get; init; } = DefaultMemorySize;
 
+    /// <summary>Compile hot blocks to IL. Changes speed only, never behaviour; not part of the migration handshake.</summary>
+    public bool CompileBlocks { get; init; } = true;
+
     /// <summary>Parses sizes such as 128M, 1G, 65536 or 64KiB.</summary>
     public static ulong ParseSize(string text)
     {

@@ -154,6 +154,11 @@ internal sealed unsafe partial class Hart
 /// <summary>M-extension corner cases: division by zero and signed overflow never trap in RISC-V.</summary>
 internal static class ArithmeticOps
 {
+    public static ulong Mulh(ulong a, ulong b) => (ulong)Math.BigMul((long)a, (long)b, out _);
+    public static ulong Mulhu(ulong a, ulong b) => Math.BigMul(a, b, out _);
+    public static ulong Divu(ulong a, ulong b) => b == 0 ? ulong.MaxValue : a / b;
+    public static ulong Remu(ulong a, ulong b) => b == 0 ? a : a % b;
+
     public static ulong Mulhsu(ulong a, ulong b)
     {
         ulong high = Math.BigMul(a, b, out _);

@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using LiveMigration.Guest.Cpu.Jit;
 using LiveMigration.Guest.Memory;
 
 namespace LiveMigration.Guest.Cpu;
@@ -14,13 +16,15 @@ internal sealed unsafe partial class Hart
     private readonly Machine _machine;
     private readonly CpuState* _s;
     private readonly GuestMemory _mem;
+    private readonly BlockCache? _blocks;
     private bool _breakOut;
 
-    public Hart(Machine machine, CpuState* state)
+    public Hart(Machine machine, CpuState* state, bool compileBlocks)
     {
         _machine = machine;
         _s = state;
         _mem = machine.Memory;
+        if (compileBlocks) _blocks = new BlockCache(_mem);
     }
 
     public void BreakOut() => _breakOut = true;
@@ -35,6 +39,9 @@ internal sealed unsafe partial class Hart
         ulong ramBase = _mem.Base, ramSize = _mem.Size;
         byte[] fast = _mem.WriteFast;
         DecodedInsn[] code = null!;
+        BlockEntry[] blocks = null!;
+        BlockCache? blockCache = _blocks;
+        byte* fastPtr = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(fast)); // pinned array
         ulong codeBase = 1; // never page-aligned: forces a lookup on the first instruction
         DecodedInsn crossPage;
         _breakOut = false;
@@ -52,22 +59,43 @@ internal sealed unsafe partial class Hart
                 }
                 codeBase = pc & ~(ulong)(GuestMemory.PageSize - 1);
                 code = _mem.DecodeCache[off >> GuestMemory.PageShift] ?? _mem.CodePage((int)(off >> GuestMemory.PageShift));
+                if (blockCache != null) blocks = blockCache.Page((int)(off >> GuestMemory.PageShift));
+            }
+            if (blockCache != null)
+            {
+                ref BlockEntry be = ref blocks[(pc & (GuestMemory.PageSize - 1)) >> 1];
+                if (be.Fn != null)
+                {
+                    if (icount + (ulong)be.Count <= limit)
+                    {
+                        int done = be.Fn(x, ram, fastPtr, s);
+                        icount += (ulong)done;
+                        pc = s->Pc;
+                        if (done == be.Count) continue;
+                        // The block bailed out before an instruction it cannot finish: interpret that one.
+                    }
+                }
+                else if (be.Hits >= 0 && ++be.Hits >= BlockCache.CompileThreshold)
+                {
+                    if (BlockCompiler.TryCompile(_mem, pc, out be.Fn, out be.Count, out int bytes)) { be.Bytes = (ushort)bytes; continue; }
+                    be.Hits = -1;
+                }
             }
             scoped ref DecodedInsn d = ref code[(pc & (GuestMemory.PageSize - 1)) >> 1];
-            if (d.Op == Op.Undecoded) DecodeSlot(ref d, pc);
-            if (d.Op == Op.CrossPage)
-            {
-                if (!FetchCrossPage(pc, out crossPage))
-                {
-                    pc = Trap(pc, Cause.InstructionAccessFault, pc + 2);
-                    icount++;
-                    continue;
-                }
-                d = ref crossPage;
-            }
-
+        dispatch:
             switch (d.Op)
             {
+                case Op.Undecoded:
+                    DecodeSlot(ref d, pc);
+                    goto dispatch;
+                case Op.CrossPage:
+                    if (!FetchCrossPage(pc, out crossPage))
+                    {
+                        pc = Trap(pc, Cause.InstructionAccessFault, pc + 2);
+                        break;
+                    }
+                    d = ref crossPage;
+                    goto dispatch;
                 case Op.Lui: x[d.Rd] = (ulong)d.Imm; pc += d.Length; break;
                 case Op.Auipc: x[d.Rd] = pc + (ulong)d.Imm; pc += d.Length; break;
                 case Op.Jal: x[d.Rd] = pc + d.Length; pc += (ulong)d.Imm; break;

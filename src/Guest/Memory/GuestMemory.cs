@@ -41,7 +41,7 @@ public sealed unsafe class GuestMemory : IDisposable
         PageCount = checked((int)(size / PageSize));
         // calloc lets the OS hand out zero pages lazily, so an untouched 128 MiB guest costs little.
         Ram = (byte*)NativeMemory.AllocZeroed((nuint)size);
-        WriteFast = new byte[PageCount];
+        WriteFast = GC.AllocateArray<byte>(PageCount, pinned: true); // compiled blocks read it through a pointer
         DirtyMap = new byte[PageCount];
         DecodeCache = new DecodedInsn[PageCount][];
         _touched = new bool[PageCount];
@@ -131,6 +131,13 @@ public sealed unsafe class GuestMemory : IDisposable
             if (code != null)
             {
                 InvalidateDecoded(code, page, offset, length);
+                if (CodeWritten != null)
+                {
+                    long pageStart = (long)page << PageShift;
+                    long from = Math.Max((long)offset, pageStart) - pageStart;
+                    long to = Math.Min((long)offset + length, pageStart + PageSize) - pageStart;
+                    CodeWritten(page, (int)from, (int)(to - from));
+                }
                 continue; // pages holding decoded code keep the slow path
             }
             WriteFast[page] = 1;
@@ -174,7 +181,12 @@ public sealed unsafe class GuestMemory : IDisposable
     {
         Array.Clear(DecodeCache);
         Array.Clear(WriteFast);
+        CodeFlushed?.Invoke();
     }
+
+    /// <summary>A store hit a page holding code: (page, offset in page, length). Compiled blocks listen.</summary>
+    internal Action<int, int, int>? CodeWritten;
+    internal Action? CodeFlushed;
 
     // ---- Bulk access for devices, loaders and restore ----
 

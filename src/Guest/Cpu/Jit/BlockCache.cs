@@ -1,0 +1,54 @@
+using LiveMigration.Guest.Memory;
+
+namespace LiveMigration.Guest.Cpu.Jit;
+
+/// <summary>A compiled basic block: runs Count instructions, or fewer when it bails out (see <see cref="BlockCompiler"/>).</summary>
+internal unsafe delegate int BlockFn(ulong* x, byte* ram, byte* fast, CpuState* s);
+
+/// <summary>Per-slot entry: hit counter until compiled, then the block.</summary>
+internal struct BlockEntry
+{
+    public BlockFn? Fn;
+    public int Count;
+    /// <summary>Bytes the block covers from its start (for invalidation).</summary>
+    public ushort Bytes;
+    /// <summary>Entries seen while interpreted; compiled at <see cref="BlockCache.CompileThreshold"/>; -1: not compilable.</summary>
+    public short Hits;
+}
+
+/// <summary>
+/// Compiled blocks per guest page, indexed by 2-byte slot like the decode cache. Cold code stays
+/// interpreted: a block start is compiled only after <see cref="CompileThreshold"/> entries, so short
+/// runs (tests, boot) never pay for the IL compiler.
+/// </summary>
+internal sealed class BlockCache
+{
+    public const short CompileThreshold = 64;
+    private const int MaxBlockBytes = BlockCompiler.MaxInstructions * 4;
+
+    private readonly BlockEntry[]?[] _pages;
+
+    public BlockCache(GuestMemory memory)
+    {
+        _pages = new BlockEntry[memory.PageCount][];
+        memory.CodeWritten = Invalidate;
+        memory.CodeFlushed = () => Array.Clear(_pages);
+    }
+
+    public BlockEntry[] Page(int page) => _pages[page] ??= new BlockEntry[GuestMemory.PageSize / 2];
+
+    private void Invalidate(int page, int offset, int length)
+    {
+        var entries = _pages[page];
+        if (entries == null) return;
+        int firstSlot = Math.Max(offset - MaxBlockBytes, 0) >> 1;
+        int lastSlot = Math.Min(offset + length, GuestMemory.PageSize - 1) >> 1;
+        for (int slot = firstSlot; slot <= lastSlot; slot++)
+        {
+            ref var e = ref entries[slot];
+            if (e.Fn == null && e.Hits >= 0) continue;
+            // The block covers [2*slot, 2*slot + Bytes); a non-compilable mark is dropped too.
+            if (2 * slot + Math.Max((int)e.Bytes, 4) > offset) e = default;
+        }
+    }
+}

@@ -1,0 +1,297 @@
+using System.Reflection;
+using System.Reflection.Emit;
+using LiveMigration.Guest.Memory;
+
+namespace LiveMigration.Guest.Cpu.Jit;
+
+/// <summary>
+/// Translates a basic block of simple instructions to IL. A block holds ALU ops, loads and stores and
+/// ends at a branch or jump (included), at the first instruction it does not compile (CSR, system,
+/// atomics: left to the interpreter), at the page end, or after <see cref="MaxInstructions"/>.
+/// Every load and store keeps only its RAM fast path; anything else (MMIO, a fault, the write
+/// barrier) bails out *before* the instruction, returning how many completed and leaving s->Pc at
+/// the bailing instruction, which the interpreter then executes. So a block never has to undo.
+/// Registers live in CpuState.X; x0 reads fold to 0 and writes to x0 go to the sink slot.
+/// </summary>
+internal static unsafe class BlockCompiler
+{
+    public const int MaxInstructions = 64;
+
+    private static readonly FieldInfo PcField = typeof(CpuState).GetField(nameof(CpuState.Pc))!;
+    private static readonly Type[] Parameters = [typeof(ulong*), typeof(byte*), typeof(byte*), typeof(CpuState*)];
+
+    public static bool IsTerminator(Op op) => op is Op.Jal or Op.Jalr or >= Op.Beq and <= Op.Bgeu;
+
+    public static bool IsCompilable(Op op) => op is >= Op.Lui and <= Op.Remuw or Op.Fence;
+
+    /// <summary>Decodes the block at <paramref name="pc"/>; returns false when its first instruction is not compilable.</summary>
+    public static bool TryCompile(GuestMemory mem, ulong pc, out BlockFn? fn, out int count, out int bytes)
+    {
+        var insns = new List<(DecodedInsn D, ulong Pc)>();
+        ulong pageEnd = (pc | (GuestMemory.PageSize - 1)) + 1;
+        ulong at = pc;
+        while (insns.Count < MaxInstructions && at < pageEnd)
+        {
+            ulong off = at - mem.Base;
+            ushort low = *(ushort*)(mem.Ram + off);
+            if (!Decoder.IsCompressed(low) && at + 4 > pageEnd) break; // straddles the page
+            var d = Decoder.Decode(Decoder.IsCompressed(low) ? low : *(uint*)(mem.Ram + off));
+            if (!IsCompilable(d.Op)) break;
+            insns.Add((d, at));
+            at += d.Length;
+            if (IsTerminator(d.Op)) break;
+        }
+        fn = null;
+        count = insns.Count;
+        bytes = (int)(at - pc);
+        if (count == 0) return false;
+        fn = Emit(mem, insns, at);
+        return true;
+    }
+
+    private static BlockFn Emit(GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, ulong endPc)
+    {
+        var method = new DynamicMethod($"block_{insns[0].Pc:x}", typeof(int), Parameters, typeof(BlockCompiler).Module, skipVisibility: true);
+        var il = method.GetILGenerator();
+        var offset = il.DeclareLocal(typeof(ulong));
+        var target = il.DeclareLocal(typeof(ulong));
+        var bails = new Label[insns.Count];
+        for (int i = 0; i < bails.Length; i++) bails[i] = il.DefineLabel();
+        var usedBails = new bool[insns.Count];
+        var bailWrites = new ulong[insns.Count];
+        var e = new Emitter(il, mem, insns);
+
+        for (int k = 0; k < insns.Count; k++)
+        {
+            var (d, pc) = insns[k];
+            int n = k + 1;
+            bailWrites[k] = e.Written; // what a bail before instruction k must write back
+            switch (d.Op)
+            {
+                case Op.Lui: e.SetReg(d.Rd, () => e.Const((ulong)d.Imm)); break;
+                case Op.Auipc: e.SetReg(d.Rd, () => e.Const(pc + (ulong)d.Imm)); break;
+                case Op.Fence: break;
+
+                case Op.Addi: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.Add); }); break;
+                case Op.Xori: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.Xor); }); break;
+                case Op.Ori: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.Or); }); break;
+                case Op.Andi: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.And); }); break;
+                case Op.Slti: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.Clt); il.Emit(OpCodes.Conv_U8); }); break;
+                case Op.Sltiu: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.Clt_Un); il.Emit(OpCodes.Conv_U8); }); break;
+                case Op.Slli: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); il.Emit(OpCodes.Ldc_I4, (int)d.Imm); il.Emit(OpCodes.Shl); }); break;
+                case Op.Srli: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); il.Emit(OpCodes.Ldc_I4, (int)d.Imm); il.Emit(OpCodes.Shr_Un); }); break;
+                case Op.Srai: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); il.Emit(OpCodes.Ldc_I4, (int)d.Imm); il.Emit(OpCodes.Shr); }); break;
+
+                case Op.Add: e.Binary(d, OpCodes.Add); break;
+                case Op.Sub: e.Binary(d, OpCodes.Sub); break;
+                case Op.Xor: e.Binary(d, OpCodes.Xor); break;
+                case Op.Or: e.Binary(d, OpCodes.Or); break;
+                case Op.And: e.Binary(d, OpCodes.And); break;
+                case Op.Mul: e.Binary(d, OpCodes.Mul); break;
+                case Op.Slt: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Reg(d.Rs2); il.Emit(OpCodes.Clt); il.Emit(OpCodes.Conv_U8); }); break;
+                case Op.Sltu: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Reg(d.Rs2); il.Emit(OpCodes.Clt_Un); il.Emit(OpCodes.Conv_U8); }); break;
+                case Op.Sll: e.Shift(d, OpCodes.Shl, 63); break;
+                case Op.Srl: e.Shift(d, OpCodes.Shr_Un, 63); break;
+                case Op.Sra: e.Shift(d, OpCodes.Shr, 63); break;
+
+                case Op.Addiw: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.Add); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Conv_I8); }); break;
+                case Op.Slliw: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Ldc_I4, (int)d.Imm); il.Emit(OpCodes.Shl); il.Emit(OpCodes.Conv_I8); }); break;
+                case Op.Srliw: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); il.Emit(OpCodes.Conv_U4); il.Emit(OpCodes.Ldc_I4, (int)d.Imm); il.Emit(OpCodes.Shr_Un); il.Emit(OpCodes.Conv_I8); }); break;
+                case Op.Sraiw: e.SetReg(d.Rd, () => { e.Reg(d.Rs1); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Ldc_I4, (int)d.Imm); il.Emit(OpCodes.Shr); il.Emit(OpCodes.Conv_I8); }); break;
+                case Op.Addw: e.Word(d, OpCodes.Add); break;
+                case Op.Subw: e.Word(d, OpCodes.Sub); break;
+                case Op.Mulw: e.Word(d, OpCodes.Mul); break;
+                case Op.Sllw: e.WordShift(d, OpCodes.Shl, OpCodes.Conv_I4); break;
+                case Op.Srlw: e.WordShift(d, OpCodes.Shr_Un, OpCodes.Conv_U4); break;
+                case Op.Sraw: e.WordShift(d, OpCodes.Shr, OpCodes.Conv_I4); break;
+
+                case Op.Mulh: e.Call(d, nameof(ArithmeticOps.Mulh)); break;
+                case Op.Mulhu: e.Call(d, nameof(ArithmeticOps.Mulhu)); break;
+                case Op.Mulhsu: e.Call(d, nameof(ArithmeticOps.Mulhsu)); break;
+                case Op.Div: e.Call(d, nameof(ArithmeticOps.Div)); break;
+                case Op.Divu: e.Call(d, nameof(ArithmeticOps.Divu)); break;
+                case Op.Rem: e.Call(d, nameof(ArithmeticOps.Rem)); break;
+                case Op.Remu: e.Call(d, nameof(ArithmeticOps.Remu)); break;
+                case Op.Divw: e.Call(d, nameof(ArithmeticOps.Divw)); break;
+                case Op.Divuw: e.Call(d, nameof(ArithmeticOps.Divuw)); break;
+                case Op.Remw: e.Call(d, nameof(ArithmeticOps.Remw)); break;
+                case Op.Remuw: e.Call(d, nameof(ArithmeticOps.Remuw)); break;
+
+                case Op.Lb: e.Load(d, offset, bails[k], 1, OpCodes.Ldind_I1, signed: true); usedBails[k] = true; break;
+                case Op.Lh: e.Load(d, offset, bails[k], 2, OpCodes.Ldind_I2, signed: true); usedBails[k] = true; break;
+                case Op.Lw: e.Load(d, offset, bails[k], 4, OpCodes.Ldind_I4, signed: true); usedBails[k] = true; break;
+                case Op.Ld: e.Load(d, offset, bails[k], 8, OpCodes.Ldind_I8, signed: true); usedBails[k] = true; break;
+                case Op.Lbu: e.Load(d, offset, bails[k], 1, OpCodes.Ldind_U1, signed: false); usedBails[k] = true; break;
+                case Op.Lhu: e.Load(d, offset, bails[k], 2, OpCodes.Ldind_U2, signed: false); usedBails[k] = true; break;
+                case Op.Lwu: e.Load(d, offset, bails[k], 4, OpCodes.Ldind_U4, signed: false); usedBails[k] = true; break;
+                case Op.Sb: e.Store(d, offset, bails[k], 1, OpCodes.Stind_I1); usedBails[k] = true; break;
+                case Op.Sh: e.Store(d, offset, bails[k], 2, OpCodes.Stind_I2); usedBails[k] = true; break;
+                case Op.Sw: e.Store(d, offset, bails[k], 4, OpCodes.Stind_I4); usedBails[k] = true; break;
+                case Op.Sd: e.Store(d, offset, bails[k], 8, OpCodes.Stind_I8); usedBails[k] = true; break;
+
+                case Op.Jal:
+                    e.SetReg(d.Rd, () => e.Const(pc + d.Length));
+                    e.Exit(pc + (ulong)d.Imm, n);
+                    break;
+                case Op.Jalr:
+                    e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.Add); e.Const(~1UL); il.Emit(OpCodes.And);
+                    il.Emit(OpCodes.Stloc, target); // before rd is written: rd may be rs1
+                    e.SetReg(d.Rd, () => e.Const(pc + d.Length));
+                    e.WriteBack(e.Written);
+                    il.Emit(OpCodes.Ldarg_3); il.Emit(OpCodes.Ldloc, target); il.Emit(OpCodes.Stfld, PcField);
+                    il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Ret);
+                    break;
+                case Op.Beq: e.Branch(d, pc, n, OpCodes.Beq); break;
+                case Op.Bne: e.Branch(d, pc, n, OpCodes.Bne_Un); break;
+                case Op.Blt: e.Branch(d, pc, n, OpCodes.Blt); break;
+                case Op.Bge: e.Branch(d, pc, n, OpCodes.Bge); break;
+                case Op.Bltu: e.Branch(d, pc, n, OpCodes.Blt_Un); break;
+                case Op.Bgeu: e.Branch(d, pc, n, OpCodes.Bge_Un); break;
+                default: throw new InvalidOperationException($"op {d.Op} is not compilable");
+            }
+        }
+        if (!IsTerminator(insns[^1].D.Op)) e.Exit(endPc, insns.Count);
+
+        for (int k = 0; k < insns.Count; k++)
+        {
+            if (!usedBails[k]) continue;
+            il.MarkLabel(bails[k]);
+            e.Exit(insns[k].Pc, k, bailWrites[k]);
+        }
+        return method.CreateDelegate<BlockFn>();
+    }
+
+    /// <summary>
+    /// IL fragments shared by the op cases. Guest registers the block touches live in IL locals (so
+    /// the .NET JIT can keep them in host registers): loaded once on entry, written back at each exit
+    /// — only those written before that exit.
+    /// </summary>
+    private sealed class Emitter
+    {
+        private readonly ILGenerator il;
+        private readonly GuestMemory mem;
+        private readonly LocalBuilder?[] _regs = new LocalBuilder?[CpuState.RegisterSlots];
+
+        /// <summary>Bit r set once register r has been written in the block so far.</summary>
+        public ulong Written { get; private set; }
+
+        public Emitter(ILGenerator il, GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns)
+        {
+            this.il = il;
+            this.mem = mem;
+            foreach (var (d, _) in insns)
+                foreach (int r in new[] { d.Rd, d.Rs1, d.Rs2 })
+                    if (r != 0 && r != CpuState.SinkRegister && _regs[r] == null) _regs[r] = il.DeclareLocal(typeof(ulong));
+            for (int r = 1; r < 32; r++)
+            {
+                if (_regs[r] == null) continue;
+                il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldc_I4, r * 8); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I8);
+                il.Emit(OpCodes.Stloc, _regs[r]!);
+            }
+        }
+
+        public void Const(ulong v) => il.Emit(OpCodes.Ldc_I8, (long)v);
+
+        public void Reg(int r)
+        {
+            if (r == 0) { Const(0); return; }
+            il.Emit(OpCodes.Ldloc, _regs[r]!);
+        }
+
+        public void SetReg(int rd, Action value)
+        {
+            value();
+            if (rd == CpuState.SinkRegister) { il.Emit(OpCodes.Pop); return; }
+            il.Emit(OpCodes.Stloc, _regs[rd]!);
+            Written |= 1UL << rd;
+        }
+
+        public void WriteBack(ulong written)
+        {
+            for (int r = 1; r < 32; r++)
+            {
+                if ((written & (1UL << r)) == 0) continue;
+                il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldc_I4, r * 8); il.Emit(OpCodes.Add);
+                il.Emit(OpCodes.Ldloc, _regs[r]!); il.Emit(OpCodes.Stind_I8);
+            }
+        }
+
+        public void Binary(DecodedInsn d, OpCode op) => SetReg(d.Rd, () => { Reg(d.Rs1); Reg(d.Rs2); il.Emit(op); });
+
+        public void Shift(DecodedInsn d, OpCode op, int mask) => SetReg(d.Rd, () =>
+        {
+            Reg(d.Rs1); Reg(d.Rs2); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Ldc_I4, mask); il.Emit(OpCodes.And); il.Emit(op);
+        });
+
+        public void Word(DecodedInsn d, OpCode op) => SetReg(d.Rd, () =>
+        {
+            Reg(d.Rs1); il.Emit(OpCodes.Conv_I4); Reg(d.Rs2); il.Emit(OpCodes.Conv_I4); il.Emit(op); il.Emit(OpCodes.Conv_I8);
+        });
+
+        public void WordShift(DecodedInsn d, OpCode op, OpCode narrow) => SetReg(d.Rd, () =>
+        {
+            Reg(d.Rs1); il.Emit(narrow); Reg(d.Rs2); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Ldc_I4, 31); il.Emit(OpCodes.And);
+            il.Emit(op); il.Emit(OpCodes.Conv_I4); il.Emit(OpCodes.Conv_I8);
+        });
+
+        public void Call(DecodedInsn d, string helper) => SetReg(d.Rd, () =>
+        {
+            Reg(d.Rs1); Reg(d.Rs2);
+            il.Emit(OpCodes.Call, typeof(ArithmeticOps).GetMethod(helper, BindingFlags.Public | BindingFlags.Static)!);
+        });
+
+        /// <summary>offset = x[rs1] + imm - ramBase; bail unless the access lies inside RAM.</summary>
+        private void RamOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size)
+        {
+            Reg(d.Rs1); Const((ulong)d.Imm); il.Emit(OpCodes.Add); Const(mem.Base); il.Emit(OpCodes.Sub);
+            il.Emit(OpCodes.Stloc, offset);
+            il.Emit(OpCodes.Ldloc, offset); Const(mem.Size - (ulong)size); il.Emit(OpCodes.Bgt_Un, bail);
+        }
+
+        public void Load(DecodedInsn d, LocalBuilder offset, Label bail, int size, OpCode load, bool signed)
+        {
+            RamOffset(d, offset, bail, size);
+            SetReg(d.Rd, () =>
+            {
+                il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldloc, offset); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
+                il.Emit(load);
+                if (size < 8) il.Emit(signed ? OpCodes.Conv_I8 : OpCodes.Conv_U8);
+            });
+        }
+
+        public void Store(DecodedInsn d, LocalBuilder offset, Label bail, int size, OpCode store)
+        {
+            RamOffset(d, offset, bail, size);
+            // The write barrier: bail unless stores to this page need no bookkeeping.
+            il.Emit(OpCodes.Ldarg_2); il.Emit(OpCodes.Ldloc, offset); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
+            il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_U1); il.Emit(OpCodes.Brfalse, bail);
+            if (size > 1)
+            {
+                il.Emit(OpCodes.Ldloc, offset); Const(GuestMemory.PageSize - 1); il.Emit(OpCodes.And);
+                Const((ulong)(GuestMemory.PageSize - size)); il.Emit(OpCodes.Bgt_Un, bail);
+            }
+            il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldloc, offset); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
+            Reg(d.Rs2);
+            if (size < 8) il.Emit(OpCodes.Conv_U4);
+            il.Emit(store);
+        }
+
+        public void Branch(DecodedInsn d, ulong pc, int n, OpCode op)
+        {
+            var taken = il.DefineLabel();
+            Reg(d.Rs1); Reg(d.Rs2); il.Emit(op, taken);
+            Exit(pc + d.Length, n);
+            il.MarkLabel(taken);
+            Exit(pc + (ulong)d.Imm, n);
+        }
+
+        public void Exit(ulong nextPc, int completed) => Exit(nextPc, completed, Written);
+
+        public void Exit(ulong nextPc, int completed, ulong written)
+        {
+            WriteBack(written);
+            il.Emit(OpCodes.Ldarg_3); Const(nextPc); il.Emit(OpCodes.Stfld, PcField);
+            il.Emit(OpCodes.Ldc_I4, completed); il.Emit(OpCodes.Ret);
+        }
+    }
+}
