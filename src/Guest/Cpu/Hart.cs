@@ -68,11 +68,12 @@ internal sealed unsafe partial class Hart
                 {
                     if (icount + (ulong)be.Count <= limit)
                     {
-                        int done = be.Fn(x, ram, fastPtr, s);
-                        icount += (ulong)done;
+                        ulong done = be.Fn(x, ram, fastPtr, s, limit - icount);
+                        icount += done & ~BlockCompiler.BailFlag;
                         pc = s->Pc;
-                        if (done == be.Count) continue;
-                        // The block bailed out before an instruction it cannot finish: interpret that one.
+                        if ((done & BlockCompiler.BailFlag) == 0) continue;
+                        // The block stopped before an instruction it cannot finish: interpret that one.
+                        if (pc - codeBase >= GuestMemory.PageSize) continue;
                     }
                 }
                 else if (be.Hits >= 0 && ++be.Hits >= BlockCache.CompileThreshold)
