@@ -41,6 +41,16 @@ internal sealed class BlockCache
 
     public BlockEntry[] Page(int page) => _pages[page] ??= new BlockEntry[GuestMemory.PageSize / 2];
 
+    /// <summary>The debugger breakpoint generation the compiled blocks were built under.</summary>
+    public int Generation { get; private set; }
+
+    /// <summary>Drops every block (breakpoints changed: they must become block boundaries).</summary>
+    public void Flush(int generation)
+    {
+        Array.Clear(_pages);
+        Generation = generation;
+    }
+
     private void Invalidate(int page, int offset, int length)
     {
         var entries = _pages[page];

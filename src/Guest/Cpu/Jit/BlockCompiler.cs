@@ -36,7 +36,7 @@ internal static unsafe class BlockCompiler
     public static bool IsCompilable(Op op) => op is >= Op.Lui and <= Op.Remuw or Op.Fence;
 
     /// <summary>Decodes the block at <paramref name="pc"/>; returns false when its first instruction is not compilable.</summary>
-    public static bool TryCompile(GuestMemory mem, ulong pc, out BlockFn? fn, out int count, out int bytes)
+    public static bool TryCompile(GuestMemory mem, ulong pc, Func<ulong, bool>? isBreakpoint, out BlockFn? fn, out int count, out int bytes)
     {
         var insns = new List<(DecodedInsn D, ulong Pc)>();
         ulong pageEnd = (pc | (GuestMemory.PageSize - 1)) + 1;
@@ -48,6 +48,7 @@ internal static unsafe class BlockCompiler
             if (!Decoder.IsCompressed(low) && at + 4 > pageEnd) break; // straddles the page
             var d = Decoder.Decode(Decoder.IsCompressed(low) ? low : *(uint*)(mem.Ram + off));
             if (!IsCompilable(d.Op)) break;
+            if (insns.Count > 0 && isBreakpoint != null && isBreakpoint(at)) break; // a breakpoint starts a block
             insns.Add((d, at));
             at += d.Length;
             if (IsTerminator(d.Op)) break;
@@ -56,11 +57,11 @@ internal static unsafe class BlockCompiler
         count = insns.Count;
         bytes = (int)(at - pc);
         if (count == 0) return false;
-        fn = Emit(mem, insns, at);
+        fn = Emit(mem, insns, at, isBreakpoint != null && isBreakpoint(pc));
         return true;
     }
 
-    private static BlockFn Emit(GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, ulong endPc)
+    private static BlockFn Emit(GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, ulong endPc, bool startIsBreakpoint)
     {
         var method = new DynamicMethod($"block_{insns[0].Pc:x}", typeof(ulong), Parameters, typeof(BlockCompiler).Module, skipVisibility: true);
         var il = method.GetILGenerator();
@@ -72,7 +73,8 @@ internal static unsafe class BlockCompiler
         var e = new Emitter(il, mem, insns);
         var taken = new List<(Label Label, ulong Target, int Completed)>();
         var positions = new Dictionary<ulong, int>();
-        for (int k = 0; k < insns.Count; k++) positions[insns[k].Pc] = k;
+        // A jump back to a breakpointed start must leave, so the dispatcher sees the breakpoint.
+        for (int k = startIsBreakpoint ? 1 : 0; k < insns.Count; k++) positions[insns[k].Pc] = k;
         var insnLabels = new Label[insns.Count];
         for (int k = 0; k < insns.Count; k++) insnLabels[k] = il.DefineLabel();
 
