@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using LiveMigration.Guest.Cpu;
 using LiveMigration.Guest.Devices;
+using LiveMigration.Guest.Devices.Balloon;
 using LiveMigration.Guest.Devices.Clint;
 using LiveMigration.Guest.Devices.Finisher;
 using LiveMigration.Guest.Devices.Plic;
@@ -34,7 +35,8 @@ public sealed unsafe partial class Machine : IDisposable
         Plic = new Plic(this);
         Uart = new Uart16550(this);
         Finisher = new SifiveTest(this);
-        _devices = [Finisher, Clint, Plic, Uart];
+        Balloon = new BalloonDevice(this);
+        _devices = [Finisher, Clint, Plic, Uart, Balloon];
         _hart = new Hart(this, _cpu, config.CompileBlocks);
         Reset(Memory.Base);
     }
@@ -46,6 +48,8 @@ public sealed unsafe partial class Machine : IDisposable
     public Plic Plic { get; }
     public Uart16550 Uart { get; }
     public SifiveTest Finisher { get; }
+    /// <summary>Free-page reporting: pages the guest does not use, which migration skips.</summary>
+    public BalloonDevice Balloon { get; }
 
     public ref CpuState Cpu => ref *_cpu;
     public ulong Icount => _cpu->Icount;
