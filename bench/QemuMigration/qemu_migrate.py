@@ -270,6 +270,10 @@ def run_one(guest, strategy, args, elf_dir):
         if "xbzrle-cache" in info:
             row["xbzrle_cache"] = info["xbzrle-cache"]
         row["converged"] = row["status"] == "completed"
+        if row["converged"] and row["downtime_ms"] is not None and row["downtime_ms"] > row["total_time_ms"]:
+            # Seen with QEMU 7.2 post-copy: a downtime of ~host uptime. Keep it, but flag it.
+            row["downtime_suspect"] = True
+            row["notes"].append(f"QEMU reported downtime {row['downtime_ms']} ms > total time: not a real figure")
         if row["status"] == "failed" and info.get("error-desc"):
             row["notes"].append("failed: " + info["error-desc"])
         if row["status"] == "cancelled" or (row["status"] != "completed" and not row["converged"]):
@@ -327,8 +331,11 @@ def print_table(rows):
         conv = "yes" if r["converged"] else ("unsupported" if r["status"] == "unsupported" else "NO")
         if r["strategy"] == "postcopy" and r["converged"] and not r.get("postcopy_started"):
             conv += " (pre-copy pass 1)"
-        body.append([r["guest"], r["strategy"], conv, fmt_ms(r["total_time_ms"]),
-                     fmt_ms(r["downtime_ms"]) if r["converged"] else "-", fmt_bytes(r["transferred_bytes"])])
+        down = fmt_ms(r["downtime_ms"]) if r["converged"] else "-"
+        if r["converged"] and r["downtime_ms"] is not None and r["downtime_ms"] > r["total_time_ms"]:
+            down = f"bogus ({down})"
+        body.append([r["guest"], r["strategy"], conv, fmt_ms(r["total_time_ms"]), down,
+                     fmt_bytes(r["transferred_bytes"])])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |"
     print(line)
@@ -346,7 +353,12 @@ def main():
     ap.add_argument("--xbzrle-cache", type=int, default=64, help="xbzrle-cache-size in MiB (QEMU's default: 64)")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "qemu-migration.json"))
     ap.add_argument("--elf-dir", default=os.path.join(ROOT, "guests", "build"))
+    ap.add_argument("--table-from", metavar="JSON", help="only print the table of an earlier run")
     args = ap.parse_args()
+    if args.table_from:
+        with open(args.table_from) as f:
+            print_table(json.load(f)["rows"])
+        return
 
     # Copy the ELFs first so a rebuild during the run cannot change what is measured.
     elf_dir = tempfile.mkdtemp(prefix="qmig-elfs-")
