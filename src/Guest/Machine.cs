@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using LiveMigration.Guest.Cpu;
 using LiveMigration.Guest.Debug;
 using LiveMigration.Guest.Devices;
+using LiveMigration.Guest.Devices.Balloon;
 using LiveMigration.Guest.Devices.Clint;
 using LiveMigration.Guest.Devices.Finisher;
 using LiveMigration.Guest.Devices.Plic;
@@ -35,7 +36,8 @@ public sealed unsafe partial class Machine : IDisposable
         Plic = new Plic(this);
         Uart = new Uart16550(this);
         Finisher = new SifiveTest(this);
-        _devices = [Finisher, Clint, Plic, Uart];
+        Balloon = new BalloonDevice(this);
+        _devices = [Finisher, Clint, Plic, Uart, Balloon];
         Debug = new DebugHooks(this);
         _hart = new Hart(this, _cpu, config.CompileBlocks);
         Reset(Memory.Base);
@@ -55,6 +57,9 @@ public sealed unsafe partial class Machine : IDisposable
 
     /// <summary>Icount when the current <see cref="Run"/> began: a breakpoint there does not stop it again.</summary>
     internal ulong RunStartIcount { get; private set; }
+
+    /// <summary>Free-page reporting: pages the guest does not use, which migration skips.</summary>
+    public BalloonDevice Balloon { get; }
 
     public ref CpuState Cpu => ref *_cpu;
     public ulong Icount => _cpu->Icount;
