@@ -25,6 +25,9 @@ public struct EventChunkReader
 
     public readonly bool AtEnd => _pos >= _payload.Length;
 
+    /// <summary>Payload bytes not yet decoded.</summary>
+    public readonly int Remaining => _payload.Length - _pos;
+
     public bool TryRead(out TraceEvent e)
     {
         e = default;
