@@ -10,7 +10,7 @@ public sealed record RecorderOptions
     /// <summary>Instructions between checkpoint frames; 0 for none.</summary>
     public ulong CheckpointInterval { get; init; }
     /// <summary>Wall time after which a non-empty chunk is written even if not full; null never (deterministic output).</summary>
-    public TimeSpan? FlushInterval { get; init; } = TimeSpan.FromMilliseconds(200);
+    public TimeSpan? FlushInterval { get; init; } = TimeSpan.FromMilliseconds(500);
 }
 
 /// <summary>
