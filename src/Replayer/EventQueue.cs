@@ -30,6 +30,9 @@ internal sealed class EventQueue(Func<TraceFrame?>? pull = null)
 
     public void Complete() => InputComplete = true;
 
+    /// <summary>Events below this icount are dropped (a replay resumed from a checkpoint taken between chunk boundaries).</summary>
+    public ulong SkipBefore { get; set; }
+
     public bool TryPeek(out TraceEvent e)
     {
         if (_hasPeeked) { e = _peeked; return true; }
@@ -37,6 +40,7 @@ internal sealed class EventQueue(Func<TraceFrame?>? pull = null)
         {
             if (_hasCurrent && _current.TryRead(out e))
             {
+                if (e.Icount < SkipBefore) continue;
                 _peeked = e;
                 _hasPeeked = true;
                 return true;

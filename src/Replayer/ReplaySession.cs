@@ -75,19 +75,48 @@ public sealed class ReplaySession : IDisposable
     /// </summary>
     public static ReplaySession OpenFile(TraceFile file, ReplayOptions options, ulong startAt = 0)
     {
+        var (checkpoint, fromFrame) = LatestCheckpoint(file, startAt);
+        if (checkpoint.IsEmpty) throw new InvalidDataException($"the trace does not embed its initial checkpoint (it refers to '{file.Header.CheckpointReference}')");
+        return Open(file, options, checkpoint.Span, fromFrame);
+    }
+
+    /// <summary>
+    /// A pull session over a trace file starting from an external checkpoint of the same run (e.g. one
+    /// saved by `lm replay --until N --save-checkpoint`): events before its icount are skipped.
+    /// </summary>
+    public static ReplaySession OpenFile(TraceFile file, ReplayOptions options, ReadOnlySpan<byte> checkpointFile)
+    {
+        var info = CheckpointFile.ReadInfo(checkpointFile);
+        if (info.Icount < file.Header.StartIcount) throw new InvalidDataException($"the checkpoint (icount {info.Icount}) is older than the trace's start (icount {file.Header.StartIcount})");
+        var (_, fromFrame) = LatestCheckpoint(file, info.Icount);
+        return Open(file, options, checkpointFile, fromFrame);
+    }
+
+    private static (ReadOnlyMemory<byte> Checkpoint, int FromFrame) LatestCheckpoint(TraceFile file, ulong icount)
+    {
         int fromFrame = 1;
         ReadOnlyMemory<byte> checkpoint = file.Header.InitialCheckpoint.Memory;
         var frames = file.Frames;
         for (int i = 1; i < frames.Count; i++)
         {
-            if (frames[i].Kind != FrameKind.Checkpoint || frames[i].FirstIcount > startAt) continue;
+            if (frames[i].Kind != FrameKind.Checkpoint || frames[i].FirstIcount > icount) continue;
             checkpoint = file.ReadFrame(frames[i]).Payload;
             fromFrame = i + 1;
         }
-        if (checkpoint.IsEmpty) throw new InvalidDataException($"the trace does not embed its initial checkpoint (it refers to '{file.Header.CheckpointReference}')");
+        return (checkpoint, fromFrame);
+    }
+
+    private static ReplaySession Open(TraceFile file, ReplayOptions options, ReadOnlySpan<byte> checkpoint, int fromFrame)
+    {
         var source = file.ReadFrames(fromFrame).GetEnumerator();
         var events = new EventQueue(() => source.MoveNext() ? source.Current : null);
-        var machine = CheckpointFile.Load(checkpoint.Span, new NullPort());
+        var machine = CheckpointFile.Load(checkpoint, new NullPort());
+        if (machine.Config.MemorySize != file.Header.Machine.MemorySize)
+        {
+            machine.Dispose();
+            throw new InvalidDataException("the checkpoint is of a machine with a different RAM size than the trace's");
+        }
+        events.SkipBefore = machine.Icount;
         return new ReplaySession(machine, events, options, ownsMachine: true) { StartIcount = machine.Icount };
     }
 

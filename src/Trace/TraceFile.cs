@@ -58,11 +58,20 @@ public sealed class TraceFile : IDisposable
         int got = _stream.ReadAtLeast(magic, magic.Length, throwOnEndOfStream: false);
         if (!magic[..got].SequenceEqual(TraceFormat.Magic[..got])) throw new TraceFormatException(0, "not a LiveMigration trace (bad magic)");
         if (got < magic.Length) throw new TraceTruncatedException(got, "the file ends inside the magic");
+        ReadHeader();
         if (!(useIndex && TryLoadIndex())) Scan();
-        var headerInfo = _frames.Count > 0 ? _frames[0] : throw Truncation!;
-        var headerFrame = ReadFrame(headerInfo);
-        if (headerFrame.Kind != FrameKind.Header) throw new TraceFormatException(headerInfo.Offset, "first frame is not the header");
-        Header = TraceStreamReader.ParseHeader(headerFrame);
+    }
+
+    private void ReadHeader()
+    {
+        long offset = TraceFormat.Magic.Length, left = _stream.Length - offset;
+        if (left < TraceFormat.FrameHeaderSize) throw new TraceTruncatedException(offset, "the file ends before its header frame");
+        byte[] h = new byte[TraceFormat.FrameHeaderSize];
+        ReadAt(offset, h);
+        var fh = FrameHeader.Parse(h, offset);
+        if (fh.Kind != FrameKind.Header) throw new TraceFormatException(offset, $"first frame is {fh.Kind}, expected the header");
+        if (left < fh.TotalLength) throw new TraceTruncatedException(offset, $"the file ends inside the header frame ({left} of {fh.TotalLength} bytes)");
+        Header = TraceStreamReader.ParseHeader(ReadFrame(new FrameInfo(offset, fh.Kind, fh.StoredLength, fh.RawLength, fh.FirstIcount, fh.EndIcount, 0)));
     }
 
     private void Scan()
@@ -78,9 +87,11 @@ public sealed class TraceFile : IDisposable
             ReadAt(offset, header);
             var h = FrameHeader.Parse(header, offset);
             if (left < h.TotalLength) { Truncation = new TraceTruncatedException(offset, $"the file ends inside a {h.Kind} frame ({left} of {h.TotalLength} bytes)"); return; }
-            var info = new FrameInfo(offset, h.Kind, h.StoredLength, h.RawLength, h.FirstIcount, h.EndIcount);
+            var info = new FrameInfo(offset, h.Kind, h.StoredLength, h.RawLength, h.FirstIcount, h.EndIcount, _frames.Count);
             var frame = ReadFrame(info);
             if (_frames.Count == 0 && h.Kind != FrameKind.Header) throw new TraceFormatException(offset, $"first frame is {h.Kind}, expected the header");
+            if (_frames.Count == 0) Header = TraceStreamReader.ParseHeader(frame);
+            h.CheckSequence(_frames.Count, Header.FormatVersion, offset);
             if (_frames.Count > 0 && h.Kind == FrameKind.Header) throw new TraceFormatException(offset, "a second header frame");
             _frames.Add(info);
             FinalIcount = Math.Max(FinalIcount, h.EndIcount);
@@ -117,10 +128,12 @@ public sealed class TraceFile : IDisposable
             var index = ReadFrame(new FrameInfo(indexOffset, FrameKind.Index, ih.StoredLength, ih.RawLength, ih.FirstIcount, ih.EndIcount));
             var list = DecodeIndex(index);
             if (list.Count == 0 || list[0].Offset != TraceFormat.Magic.Length || list[0].Kind != FrameKind.Header) return false;
+            ih.CheckSequence(list.Count, Header.FormatVersion, indexOffset);
+            eh.CheckSequence(list.Count + 1, Header.FormatVersion, endOffset);
             _frames.Clear();
             _frames.AddRange(list);
-            _frames.Add(new FrameInfo(indexOffset, FrameKind.Index, ih.StoredLength, ih.RawLength, ih.FirstIcount, ih.EndIcount));
-            _frames.Add(new FrameInfo(endOffset, FrameKind.End, eh.StoredLength, eh.RawLength, eh.FirstIcount, eh.EndIcount));
+            _frames.Add(new FrameInfo(indexOffset, FrameKind.Index, ih.StoredLength, ih.RawLength, ih.FirstIcount, ih.EndIcount, _frames.Count));
+            _frames.Add(new FrameInfo(endOffset, FrameKind.End, eh.StoredLength, eh.RawLength, eh.FirstIcount, eh.EndIcount, _frames.Count));
             IsComplete = true;
             FromIndex = true;
             FinalIcount = finalIcount;
@@ -144,7 +157,7 @@ public sealed class TraceFile : IDisposable
                 kind is < 1 or > 5 || stored > TraceFormat.MaxFrameLength || raw > TraceFormat.MaxFrameLength || delta > long.MaxValue / 2)
                 throw new TraceFormatException(index.Offset, $"index: entry {i} malformed");
             offset += (long)delta;
-            list.Add(new FrameInfo(offset, (FrameKind)kind, (int)stored, (int)raw, first, first + span));
+            list.Add(new FrameInfo(offset, (FrameKind)kind, (int)stored, (int)raw, first, first + span, (int)i));
         }
         if (pos != s.Length) throw new TraceFormatException(index.Offset, "index: trailing bytes");
         return list;
@@ -157,6 +170,7 @@ public sealed class TraceFile : IDisposable
         if (info.Offset + buf.Length > _stream.Length) throw new TraceTruncatedException(info.Offset, $"{info.Kind} frame runs past the end of the file");
         ReadAt(info.Offset, buf);
         var h = FrameHeader.Parse(buf, info.Offset);
+        if (info.Position >= 0 && Header != null) h.CheckSequence(info.Position, Header.FormatVersion, info.Offset);
         if (h.Kind != info.Kind || h.StoredLength != info.StoredLength || h.FirstIcount != info.FirstIcount || h.EndIcount != info.EndIcount)
             throw new TraceFormatException(info.Offset, "frame does not match its index entry");
         return TraceFrame.Decode(info.Offset, h, buf, buf.AsSpan(TraceFormat.FrameHeaderSize));

@@ -45,6 +45,9 @@ public sealed class TraceStreamReader
 
     public bool IsFinished => _finished;
 
+    /// <summary>Whole frames decoded so far, the header included.</summary>
+    public int FramesRead { get; private set; }
+
     /// <summary>Copies <paramref name="data"/> into the reader's buffer.</summary>
     public void Append(ReadOnlySpan<byte> data)
     {
@@ -94,6 +97,8 @@ public sealed class TraceStreamReader
         if (avail.Length < h.TotalLength) return NeedMore($"inside a {h.Kind} frame of {h.TotalLength} bytes");
         frame = TraceFrame.Decode(_consumed, h, avail, avail.Slice(TraceFormat.FrameHeaderSize, h.StoredLength));
         CheckOrder(frame);
+        h.CheckSequence(FramesRead, Header!.FormatVersion, frame.Offset);
+        FramesRead++;
         Consume(h.TotalLength);
         return StreamReadStatus.Frame;
     }

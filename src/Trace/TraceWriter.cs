@@ -139,12 +139,13 @@ public sealed class TraceWriter : IDisposable
             if (compress) stored = Zstd.Compress(raw, buf.AsSpan(TraceFormat.FrameHeaderSize), _options.CompressionLevel);
             else { raw.CopyTo(buf.AsSpan(TraceFormat.FrameHeaderSize)); stored = raw.Length; }
             var flags = compress ? FrameFlags.Zstd : FrameFlags.None;
-            var h = new FrameHeader(kind, flags, stored, raw.Length, first, end, 0);
+            ushort sequence = _options.FormatVersion >= 2 ? (ushort)_frames.Count : (ushort)0;
+            var h = new FrameHeader(kind, flags, stored, raw.Length, first, end, 0, sequence);
             h.Write(buf);
             ulong sum = FrameHeader.ComputeChecksum(buf, buf.AsSpan(TraceFormat.FrameHeaderSize, stored));
             (h with { Checksum = sum }).Write(buf);
             int total = TraceFormat.FrameHeaderSize + stored;
-            var info = new FrameInfo(BytesWritten, kind, stored, raw.Length, first, end);
+            var info = new FrameInfo(BytesWritten, kind, stored, raw.Length, first, end, _frames.Count);
             _out.Write(buf, 0, total);
             _out.Flush();
             BytesWritten += total;

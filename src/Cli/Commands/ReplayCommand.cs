@@ -16,22 +16,24 @@ public static class ReplayCommand
         var trace = new Argument<FileInfo>("trace") { Description = "trace file written by `lm run --record`" };
         var until = new Option<ulong?>("--until") { Description = "stop at this icount (exit 0)" };
         var from = new Option<ulong>("--from") { Description = "start from the latest checkpoint in the trace at or before this icount" };
+        var checkpoint = new Option<FileInfo?>("--checkpoint") { Description = "start from this checkpoint file of the same run (e.g. one saved with --until N --save-checkpoint)" };
         var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { Description = "save the machine where the replay stops to this checkpoint file" };
         var noVerify = new Option<bool>("--no-verify") { Description = "do not compare state digests (inputs are still checked)" };
         var stats = new Option<bool>("--stats") { Description = "print icount, events, digests checked, seconds and speed to stderr" };
         var command = new Command("replay", "Replay a trace: exit 0 when faithful; 1 on divergence, 2 on corruption, 4 on a truncated trace");
         command.Arguments.Add(trace);
-        foreach (var o in new Option[] { until, from, saveCheckpoint, noVerify, stats }) command.Options.Add(o);
+        foreach (var o in new Option[] { until, from, checkpoint, saveCheckpoint, noVerify, stats }) command.Options.Add(o);
         command.SetAction(parse => CliErrors.Run(() => Execute(parse.GetValue(trace)!.FullName, parse.GetValue(until), parse.GetValue(from),
-            parse.GetValue(saveCheckpoint)?.FullName, !parse.GetValue(noVerify), parse.GetValue(stats))));
+            parse.GetValue(checkpoint)?.FullName, parse.GetValue(saveCheckpoint)?.FullName, !parse.GetValue(noVerify), parse.GetValue(stats))));
         return command;
     }
 
-    private static int Execute(string path, ulong? until, ulong from, string? saveCheckpoint, bool verify, bool stats)
+    private static int Execute(string path, ulong? until, ulong from, string? checkpoint, string? saveCheckpoint, bool verify, bool stats)
     {
         using var file = TraceFile.Open(path);
         using var stdout = new BufferedStream(Console.OpenStandardOutput(), 1 << 16);
-        using var session = ReplaySession.OpenFile(file, new ReplayOptions { Verify = verify, Output = stdout.WriteByte }, from);
+        var options = new ReplayOptions { Verify = verify, Output = stdout.WriteByte };
+        using var session = checkpoint != null ? ReplaySession.OpenFile(file, options, File.ReadAllBytes(checkpoint)) : ReplaySession.OpenFile(file, options, from);
         if (session.StartIcount > 0) Console.Error.WriteLine($"lm: replaying from the checkpoint at icount {session.StartIcount}");
         var clock = Stopwatch.StartNew();
         var status = session.Run(until ?? ulong.MaxValue);
@@ -52,6 +54,9 @@ public static class ReplayCommand
         }
         switch (status)
         {
+            case ReplayStatus.Finished when file.Truncation != null:
+                Console.Error.WriteLine($"lm: error: replay reached the end event, but {file.Truncation.Message}");
+                return TruncatedExit;
             case ReplayStatus.Finished:
             case ReplayStatus.ReachedUntil:
                 return 0;
