@@ -26,6 +26,7 @@ internal sealed class EventQueue(Func<TraceFrame?>? pull = null)
     {
         if (InputComplete) throw new InvalidOperationException("frames added after the input completed");
         _frames.Enqueue(frame);
+        Horizon = Math.Max(Horizon, frame.EndIcount);
     }
 
     public void Complete() => InputComplete = true;
@@ -75,4 +76,15 @@ internal sealed class EventQueue(Func<TraceFrame?>? pull = null)
     }
 
     public void Advance() => _hasPeeked = false;
+
+    /// <summary>Pulls one more frame ahead (raising the horizon) when the source can; false when it cannot.</summary>
+    public bool TryExtend()
+    {
+        if (_pullDone) return false;
+        var f = pull!();
+        if (f == null) { _pullDone = true; InputComplete = true; return false; }
+        _frames.Enqueue(f);
+        Horizon = Math.Max(Horizon, f.EndIcount);
+        return true;
+    }
 }

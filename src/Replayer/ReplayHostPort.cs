@@ -45,26 +45,15 @@ public sealed class ReplayHostPort : IHostPort
     public void Poll(Machine machine)
     {
         ulong icount = machine.Icount;
-        while (Divergence == null)
+        while (Divergence == null && End == null && _events.TryPeek(out var e))
         {
-            if (!_events.TryPeek(out var e))
-            {
-                // Nothing more received: stop at the horizon rather than run past inputs still in flight.
-                if (!_events.InputComplete && icount < _events.Horizon) return;
-                Starved = true;
-                machine.RequestStop();
-                return;
-            }
             if (e.Icount < icount) { Diverge(machine, $"the guest ran past the trace's event '{e}'"); return; }
             if (e.Icount > icount) return;
-            if (e.Kind == EventKind.End) { End = e; machine.RequestStop(); return; }
+            if (e.Kind == EventKind.End) { End = e; return; }
             if (!e.IsBetweenInstructions) return; // a read the next instruction makes
             Apply(machine, e);
         }
     }
-
-    /// <summary>Takes the between-instruction events at the machine's icount (after the guest exits: the final digest).</summary>
-    internal void Drain(Machine machine) => Poll(machine);
 
     private void Apply(Machine machine, in TraceEvent e)
     {
@@ -138,7 +127,10 @@ public sealed class ReplayHostPort : IHostPort
         ulong icount = machine.Icount;
         if (!_events.TryPeek(out var e))
         {
-            Starved = !_events.InputComplete || !_events.EndFrameSeen;
+            // Inputs below the horizon have all arrived: sleeping there with none left is a divergence.
+            if (!_events.InputComplete && icount < _events.Horizon)
+                Diverge(machine, $"the guest sleeps in WFI at icount {icount}; the trace has no input for it");
+            else Starved = true;
             return false;
         }
         if (e.Icount == icount && e.Kind == EventKind.End) { End = e; return false; }

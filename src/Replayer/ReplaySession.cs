@@ -154,27 +154,28 @@ public sealed class ReplaySession : IDisposable
         {
             if (Port.Divergence != null) return ReplayStatus.Diverged;
             if (Port.End is { } end) return CheckEnd(end);
-            if (Machine.Icount >= until) return ReplayStatus.ReachedUntil;
-            Port.ClearStarved();
-            var reason = Machine.Run(until);
-            if (Port.Divergence != null) return ReplayStatus.Diverged;
-            if (Port.End != null) continue;
-            switch (reason)
+            ulong icount = Machine.Icount;
+            bool any = _events.TryPeek(out var next);
+            // Inputs due now (and the end event) are taken here, exactly as the machine's poll would.
+            if (any && (next.Icount < icount || (next.Icount == icount && (next.IsBetweenInstructions || next.Kind == EventKind.End))))
             {
-                case StopReason.Exited:
-                    Port.Drain(Machine);
-                    if (Port.Divergence != null) return ReplayStatus.Diverged;
-                    if (Port.End is { } e) return CheckEnd(e);
-                    if (Port.Starved) return Starved();
-                    return Diverged($"the guest exited with code {Machine.ExitCode} but the trace goes on");
-                case StopReason.InstructionLimit:
-                    continue; // the top of the loop sees until
-                case StopReason.StopRequested:
-                case StopReason.Idle:
-                    if (Port.Starved) return Starved();
-                    if (reason == StopReason.Idle) return Diverged("the guest idles with no input left, but the trace goes on");
-                    continue;
+                Port.Poll(Machine);
+                continue;
             }
+            if (icount >= until) return ReplayStatus.ReachedUntil;
+            if (Machine.ExitCode != null)
+                return any ? Diverged($"the guest exited with code {Machine.ExitCode} at icount {icount}, but the trace goes on with '{next}'") : Starved();
+            // Never run past the horizon: inputs at or beyond it may still be in flight.
+            ulong limit = Math.Min(until, _events.Horizon);
+            if (limit <= icount)
+            {
+                if (_events.TryExtend()) continue;
+                return Starved();
+            }
+            Port.ClearStarved();
+            var reason = Machine.Run(limit);
+            if (reason == StopReason.Idle && Port.Divergence == null && Port.End == null)
+                return Port.Starved ? Starved() : Diverged("the guest idles with no input left, but the trace goes on");
         }
     }
 
