@@ -187,6 +187,8 @@ public sealed class ReplaySession : IDisposable
     {
         var recorded = (EndReason)end.Value;
         bool exited = Machine.ExitCode != null;
+        // A checkpoint saved after the guest exited does not hold the exit (no device state does): nothing ran, nothing to compare.
+        if (end.Icount == StartIcount && Machine.Icount == StartIcount) return ReplayStatus.Finished;
         if (recorded == EndReason.Exited && (!exited || Machine.ExitCode != end.ExitCode))
             return Diverged(exited ? $"the guest exited with code {Machine.ExitCode}; the trace says {end.ExitCode}" : $"the trace ends with the guest exiting (code {end.ExitCode}); the replay did not exit");
         if (recorded != EndReason.Exited && exited)
