@@ -92,4 +92,33 @@ public class CliTests
         Assert.True(replay.Code == 0, replay.Err);
         Assert.Equal(run.Out, replay.Out);
     }
+
+    [Fact]
+    public void A_killed_recorder_leaves_a_trace_that_replays_to_its_last_whole_frame()
+    {
+        string dir = Directory.CreateTempSubdirectory("lm-cli").FullName;
+        string trace = Path.Combine(dir, "killed.lmtrace");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "lm.dll"), "run", Repo.Guest("idle_forever"), "--record", trace }) psi.ArgumentList.Add(a);
+        using (var p = Process.Start(psi)!)
+        {
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (DateTime.UtcNow < deadline && (!File.Exists(trace) || new FileInfo(trace).Length < 1600)) Thread.Sleep(100);
+            Thread.Sleep(1600); // a few more 500 ms flushes
+            p.Kill();
+            p.WaitForExit();
+        }
+        using (var file = TraceFile.Open(trace))
+        {
+            Assert.False(file.IsComplete);
+            Assert.NotNull(file.Truncation);
+            Assert.Contains(file.Frames, f => f.Kind == FrameKind.Events);
+        }
+        var replay = Lm("replay", trace);
+        Assert.Equal(4, replay.Code);
+        Assert.Contains("tick 1", replay.Out);
+        Assert.Contains("truncated", replay.Err);
+        Assert.Equal(0, Lm("trace", "info", trace).Code);
+    }
 }
