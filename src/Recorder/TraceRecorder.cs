@@ -51,10 +51,23 @@ public sealed class TraceRecorder : IDisposable
 
     public TraceWriter Writer { get; }
 
+    private volatile bool _flushRequested;
+
+    /// <summary>
+    /// Asks for the pending events to be written as a chunk at the next poll (any thread): a migration
+    /// source calls it to bound the destination's lag without waiting for a full chunk.
+    /// </summary>
+    public void RequestFlush() => _flushRequested = true;
+
     /// <summary>At the top of a poll, before the poll's inputs: digest and checkpoint when due.</summary>
     public void OnPoll(Machine machine)
     {
         ulong icount = machine.Icount;
+        if (_flushRequested)
+        {
+            _flushRequested = false;
+            Writer.FlushChunk(icount);
+        }
         if (icount >= _nextDigest)
         {
             Writer.StateDigest(icount, machine.ComputeDigest());
