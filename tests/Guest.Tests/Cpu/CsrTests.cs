@@ -102,8 +102,8 @@ public class CsrTests
     [Theory]
     [InlineData(0x8000_2000UL, 0x8000_2000UL)] // direct
     [InlineData(0x8000_2001UL, 0x8000_2001UL)] // vectored
-    [InlineData(0x8000_2002UL, 0x8000_1000UL)] // reserved mode: write ignored, as QEMU does
-    [InlineData(0x8000_2003UL, 0x8000_1000UL)]
+    [InlineData(0x8000_2002UL, Rig.TrapVector)] // reserved mode: write ignored, as QEMU does
+    [InlineData(0x8000_2003UL, Rig.TrapVector)]
     public void MtvecModes(ulong written, ulong readBack)
     {
         using var rig = new Rig();

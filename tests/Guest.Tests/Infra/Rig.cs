@@ -10,8 +10,8 @@ namespace LiveMigration.Guest.Tests.Infra;
 public sealed class Rig : IDisposable
 {
     public const ulong Base = 0x8000_0000;
-    public const ulong TrapVector = Base + 0x1000;
-    public const ulong Data = Base + 0x4000;
+    public const ulong TrapVector = Base + 0x10000;
+    public const ulong Data = Base + 0x20000;
     public const ulong RamSize = 1 << 20;
 
     public Machine M { get; }
