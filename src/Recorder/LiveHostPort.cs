@@ -87,12 +87,14 @@ public class LiveHostPort : IHostPort
                 DeliverTime(machine, now);
                 return true;
             }
-            if (_serial.InputClosed && !timerArmed) return false;
-            int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
-            _serial.InputArrived.WaitOne(waitMs);
+            // Input that is already queued goes in before sleeping: its arrival signal may have been
+            // consumed by an earlier wait, and waiting first costs up to a second per byte.
             int before = machine.Uart.RxSpace;
             DeliverSerial(machine);
             if (machine.Uart.RxSpace != before) return true;
+            if (_serial.InputClosed && !timerArmed) return false;
+            int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
+            _serial.InputArrived.WaitOne(waitMs);
         }
     }
 
