@@ -18,7 +18,13 @@ public class LmRunTests
     }
 
     private static ToolResult Lm(byte[]? stdin, params string[] args)
-        => Tool.Run("dotnet", [LmDll.Value, .. args], stdin ?? [], timeoutMs: 120_000);
+    {
+        // Every run here takes well under a second of guest time; 60 s means the host is stuck
+        // (e.g. sleeping in WFI while input is queued).
+        var r = Tool.Run("dotnet", [LmDll.Value, .. args], stdin ?? [], timeoutMs: 60_000);
+        Assert.False(r.TimedOut, $"lm {string.Join(' ', args)} did not finish in 60 s; stdout so far: {Encoding.ASCII.GetString(r.Stdout)}");
+        return r;
+    }
 
     private static string TempElf(byte[] image)
     {
