@@ -229,3 +229,40 @@ public class MemoryTests
         Assert.Equal(rig.M.ComputeDigest(), copy.ComputeDigest());
     }
 }
+
+/// <summary>Bounds of the host-side RAM accessors: out-of-range requests throw, never touch host memory.</summary>
+public class GuestMemoryBoundsTests
+{
+    private const ulong Base = GuestMemory.DefaultBase;
+
+    [Theory]
+    [InlineData(0UL, (1 << 20) + 1)]           // longer than RAM, starting at its base
+    [InlineData(0UL, (2 << 20))]
+    [InlineData(4096UL, (1 << 20))]
+    [InlineData((1UL << 20) - 1, 2)]
+    [InlineData(1UL << 20, 1)]
+    public void AccessesBeyondRamThrow(ulong offset, int length)
+    {
+        using var mem = new GuestMemory(1 << 20);
+        Assert.False(mem.Contains(Base + offset, length));
+        Assert.Throws<ArgumentOutOfRangeException>(() => mem.Write(Base + offset, new byte[length]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => mem.Read(Base + offset, new byte[length]));
+    }
+
+    [Fact]
+    public void AccessesBelowRamThrow()
+    {
+        using var mem = new GuestMemory(1 << 20);
+        Assert.False(mem.Contains(Base - 1, 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => mem.Write(Base - 1, new byte[2]));
+    }
+
+    [Fact]
+    public void WholeRamIsAccessible()
+    {
+        using var mem = new GuestMemory(1 << 20);
+        Assert.True(mem.Contains(Base, 1 << 20));
+        mem.Write(Base, new byte[1 << 20]);
+        mem.Read(Base + (1 << 20) - 1, new byte[1]);
+    }
+}
