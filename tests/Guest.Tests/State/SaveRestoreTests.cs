@@ -129,3 +129,63 @@ public class SaveRestoreTests
         Assert.Contains("99", e.Message);
     }
 }
+
+/// <summary>Corrupt saved state is an <see cref="InvalidDataException"/>, never another host exception.</summary>
+public class CorruptStateTests
+{
+    [Fact]
+    public void EveryCorruptedHeaderByteIsInvalidDataOrHarmless()
+    {
+        using var a = new Machine(new MachineConfig { MemorySize = 64 << 10 }, new TestHostPort());
+        a.Memory.Write(0x8000_1000, [1, 2, 3]);
+        a.Uart.Write(2, 1, 1);
+        a.DeliverSerialInput("abc"u8);
+        var w = new StateWriter();
+        a.SaveState(w);
+        byte[] good = w.ToArray();
+        int headerEnd = good.Length - 4096 - 4; // everything before the one stored page's bytes
+        var unexpected = new List<string>();
+        foreach (byte value in new byte[] { 0x00, 0xFF, 0x80 })
+        {
+            for (int i = 0; i < headerEnd; i++)
+            {
+                byte[] bad = (byte[])good.Clone();
+                if (bad[i] == value) continue;
+                bad[i] = value;
+                using var b = new Machine(new MachineConfig { MemorySize = 64 << 10 }, new TestHostPort());
+                try { b.RestoreState(new StateReader(bad)); }
+                catch (InvalidDataException) { }
+                catch (Exception e) { unexpected.Add($"byte {i} = 0x{value:x2}: {e.GetType().Name}: {e.Message}"); }
+            }
+        }
+        Assert.True(unexpected.Count == 0, string.Join("\n", unexpected.Take(10)));
+    }
+
+    [Fact]
+    public void HugeBlobLengthIsInvalidData()
+    {
+        var w = new StateWriter();
+        w.U32(0xFFFF_FFFF);
+        w.U64(1);
+        Assert.Throws<InvalidDataException>(() => new StateReader(w.ToArray()).Blob());
+    }
+
+    [Fact]
+    public void SectionsRoundTripAndNewerMinorFieldsAreSkipped()
+    {
+        var w = new StateWriter();
+        w.BeginSection("TEST", 2);
+        w.U64(42);
+        w.Blob([1, 2, 3]);
+        w.U32(7); // a field a version-1 reader does not know
+        w.EndSection();
+        w.U8(9);
+        var r = new StateReader(w.ToArray());
+        Assert.Equal(2, r.OpenSection("TEST", 1, 2));
+        Assert.Equal(42UL, r.U64());
+        Assert.Equal([1, 2, 3], r.Blob().ToArray());
+        r.CloseSection();
+        Assert.Equal(9, r.U8());
+        Assert.True(r.AtEnd);
+    }
+}
