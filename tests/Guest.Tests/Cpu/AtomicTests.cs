@@ -140,4 +140,50 @@ public class AtomicTests
         rig.Step();
         rig.AssertTrap(Cause.LoadAccessFault, Rig.Base, 0x1000);
     }
+
+    [Theory]
+    [InlineData(1u)] // rl
+    [InlineData(2u)] // aq
+    [InlineData(3u)] // aq and rl: ordering bits change nothing on one hart
+    public void OrderingBitsAreAccepted(uint aqrl)
+    {
+        using var rig = new Rig();
+        rig.WriteU64(Rig.Data, 10);
+        rig.Emit(Rv.Amo(Rv.AmoFunct5["add"], true, A0, A1, A2) | (aqrl << 25),
+                 Rv.LrD(A3, A1) | (aqrl << 25), Rv.ScD(A4, A1, A2) | (aqrl << 25));
+        rig[A1] = Rig.Data;
+        rig[A2] = 5;
+        rig.Step(3);
+        rig.AssertNoTrap();
+        Assert.Equal(10UL, rig[A0]);
+        Assert.Equal(15UL, rig[A3]);
+        Assert.Equal(0UL, rig[A4]);
+        Assert.Equal(5UL, rig.ReadU64(Rig.Data));
+    }
+
+    [Fact]
+    public void AmoToRdX0StillWritesMemory()
+    {
+        using var rig = new Rig();
+        rig.WriteU64(Rig.Data, 1);
+        rig.Emit(Rv.Amo(Rv.AmoFunct5["or"], true, Zero, A1, A2));
+        rig[A1] = Rig.Data;
+        rig[A2] = 6;
+        rig.Step();
+        Assert.Equal(7UL, rig.ReadU64(Rig.Data));
+        Assert.Equal(0UL, rig[Zero]);
+    }
+
+    [Fact]
+    public void AmoWhereRdEqualsRs2UsesTheOldRs2()
+    {
+        using var rig = new Rig();
+        rig.WriteU64(Rig.Data, 100);
+        rig.Emit(Rv.Amo(Rv.AmoFunct5["add"], true, A2, A1, A2));
+        rig[A1] = Rig.Data;
+        rig[A2] = 5;
+        rig.Step();
+        Assert.Equal(100UL, rig[A2]);
+        Assert.Equal(105UL, rig.ReadU64(Rig.Data));
+    }
 }

@@ -149,4 +149,37 @@ public class TrapTests
         Assert.Equal(StopReason.InstructionLimit, rig.M.Run(5000));
         Assert.Equal(0x10UL, rig.M.Cpu.Mtval);
     }
+
+    [Fact]
+    public void WideInstructionCutOffByTheEndOfRamIsAFetchFaultOnItsSecondHalf()
+    {
+        using var rig = new Rig();
+        ulong last = Rig.Base + Rig.RamSize - 2;
+        rig.M.Memory.Write(last, [0x13, 0x05]); // low half of a 32-bit addi
+        rig.M.SetPc(last);
+        rig.Step();
+        rig.AssertTrap(Cause.InstructionAccessFault, last, last + 2);
+    }
+
+    [Fact]
+    public void IllegalWideInstructionAcrossPagesReportsAllItsBits()
+    {
+        using var rig = new Rig();
+        ulong at = Rig.Base + 0x3000 - 2;
+        rig.M.Memory.Write(at, BitConverter.GetBytes(0xFFFF_FFFFu));
+        rig.M.SetPc(at);
+        rig.Step();
+        rig.AssertTrap(Cause.IllegalInstruction, at, 0xFFFF_FFFF);
+    }
+
+    [Fact]
+    public void ATrappingInstructionCountsOneStep()
+    {
+        // icount counts steps, including ones that trap: the trap handler's first instruction is step 2.
+        using var rig = new Rig();
+        rig.Emit(Rv.Ecall);
+        rig.Step();
+        Assert.Equal(1UL, rig.M.Icount);
+        Assert.Equal(Rig.TrapVector, rig.M.Pc);
+    }
 }

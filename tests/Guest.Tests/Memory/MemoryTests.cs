@@ -158,6 +158,21 @@ public class MemoryTests
     }
 
     [Fact]
+    public void MisalignedStoreAcrossAPageInvalidatesCodeOnTheSecondPage()
+    {
+        using var rig = new Rig();
+        ulong target = Rig.Base + 0x3000; // first instruction of a page
+        rig.M.Memory.Write(target, [.. BitConverter.GetBytes(Rv.Addi(A0, Zero, 1)), .. BitConverter.GetBytes(Rv.Jalr(Zero, Ra, 0))]);
+        rig.Emit(Rv.Jal(Ra, 0x3000), Rv.Sd(A2, A1, -4), Rv.Jal(Ra, 0x3000 - 8));
+        rig[A1] = target;
+        rig[A2] = (ulong)Rv.Addi(A0, Zero, 9) << 32 | 0xDEADBEEF; // the upper word lands on the instruction
+        rig.Step(3);
+        Assert.Equal(1UL, rig[A0]);
+        rig.Step(4);
+        Assert.Equal(9UL, rig[A0]);
+    }
+
+    [Fact]
     public void HostWriteOverDecodedCodeIsSeen()
     {
         using var rig = new Rig();
