@@ -1,4 +1,7 @@
+using System.Diagnostics;
+using System.Net.Sockets;
 using System.Text;
+using System.Text.RegularExpressions;
 using LiveMigration.Guest.Tests.Infra;
 
 namespace LiveMigration.Guest.Tests.Cli;
@@ -116,5 +119,45 @@ public class LmRunTests
         var r = Lm(Encoding.ASCII.GetBytes(GuestRun.KvScript), "run", Repo.Guest("kv"));
         Assert.Equal(0, r.ExitCode);
         Assert.Equal(GuestRun.Run("kv").Text, Out(r));
+    }
+
+    [Fact]
+    public void SerialOverTcpCarriesTheUart()
+    {
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = Repo.Root,
+        };
+        foreach (string a in new[] { LmDll.Value, "run", "--serial", "tcp:127.0.0.1:0", Repo.Guest("kv") }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        try
+        {
+            var stdoutTask = p.StandardOutput.ReadToEndAsync();
+            var readLine = p.StandardError.ReadLineAsync();
+            Assert.True(readLine.Wait(30_000), "lm did not announce its serial port");
+            var m = Regex.Match(readLine.Result ?? "", @"tcp:127\.0\.0\.1:(\d+)");
+            Assert.True(m.Success, readLine.Result);
+
+            using var client = new TcpClient("127.0.0.1", int.Parse(m.Groups[1].Value));
+            using var stream = client.GetStream();
+            stream.Write(Encoding.ASCII.GetBytes(GuestRun.KvScript));
+            var received = new MemoryStream();
+            stream.ReadTimeout = 30_000;
+            var buffer = new byte[4096];
+            int n;
+            while ((n = stream.Read(buffer)) > 0) received.Write(buffer, 0, n); // ends when the guest exits
+
+            Assert.True(p.WaitForExit(30_000));
+            Assert.Equal(0, p.ExitCode);
+            Assert.Equal(GuestRun.Run("kv").Text, Encoding.ASCII.GetString(received.ToArray()));
+            Assert.Equal("", stdoutTask.Result);
+        }
+        finally
+        {
+            if (!p.HasExited) p.Kill(entireProcessTree: true);
+        }
     }
 }
