@@ -79,7 +79,10 @@ public class LiveHostPortTests
         var backend = new StreamSerialBackend(input, Stream.Null);
         backend.Dispose();
         input.Close(true); // the pump thread wakes up after its event is gone
-        Thread.Sleep(200); // an unhandled exception on the pump thread would abort this process
+        // An unhandled exception on the pump thread would abort this process; wait until it is done.
+        var clock = Stopwatch.StartNew();
+        while (!backend.InputClosed && clock.ElapsedMilliseconds < 10_000) Thread.Sleep(5);
         Assert.True(backend.InputClosed);
+        Thread.Sleep(50); // the signal comes right after the closed flag
     }
 }
