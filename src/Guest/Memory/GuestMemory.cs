@@ -53,7 +53,9 @@ public sealed unsafe class GuestMemory : IDisposable
 
     public static readonly ulong ZeroPageHash = XxHash3.Hash(new byte[PageSize]);
 
-    public bool Contains(ulong address, int length) => address - Base <= Size - (ulong)length && address >= Base;
+    // length is checked against Size first: Size - length would wrap for a length beyond RAM.
+    public bool Contains(ulong address, int length)
+        => length >= 0 && (ulong)length <= Size && address >= Base && address - Base <= Size - (ulong)length;
 
     public Span<byte> PageSpan(int page) => new(Ram + ((long)page << PageShift), PageSize);
 
