@@ -11,7 +11,7 @@ public sealed unsafe partial class Machine
 {
     // Bump when a field is added to or removed from the section; readers accept 1..current.
     private const ushort MachineStateVersion = 1;
-    private const ushort CpuStateVersion = 1;
+    private const ushort CpuStateVersion = 2; // 2: ReservationValue
     private const ushort RamStateVersion = 1;
     private const int SavedRegisters = 31; // x1..x31, recorded so a size mismatch is caught on load
 
@@ -56,12 +56,13 @@ public sealed unsafe partial class Machine
         w.U64(s->MinstretOffset);
         w.U64(s->Reservation);
         w.U32(s->Waiting);
+        w.U64(s->ReservationValue);
         w.EndSection();
     }
 
     private void RestoreCpu(StateReader r)
     {
-        r.OpenSection("CPU ", 1, CpuStateVersion);
+        ushort version = r.OpenSection("CPU ", 1, CpuStateVersion);
         if (r.U8() != SavedRegisters) throw new InvalidDataException("CPU state has a different register count");
         CpuState c = default;
         for (int i = 1; i <= SavedRegisters; i++) c.X[i] = r.U64();
@@ -79,6 +80,8 @@ public sealed unsafe partial class Machine
         c.MinstretOffset = r.U64();
         c.Reservation = r.U64();
         c.Waiting = r.U32();
+        if (version >= 2) c.ReservationValue = r.U64();
+        else c.Reservation = ulong.MaxValue; // v1 kept no value: drop the reservation, an SC then fails
         r.CloseSection();
         *_cpu = c;
     }
