@@ -165,18 +165,38 @@ public sealed unsafe partial class Machine
 
     internal void SaveSnapshot(StateWriter w, MachineSnapshot s) => SaveState(w, s.DeviceState, s.Memory);
 
+    /// <summary>Bump when what the digest covers changes: digests in old traces then stop matching.</summary>
+    public const ulong DigestVersion = 1;
+
     /// <summary>
-    /// xxh3-64 over registers, CSRs, device state and the per-page hashes. Only pages written since
-    /// the last digest are rehashed, so the cost follows the guest's writes, not its RAM size.
+    /// xxh3-64 over registers, CSRs, device state and the RAM digest. It is a canonical encoding of
+    /// its own, not the save format: saved-state versions can change without changing digests.
+    /// Only pages written since the last digest are rehashed (<see cref="GuestMemory.RefreshRamDigest"/>).
     /// </summary>
     public ulong ComputeDigest()
     {
-        var pages = Memory.RefreshPageHashes();
-        ulong pagesHash = XxHash3.Hash(MemoryMarshal.AsBytes(pages));
         var w = new StateWriter();
+        w.U64(DigestVersion);
         w.U64(Config.MemorySize);
-        w.Bytes(SaveDeviceState());
-        w.U64(pagesHash);
+        CpuState* s = _cpu;
+        for (int i = 1; i < 32; i++) w.U64(s->X[i]);
+        w.U64(s->Pc);
+        w.U64(s->Icount);
+        w.U64(s->Mstatus);
+        w.U64(s->Mie);
+        w.U64(s->Mtvec);
+        w.U64(s->Mscratch);
+        w.U64(s->Mepc);
+        w.U64(s->Mcause);
+        w.U64(s->Mtval);
+        w.U64(s->Mcountinhibit);
+        w.U64(s->McycleOffset);
+        w.U64(s->MinstretOffset);
+        w.U64(s->Reservation);
+        w.U64(s->Reservation == ulong.MaxValue ? 0 : s->ReservationValue);
+        w.U32(s->Waiting);
+        foreach (var d in _devices) d.Save(w);
+        w.U64(Memory.RefreshRamDigest());
         return XxHash3.Hash(w.Stream.GetBuffer().AsSpan(0, (int)w.Stream.Length));
     }
 }
