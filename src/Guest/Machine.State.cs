@@ -154,7 +154,12 @@ public sealed unsafe partial class Machine
     public void RestoreDeviceState(StateReader r)
     {
         RestoreCpu(r);
-        foreach (var d in _devices) d.Restore(r);
+        foreach (var d in _devices)
+        {
+            // The balloon came after the first states were saved: without its section it starts empty.
+            if (d == Balloon && !r.NextSectionIs("BALN")) { d.Reset(); continue; }
+            d.Restore(r);
+        }
     }
 
     /// <summary>
