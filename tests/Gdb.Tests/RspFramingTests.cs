@@ -40,7 +40,8 @@ public class RspFramingTests
     [InlineData(1000)]
     public void AcksInterruptsAndPacketsInAnySplit(int split)
     {
-        var items = Decode("+$g#67-\u0003$m80000000,4#35+", split);
+        string m = Encoding.Latin1.GetString(RspFraming.Encode("m80000000,4"));
+        var items = Decode("+$g#67-\u0003" + m + "+", split);
         Assert.Equal(
         [
             new RspItem(RspItemKind.Ack), new RspItem(RspItemKind.Packet, "g"), new RspItem(RspItemKind.Nack),
