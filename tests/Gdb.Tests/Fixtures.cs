@@ -48,11 +48,11 @@ public static class Recordings
 {
     private static readonly Dictionary<string, byte[]> Cache = [];
 
-    public static byte[] Get(string guest, ulong digestInterval = 1 << 16)
+    public static byte[] Get(string guest, ulong digestInterval = 1 << 16, byte[]? input = null)
     {
         lock (Cache)
         {
-            string key = $"{guest}/{digestInterval}";
+            string key = $"{guest}/{digestInterval}/{(input == null ? "" : Convert.ToHexString(input))}";
             if (Cache.TryGetValue(key, out var t)) return t;
             byte[] image = File.ReadAllBytes(Repo.Guest(guest));
             var ms = new MemoryStream();
@@ -60,7 +60,7 @@ public static class Recordings
             ElfLoader.Load(machine, image);
             using (var recorder = TraceRecorder.Start(ms, machine, image, guest + ".elf", "scripted", new RecorderOptions { DigestInterval = digestInterval, FlushInterval = null }))
             {
-                machine.HostPort = new ScriptedHostPort(null, recorder, 100_000);
+                machine.HostPort = new ScriptedHostPort(input, recorder, 100_000);
                 var reason = machine.Run(2_000_000_000);
                 recorder.Finish(machine, reason);
             }
@@ -68,7 +68,7 @@ public static class Recordings
         }
     }
 
-    public static TraceFile Open(string guest) => TraceFile.Open(new MemoryStream(Get(guest)));
+    public static TraceFile Open(string guest, byte[]? input = null) => TraceFile.Open(new MemoryStream(Get(guest, input: input)));
 }
 
 /// <summary>A fact that needs gdb-multiarch (scripts/setup.sh installs it).</summary>

@@ -10,9 +10,9 @@ public class ReverseExecutionTests
     private static ReplayOptions Options => new() { Verify = true };
 
     /// <summary>A straight replay to <paramref name="icount"/>: registers, pc and digest.</summary>
-    private static (ulong[] Regs, ulong Pc, ulong Digest) Reference(string guest, ulong icount)
+    private static (ulong[] Regs, ulong Pc, ulong Digest) Reference(string guest, ulong icount, byte[]? input = null)
     {
-        using var file = Recordings.Open(guest);
+        using var file = Recordings.Open(guest, input);
         using var s = ReplaySession.OpenFile(file, Options, 0);
         Assert.Equal(ReplayStatus.ReachedUntil, s.Run(icount));
         var regs = Enumerable.Range(0, 32).Select(i => s.Machine.GetRegister(i)).ToArray();
@@ -43,6 +43,32 @@ public class ReverseExecutionTests
             Assert.Equal(want.Digest, dbg.Machine.ComputeDigest());
         }
         Assert.Equal(StopKind.ReplayBegin, SeekThen(dbg, 0, d => d.ReverseStep()).Kind);
+    }
+
+    [Fact]
+    public void ReverseStepsOverLoggedSerialInputAndTimeStayOnTheRecording()
+    {
+        // kv reads its commands from the UART: the trace holds serial input (and time) events, which a
+        // restored checkpoint must neither miss nor take twice.
+        byte[] input = "SET a 1\nSET b 22\nGET a\nGET b\nDEL a\nGET a\nQUIT\n"u8.ToArray();
+        using var file = Recordings.Open("kv", input);
+        var inputs = file.Events().Where(e => e.Kind == EventKind.SerialInput).Select(e => e.Icount).ToList();
+        Assert.NotEmpty(inputs);
+        using var dbg = new ReplayDebugger(file, Options);
+        var targets = new List<ulong>();
+        foreach (ulong at in inputs) if (at > 0) targets.AddRange([at, at + 1, at + 2]);
+        targets.Add(file.FinalIcount);
+        targets.Reverse(); // from the end backwards: every landing restores a checkpoint
+        foreach (ulong n in targets)
+        {
+            dbg.Seek(n);
+            dbg.ReverseStep();
+            Assert.Equal(n - 1, dbg.Icount);
+            Assert.Equal(Reference("kv", n - 1, input).Digest, dbg.Machine.ComputeDigest());
+        }
+        var end = dbg.Continue();
+        Assert.Equal(StopKind.ReplayEnd, end.Kind);
+        Assert.Null(dbg.Divergence);
     }
 
     private static TargetStop SeekThen(ReplayDebugger d, ulong at, Func<ReplayDebugger, TargetStop> f) { d.Seek(at); return f(d); }

@@ -74,26 +74,27 @@ public sealed class ReplayDebugger : IDisposable
     public void Interrupt()
     {
         _interrupt = true;
-        Machine.RequestStop();
+        if (_busy) Machine.RequestStop(); // a request left pending would stop the next command at once
+    }
+
+    private volatile bool _busy;
+
+    /// <summary>Runs one debugger command with interrupts enabled.</summary>
+    private TargetStop Command(Func<TargetStop> body)
+    {
+        _interrupt = false;
+        _busy = true;
+        try { return body(); }
+        finally { _busy = false; }
     }
 
     // ---- Forward ----
 
-    public TargetStop StepForward()
-    {
-        _interrupt = false;
-        if (Forked) return LiveRun(Icount + 1, armed: false, step: true);
-        var st = Forward(Icount + 1, armed: false);
-        return Conclude(st, step: true);
-    }
+    public TargetStop StepForward() => Command(() =>
+        Forked ? LiveRun(Icount + 1, armed: false, step: true) : Conclude(Forward(Icount + 1, armed: false), step: true));
 
-    public TargetStop Continue()
-    {
-        _interrupt = false;
-        if (Forked) return LiveRun(ulong.MaxValue, armed: true, step: false);
-        var st = Forward(ulong.MaxValue, armed: true);
-        return Conclude(st, step: false);
-    }
+    public TargetStop Continue() => Command(() =>
+        Forked ? LiveRun(ulong.MaxValue, armed: true, step: false) : Conclude(Forward(ulong.MaxValue, armed: true), step: false));
 
     private TargetStop Conclude(ReplayStatus st, bool step)
     {
@@ -210,9 +211,10 @@ public sealed class ReplayDebugger : IDisposable
         _session = ReplaySession.Resume(_file, _options, Machine);
     }
 
-    public TargetStop ReverseStep()
+    public TargetStop ReverseStep() => Command(ReverseStepCore);
+
+    private TargetStop ReverseStepCore()
     {
-        _interrupt = false;
         ulong here = Icount;
         if (here <= StartIcount) return new TargetStop(StopKind.ReplayBegin, here);
         Seek(here - 1);
@@ -227,9 +229,10 @@ public sealed class ReplayDebugger : IDisposable
     /// A breakpoint hit is reported before its instruction; a watchpoint hit after the access
     /// (gdb then steps back over the accessing instruction itself).
     /// </summary>
-    public TargetStop ReverseContinue()
+    public TargetStop ReverseContinue() => Command(ReverseContinueCore);
+
+    private TargetStop ReverseContinueCore()
     {
-        _interrupt = false;
         ulong here = Icount;
         ulong hi = here;
         while (hi > StartIcount)
