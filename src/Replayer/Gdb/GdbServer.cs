@@ -313,11 +313,11 @@ public sealed class GdbCommands(ReplayDebugger debugger, ConcurrentQueue<string>
             case "checkpoint":
                 if (debugger.Forked) { text = "the replay is forked into a live session: checkpoints are of the recorded run only\n"; break; }
                 var c = debugger.TakeUserCheckpoint();
-                text = $"checkpoint at icount {c.Icount} ({c.State.Length >> 10} KiB); {debugger.Checkpoints.Count} checkpoints, {debugger.Checkpoints.Bytes >> 20} MiB\n";
+                text = $"checkpoint at icount {c.Icount} ({c.NewPages * 4} KiB new); {debugger.Checkpoints.Count} checkpoints, {debugger.Checkpoints.Bytes >> 20} MiB\n";
                 break;
             case "checkpoints":
                 var sb = new StringBuilder();
-                foreach (var k in debugger.Checkpoints.All) sb.Append($"  icount {k.Icount} ({k.State.Length >> 10} KiB)\n");
+                foreach (var k in debugger.Checkpoints.All) sb.Append($"  icount {k.Icount} ({k.NewPages * 4} KiB new)\n");
                 text = sb.ToString();
                 break;
             case "status":

@@ -146,6 +146,9 @@ public sealed class ReplayDebugger : IDisposable
             {
                 ulong last = Checkpoints.AtOrBefore(Icount)?.Icount ?? Icount;
                 ulong next = Math.Max(last + _interval, Icount + 1);
+                // The end of the recording is where sessions usually turn back: keep one checkpoint close before it.
+                ulong nearEnd = _file.FinalIcount > MinInterval ? _file.FinalIcount - MinInterval : 0;
+                if (Icount < nearEnd && nearEnd < next) next = nearEnd;
                 ulong segment = Math.Min(until, next);
                 var st = _session!.Run(segment);
                 if (st != ReplayStatus.ReachedUntil) return st;
@@ -192,6 +195,12 @@ public sealed class ReplayDebugger : IDisposable
         {
             var c = Checkpoints.AtOrBefore(target) ?? throw new InvalidOperationException($"no checkpoint at or before icount {target}");
             Restore(c);
+            // Going back far: leave a checkpoint shortly before the target, so the next step back is quick.
+            if (target - Icount > 2 * MinInterval)
+            {
+                var st0 = Forward(target - MinInterval, armed: false);
+                if (st0 == ReplayStatus.ReachedUntil) TakeCheckpoint();
+            }
         }
         var st = Forward(target, armed: false);
         if (st != ReplayStatus.ReachedUntil && Icount != target)
@@ -207,7 +216,7 @@ public sealed class ReplayDebugger : IDisposable
         }
         _verifiedBefore = DigestsVerified;
         Machine.Debug.ClearAll();
-        Machine.RestoreState(new Guest.State.StateReader(c.State));
+        Checkpoints.Restore(Machine, c);
         _session = ReplaySession.Resume(_file, _options, Machine);
     }
 
@@ -317,6 +326,7 @@ public sealed class ReplayDebugger : IDisposable
     public void Dispose()
     {
         if (_session != _root) _session = null;
+        Checkpoints.Dispose();
         _root.Dispose();
     }
 }
