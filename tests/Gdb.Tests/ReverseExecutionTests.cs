@@ -166,12 +166,18 @@ public class ReverseExecutionTests
         Assert.True(dbg.Forked);
         Assert.Contains(notices, n => n.Contains("forked into a live session at icount 100"));
         dbg.Machine.SetRegister(5, 12345);
+        ulong counter = Repo.Symbol(Repo.Guest("debugme"), "counter");
+        dbg.Machine.Memory.Write(counter, BitConverter.GetBytes(999UL));
         var stop = dbg.Continue();
         Assert.Equal(StopKind.Exited, stop.Kind);
         // Going back returns to the recording.
         dbg.ReverseStep();
         Assert.False(dbg.Forked);
         Assert.Contains(notices, n => n.Contains("back on the recorded run"));
+        // Memory and registers are the recording's again, not the fork's.
+        Assert.Equal(Reference("debugme", dbg.Icount).Digest, dbg.Machine.ComputeDigest());
+        Assert.Equal(StopKind.ReplayEnd, dbg.Continue().Kind);
+        Assert.Null(dbg.Divergence);
     }
 
     [Fact]
