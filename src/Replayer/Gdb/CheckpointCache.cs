@@ -76,15 +76,17 @@ public sealed class CheckpointCache : IDisposable
         var pages = (byte[]?[])_base.Clone();
         _dirty.Clear();
         _client!.CollectAndClear(_dirty);
+        int copied = 0;
         foreach (int i in _dirty)
         {
             if (memory.IsZeroPage(i)) { pages[i] = null; continue; }
             var copy = GC.AllocateUninitializedArray<byte>(GuestMemory.PageSize);
             memory.PageSpan(i).CopyTo(copy);
             pages[i] = copy;
+            copied++;
         }
         _base = pages;
-        var c = new DebugCheckpoint(machine.Icount, machine.SaveDeviceState(), pages, _dirty.Count);
+        var c = new DebugCheckpoint(machine.Icount, machine.SaveDeviceState(), pages, copied);
         int at = _list.FindIndex(x => x.Icount >= c.Icount);
         if (at < 0) _list.Add(c);
         else if (_list[at].Icount == c.Icount) { Release(_list[at]); _list[at] = c; }
