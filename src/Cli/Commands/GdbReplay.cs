@@ -24,7 +24,7 @@ public static class GdbReplay
         }
         finally { listener.Stop(); }
         stdout.Flush();
-        Console.Error.WriteLine($"lm: debugging session ended at icount {debugger.Icount}; {debugger.DigestsVerified} state digests verified" +
+        Console.Error.WriteLine($"lm: debugging session ended at icount {debugger.Icount}; {debugger.DigestsVerified} state digest checks passed" +
                                 (debugger.Forked ? $"; the replay was forked into a live session at icount {debugger.ForkIcount}" : ""));
         return debugger.Divergence != null ? ReplayCommand.DivergedExit : 0;
     }

@@ -228,7 +228,7 @@ public sealed class GdbCommands(ReplayDebugger debugger, ConcurrentQueue<string>
                 break;
             case "status":
                 text = $"icount {debugger.Icount}, pc 0x{debugger.Machine.Pc:x}, {(debugger.Forked ? $"live fork since icount {debugger.ForkIcount}" : "replaying the recording")}, " +
-                       $"{debugger.DigestsVerified} state digests verified\n";
+                       $"{debugger.DigestsVerified} state digest checks passed\n";
                 break;
             default:
                 text = "monitor commands: icount, checkpoint, checkpoints, status\n";

@@ -111,7 +111,7 @@ public sealed class ReplayDebugger : IDisposable
                 Settle();
                 return AtStop(new TargetStop(step ? StopKind.Step : StopKind.Interrupted, Icount));
             case ReplayStatus.Finished:
-                Notice?.Invoke($"replay reached the end of the trace at icount {Icount}: faithful, {DigestsVerified} state digests verified" +
+                Notice?.Invoke($"replay reached the end of the trace at icount {Icount}: faithful, {DigestsVerified} state digest checks passed over every forward pass" +
                                (Machine.ExitCode is { } code ? $", guest exit code {code}" : ""));
                 return new TargetStop(StopKind.ReplayEnd, Icount);
             case ReplayStatus.TraceEnded:
