@@ -34,6 +34,9 @@ internal sealed class EventQueue(Func<TraceFrame?>? pull = null)
     /// <summary>Events below this icount are dropped (a replay resumed from a checkpoint taken between chunk boundaries).</summary>
     public ulong SkipBefore { get; set; }
 
+    /// <summary>Also drop between-instruction events at exactly <see cref="SkipBefore"/>: the machine already took them.</summary>
+    public bool SkipAppliedAtStart { get; init; }
+
     public bool TryPeek(out TraceEvent e)
     {
         if (_hasPeeked) { e = _peeked; return true; }
@@ -42,6 +45,7 @@ internal sealed class EventQueue(Func<TraceFrame?>? pull = null)
             if (_hasCurrent && _current.TryRead(out e))
             {
                 if (e.Icount < SkipBefore) continue;
+                if (SkipAppliedAtStart && e.Icount == SkipBefore && e.IsBetweenInstructions) continue;
                 _peeked = e;
                 _hasPeeked = true;
                 return true;

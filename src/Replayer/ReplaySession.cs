@@ -25,6 +25,8 @@ public enum ReplayStatus
     Diverged,
     /// <summary>The input completed without an end event (a truncated trace); everything before it replayed.</summary>
     TraceEnded,
+    /// <summary>The machine stopped for a debugger: a breakpoint or watchpoint (<see cref="Guest.Debug.DebugHooks.LastStop"/>) or <see cref="Machine.RequestStop"/>.</summary>
+    Stopped,
 }
 
 /// <summary>
@@ -120,6 +122,24 @@ public sealed class ReplaySession : IDisposable
         return new ReplaySession(machine, events, options, ownsMachine: true) { StartIcount = machine.Icount };
     }
 
+    /// <summary>
+    /// A pull session around <paramref name="machine"/>, which the caller has put in a state of this
+    /// run at its icount N, as <see cref="Run"/> leaves it (between-instruction inputs at N already
+    /// applied). Events are read from the first frame that can hold one at N. The session does not
+    /// own the machine (a debugger restores its own checkpoints into one machine).
+    /// </summary>
+    public static ReplaySession Resume(TraceFile file, ReplayOptions options, Machine machine)
+    {
+        ulong icount = machine.Icount;
+        var frames = file.Frames;
+        int from = frames.Count;
+        for (int i = 1; i < frames.Count; i++)
+            if (frames[i].EndIcount >= icount) { from = i; break; }
+        var source = file.ReadFrames(from).GetEnumerator();
+        var events = new EventQueue(() => source.MoveNext() ? source.Current : null) { SkipBefore = icount, SkipAppliedAtStart = true };
+        return new ReplaySession(machine, events, options, ownsMachine: false) { StartIcount = icount };
+    }
+
     /// <summary>Hands the session the next frame of the trace (events, checkpoint, index or end; the header is not passed).</summary>
     public void AddFrame(TraceFrame frame)
     {
@@ -143,6 +163,9 @@ public sealed class ReplaySession : IDisposable
 
     /// <summary>No more frames will come (the sender went away). A trace without its end event then ends the replay as truncated.</summary>
     public void CompleteInput() { if (!_events.InputComplete) _events.Complete(); }
+
+    /// <summary>Why the machine last returned inside <see cref="Run"/> (tells a debug stop from a requested one after <see cref="ReplayStatus.Stopped"/>).</summary>
+    public StopReason LastMachineStop { get; private set; }
 
     /// <summary>Highest icount the received frames let the machine reach.</summary>
     public ulong Horizon => _events.Horizon;
@@ -174,6 +197,8 @@ public sealed class ReplaySession : IDisposable
             }
             Port.ClearStarved();
             var reason = Machine.Run(limit);
+            LastMachineStop = reason;
+            if (reason is StopReason.Debug or StopReason.StopRequested && Port.Divergence == null && Port.End == null) return ReplayStatus.Stopped;
             if (reason == StopReason.Idle && Port.Divergence == null && Port.End == null)
                 return Port.Starved ? Starved() : Diverged("the guest idles with no input left, but the trace goes on");
         }

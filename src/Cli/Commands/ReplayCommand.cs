@@ -20,10 +20,11 @@ public static class ReplayCommand
         var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { HelpName = "FILE", Description = "save the machine where the replay stops to this checkpoint file" };
         var noVerify = new Option<bool>("--no-verify") { Description = "do not compare state digests (inputs are still checked)" };
         var stats = new Option<bool>("--stats") { Description = "print icount, events, digests checked, seconds and speed to stderr" };
+        var gdb = new Option<string?>("--gdb") { Description = "serve gdb (remote protocol, with reverse execution) on HOST:PORT instead of replaying straight through" };
         var command = new Command("replay", "Replay a trace: exit 0 when faithful; 1 on divergence, 2 on corruption, 4 on a truncated trace");
         command.Arguments.Add(trace);
-        foreach (var o in new Option[] { until, from, checkpoint, saveCheckpoint, noVerify, stats }) command.Options.Add(o);
-        command.SetAction(parse => CliErrors.Run(() => Execute(parse.GetValue(trace)!.FullName, parse.GetValue(until), parse.GetValue(from),
+        foreach (var o in new Option[] { until, from, checkpoint, saveCheckpoint, noVerify, stats, gdb }) command.Options.Add(o);
+        command.SetAction(parse => CliErrors.Run(() => parse.GetValue(gdb) is { } endpoint ? GdbReplay.Execute(parse.GetValue(trace)!.FullName, endpoint, !parse.GetValue(noVerify)) : Execute(parse.GetValue(trace)!.FullName, parse.GetValue(until), parse.GetValue(from),
             parse.GetValue(checkpoint)?.FullName, parse.GetValue(saveCheckpoint)?.FullName, !parse.GetValue(noVerify), parse.GetValue(stats))));
         return command;
     }
