@@ -138,11 +138,11 @@ public sealed class GuestHostPort : IHostPort
                 DeliverTime(machine, now);
                 return true;
             }
+            int before = machine.Uart.RxSpace;
+            DeliverSerial(machine); // input may already be queued: the wake-up signal is consumed once
+            if (machine.Uart.RxSpace != before) return true;
             int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
             _console.InputArrived.WaitOne(waitMs);
-            int before = machine.Uart.RxSpace;
-            DeliverSerial(machine);
-            if (machine.Uart.RxSpace != before) return true;
         }
     }
 
