@@ -117,7 +117,11 @@ public sealed class KvClient : IDisposable
         string answer = Request($"SET {key} {value}");
         if (answer != "OK") throw new InvalidDataException($"SET {key}: got '{answer}'");
         Acknowledged[key] = value;
+        SetsAcknowledged++;
     }
+
+    public long SetsAcknowledged { get; private set; }
+    public long GetsChecked { get; private set; }
 
     public string Get(string key) => Request($"GET {key}");
 
@@ -135,6 +139,7 @@ public sealed class KvClient : IDisposable
                 string k = $"k{i * 7919 % KeySpace}";
                 string got = Get(k);
                 if (Acknowledged.TryGetValue(k, out var want) && got != want) throw new InvalidDataException($"GET {k}: '{got}', expected '{want}'");
+                GetsChecked++;
             }
         }
     }

@@ -93,6 +93,7 @@ internal sealed partial class MigrationSource
             Fault(FaultPoint.BeforeAck);
 
             _phase = "awaiting-ack";
+            _host.Log($"migration {Id}: final state sent at {Now * 1000:F1} ms (paused at {_tPause * 1000:F1} ms)");
             var ack = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack;
             if (ack.Digest != digest || ack.Icount != icount)
                 throw new MigrationFailedException($"destination verified icount {ack.Icount} digest {ack.Digest:x16}, source has {icount} {digest:x16}");
