@@ -87,12 +87,13 @@ public class LiveHostPort : IHostPort
                 DeliverTime(machine, now);
                 return true;
             }
-            if (_serial.InputClosed && !timerArmed) return false;
-            int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
-            _serial.InputArrived.WaitOne(waitMs);
+            // Deliver input already queued before sleeping: the arrival signal fired once for all of it.
             int before = machine.Uart.RxSpace;
             DeliverSerial(machine);
             if (machine.Uart.RxSpace != before) return true;
+            if (_serial.InputClosed && !timerArmed) return false;
+            int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
+            _serial.InputArrived.WaitOne(waitMs);
         }
     }
 

@@ -4,35 +4,66 @@ using LiveMigration.Guest;
 using LiveMigration.Guest.Loader;
 using LiveMigration.Recorder;
 using LiveMigration.Recorder.Serial;
+using LiveMigration.Trace;
 
 namespace LiveMigration.Cli.Commands;
 
-/// <summary>`lm run GUEST.elf`: runs a guest live, its UART on stdout/stdin (or a TCP port).</summary>
+/// <summary>`lm run GUEST.elf` / `lm run --restore FILE`: runs a guest live, its UART on stdout/stdin (or a TCP port), optionally recording.</summary>
 public static class RunCommand
 {
     public const int InstructionLimitExit = 124;
     public const int IdleExit = 3;
     public const int InterruptedExit = 130;
 
+    /// <summary>Everything a live run can be asked to do.</summary>
+    public sealed record RunRequest
+    {
+        public string? GuestPath { get; init; }
+        public string? RestorePath { get; init; }
+        public MachineConfig Config { get; init; } = new();
+        public ulong? MaxInstructions { get; init; }
+        public bool Stats { get; init; }
+        public string? RecordPath { get; init; }
+        public ulong CheckpointEvery { get; init; }
+        public ulong DigestEvery { get; init; } = new RecorderOptions().DigestInterval;
+        public string? SaveCheckpointPath { get; init; }
+    }
+
     public static Command Create()
     {
-        var guest = new Argument<FileInfo>("guest") { Description = "RISC-V ELF64 executable to run" };
+        var guest = new Argument<FileInfo?>("guest") { Description = "RISC-V ELF64 executable to run (omit with --restore)", Arity = ArgumentArity.ZeroOrOne };
         var mem = new Option<string>("--mem") { Description = "guest RAM size (e.g. 128M, 1G)", DefaultValueFactory = _ => "128M" };
-        var maxInstructions = new Option<ulong?>("--max-instructions") { Description = "stop with exit code 124 after N instructions" };
+        var maxInstructions = new Option<ulong?>("--max-instructions") { Description = "stop with exit code 124 after N instructions (the icount, counted from boot)" };
         var serial = new Option<string>("--serial") { Description = "where the UART goes: stdio, or tcp:HOST:PORT (listens, waits for one client)", DefaultValueFactory = _ => "stdio" };
         var stats = new Option<bool>("--stats") { Description = "print instructions, seconds and guest MIPS to stderr at exit" };
+        var record = new Option<FileInfo?>("--record") { Description = "record every input into this trace file (replay it with `lm replay`)" };
+        var checkpointEvery = new Option<ulong>("--checkpoint-every") { Description = "with --record: add a checkpoint to the trace every N instructions (0 = none)" };
+        var digestEvery = new Option<ulong>("--digest-every") { Description = "with --record: log a state digest every N instructions", DefaultValueFactory = _ => new RecorderOptions().DigestInterval };
+        var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { Description = "when the run stops (e.g. at --max-instructions), save the machine to this checkpoint file" };
+        var restore = new Option<FileInfo?>("--restore") { Description = "resume the machine saved in this checkpoint file instead of booting a guest" };
 
-        var command = new Command("run", "Run a guest program");
+        var command = new Command("run", "Run a guest program live (optionally recording a trace), or resume a checkpoint");
         command.Arguments.Add(guest);
-        command.Options.Add(mem);
-        command.Options.Add(maxInstructions);
-        command.Options.Add(serial);
-        command.Options.Add(stats);
+        foreach (var o in new Option[] { mem, maxInstructions, serial, stats, record, checkpointEvery, digestEvery, saveCheckpoint, restore }) command.Options.Add(o);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            var config = new MachineConfig { MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!) };
+            var request = new RunRequest
+            {
+                GuestPath = parse.GetValue(guest)?.FullName,
+                RestorePath = parse.GetValue(restore)?.FullName,
+                Config = new MachineConfig { MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!) },
+                MaxInstructions = parse.GetValue(maxInstructions),
+                Stats = parse.GetValue(stats),
+                RecordPath = parse.GetValue(record)?.FullName,
+                CheckpointEvery = parse.GetValue(checkpointEvery),
+                DigestEvery = parse.GetValue(digestEvery),
+                SaveCheckpointPath = parse.GetValue(saveCheckpoint)?.FullName,
+            };
+            if ((request.GuestPath == null) == (request.RestorePath == null))
+                throw new FormatException("give either a guest ELF or --restore FILE");
+            if (request.CheckpointEvery != 0 && request.RecordPath == null) throw new FormatException("--checkpoint-every needs --record");
             using var backend = OpenSerial(parse.GetValue(serial)!);
-            return RunGuest(parse.GetValue(guest)!.FullName, config, backend, parse.GetValue(maxInstructions), parse.GetValue(stats));
+            return Execute(request, backend);
         }));
         return command;
     }
@@ -51,21 +82,59 @@ public static class RunCommand
         throw new FormatException($"--serial {spec}: expected stdio or tcp:HOST:PORT");
     }
 
-    private static int RunGuest(string path, MachineConfig config, ISerialBackend backend, ulong? maxInstructions, bool stats)
+    /// <summary>Boots or restores the machine, runs it live, records and checkpoints as asked; returns the exit code.</summary>
+    public static int Execute(RunRequest request, ISerialBackend backend)
     {
-        var port = new LiveHostPort(backend);
-        using var machine = new Machine(config, port);
-        ElfLoader.LoadFile(machine, path);
+        byte[] image = [];
+        Machine machine;
+        if (request.RestorePath != null)
+        {
+            machine = CheckpointFile.Load(File.ReadAllBytes(request.RestorePath), new LiveHostPort(backend));
+            Console.Error.WriteLine($"lm: restored {Path.GetFileName(request.RestorePath)} at icount {machine.Icount}");
+        }
+        else
+        {
+            image = File.ReadAllBytes(request.GuestPath!);
+            machine = new Machine(request.Config, new LiveHostPort(backend));
+            ElfLoader.Load(machine, image);
+        }
+        using var _ = machine;
+        ulong timeBase = machine.Clint.Time; // a restored guest's clock continues from where it was saved
+
+        FileStream? traceFile = null;
+        TraceRecorder? recorder = null;
+        if (request.RecordPath != null)
+        {
+            traceFile = new FileStream(request.RecordPath, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 16);
+            string name = Path.GetFileName(request.GuestPath ?? request.RestorePath!);
+            recorder = TraceRecorder.Start(traceFile, machine, image, name, "live",
+                new RecorderOptions { DigestInterval = request.DigestEvery, CheckpointInterval = request.CheckpointEvery });
+            machine.HostPort = new RecordingHostPort(backend, recorder, timeBase);
+        }
+        else machine.HostPort = new LiveHostPort(backend, timeBase);
 
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; machine.RequestStop(); };
         Console.CancelKeyPress += onCancel;
         var clock = Stopwatch.StartNew();
-        var reason = machine.Run(maxInstructions ?? ulong.MaxValue);
+        StopReason reason;
+        try { reason = machine.Run(request.MaxInstructions ?? ulong.MaxValue); }
+        finally { Console.CancelKeyPress -= onCancel; }
         clock.Stop();
-        Console.CancelKeyPress -= onCancel;
         backend.Flush();
 
-        if (stats)
+        if (recorder != null)
+        {
+            recorder.Finish(machine, reason);
+            Console.Error.WriteLine($"lm: recorded {recorder.Writer.EventCount} events, {recorder.Writer.BytesWritten} bytes to {request.RecordPath}");
+            recorder.Dispose();
+            traceFile!.Dispose();
+        }
+        if (request.SaveCheckpointPath != null)
+        {
+            CheckpointFile.Save(machine, request.SaveCheckpointPath);
+            Console.Error.WriteLine($"lm: saved checkpoint at icount {machine.Icount} to {request.SaveCheckpointPath}");
+        }
+        if (request.Stats)
         {
             double seconds = clock.Elapsed.TotalSeconds;
             Console.Error.WriteLine($"lm: instructions {machine.Icount}, seconds {seconds:F3}, guest MIPS {machine.Icount / seconds / 1e6:F1}");

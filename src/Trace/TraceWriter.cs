@@ -1,0 +1,165 @@
+using System.Buffers;
+using Google.Protobuf;
+using LiveMigration.Guest.Native;
+using LiveMigration.Trace.Schema;
+
+namespace LiveMigration.Trace;
+
+public sealed class TraceWriterOptions
+{
+    /// <summary>Raw event bytes after which a chunk is closed and written.</summary>
+    public int ChunkSize { get; init; } = TraceFormat.DefaultChunkSize;
+    public int CompressionLevel { get; init; } = Zstd.DefaultLevel;
+    /// <summary>Called with every whole frame right after it is written (e.g. a migration source shipping chunks).</summary>
+    public Action<FrameInfo, ReadOnlyMemory<byte>>? FrameSink { get; init; }
+    /// <summary>Format version to write: only tests and the golden-trace generator write an older one.</summary>
+    internal uint FormatVersion { get; init; } = TraceFormat.CurrentVersion;
+}
+
+/// <summary>
+/// Writes a trace to any stream: magic, header frame, then events chunks (and checkpoint frames) as
+/// they fill, then the index and end frames on <see cref="Finish"/>. Every frame is written with one
+/// Write and flushed, so a killed writer leaves a trace readable up to its last whole frame.
+/// Logging an event only appends to a pooled buffer.
+/// </summary>
+public sealed class TraceWriter : IDisposable
+{
+    private readonly Stream _out;
+    private readonly TraceWriterOptions _options;
+    private readonly EventChunkWriter _chunk = new();
+    private readonly List<FrameInfo> _frames = [];
+    private ulong _checkpoints;
+    private bool _finished;
+
+    public TraceWriter(Stream output, TraceHeader header, TraceWriterOptions? options = null)
+    {
+        _out = output;
+        _options = options ?? new TraceWriterOptions();
+        header = header.Clone();
+        header.FormatVersion = _options.FormatVersion;
+        if (_options.FormatVersion < 2) { header.DigestInterval = 0; header.CheckpointInterval = 0; }
+        Header = header;
+        _out.Write(TraceFormat.Magic);
+        BytesWritten = TraceFormat.Magic.Length;
+        WriteFrame(FrameKind.Header, header.ToByteArray(), header.StartIcount, header.StartIcount, compress: false);
+    }
+
+    public TraceHeader Header { get; }
+    public long BytesWritten { get; private set; }
+    public long EventCount { get; private set; }
+    public IReadOnlyList<FrameInfo> Frames => _frames;
+    /// <summary>Icount of the last event logged (or of the header's start).</summary>
+    public ulong LastIcount => _chunk.IsEmpty ? _lastFlushedIcount : _chunk.LastIcount;
+    private ulong _lastFlushedIcount;
+
+    public void TimeDelivered(ulong icount, ulong time) { _chunk.TimeDelivered(icount, time); Logged(icount); }
+    public void TimeRead(ulong icount, ulong time) { _chunk.TimeRead(icount, time); Logged(icount); }
+    public void SerialInput(ulong icount, ReadOnlySpan<byte> data) { if (data.IsEmpty) return; _chunk.SerialInput(icount, data); Logged(icount); }
+    public void Entropy(ulong icount, ushort value) { _chunk.Entropy(icount, value); Logged(icount); }
+    public void StateDigest(ulong icount, ulong digest) { _chunk.StateDigest(icount, digest); Logged(icount); }
+
+    private void Logged(ulong icount)
+    {
+        EventCount++;
+        if (_chunk.Length >= _options.ChunkSize) FlushChunk(icount);
+    }
+
+    /// <summary>
+    /// Writes the pending events as one chunk. <paramref name="horizon"/> promises that no later event
+    /// has an icount below it, so a reader may run the machine up to it.
+    /// </summary>
+    public void FlushChunk(ulong horizon)
+    {
+        ThrowIfFinished();
+        if (_chunk.IsEmpty) return;
+        if (horizon < _chunk.LastIcount) horizon = _chunk.LastIcount;
+        WriteFrame(FrameKind.Events, _chunk.Payload, _chunk.FirstIcount, horizon, compress: true);
+        _lastFlushedIcount = _chunk.LastIcount;
+        _chunk.Clear();
+    }
+
+    /// <summary>
+    /// Logs a checkpoint marker at <paramref name="icount"/>, closes the chunk and writes the checkpoint
+    /// (a whole checkpoint file, see <see cref="CheckpointFile"/>) as its own frame. The checkpoint must
+    /// hold the state before any input at <paramref name="icount"/> that is logged after this call.
+    /// </summary>
+    public void Checkpoint(ulong icount, ReadOnlySpan<byte> checkpointFile)
+    {
+        ThrowIfFinished();
+        _chunk.CheckpointMarker(icount, ++_checkpoints);
+        EventCount++;
+        FlushChunk(icount);
+        WriteFrame(FrameKind.Checkpoint, checkpointFile, icount, icount, compress: false);
+    }
+
+    /// <summary>Logs the end event, writes the last chunk, the index and the end marker.</summary>
+    public void Finish(ulong icount, EndReason reason, long exitCode)
+    {
+        ThrowIfFinished();
+        _chunk.End(icount, reason, exitCode);
+        EventCount++;
+        FlushChunk(icount);
+        long indexOffset = BytesWritten;
+        var index = EncodeIndex(_frames);
+        WriteFrame(FrameKind.Index, index, Header.StartIcount, icount, compress: true);
+        Span<byte> end = stackalloc byte[TraceFormat.EndPayloadSize];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(end, indexOffset);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(end[8..], icount);
+        WriteFrame(FrameKind.End, end, icount, icount, compress: false);
+        _finished = true;
+    }
+
+    public bool IsFinished => _finished;
+
+    internal static byte[] EncodeIndex(IReadOnlyList<FrameInfo> frames)
+    {
+        var buf = new byte[Varint.MaxLength * (1 + frames.Count * 6)];
+        int n = Varint.Write(buf, (ulong)frames.Count);
+        long prev = 0;
+        foreach (var f in frames)
+        {
+            n += Varint.Write(buf.AsSpan(n), (ulong)(f.Offset - prev));
+            prev = f.Offset;
+            n += Varint.Write(buf.AsSpan(n), (ulong)f.Kind);
+            n += Varint.Write(buf.AsSpan(n), (ulong)f.StoredLength);
+            n += Varint.Write(buf.AsSpan(n), (ulong)f.RawLength);
+            n += Varint.Write(buf.AsSpan(n), f.FirstIcount);
+            n += Varint.Write(buf.AsSpan(n), f.EndIcount - f.FirstIcount);
+        }
+        return buf.AsSpan(0, n).ToArray();
+    }
+
+    private void WriteFrame(FrameKind kind, ReadOnlySpan<byte> raw, ulong first, ulong end, bool compress)
+    {
+        int capacity = TraceFormat.FrameHeaderSize + (compress ? Zstd.CompressBound(raw.Length) : raw.Length);
+        byte[] buf = ArrayPool<byte>.Shared.Rent(capacity);
+        try
+        {
+            int stored;
+            if (compress) stored = Zstd.Compress(raw, buf.AsSpan(TraceFormat.FrameHeaderSize), _options.CompressionLevel);
+            else { raw.CopyTo(buf.AsSpan(TraceFormat.FrameHeaderSize)); stored = raw.Length; }
+            var flags = compress ? FrameFlags.Zstd : FrameFlags.None;
+            ushort sequence = _options.FormatVersion >= 2 ? (ushort)_frames.Count : (ushort)0;
+            var h = new FrameHeader(kind, flags, stored, raw.Length, first, end, 0, sequence);
+            h.Write(buf);
+            ulong sum = FrameHeader.ComputeChecksum(buf, buf.AsSpan(TraceFormat.FrameHeaderSize, stored));
+            (h with { Checksum = sum }).Write(buf);
+            int total = TraceFormat.FrameHeaderSize + stored;
+            var info = new FrameInfo(BytesWritten, kind, stored, raw.Length, first, end, _frames.Count);
+            _out.Write(buf, 0, total);
+            _out.Flush();
+            BytesWritten += total;
+            _frames.Add(info);
+            _options.FrameSink?.Invoke(info, buf.AsMemory(0, total));
+        }
+        finally { ArrayPool<byte>.Shared.Return(buf); }
+    }
+
+    private void ThrowIfFinished()
+    {
+        if (_finished) throw new InvalidOperationException("the trace is already finished");
+    }
+
+    /// <summary>Releases buffers. An unfinished trace stays readable up to its last whole frame.</summary>
+    public void Dispose() => _chunk.Dispose();
+}
