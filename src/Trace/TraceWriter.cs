@@ -79,6 +79,19 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
+    /// Promises a live reader that no event below <paramref name="horizon"/> will follow: flushes the
+    /// pending events, or writes an empty events frame when there are none (a guest that takes no
+    /// input for a while). A migration destination's replay may then run up to the horizon.
+    /// </summary>
+    public void Heartbeat(ulong horizon)
+    {
+        ThrowIfFinished();
+        if (!_chunk.IsEmpty) { FlushChunk(horizon); return; }
+        if (horizon < _lastFlushedIcount) horizon = _lastFlushedIcount;
+        WriteFrame(FrameKind.Events, ReadOnlySpan<byte>.Empty, horizon, horizon, compress: false);
+    }
+
+    /// <summary>
     /// Logs a checkpoint marker at <paramref name="icount"/>, closes the chunk and writes the checkpoint
     /// (a whole checkpoint file, see <see cref="CheckpointFile"/>) as its own frame. The checkpoint must
     /// hold the state before any input at <paramref name="icount"/> that is logged after this call.

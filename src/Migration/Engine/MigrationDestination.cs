@@ -115,8 +115,13 @@ internal sealed partial class MigrationDestination
         State = "verifying";
         _final = final;
         var machine = _machine!;
-        CatchUp(final);
-        machine.RestoreDeviceState(new StateReader(final.DeviceState.Memory));
+        try { CatchUp(final); }
+        catch (MigrationFailedException e)
+        {
+            try { _conn.Send(new Envelope { Abort = new Abort { Reason = e.Message } }); } catch (IOException) { }
+            Discard(e.Message);
+            return false;
+        }
         ulong digest = machine.ComputeDigest();
         if (machine.Icount != final.Icount || digest != final.Digest)
         {

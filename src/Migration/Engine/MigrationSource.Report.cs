@@ -55,7 +55,8 @@ internal sealed partial class MigrationSource
         r.ZeroPages = (uint)_pages.ZeroPages;
         r.RawBytesCheckpoint = (ulong)_pages.RawBytes;
         r.MaxThrottle = _maxThrottle;
-        r.MeanThrottle = _throttleSamples > 0 ? _throttleSum / _throttleSamples : 0;
+        r.MeanThrottle = _measuredThrottle; // wall time the guest was actually held back during the log phase
+        if (_convergenceNote != null) r.Error = _convergenceNote;
         lock (_timeline) r.Timeline.AddRange(_timeline);
     }
 

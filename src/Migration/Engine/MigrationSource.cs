@@ -146,7 +146,9 @@ internal sealed partial class MigrationSource
         _pages.Send(_conn!, memory.PageCount, memory.IsZeroPage, (p, dst) => memory.PageSpan(p).CopyTo(dst),
             ByteCategory.Checkpoint, token, () => Fault(FaultPoint.Checkpoint));
         _tCheckpointDone = _tLogDone = Now;
-        return SendFinalState(token);
+        ulong digest = _guest.Machine.ComputeDigest();
+        SendFinalState(token, digest);
+        return (_guest.Machine.Icount, digest);
     }
 
     private void Pause()
@@ -155,18 +157,16 @@ internal sealed partial class MigrationSource
         _tPause = Now;
     }
 
-    private (ulong, ulong) SendFinalState(CancellationToken token)
+    private void SendFinalState(CancellationToken token, ulong digest)
     {
         _phase = "switchover";
         var machine = _guest.Machine;
-        ulong digest = machine.ComputeDigest();
         var final = new FinalState
         {
             Icount = machine.Icount, DeviceState = ByteString.CopyFrom(machine.SaveDeviceState()), Digest = digest,
             Mtime = Math.Max(_guest.Port.Now, machine.Clint.Time), Exited = machine.ExitCode != null,
         };
         _conn!.Send(new Envelope { FinalState = final }, ByteCategory.State, token);
-        return (machine.Icount, digest);
     }
 
     /// <summary>The point of no return: from here the guest belongs to the destination.</summary>
@@ -220,9 +220,10 @@ internal sealed partial class MigrationSource
         _host.RecordOutcome(Id, new Outcome("abort", [], []));
         try { _conn?.Send(new Envelope { Abort = new Abort { Reason = why } }); } catch (IOException) { }
         _conn?.Dispose();
+        _guest.Pause(); // the recorder is the guest thread's: stop it only while the guest stands still
         StopLogging();
         _guest.Port.Throttle = 0;
-        _guest.Resume();
+        _guest.Resume(); // also when it was never paused: harmless
         _host.Log($"migration {Id}: failed ({why}); '{_command.Name}' keeps running here");
     }
 
