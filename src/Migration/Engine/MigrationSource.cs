@@ -93,12 +93,14 @@ internal sealed partial class MigrationSource
             Fault(FaultPoint.BeforeAck);
 
             _phase = "awaiting-ack";
-            _host.Log($"migration {Id}: final state sent at {Now * 1000:F1} ms (paused at {_tPause * 1000:F1} ms)");
+            double tFinal = Now;
             var ack = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack;
             if (ack.Digest != digest || ack.Icount != icount)
                 throw new MigrationFailedException($"destination verified icount {ack.Icount} digest {ack.Digest:x16}, source has {icount} {digest:x16}");
 
+            double tAck = Now;
             Commit();
+            _host.Log($"migration {Id}: switchover: final state sent {(tFinal - _tPause) * 1000:F1} ms after the pause, ACK after {(tAck - _tPause) * 1000:F1} ms, committed after {(Now - _tPause) * 1000:F1} ms");
             report.Icount = icount;
             report.Digest = digest;
             report.DigestVerified = true;
