@@ -72,6 +72,13 @@ internal sealed partial class MigrationSource
         ShipLogUntilConverged(c0.Icount, token);
         _tLogDone = Now;
 
+        // Have the guest thread hash its memory once more while it still runs, so the digest at the
+        // pause covers only the pages written in the last moment (downtime follows it).
+        _digestRequest.Reset();
+        _wantDigest = true;
+        _digestRequest.Wait(TimeSpan.FromMilliseconds(50));
+        _wantDigest = false;
+
         // Switchover: pause, log a digest at the pause icount (the destination's replayer checks it
         // there), flush the tail, stop recording, send the final state.
         Pause();
@@ -88,6 +95,8 @@ internal sealed partial class MigrationSource
     }
 
     private long _lastFrameTimestamp;
+    private volatile bool _wantDigest;
+    private readonly ManualResetEventSlim _digestRequest = new();
 
     private void OnLogFrame(FrameInfo info, ReadOnlyMemory<byte> bytes)
     {
@@ -179,6 +188,12 @@ internal sealed partial class MigrationSource
         public void OnPoll(Machine machine)
         {
             recorder.OnPoll(machine);
+            if (owner._wantDigest)
+            {
+                owner._wantDigest = false;
+                recorder.Writer.StateDigest(machine.Icount, machine.ComputeDigest());
+                owner._digestRequest.Set();
+            }
             if (System.Diagnostics.Stopwatch.GetTimestamp() - owner._lastFrameTimestamp > HeartbeatTicks)
                 recorder.Writer.Heartbeat(machine.Icount);
         }
