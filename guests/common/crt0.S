@@ -29,6 +29,7 @@ _start:
     addi    t0, t0, 8
     j       1b
 2:
+    call    runtime_init            /* probes optional devices (balloon) */
     call    main
     call    guest_exit              /* main's return value: 0 = pass */
 park:
@@ -65,3 +66,29 @@ trap_entry:
     .endr
     addi    sp, sp, TF_SIZE
     mret
+
+/* uint32_t mmio_probe32(uintptr_t addr): 32-bit load that returns 0 when the
+ * access faults (QEMU: unmapped MMIO is an access fault). mtvec points at a
+ * local handler for the duration, which skips the 4-byte load. */
+    .text
+    .globl mmio_probe32
+mmio_probe32:
+    csrr    t1, mtvec
+    la      t2, 1f
+    csrw    mtvec, t2
+    mv      t3, a0
+    li      a0, 0
+    .option push
+    .option norvc
+    lw      a0, 0(t3)               /* 4 bytes: the handler skips exactly this */
+    .option pop
+    j       2f
+    .balign 4
+1:  csrr    t2, mepc
+    addi    t2, t2, 4
+    csrw    mepc, t2
+    mret
+2:  csrw    mtvec, t1
+    slli    a0, a0, 32              /* zero-extend the 32-bit value */
+    srli    a0, a0, 32
+    ret

@@ -18,6 +18,7 @@
 #define CLINT_BASE    0x02000000UL
 #define PLIC_BASE     0x0C000000UL
 #define UART_BASE     0x10000000UL  /* NS16550A, reg shift 0 */
+#define BALLOON_BASE  0x00102000UL  /* ours only: free-page reporting; a hole on QEMU */
 #define DRAM_BASE     0x80000000UL
 #define DRAM_SIZE     (128UL << 20)
 
@@ -98,6 +99,37 @@ void put_hex(uint64_t v);           /* "0x" + minimal hex digits */
 void put_hex64(uint64_t v);         /* "0x" + 16 hex digits */
 void put_dec(uint64_t v);
 void put_sdec(int64_t v);
+
+/* ---- trap-safe probe ---- */
+/* 32-bit load from a possibly unmapped address: returns 0 instead of trapping
+ * if the access faults (crt0.S). Only for use before interrupts are enabled. */
+uint32_t mmio_probe32(uintptr_t addr);
+
+/* ---- free-page reporting ("balloon", LiveMigration only) ----
+ * The runtime probes for the device before main() and, when it is there,
+ * reports DRAM from __free_start + guest_free_ram_in_use() (rounded up to a
+ * page) to the end of RAM as free. A reported page's contents are discarded
+ * and it must not be touched until withdrawn (it then reads as zero). On QEMU
+ * there is no device and these calls do nothing. */
+#define BALLOON_MAGIC        0x4E4C4142U   /* "BALN" */
+#define BALLOON_REG_MAGIC    0x00
+#define BALLOON_REG_VERSION  0x04
+#define BALLOON_REG_ADDRESS  0x10          /* 64-bit */
+#define BALLOON_REG_COUNT    0x18
+#define BALLOON_REG_COMMAND  0x1C
+#define BALLOON_REG_STATUS   0x20
+#define BALLOON_REG_FREE     0x24
+#define BALLOON_CMD_REPORT   1
+#define BALLOON_CMD_WITHDRAW 2
+
+int balloon_present(void);
+/* Page-aligned ranges; return 0 on success (or without a device), -1 if refused. */
+int balloon_report(uintptr_t addr, uint64_t bytes);
+int balloon_withdraw(uintptr_t addr, uint64_t bytes);
+/* Bytes at __free_start the program uses (its working set). Weak, default 0;
+ * a program that uses free RAM defines it. */
+uint64_t guest_free_ram_in_use(void);
+void runtime_init(void);          /* crt0 calls it before main() */
 
 /* ---- CLINT timer ---- */
 static inline uint64_t mtime_read(void) { return mmio_read64(CLINT_MTIME); }

@@ -99,3 +99,37 @@ __attribute__((weak)) void trap_handler(struct trap_frame *f)
     uart_putc('\n');
     exit_fail(EXIT_UNEXPECTED_TRAP);
 }
+
+/* ---- free-page reporting ---- */
+
+static int balloon_ok;
+
+int balloon_present(void) { return balloon_ok; }
+
+__attribute__((weak)) uint64_t guest_free_ram_in_use(void) { return 0; }
+
+static int balloon_command(uint32_t cmd, uintptr_t addr, uint64_t bytes)
+{
+    if (!balloon_ok || bytes == 0)
+        return 0;
+    if ((addr | bytes) & 4095)
+        return -1;
+    mmio_write64(BALLOON_BASE + BALLOON_REG_ADDRESS, addr);
+    mmio_write32(BALLOON_BASE + BALLOON_REG_COUNT, (uint32_t)(bytes >> 12));
+    mmio_write32(BALLOON_BASE + BALLOON_REG_COMMAND, cmd);
+    return mmio_read32(BALLOON_BASE + BALLOON_REG_STATUS) == 0 ? 0 : -1;
+}
+
+int balloon_report(uintptr_t addr, uint64_t bytes) { return balloon_command(BALLOON_CMD_REPORT, addr, bytes); }
+int balloon_withdraw(uintptr_t addr, uint64_t bytes) { return balloon_command(BALLOON_CMD_WITHDRAW, addr, bytes); }
+
+/* Called by crt0 before main(). */
+void runtime_init(void)
+{
+    balloon_ok = mmio_probe32(BALLOON_BASE + BALLOON_REG_MAGIC) == BALLOON_MAGIC
+              && mmio_read32(BALLOON_BASE + BALLOON_REG_VERSION) >= 1;
+    uintptr_t from = (uintptr_t)__free_start + guest_free_ram_in_use();
+    from = (from + 4095) & ~(uintptr_t)4095;
+    if (from < (uintptr_t)__ram_end)
+        balloon_report(from, (uintptr_t)__ram_end - from);
+}

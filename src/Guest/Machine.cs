@@ -1,6 +1,8 @@
 using System.Runtime.InteropServices;
 using LiveMigration.Guest.Cpu;
+using LiveMigration.Guest.Debug;
 using LiveMigration.Guest.Devices;
+using LiveMigration.Guest.Devices.Balloon;
 using LiveMigration.Guest.Devices.Clint;
 using LiveMigration.Guest.Devices.Finisher;
 using LiveMigration.Guest.Devices.Plic;
@@ -34,7 +36,9 @@ public sealed unsafe partial class Machine : IDisposable
         Plic = new Plic(this);
         Uart = new Uart16550(this);
         Finisher = new SifiveTest(this);
-        _devices = [Finisher, Clint, Plic, Uart];
+        Balloon = new BalloonDevice(this);
+        _devices = [Finisher, Clint, Plic, Uart, Balloon];
+        Debug = new DebugHooks(this);
         _hart = new Hart(this, _cpu, config.CompileBlocks);
         Reset(Memory.Base);
     }
@@ -46,6 +50,16 @@ public sealed unsafe partial class Machine : IDisposable
     public Plic Plic { get; }
     public Uart16550 Uart { get; }
     public SifiveTest Finisher { get; }
+    public DebugHooks Debug { get; }
+
+    /// <summary>True while <see cref="Run"/> executes guest code.</summary>
+    public bool IsRunning { get; private set; }
+
+    /// <summary>Icount when the current <see cref="Run"/> began: a breakpoint there does not stop it again.</summary>
+    internal ulong RunStartIcount { get; private set; }
+
+    /// <summary>Free-page reporting: pages the guest does not use, which migration skips.</summary>
+    public BalloonDevice Balloon { get; }
 
     public ref CpuState Cpu => ref *_cpu;
     public ulong Icount => _cpu->Icount;
@@ -85,8 +99,22 @@ public sealed unsafe partial class Machine : IDisposable
     /// <summary>Runs until the guest exits, <paramref name="maxIcount"/> is reached, a stop is requested or the hart idles for good.</summary>
     public StopReason Run(ulong maxIcount = ulong.MaxValue)
     {
+        RunStartIcount = _cpu->Icount;
+        IsRunning = true;
+        try { return RunLoop(maxIcount); }
+        finally { IsRunning = false; }
+    }
+
+    private StopReason RunLoop(ulong maxIcount)
+    {
         while (true)
         {
+            if (Debug.Pending is { } stop)
+            {
+                Debug.Pending = null;
+                Debug.LastStop = stop;
+                return StopReason.Debug;
+            }
             if (ExitCode != null) return StopReason.Exited;
             if (_stopRequested) { _stopRequested = false; return StopReason.StopRequested; }
             if (_cpu->Icount >= maxIcount) return StopReason.InstructionLimit;

@@ -21,7 +21,8 @@ public sealed record MachineConfig
         if (mult != 1) t = t[..^1];
         if (!ulong.TryParse(t, out ulong n) || n == 0)
             throw new FormatException($"'{text}' is not a size (examples: 128M, 1G, 65536)");
-        ulong size = checked(n * mult);
+        if (n > ulong.MaxValue / mult) throw new FormatException($"memory size {text} is larger than 16 GiB");
+        ulong size = n * mult;
         if (size % 4096 != 0) throw new FormatException($"memory size {text} is not a multiple of 4 KiB");
         if (size > 16UL << 30) throw new FormatException($"memory size {text} is larger than 16 GiB");
         return size;

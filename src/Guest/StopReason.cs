@@ -11,4 +11,6 @@ public enum StopReason
     StopRequested,
     /// <summary>The hart waits for an interrupt that no input can ever raise.</summary>
     Idle,
+    /// <summary>A breakpoint or watchpoint hit; see <see cref="Debug.DebugHooks.LastStop"/>.</summary>
+    Debug,
 }

@@ -87,7 +87,8 @@ public class LiveHostPort : IHostPort
                 DeliverTime(machine, now);
                 return true;
             }
-            // Deliver input already queued before sleeping: the arrival signal fired once for all of it.
+            // Input that is already queued goes in before sleeping: its arrival signal may have been
+            // consumed by an earlier wait, and waiting first costs up to a second per byte.
             int before = machine.Uart.RxSpace;
             DeliverSerial(machine);
             if (machine.Uart.RxSpace != before) return true;

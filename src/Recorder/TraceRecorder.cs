@@ -9,6 +9,11 @@ public sealed record RecorderOptions
     public ulong DigestInterval { get; init; } = 1UL << 24;
     /// <summary>Instructions between checkpoint frames; 0 for none.</summary>
     public ulong CheckpointInterval { get; init; }
+    /// <summary>
+    /// Serialize and compress checkpoints on a worker thread from a copy-on-write snapshot while the guest
+    /// runs on (the trace's bytes are the same either way).
+    /// </summary>
+    public bool BackgroundCheckpoints { get; init; } = true;
     /// <summary>Wall time after which a non-empty chunk is written even if not full; null never (deterministic output).</summary>
     public TimeSpan? FlushInterval { get; init; } = TimeSpan.FromMilliseconds(500);
 }
@@ -46,22 +51,56 @@ public sealed class TraceRecorder : IDisposable
 
     public TraceWriter Writer { get; }
 
+    private volatile bool _flushRequested;
+
+    /// <summary>
+    /// Asks for the pending events to be written as a chunk at the next poll (any thread): a migration
+    /// source calls it to bound the destination's lag without waiting for a full chunk.
+    /// </summary>
+    public void RequestFlush() => _flushRequested = true;
+
     /// <summary>At the top of a poll, before the poll's inputs: digest and checkpoint when due.</summary>
     public void OnPoll(Machine machine)
     {
         ulong icount = machine.Icount;
+        if (_flushRequested)
+        {
+            _flushRequested = false;
+            Writer.FlushChunk(icount);
+        }
         if (icount >= _nextDigest)
         {
             Writer.StateDigest(icount, machine.ComputeDigest());
             _nextDigest = icount + _options.DigestInterval;
         }
+        if (_pending is { IsCompleted: true }) CompletePending();
         if (icount >= _nextCheckpoint)
         {
-            Writer.Checkpoint(icount, CheckpointFile.Create(machine));
+            if (_pending != null) CompletePending(); // at most one in flight: wait for the previous one
+            if (_options.BackgroundCheckpoints)
+            {
+                var snapshot = machine.TakeSnapshot();
+                var config = machine.Config;
+                Writer.BeginCheckpoint(icount);
+                _pending = Task.Run(() =>
+                {
+                    using (snapshot) return CheckpointFile.Create(snapshot, config);
+                });
+            }
+            else Writer.Checkpoint(icount, CheckpointFile.Create(machine));
             _nextCheckpoint = icount + _options.CheckpointInterval;
             _lastFlush = Environment.TickCount64;
         }
         MaybeFlush(icount);
+    }
+
+    private Task<byte[]>? _pending;
+
+    private void CompletePending()
+    {
+        var bytes = _pending!.GetAwaiter().GetResult();
+        _pending = null;
+        Writer.CompleteCheckpoint(bytes);
     }
 
     public void TimeDelivered(Machine machine, ulong time) { Writer.TimeDelivered(machine.Icount, time); MaybeFlush(machine.Icount); }
@@ -81,6 +120,7 @@ public sealed class TraceRecorder : IDisposable
     /// <summary>Logs the final digest and the end of the recording, then the index and end marker.</summary>
     public void Finish(Machine machine, StopReason reason)
     {
+        if (_pending != null) CompletePending();
         Writer.StateDigest(machine.Icount, machine.ComputeDigest());
         var end = reason switch
         {
@@ -92,5 +132,10 @@ public sealed class TraceRecorder : IDisposable
         Writer.Finish(machine.Icount, end, machine.ExitCode ?? 0);
     }
 
-    public void Dispose() => Writer.Dispose();
+    public void Dispose()
+    {
+        // The worker reads guest RAM through its snapshot: let it finish before the caller frees the machine.
+        ((IAsyncResult?)_pending)?.AsyncWaitHandle.WaitOne();
+        Writer.Dispose();
+    }
 }

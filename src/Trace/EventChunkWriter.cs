@@ -26,6 +26,7 @@ public sealed class EventChunkWriter : IDisposable
     public ulong LastIcount => _lastIcount;
     public ReadOnlySpan<byte> Payload => _buffer.AsSpan(0, _length);
 
+    /// <summary>Empties the chunk; the next event must still not go back before the last one.</summary>
     public void Clear()
     {
         _length = 0;
@@ -82,9 +83,9 @@ public sealed class EventChunkWriter : IDisposable
     /// <summary>Writes delta-icount and kind; returns room for <paramref name="payloadMax"/> payload bytes.</summary>
     private Span<byte> Begin(ulong icount, EventKind kind, int payloadMax)
     {
-        if (Count == 0) { FirstIcount = icount; _lastIcount = icount; }
-        else if (icount < _lastIcount)
+        if (icount < _lastIcount)
             throw new ArgumentOutOfRangeException(nameof(icount), $"event at icount {icount} after one at {_lastIcount}: events must be logged in icount order");
+        if (Count == 0) FirstIcount = icount;
         int need = _length + Varint.MaxLength + 1 + payloadMax;
         if (need > _buffer.Length) Grow(need);
         _length += Varint.Write(_buffer.AsSpan(_length), icount - _lastIcount);

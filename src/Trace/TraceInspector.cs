@@ -10,9 +10,9 @@ public sealed class TraceSummary
     public bool Complete { get; init; }
     public string? Truncation { get; init; }
     public ulong StartIcount { get; init; }
-    public ulong FinalIcount { get; init; }
+    public ulong FinalIcount { get; set; }
     /// <summary>Guest time covered (first to last logged time value), in 10 MHz ticks.</summary>
-    public ulong TimeSpanTicks { get; init; }
+    public ulong TimeSpanTicks { get; set; }
     public long[] EventsByKind { get; } = new long[8];
     /// <summary>Encoded (uncompressed) bytes of events by kind.</summary>
     public long[] EventBytesByKind { get; } = new long[8];
@@ -116,22 +116,9 @@ public static class TraceInspector
         if (file.IsComplete && !ended) throw new TraceFormatException(file.Frames[^1].Offset, "end frame but no end event");
         if (file.IsComplete && last != file.FinalIcount) throw new TraceFormatException(file.Frames[^1].Offset, $"end frame says icount {file.FinalIcount}, last event is at {last}");
         if (strict && file.Truncation != null) throw file.Truncation;
-        return new TraceSummary
-        {
-            Header = s.Header, FileBytes = s.FileBytes, Complete = s.Complete, Truncation = s.Truncation, StartIcount = s.StartIcount,
-            FinalIcount = Math.Max(last, s.FinalIcount), TimeSpanTicks = lastTime - firstTime,
-        }.CopyCounts(s);
-    }
-
-    private static TraceSummary CopyCounts(this TraceSummary to, TraceSummary from)
-    {
-        from.EventsByKind.CopyTo(to.EventsByKind, 0);
-        from.EventBytesByKind.CopyTo(to.EventBytesByKind, 0);
-        from.FramesByKind.CopyTo(to.FramesByKind, 0);
-        from.StoredBytesByFrameKind.CopyTo(to.StoredBytesByFrameKind, 0);
-        from.RawBytesByFrameKind.CopyTo(to.RawBytesByFrameKind, 0);
-        to.Checkpoints.AddRange(from.Checkpoints);
-        return to;
+        s.FinalIcount = Math.Max(last, s.FinalIcount);
+        s.TimeSpanTicks = lastTime - firstTime;
+        return s;
     }
 
     /// <summary>The stable text of `lm trace dump`: a header comment, then one event per line.</summary>

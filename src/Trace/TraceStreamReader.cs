@@ -34,6 +34,12 @@ public sealed class TraceStreamReader
     private bool _inputComplete;
     private bool _finished;
 
+    /// <param name="expectMagic">
+    /// True for a trace file's bytes (and what a <see cref="TraceWriter"/> writes to its stream); false
+    /// for the frames alone, as <see cref="TraceWriterOptions.FrameSink"/> hands them out.
+    /// </param>
+    public TraceStreamReader(bool expectMagic = true) => _magicSeen = !expectMagic;
+
     /// <summary>The header, once its frame has been read (the first frame returned).</summary>
     public TraceHeader? Header { get; private set; }
 

@@ -91,6 +91,35 @@ public sealed class TraceWriter : IDisposable
         WriteFrame(FrameKind.Events, ReadOnlySpan<byte>.Empty, horizon, horizon, compress: false);
     }
 
+    /// Starts an asynchronous checkpoint: logs its marker at <paramref name="icount"/> and closes the chunk.
+    /// Until <see cref="CompleteCheckpoint"/> hands over the checkpoint bytes, later frames are held in
+    /// memory, so the file keeps the layout of <see cref="Checkpoint"/> (marker chunk, checkpoint frame,
+    /// later chunks) while the guest runs on. One checkpoint may be in flight at a time.
+    /// </summary>
+    public void BeginCheckpoint(ulong icount)
+    {
+        ThrowIfFinished();
+        if (CheckpointInFlight) throw new InvalidOperationException("a checkpoint is already in flight");
+        _chunk.CheckpointMarker(icount, ++_checkpoints);
+        EventCount++;
+        FlushChunk(icount);
+        _inFlightIcount = icount;
+        CheckpointInFlight = true;
+    }
+
+    /// <summary>Writes the checkpoint begun by <see cref="BeginCheckpoint"/>, then the frames held back meanwhile.</summary>
+    public void CompleteCheckpoint(ReadOnlySpan<byte> checkpointFile)
+    {
+        if (!CheckpointInFlight) throw new InvalidOperationException("no checkpoint in flight");
+        CheckpointInFlight = false;
+        WriteFrame(FrameKind.Checkpoint, checkpointFile, _inFlightIcount, _inFlightIcount, compress: false);
+        while (_heldBack.TryDequeue(out var f)) WriteFrame(f.Kind, f.Raw, f.First, f.End, f.Compress);
+    }
+
+    public bool CheckpointInFlight { get; private set; }
+    private ulong _inFlightIcount;
+    private readonly Queue<(FrameKind Kind, byte[] Raw, ulong First, ulong End, bool Compress)> _heldBack = new();
+
     /// <summary>
     /// Logs a checkpoint marker at <paramref name="icount"/>, closes the chunk and writes the checkpoint
     /// (a whole checkpoint file, see <see cref="CheckpointFile"/>) as its own frame. The checkpoint must
@@ -98,17 +127,15 @@ public sealed class TraceWriter : IDisposable
     /// </summary>
     public void Checkpoint(ulong icount, ReadOnlySpan<byte> checkpointFile)
     {
-        ThrowIfFinished();
-        _chunk.CheckpointMarker(icount, ++_checkpoints);
-        EventCount++;
-        FlushChunk(icount);
-        WriteFrame(FrameKind.Checkpoint, checkpointFile, icount, icount, compress: false);
+        BeginCheckpoint(icount);
+        CompleteCheckpoint(checkpointFile);
     }
 
     /// <summary>Logs the end event, writes the last chunk, the index and the end marker.</summary>
     public void Finish(ulong icount, EndReason reason, long exitCode)
     {
         ThrowIfFinished();
+        if (CheckpointInFlight) throw new InvalidOperationException("complete the checkpoint in flight before finishing");
         _chunk.End(icount, reason, exitCode);
         EventCount++;
         FlushChunk(icount);
@@ -144,6 +171,7 @@ public sealed class TraceWriter : IDisposable
 
     private void WriteFrame(FrameKind kind, ReadOnlySpan<byte> raw, ulong first, ulong end, bool compress)
     {
+        if (CheckpointInFlight) { _heldBack.Enqueue((kind, raw.ToArray(), first, end, compress)); return; }
         int capacity = TraceFormat.FrameHeaderSize + (compress ? Zstd.CompressBound(raw.Length) : raw.Length);
         byte[] buf = ArrayPool<byte>.Shared.Rent(capacity);
         try

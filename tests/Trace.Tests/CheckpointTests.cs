@@ -67,6 +67,18 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void Background_checkpoints_write_the_same_trace_as_synchronous_ones()
+    {
+        var options = new RecorderOptions { DigestInterval = 1 << 18, CheckpointInterval = 1 << 19, FlushInterval = null };
+        var background = Record.Guest("dirty_small", options: options with { BackgroundCheckpoints = true }, writerOptions: new TraceWriterOptions { ChunkSize = 64 });
+        var inline = Record.Guest("dirty_small", options: options with { BackgroundCheckpoints = false }, writerOptions: new TraceWriterOptions { ChunkSize = 64 });
+        using var file = TraceFile.Open(new MemoryStream(background.Trace));
+        Assert.True(file.CheckpointFrames.Count() >= 3);
+        Assert.Equal(inline.Trace, background.Trace);
+        TraceInspector.Verify(new MemoryStream(background.Trace));
+    }
+
+    [Fact]
     public void Checkpoint_file_round_trips_and_skips_zero_pages()
     {
         byte[] image = File.ReadAllBytes(Repo.Guest("dirty_small"));

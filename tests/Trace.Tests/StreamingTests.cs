@@ -63,6 +63,13 @@ public class StreamingTests
             FrameSink = (_, bytes) => shipped.Write(bytes.Span),
         });
         Assert.Equal(rec.Trace.AsSpan(TraceFormat.Magic.Length).ToArray(), shipped.ToArray());
+        var reader = new TraceStreamReader(expectMagic: false);
+        reader.Append(shipped.ToArray());
+        reader.CompleteInput();
+        int frames = 0;
+        while (reader.TryReadFrame(out _) == StreamReadStatus.Frame) frames++;
+        Assert.True(reader.IsFinished);
+        Assert.True(frames > 3);
     }
 
     [Fact]

@@ -35,6 +35,7 @@ internal sealed unsafe partial class Hart
         ulong o = address - _mem.Base;
         if (address >= _mem.Base && o <= _mem.Size - (ulong)size)
         {
+            if (_machine.Debug.WatchesReads) _machine.Debug.OnRead(address, size);
             ulong v = 0;
             new ReadOnlySpan<byte>(_mem.Ram + o, size).CopyTo(new Span<byte>(&v, size));
             _s->X[d.Rd] = Extend(d.Op, v);

@@ -43,11 +43,24 @@ internal sealed unsafe partial class Hart
         BlockCache? blockCache = _blocks;
         byte* fastPtr = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(fast)); // pinned array
         ulong codeBase = 1; // never page-aligned: forces a lookup on the first instruction
+        var debug = _machine.Debug;
+        bool checkBreakpoints = debug.HasBreakpoints;
+        ulong resumeIcount = _machine.RunStartIcount;
+        Func<ulong, bool>? isBreakpoint = checkBreakpoints ? debug.IsBreakpoint : null;
+        // Loads take the fast path only below this offset; read watchpoints send all of them the slow way.
+        ulong loadLimit = ramSize - 7;
+        if (debug.WatchesReads) { loadLimit = 0; blockCache = null; }
+        if (blockCache != null && blockCache.Generation != debug.Generation) blockCache.Flush(debug.Generation);
         DecodedInsn crossPage;
         _breakOut = false;
 
         while (icount < limit)
         {
+            if (checkBreakpoints && icount != resumeIcount && debug.IsBreakpoint(pc))
+            {
+                debug.Pending ??= new Debug.DebugStop(false, pc, default, 0);
+                break;
+            }
             if (pc - codeBase >= GuestMemory.PageSize)
             {
                 ulong off = pc - ramBase;
@@ -68,16 +81,17 @@ internal sealed unsafe partial class Hart
                 {
                     if (icount + (ulong)be.Count <= limit)
                     {
-                        int done = be.Fn(x, ram, fastPtr, s);
-                        icount += (ulong)done;
+                        ulong done = be.Fn(x, ram, fastPtr, s, limit - icount);
+                        icount += done & ~BlockCompiler.BailFlag;
                         pc = s->Pc;
-                        if (done == be.Count) continue;
-                        // The block bailed out before an instruction it cannot finish: interpret that one.
+                        if ((done & BlockCompiler.BailFlag) == 0) continue;
+                        // The block stopped before an instruction it cannot finish: interpret that one.
+                        if (pc - codeBase >= GuestMemory.PageSize) continue;
                     }
                 }
                 else if (be.Hits >= 0 && ++be.Hits >= BlockCache.CompileThreshold)
                 {
-                    if (BlockCompiler.TryCompile(_mem, pc, out be.Fn, out be.Count, out int bytes)) { be.Bytes = (ushort)bytes; continue; }
+                    if (BlockCompiler.TryCompile(_mem, pc, isBreakpoint, out be.Fn, out be.Count, out int bytes)) { be.Bytes = (ushort)bytes; continue; }
                     be.Hits = -1;
                 }
             }
@@ -116,49 +130,49 @@ internal sealed unsafe partial class Hart
                 case Op.Lb:
                     {
                         ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 1) { x[d.Rd] = (ulong)*(sbyte*)(ram + o); pc += d.Length; }
+                        if (o < loadLimit) { x[d.Rd] = (ulong)*(sbyte*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lh:
                     {
                         ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 2) { x[d.Rd] = (ulong)*(short*)(ram + o); pc += d.Length; }
+                        if (o < loadLimit) { x[d.Rd] = (ulong)*(short*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lw:
                     {
                         ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 4) { x[d.Rd] = (ulong)*(int*)(ram + o); pc += d.Length; }
+                        if (o < loadLimit) { x[d.Rd] = (ulong)*(int*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Ld:
                     {
                         ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 8) { x[d.Rd] = *(ulong*)(ram + o); pc += d.Length; }
+                        if (o < loadLimit) { x[d.Rd] = *(ulong*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lbu:
                     {
                         ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 1) { x[d.Rd] = *(ram + o); pc += d.Length; }
+                        if (o < loadLimit) { x[d.Rd] = *(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lhu:
                     {
                         ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 2) { x[d.Rd] = *(ushort*)(ram + o); pc += d.Length; }
+                        if (o < loadLimit) { x[d.Rd] = *(ushort*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lwu:
                     {
                         ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 4) { x[d.Rd] = *(uint*)(ram + o); pc += d.Length; }
+                        if (o < loadLimit) { x[d.Rd] = *(uint*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }

@@ -17,8 +17,10 @@ public static class ElfLoader
     /// <summary>Checks the image and lists its segments without touching a machine.</summary>
     public static (ulong Entry, List<ElfSegment> Segments) Parse(ReadOnlySpan<byte> image)
     {
-        if (image.Length < 64 || image[0] != 0x7F || image[1] != (byte)'E' || image[2] != (byte)'L' || image[3] != (byte)'F')
+        if (image.Length < 4 || image[0] != 0x7F || image[1] != (byte)'E' || image[2] != (byte)'L' || image[3] != (byte)'F')
             throw new ElfLoadException("not an ELF file (bad magic)");
+        // A file with the magic but shorter than the header is a cut-off ELF, not a non-ELF.
+        if (image.Length < 64) throw new ElfLoadException($"ELF header truncated ({image.Length} of 64 bytes)");
         if (image[4] != 2) throw new ElfLoadException("not a 64-bit ELF (ELFCLASS32); this machine is RV64");
         if (image[5] != 1) throw new ElfLoadException("not a little-endian ELF");
         ushort type = BinaryPrimitives.ReadUInt16LittleEndian(image[16..]);

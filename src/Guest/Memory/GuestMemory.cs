@@ -28,6 +28,7 @@ public sealed unsafe class GuestMemory : IDisposable
     /// <summary>Pre-decoded instructions per page (2048 slots of 2 bytes each), null until code runs there.</summary>
     internal readonly DecodedInsn[]?[] DecodeCache;
     private readonly bool[] _touched;
+    private bool[] _watched = [];
     private readonly ulong[] _pageHash;
     private byte _clientMask = DigestBit;
     private readonly List<MemorySnapshot> _snapshots = [];
@@ -52,7 +53,9 @@ public sealed unsafe class GuestMemory : IDisposable
 
     public static readonly ulong ZeroPageHash = XxHash3.Hash(new byte[PageSize]);
 
-    public bool Contains(ulong address, int length) => address - Base <= Size - (ulong)length && address >= Base;
+    // length is checked against Size first: Size - length would wrap for a length beyond RAM.
+    public bool Contains(ulong address, int length)
+        => length >= 0 && (ulong)length <= Size && address >= Base && address - Base <= Size - (ulong)length;
 
     public Span<byte> PageSpan(int page) => new(Ram + ((long)page << PageShift), PageSize);
 
@@ -127,6 +130,12 @@ public sealed unsafe class GuestMemory : IDisposable
             if (_snapshots.Count != 0) PreserveForSnapshots(page);
             DirtyMap[page] = _clientMask;
             _touched[page] = true;
+            bool keepSlow = false;
+            if (_watched.Length != 0 && _watched[page])
+            {
+                WatchedWrite?.Invoke(offset, length);
+                keepSlow = true; // watched pages keep the slow path
+            }
             var code = DecodeCache[page];
             if (code != null)
             {
@@ -138,8 +147,9 @@ public sealed unsafe class GuestMemory : IDisposable
                     long to = Math.Min((long)offset + length, pageStart + PageSize) - pageStart;
                     CodeWritten(page, (int)from, (int)(to - from));
                 }
-                continue; // pages holding decoded code keep the slow path
+                keepSlow = true; // pages holding decoded code keep the slow path
             }
+            if (keepSlow) continue;
             WriteFast[page] = 1;
         }
         // An instruction that starts on the previous page may straddle into this one.
@@ -182,6 +192,17 @@ public sealed unsafe class GuestMemory : IDisposable
         Array.Clear(DecodeCache);
         Array.Clear(WriteFast);
         CodeFlushed?.Invoke();
+    }
+
+    /// <summary>A store hit a watched page: (RAM offset, length). Set by the debugger's hooks.</summary>
+    internal Action<ulong, int>? WatchedWrite;
+
+    /// <summary>Pages whose stores must reach <see cref="WatchedWrite"/>; they never take the fast path.</summary>
+    internal void SetWatchedPages(IReadOnlyCollection<int> pages)
+    {
+        var watched = new bool[pages.Count == 0 ? 0 : PageCount];
+        foreach (int p in pages) { watched[p] = true; WriteFast[p] = 0; }
+        _watched = watched;
     }
 
     /// <summary>A store hit a page holding code: (page, offset in page, length). Compiled blocks listen.</summary>

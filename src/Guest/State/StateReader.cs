@@ -33,9 +33,10 @@ public sealed class StateReader
         if (version < minVersion || version > maxVersion)
             throw new InvalidDataException($"state section '{tag}' has version {version}; this build reads {minVersion}..{maxVersion}");
         uint length = U32();
-        int end = checked(_pos + (int)length);
         int limit = _sectionEnds.Count > 0 ? _sectionEnds.Peek() : _data.Length;
-        if (end > limit) throw new InvalidDataException($"state section '{tag}' runs past the end of its data");
+        // Compared as longs: a corrupt length near 4 GiB must not overflow into an exception of another type.
+        if (_pos + (long)length > limit) throw new InvalidDataException($"state section '{tag}' runs past the end of its data");
+        int end = _pos + (int)length;
         _sectionEnds.Push(end);
         return version;
     }
@@ -49,5 +50,10 @@ public sealed class StateReader
     public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Take(4));
     public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Take(8));
     public ReadOnlySpan<byte> Bytes(int n) => Take(n);
-    public ReadOnlySpan<byte> Blob() => Take(checked((int)U32()));
+    public ReadOnlySpan<byte> Blob()
+    {
+        uint n = U32();
+        if (n > int.MaxValue) throw new InvalidDataException($"state blob of {n} bytes at byte {_pos - 4} is larger than any state");
+        return Take((int)n);
+    }
 }

@@ -31,13 +31,23 @@ public class StreamSerialBackend : ISerialBackend
             while ((n = input.Read(buffer, 0, buffer.Length)) > 0)
             {
                 lock (_pending) for (int i = 0; i < n; i++) _pending.Enqueue(buffer[i]);
-                _arrived.Set();
+                Signal();
             }
         }
         catch (IOException) { }
         catch (ObjectDisposedException) { }
         _closed = true;
-        _arrived.Set();
+        Signal();
+    }
+
+    /// <summary>
+    /// Dispose may run while the pump is still blocked in Read (a TCP backend closes its socket after
+    /// disposing the event): a late signal must not become an unhandled exception that kills the host.
+    /// </summary>
+    private void Signal()
+    {
+        try { _arrived.Set(); }
+        catch (ObjectDisposedException) { }
     }
 
     public bool InputClosed

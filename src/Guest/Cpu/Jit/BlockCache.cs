@@ -2,8 +2,12 @@ using LiveMigration.Guest.Memory;
 
 namespace LiveMigration.Guest.Cpu.Jit;
 
-/// <summary>A compiled basic block: runs Count instructions, or fewer when it bails out (see <see cref="BlockCompiler"/>).</summary>
-internal unsafe delegate int BlockFn(ulong* x, byte* ram, byte* fast, CpuState* s);
+/// <summary>
+/// A compiled block: returns the instructions it retired (never more than <paramref name="budget"/>),
+/// with <see cref="BlockCompiler.BailFlag"/> set when it stopped before an instruction the
+/// interpreter must execute; s->Pc is the next pc either way. Needs budget ≥ its length.
+/// </summary>
+internal unsafe delegate ulong BlockFn(ulong* x, byte* ram, byte* fast, CpuState* s, ulong budget);
 
 /// <summary>Per-slot entry: hit counter until compiled, then the block.</summary>
 internal struct BlockEntry
@@ -36,6 +40,16 @@ internal sealed class BlockCache
     }
 
     public BlockEntry[] Page(int page) => _pages[page] ??= new BlockEntry[GuestMemory.PageSize / 2];
+
+    /// <summary>The debugger breakpoint generation the compiled blocks were built under.</summary>
+    public int Generation { get; private set; }
+
+    /// <summary>Drops every block (breakpoints changed: they must become block boundaries).</summary>
+    public void Flush(int generation)
+    {
+        Array.Clear(_pages);
+        Generation = generation;
+    }
 
     private void Invalidate(int page, int offset, int length)
     {

@@ -5,9 +5,13 @@ using LiveMigration.Guest.Memory;
 namespace LiveMigration.Guest.Cpu.Jit;
 
 /// <summary>
-/// Translates a basic block of simple instructions to IL. A block holds ALU ops, loads and stores and
-/// ends at a branch or jump (included), at the first instruction it does not compile (CSR, system,
-/// atomics: left to the interpreter), at the page end, or after <see cref="MaxInstructions"/>.
+/// Translates a superblock of simple instructions to IL. A block holds ALU ops, loads, stores and
+/// conditional branches (a taken branch leaves the block) and ends at a jump (included), at the first
+/// instruction it does not compile (CSR, system, atomics: left to the interpreter), at the page end,
+/// or after <see cref="MaxInstructions"/>. A branch or jump to an instruction inside the block stays in
+/// the compiled code (backwards only while the instruction budget allows), so hot loops never return to
+/// the dispatcher. The retired count is dynamic: at static position m it is done + m, where a taken
+/// internal branch from k to j adds k + 1 - j to done.
 /// Every load and store keeps only its RAM fast path; anything else (MMIO, a fault, the write
 /// barrier) bails out *before* the instruction, returning how many completed and leaving s->Pc at
 /// the bailing instruction, which the interpreter then executes. So a block never has to undo.
@@ -18,14 +22,21 @@ internal static unsafe class BlockCompiler
     public const int MaxInstructions = 64;
 
     private static readonly FieldInfo PcField = typeof(CpuState).GetField(nameof(CpuState.Pc))!;
-    private static readonly Type[] Parameters = [typeof(ulong*), typeof(byte*), typeof(byte*), typeof(CpuState*)];
+    private static readonly Type[] Parameters = [typeof(ulong*), typeof(byte*), typeof(byte*), typeof(CpuState*), typeof(ulong)];
 
-    public static bool IsTerminator(Op op) => op is Op.Jal or Op.Jalr or >= Op.Beq and <= Op.Bgeu;
+    /// <summary>Set in a block's result when it stopped before an instruction the interpreter must run.</summary>
+    public const ulong BailFlag = 1UL << 63;
+
+    public static bool IsTerminator(Op op) => op is Op.Jal or Op.Jalr;
+
+    public static bool IsBranch(Op op) => op is >= Op.Beq and <= Op.Bgeu;
+
+    private static bool WritesRd(Op op) => !IsBranch(op) && op is not (Op.Sb or Op.Sh or Op.Sw or Op.Sd or Op.Fence);
 
     public static bool IsCompilable(Op op) => op is >= Op.Lui and <= Op.Remuw or Op.Fence;
 
     /// <summary>Decodes the block at <paramref name="pc"/>; returns false when its first instruction is not compilable.</summary>
-    public static bool TryCompile(GuestMemory mem, ulong pc, out BlockFn? fn, out int count, out int bytes)
+    public static bool TryCompile(GuestMemory mem, ulong pc, Func<ulong, bool>? isBreakpoint, out BlockFn? fn, out int count, out int bytes)
     {
         var insns = new List<(DecodedInsn D, ulong Pc)>();
         ulong pageEnd = (pc | (GuestMemory.PageSize - 1)) + 1;
@@ -37,6 +48,7 @@ internal static unsafe class BlockCompiler
             if (!Decoder.IsCompressed(low) && at + 4 > pageEnd) break; // straddles the page
             var d = Decoder.Decode(Decoder.IsCompressed(low) ? low : *(uint*)(mem.Ram + off));
             if (!IsCompilable(d.Op)) break;
+            if (insns.Count > 0 && isBreakpoint != null && isBreakpoint(at)) break; // a breakpoint starts a block
             insns.Add((d, at));
             at += d.Length;
             if (IsTerminator(d.Op)) break;
@@ -45,27 +57,32 @@ internal static unsafe class BlockCompiler
         count = insns.Count;
         bytes = (int)(at - pc);
         if (count == 0) return false;
-        fn = Emit(mem, insns, at);
+        fn = Emit(mem, insns, at, isBreakpoint != null && isBreakpoint(pc));
         return true;
     }
 
-    private static BlockFn Emit(GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, ulong endPc)
+    private static BlockFn Emit(GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, ulong endPc, bool startIsBreakpoint)
     {
-        var method = new DynamicMethod($"block_{insns[0].Pc:x}", typeof(int), Parameters, typeof(BlockCompiler).Module, skipVisibility: true);
+        var method = new DynamicMethod($"block_{insns[0].Pc:x}", typeof(ulong), Parameters, typeof(BlockCompiler).Module, skipVisibility: true);
         var il = method.GetILGenerator();
         var offset = il.DeclareLocal(typeof(ulong));
         var target = il.DeclareLocal(typeof(ulong));
         var bails = new Label[insns.Count];
         for (int i = 0; i < bails.Length; i++) bails[i] = il.DefineLabel();
         var usedBails = new bool[insns.Count];
-        var bailWrites = new ulong[insns.Count];
         var e = new Emitter(il, mem, insns);
+        var taken = new List<(Label Label, ulong Target, int Completed)>();
+        var positions = new Dictionary<ulong, int>();
+        // A jump back to a breakpointed start must leave, so the dispatcher sees the breakpoint.
+        for (int k = startIsBreakpoint ? 1 : 0; k < insns.Count; k++) positions[insns[k].Pc] = k;
+        var insnLabels = new Label[insns.Count];
+        for (int k = 0; k < insns.Count; k++) insnLabels[k] = il.DefineLabel();
 
         for (int k = 0; k < insns.Count; k++)
         {
             var (d, pc) = insns[k];
             int n = k + 1;
-            bailWrites[k] = e.Written; // what a bail before instruction k must write back
+            il.MarkLabel(insnLabels[k]);
             switch (d.Op)
             {
                 case Op.Lui: e.SetReg(d.Rd, () => e.Const((ulong)d.Imm)); break;
@@ -131,32 +148,38 @@ internal static unsafe class BlockCompiler
 
                 case Op.Jal:
                     e.SetReg(d.Rd, () => e.Const(pc + d.Length));
-                    e.Exit(pc + (ulong)d.Imm, n);
+                    e.GoTo(pc + (ulong)d.Imm, n, positions, insnLabels, insns.Count);
                     break;
                 case Op.Jalr:
                     e.Reg(d.Rs1); e.Const((ulong)d.Imm); il.Emit(OpCodes.Add); e.Const(~1UL); il.Emit(OpCodes.And);
                     il.Emit(OpCodes.Stloc, target); // before rd is written: rd may be rs1
                     e.SetReg(d.Rd, () => e.Const(pc + d.Length));
-                    e.WriteBack(e.Written);
+                    e.WriteBack();
                     il.Emit(OpCodes.Ldarg_3); il.Emit(OpCodes.Ldloc, target); il.Emit(OpCodes.Stfld, PcField);
-                    il.Emit(OpCodes.Ldc_I4, n); il.Emit(OpCodes.Ret);
+                    e.Return(n, 0);
                     break;
-                case Op.Beq: e.Branch(d, pc, n, OpCodes.Beq); break;
-                case Op.Bne: e.Branch(d, pc, n, OpCodes.Bne_Un); break;
-                case Op.Blt: e.Branch(d, pc, n, OpCodes.Blt); break;
-                case Op.Bge: e.Branch(d, pc, n, OpCodes.Bge); break;
-                case Op.Bltu: e.Branch(d, pc, n, OpCodes.Blt_Un); break;
-                case Op.Bgeu: e.Branch(d, pc, n, OpCodes.Bge_Un); break;
+                case Op.Beq: taken.Add(e.Branch(d, pc, n, OpCodes.Beq)); break;
+                case Op.Bne: taken.Add(e.Branch(d, pc, n, OpCodes.Bne_Un)); break;
+                case Op.Blt: taken.Add(e.Branch(d, pc, n, OpCodes.Blt)); break;
+                case Op.Bge: taken.Add(e.Branch(d, pc, n, OpCodes.Bge)); break;
+                case Op.Bltu: taken.Add(e.Branch(d, pc, n, OpCodes.Blt_Un)); break;
+                case Op.Bgeu: taken.Add(e.Branch(d, pc, n, OpCodes.Bge_Un)); break;
                 default: throw new InvalidOperationException($"op {d.Op} is not compilable");
             }
         }
         if (!IsTerminator(insns[^1].D.Op)) e.Exit(endPc, insns.Count);
 
+        foreach (var (label, destination, completed) in taken)
+        {
+            il.MarkLabel(label);
+            e.GoTo(destination, completed, positions, insnLabels, insns.Count);
+        }
+
         for (int k = 0; k < insns.Count; k++)
         {
             if (!usedBails[k]) continue;
             il.MarkLabel(bails[k]);
-            e.Exit(insns[k].Pc, k, bailWrites[k]);
+            e.Exit(insns[k].Pc, k, BailFlag);
         }
         return method.CreateDelegate<BlockFn>();
     }
@@ -171,23 +194,62 @@ internal static unsafe class BlockCompiler
         private readonly ILGenerator il;
         private readonly GuestMemory mem;
         private readonly LocalBuilder?[] _regs = new LocalBuilder?[CpuState.RegisterSlots];
+        /// <summary>Correction from static position to instructions retired (see the class comment).</summary>
+        private readonly LocalBuilder _done;
 
-        /// <summary>Bit r set once register r has been written in the block so far.</summary>
-        public ulong Written { get; private set; }
+        /// <summary>
+        /// Every register the block writes. Exits write all of them back: the locals always hold the
+        /// current values, and after a trip round a self-loop "written so far in this pass" is not enough.
+        /// </summary>
+        public ulong Written { get; }
 
         public Emitter(ILGenerator il, GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns)
         {
             this.il = il;
             this.mem = mem;
             foreach (var (d, _) in insns)
+            {
                 foreach (int r in new[] { d.Rd, d.Rs1, d.Rs2 })
                     if (r != 0 && r != CpuState.SinkRegister && _regs[r] == null) _regs[r] = il.DeclareLocal(typeof(ulong));
+                if (d.Rd != CpuState.SinkRegister && d.Rd != 0 && WritesRd(d.Op)) Written |= 1UL << d.Rd;
+            }
             for (int r = 1; r < 32; r++)
             {
                 if (_regs[r] == null) continue;
                 il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldc_I4, r * 8); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I8);
                 il.Emit(OpCodes.Stloc, _regs[r]!);
             }
+            _done = il.DeclareLocal(typeof(ulong));
+        }
+
+        /// <summary>Returns done + completed (with flags), the count of instructions this call retired.</summary>
+        public void Return(int completed, ulong flags)
+        {
+            il.Emit(OpCodes.Ldloc, _done);
+            Const((ulong)(uint)completed | flags);
+            il.Emit(OpCodes.Add);
+            il.Emit(OpCodes.Ret);
+        }
+
+        /// <summary>
+        /// Control goes to <paramref name="target"/> after <paramref name="completed"/> static instructions:
+        /// inside the block it jumps there (backwards only while a whole pass still fits the budget),
+        /// otherwise it leaves.
+        /// </summary>
+        public void GoTo(ulong target, int completed, Dictionary<ulong, int> positions, Label[] labels, int blockLength)
+        {
+            if (!positions.TryGetValue(target, out int j)) { Exit(target, completed); return; }
+            var exit = il.DefineLabel();
+            if (j < completed)
+            {
+                // budget - (done + completed) >= blockLength - j, else leave
+                il.Emit(OpCodes.Ldarg, 4); il.Emit(OpCodes.Ldloc, _done); Const((ulong)completed); il.Emit(OpCodes.Add); il.Emit(OpCodes.Sub);
+                Const((ulong)(blockLength - j)); il.Emit(OpCodes.Blt_Un, exit);
+            }
+            il.Emit(OpCodes.Ldloc, _done); Const((ulong)(long)(completed - j)); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, _done);
+            il.Emit(OpCodes.Br, labels[j]);
+            il.MarkLabel(exit);
+            Exit(target, completed);
         }
 
         public void Const(ulong v) => il.Emit(OpCodes.Ldc_I8, (long)v);
@@ -203,14 +265,13 @@ internal static unsafe class BlockCompiler
             value();
             if (rd == CpuState.SinkRegister) { il.Emit(OpCodes.Pop); return; }
             il.Emit(OpCodes.Stloc, _regs[rd]!);
-            Written |= 1UL << rd;
         }
 
-        public void WriteBack(ulong written)
+        public void WriteBack()
         {
             for (int r = 1; r < 32; r++)
             {
-                if ((written & (1UL << r)) == 0) continue;
+                if ((Written & (1UL << r)) == 0) continue;
                 il.Emit(OpCodes.Ldarg_0); il.Emit(OpCodes.Ldc_I4, r * 8); il.Emit(OpCodes.Add);
                 il.Emit(OpCodes.Ldloc, _regs[r]!); il.Emit(OpCodes.Stind_I8);
             }
@@ -276,22 +337,19 @@ internal static unsafe class BlockCompiler
             il.Emit(store);
         }
 
-        public void Branch(DecodedInsn d, ulong pc, int n, OpCode op)
+        /// <summary>Falls through when not taken; the taken side is emitted later as an exit (or loop).</summary>
+        public (Label, ulong, int) Branch(DecodedInsn d, ulong pc, int n, OpCode op)
         {
             var taken = il.DefineLabel();
             Reg(d.Rs1); Reg(d.Rs2); il.Emit(op, taken);
-            Exit(pc + d.Length, n);
-            il.MarkLabel(taken);
-            Exit(pc + (ulong)d.Imm, n);
+            return (taken, pc + (ulong)d.Imm, n);
         }
 
-        public void Exit(ulong nextPc, int completed) => Exit(nextPc, completed, Written);
-
-        public void Exit(ulong nextPc, int completed, ulong written)
+        public void Exit(ulong nextPc, int completed, ulong flags = 0)
         {
-            WriteBack(written);
+            WriteBack();
             il.Emit(OpCodes.Ldarg_3); Const(nextPc); il.Emit(OpCodes.Stfld, PcField);
-            il.Emit(OpCodes.Ldc_I4, completed); il.Emit(OpCodes.Ret);
+            Return(completed, flags);
         }
     }
 }

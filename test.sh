@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds the guests, runs every test project.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+"$root/scripts/setup.sh"
+dotnet build "$root/LiveMigration.sln" -c Release -nologo -v q -clp:ErrorsOnly
+dotnet test "$root/LiveMigration.sln" -c Release --no-build -nologo -v q "$@"
