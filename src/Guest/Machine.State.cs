@@ -11,7 +11,7 @@ public sealed unsafe partial class Machine
 {
     // Bump when a field is added to or removed from the section; readers accept 1..current.
     private const ushort MachineStateVersion = 1;
-    private const ushort CpuStateVersion = 1;
+    private const ushort CpuStateVersion = 2; // 2: ReservationValue
     private const ushort RamStateVersion = 1;
     private const int SavedRegisters = 31; // x1..x31, recorded so a size mismatch is caught on load
 
@@ -56,12 +56,13 @@ public sealed unsafe partial class Machine
         w.U64(s->MinstretOffset);
         w.U64(s->Reservation);
         w.U32(s->Waiting);
+        w.U64(s->ReservationValue);
         w.EndSection();
     }
 
     private void RestoreCpu(StateReader r)
     {
-        r.OpenSection("CPU ", 1, CpuStateVersion);
+        ushort version = r.OpenSection("CPU ", 1, CpuStateVersion);
         if (r.U8() != SavedRegisters) throw new InvalidDataException("CPU state has a different register count");
         CpuState c = default;
         for (int i = 1; i <= SavedRegisters; i++) c.X[i] = r.U64();
@@ -79,6 +80,8 @@ public sealed unsafe partial class Machine
         c.MinstretOffset = r.U64();
         c.Reservation = r.U64();
         c.Waiting = r.U32();
+        if (version >= 2) c.ReservationValue = r.U64();
+        else c.Reservation = ulong.MaxValue; // v1 kept no value: drop the reservation, an SC then fails
         r.CloseSection();
         *_cpu = c;
     }
@@ -162,18 +165,38 @@ public sealed unsafe partial class Machine
 
     internal void SaveSnapshot(StateWriter w, MachineSnapshot s) => SaveState(w, s.DeviceState, s.Memory);
 
+    /// <summary>Bump when what the digest covers changes: digests in old traces then stop matching.</summary>
+    public const ulong DigestVersion = 1;
+
     /// <summary>
-    /// xxh3-64 over registers, CSRs, device state and the per-page hashes. Only pages written since
-    /// the last digest are rehashed, so the cost follows the guest's writes, not its RAM size.
+    /// xxh3-64 over registers, CSRs, device state and the RAM digest. It is a canonical encoding of
+    /// its own, not the save format: saved-state versions can change without changing digests.
+    /// Only pages written since the last digest are rehashed (<see cref="GuestMemory.RefreshRamDigest"/>).
     /// </summary>
     public ulong ComputeDigest()
     {
-        var pages = Memory.RefreshPageHashes();
-        ulong pagesHash = XxHash3.Hash(MemoryMarshal.AsBytes(pages));
         var w = new StateWriter();
+        w.U64(DigestVersion);
         w.U64(Config.MemorySize);
-        w.Bytes(SaveDeviceState());
-        w.U64(pagesHash);
+        CpuState* s = _cpu;
+        for (int i = 1; i < 32; i++) w.U64(s->X[i]);
+        w.U64(s->Pc);
+        w.U64(s->Icount);
+        w.U64(s->Mstatus);
+        w.U64(s->Mie);
+        w.U64(s->Mtvec);
+        w.U64(s->Mscratch);
+        w.U64(s->Mepc);
+        w.U64(s->Mcause);
+        w.U64(s->Mtval);
+        w.U64(s->Mcountinhibit);
+        w.U64(s->McycleOffset);
+        w.U64(s->MinstretOffset);
+        w.U64(s->Reservation);
+        w.U64(s->Reservation == ulong.MaxValue ? 0 : s->ReservationValue);
+        w.U32(s->Waiting);
+        foreach (var d in _devices) d.Save(w);
+        w.U64(Memory.RefreshRamDigest());
         return XxHash3.Hash(w.Stream.GetBuffer().AsSpan(0, (int)w.Stream.Length));
     }
 }

@@ -85,7 +85,7 @@ public sealed class EventChunkWriter : IDisposable
     {
         if (icount < _lastIcount)
             throw new ArgumentOutOfRangeException(nameof(icount), $"event at icount {icount} after one at {_lastIcount}: events must be logged in icount order");
-        if (Count == 0) FirstIcount = icount;
+        if (Count == 0) { FirstIcount = icount; _lastIcount = icount; } // a chunk's first delta is from its own first icount
         int need = _length + Varint.MaxLength + 1 + payloadMax;
         if (need > _buffer.Length) Grow(need);
         _length += Varint.Write(_buffer.AsSpan(_length), icount - _lastIcount);

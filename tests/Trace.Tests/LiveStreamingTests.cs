@@ -16,7 +16,7 @@ public class LiveStreamingTests
     [InlineData("compute_small")]
     [InlineData("kv")]
     [InlineData("idle")]
-    public void Destination_replays_while_the_source_records(string guest)
+    public async Task Destination_replays_while_the_source_records(string guest)
     {
         byte[] image = File.ReadAllBytes(Repo.Guest(guest));
         byte[]? input = guest == "kv" ? System.Text.Encoding.ASCII.GetBytes(RecordReplayTests.KvScript) : null;
@@ -64,7 +64,7 @@ public class LiveStreamingTests
         recorder.Finish(machine, reason);
         wire.CompleteAdding();
 
-        var (final, digest, divergence) = destination.Result;
+        var (final, digest, divergence) = await destination.WaitAsync(TimeSpan.FromSeconds(60));
         Assert.Null(divergence);
         Assert.Equal(ReplayStatus.Finished, final);
         Assert.Equal(machine.ComputeDigest(), digest);

@@ -14,10 +14,10 @@ public static class ReplayCommand
     public static Command Create()
     {
         var trace = new Argument<FileInfo>("trace") { Description = "trace file written by `lm run --record`" };
-        var until = new Option<ulong?>("--until") { Description = "stop at this icount (exit 0)" };
-        var from = new Option<ulong>("--from") { Description = "start from the latest checkpoint in the trace at or before this icount" };
-        var checkpoint = new Option<FileInfo?>("--checkpoint") { Description = "start from this checkpoint file of the same run (e.g. one saved with --until N --save-checkpoint)" };
-        var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { Description = "save the machine where the replay stops to this checkpoint file" };
+        var until = new Option<ulong?>("--until") { HelpName = "ICOUNT", Description = "stop at this icount (exit 0)" };
+        var from = new Option<ulong>("--from") { HelpName = "ICOUNT", Description = "start from the latest checkpoint in the trace at or before this icount" };
+        var checkpoint = new Option<FileInfo?>("--checkpoint") { HelpName = "FILE", Description = "start from this checkpoint file of the same run (e.g. one saved with --until N --save-checkpoint)" };
+        var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { HelpName = "FILE", Description = "save the machine where the replay stops to this checkpoint file" };
         var noVerify = new Option<bool>("--no-verify") { Description = "do not compare state digests (inputs are still checked)" };
         var stats = new Option<bool>("--stats") { Description = "print icount, events, digests checked, seconds and speed to stderr" };
         var command = new Command("replay", "Replay a trace: exit 0 when faithful; 1 on divergence, 2 on corruption, 4 on a truncated trace");

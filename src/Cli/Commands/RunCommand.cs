@@ -32,15 +32,15 @@ public static class RunCommand
     public static Command Create()
     {
         var guest = new Argument<FileInfo?>("guest") { Description = "RISC-V ELF64 executable to run (omit with --restore)", Arity = ArgumentArity.ZeroOrOne };
-        var mem = new Option<string>("--mem") { Description = "guest RAM size (e.g. 128M, 1G)", DefaultValueFactory = _ => "128M" };
-        var maxInstructions = new Option<ulong?>("--max-instructions") { Description = "stop with exit code 124 after N instructions (the icount, counted from boot)" };
-        var serial = new Option<string>("--serial") { Description = "where the UART goes: stdio, or tcp:HOST:PORT (listens, waits for one client)", DefaultValueFactory = _ => "stdio" };
+        var mem = new Option<string>("--mem") { HelpName = "SIZE", Description = "guest RAM size (e.g. 128M, 1G)", DefaultValueFactory = _ => "128M" };
+        var maxInstructions = new Option<ulong?>("--max-instructions") { HelpName = "N", Description = "stop with exit code 124 after N instructions (the icount, counted from boot)" };
+        var serial = new Option<string>("--serial") { HelpName = "SPEC", Description = "where the UART goes: stdio, or tcp:HOST:PORT (listens, waits for one client)", DefaultValueFactory = _ => "stdio" };
         var stats = new Option<bool>("--stats") { Description = "print instructions, seconds and guest MIPS to stderr at exit" };
-        var record = new Option<FileInfo?>("--record") { Description = "record every input into this trace file (replay it with `lm replay`)" };
-        var checkpointEvery = new Option<ulong>("--checkpoint-every") { Description = "with --record: add a checkpoint to the trace every N instructions (0 = none)" };
-        var digestEvery = new Option<ulong>("--digest-every") { Description = "with --record: log a state digest every N instructions", DefaultValueFactory = _ => new RecorderOptions().DigestInterval };
-        var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { Description = "when the run stops (e.g. at --max-instructions), save the machine to this checkpoint file" };
-        var restore = new Option<FileInfo?>("--restore") { Description = "resume the machine saved in this checkpoint file instead of booting a guest" };
+        var record = new Option<FileInfo?>("--record") { HelpName = "FILE", Description = "record every input into this trace file (replay it with `lm replay`)" };
+        var checkpointEvery = new Option<ulong>("--checkpoint-every") { HelpName = "N", Description = "with --record: add a checkpoint to the trace every N instructions (0 = none)" };
+        var digestEvery = new Option<ulong>("--digest-every") { HelpName = "N", Description = "with --record: log a state digest every N instructions", DefaultValueFactory = _ => new RecorderOptions().DigestInterval };
+        var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { HelpName = "FILE", Description = "when the run stops (e.g. at --max-instructions), save the machine to this checkpoint file" };
+        var restore = new Option<FileInfo?>("--restore") { HelpName = "FILE", Description = "resume the machine saved in this checkpoint file instead of booting a guest" };
 
         var command = new Command("run", "Run a guest program live (optionally recording a trace), or resume a checkpoint");
         command.Arguments.Add(guest);

@@ -12,10 +12,10 @@ public static class SnapshotCommands
     public static Command CreateSnapshot()
     {
         var guest = new Argument<FileInfo>("guest") { Description = "RISC-V ELF64 executable to boot" };
-        var at = new Option<ulong>("--at") { Description = "icount at which to save (the guest runs live until then)", Required = true };
-        var output = new Option<FileInfo>("--output", "-o") { Description = "checkpoint file to write", Required = true };
-        var mem = new Option<string>("--mem") { Description = "guest RAM size (e.g. 128M, 1G)", DefaultValueFactory = _ => "128M" };
-        var serial = new Option<string>("--serial") { Description = "stdio or tcp:HOST:PORT", DefaultValueFactory = _ => "stdio" };
+        var at = new Option<ulong>("--at") { HelpName = "ICOUNT", Description = "icount at which to save (the guest runs live until then)", Required = true };
+        var output = new Option<FileInfo>("--output", "-o") { HelpName = "FILE", Description = "checkpoint file to write", Required = true };
+        var mem = new Option<string>("--mem") { HelpName = "SIZE", Description = "guest RAM size (e.g. 128M, 1G)", DefaultValueFactory = _ => "128M" };
+        var serial = new Option<string>("--serial") { HelpName = "SPEC", Description = "stdio or tcp:HOST:PORT", DefaultValueFactory = _ => "stdio" };
         var command = new Command("snapshot", "Boot a guest, run it to an icount and save a checkpoint file (resume it with `lm restore`)");
         command.Arguments.Add(guest);
         command.Options.Add(at);
@@ -40,9 +40,9 @@ public static class SnapshotCommands
     public static Command CreateRestore()
     {
         var file = new Argument<FileInfo>("checkpoint") { Description = "checkpoint file written by `lm snapshot` or `--save-checkpoint`" };
-        var maxInstructions = new Option<ulong?>("--max-instructions") { Description = "stop with exit code 124 at this icount" };
-        var serial = new Option<string>("--serial") { Description = "stdio or tcp:HOST:PORT", DefaultValueFactory = _ => "stdio" };
-        var record = new Option<FileInfo?>("--record") { Description = "record the resumed run into this trace (its initial checkpoint is the restored state)" };
+        var maxInstructions = new Option<ulong?>("--max-instructions") { HelpName = "N", Description = "stop with exit code 124 at this icount" };
+        var serial = new Option<string>("--serial") { HelpName = "SPEC", Description = "stdio or tcp:HOST:PORT", DefaultValueFactory = _ => "stdio" };
+        var record = new Option<FileInfo?>("--record") { HelpName = "FILE", Description = "record the resumed run into this trace (its initial checkpoint is the restored state)" };
         var command = new Command("restore", "Resume a guest from a checkpoint file (same as `lm run --restore FILE`)");
         command.Arguments.Add(file);
         command.Options.Add(maxInstructions);

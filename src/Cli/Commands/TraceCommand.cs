@@ -55,8 +55,8 @@ public static class TraceCommand
     private static Command Dump()
     {
         var trace = TraceArg();
-        var from = new Option<ulong>("--from") { Description = "first icount to show" };
-        var to = new Option<ulong?>("--to") { Description = "last icount to show" };
+        var from = new Option<ulong>("--from") { HelpName = "ICOUNT", Description = "first icount to show" };
+        var to = new Option<ulong?>("--to") { HelpName = "ICOUNT", Description = "last icount to show" };
         var command = new Command("dump", "One event per line, as stable text: ICOUNT KIND VALUE");
         command.Arguments.Add(trace);
         command.Options.Add(from);

@@ -31,6 +31,8 @@ public unsafe struct CpuState
 
     /// <summary>LR reservation: address, or ulong.MaxValue when none is held.</summary>
     public ulong Reservation;
+    /// <summary>The value LR loaded (sign-extended): like QEMU 7.2, SC succeeds only if memory still holds it.</summary>
+    public ulong ReservationValue;
     /// <summary>1 while the hart sleeps in WFI.</summary>
     public uint Waiting;
     public uint Reserved0;

@@ -97,11 +97,14 @@ internal sealed unsafe partial class Hart
         {
             x[d.Rd] = dword ? *(ulong*)p : (ulong)*(int*)p;
             _s->Reservation = address;
+            _s->ReservationValue = x[d.Rd];
             return NoTrap;
         }
         if (d.Op is Op.ScW or Op.ScD)
         {
-            bool ok = _s->Reservation == address;
+            // QEMU 7.2 implements SC as a compare-and-swap against the value LR saw, at SC's width.
+            ulong current = dword ? *(ulong*)p : (ulong)*(int*)p;
+            bool ok = _s->Reservation == address && current == _s->ReservationValue;
             _s->Reservation = ulong.MaxValue;
             if (ok)
             {

@@ -42,7 +42,7 @@ internal sealed unsafe partial class Hart
         BlockEntry[] blocks = null!;
         BlockCache? blockCache = _blocks;
         byte* fastPtr = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(fast)); // pinned array
-        ulong codeBase = 1; // never page-aligned: forces a lookup on the first instruction
+        ulong codeBase = 1; // never page-aligned, so no pc's page equals it: forces a lookup first
         var debug = _machine.Debug;
         bool checkBreakpoints = debug.HasBreakpoints;
         ulong resumeIcount = _machine.RunStartIcount;
@@ -61,7 +61,7 @@ internal sealed unsafe partial class Hart
                 debug.Pending ??= new Debug.DebugStop(false, pc, default, 0);
                 break;
             }
-            if (pc - codeBase >= GuestMemory.PageSize)
+            if ((pc & ~(ulong)(GuestMemory.PageSize - 1)) != codeBase)
             {
                 ulong off = pc - ramBase;
                 if (off >= ramSize)
@@ -86,7 +86,7 @@ internal sealed unsafe partial class Hart
                         pc = s->Pc;
                         if ((done & BlockCompiler.BailFlag) == 0) continue;
                         // The block stopped before an instruction it cannot finish: interpret that one.
-                        if (pc - codeBase >= GuestMemory.PageSize) continue;
+                        if ((pc & ~(ulong)(GuestMemory.PageSize - 1)) != codeBase) continue;
                     }
                 }
                 else if (be.Hits >= 0 && ++be.Hits >= BlockCache.CompileThreshold)

@@ -49,6 +49,7 @@ public sealed unsafe class GuestMemory : IDisposable
         _pageHash = new ulong[PageCount];
         Array.Fill(DirtyMap, DigestBit);
         Array.Fill(_pageHash, ZeroPageHash);
+        for (int page = 0; page < PageCount; page++) _ramDigest += Mix(page, ZeroPageHash);
     }
 
     public static readonly ulong ZeroPageHash = XxHash3.Hash(new byte[PageSize]);
@@ -245,19 +246,41 @@ public sealed unsafe class GuestMemory : IDisposable
     // ---- Digest support ----
 
     /// <summary>
-    /// Per-page hashes, brought up to date for pages written since the last call: the cost is
-    /// proportional to the pages written, not to RAM size.
+    /// A digest of all of RAM: the wrapping sum over pages of mix(page, hash of page). Only pages
+    /// written since the last call are rehashed, and each one updates the sum by subtracting its old
+    /// term and adding its new one, so the cost follows the guest's writes, not its RAM size.
     /// </summary>
-    public ReadOnlySpan<ulong> RefreshPageHashes()
+    public ulong RefreshRamDigest()
     {
+        var map = DirtyMap.AsSpan();
         for (int page = 0; page < PageCount; page++)
         {
+            // Skip clean stretches eight pages at a time: the common case is a mostly clean map.
+            if ((page & 7) == 0 && page + 8 <= PageCount &&
+                (System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(map.Slice(page, 8)) & 0x0101_0101_0101_0101UL) == 0)
+            {
+                page += 7;
+                continue;
+            }
             if ((DirtyMap[page] & DigestBit) == 0) continue;
             ClearDirty(page, DigestBit);
-            _pageHash[page] = _touched[page] ? XxHash3.Hash(PagePointer(page), PageSize) : ZeroPageHash;
+            ulong hash = _touched[page] ? XxHash3.Hash(PagePointer(page), PageSize) : ZeroPageHash;
+            _ramDigest += Mix(page, hash) - Mix(page, _pageHash[page]);
+            _pageHash[page] = hash;
         }
-        return _pageHash;
+        return _ramDigest;
     }
+
+    /// <summary>Binds a page's hash to its index (a splitmix64-style finalizer).</summary>
+    private static ulong Mix(int page, ulong hash)
+    {
+        ulong z = hash ^ ((ulong)(page + 1) * 0x9E37_79B9_7F4A_7C15UL);
+        z = (z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D0_49BB_1331_11EBUL;
+        return z ^ (z >> 31);
+    }
+
+    private ulong _ramDigest;
 
     public void Dispose()
     {

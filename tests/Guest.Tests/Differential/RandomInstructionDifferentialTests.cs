@@ -220,16 +220,18 @@ public class RandomInstructionDifferentialTests
     [InlineData(14)]
     public void RandomStreamsWithMemoryAndAtomicsMatchQemu(int seed) => RandomMemoryStream(seed, 4);
 
-    [Theory(Skip = ScBug)]
+    [RequiresToolTheory("qemu-system-riscv64")]
     [InlineData(11)]
     [InlineData(12)]
-    [InlineData(13)]
-    [InlineData(14)]
     public void RandomStreamsWithScMatchQemu(int seed) => RandomMemoryStream(seed, 5);
 
-    private const string ScBug = "BUG (Hart.Memory.cs ExecuteAtomic): SC succeeds whenever the reservation address matches; " +
-        "QEMU 7.2 also requires memory to still hold the value LR loaded (cmpxchg at the SC's width against LR's sign-extended value), " +
-        "so SC fails on QEMU after an intervening store/AMO that changed the word, and after LR.W+SC.D or LR.D+SC.W whose values differ";
+    // Seeds 13 and 14 still leave one buffer byte different from QEMU 7.2 after SC's value check was
+    // matched (the directed SC cases above agree); the remaining corner case is not yet understood.
+    [Theory(Skip = "known divergence from QEMU 7.2 in a random LR/SC stream; see the comment above")]
+    [InlineData(13)]
+    [InlineData(14)]
+    public void RandomStreamsWithScMatchQemuUnresolved(int seed) => RandomMemoryStream(seed, 5);
+
 
     private static void RandomMemoryStream(int seed, int kinds)
     {
@@ -297,7 +299,7 @@ public class RandomInstructionDifferentialTests
     [RequiresToolTheory("qemu-system-riscv64"), MemberData(nameof(ScCases))]
     public void ScOutcomeMatchesQemu(string name, uint[] body) => AssertSameAsQemu(name, body);
 
-    [Theory(Skip = ScBug), MemberData(nameof(ScCasesThatDiffer))]
+    [RequiresToolTheory("qemu-system-riscv64"), MemberData(nameof(ScCasesThatDiffer))]
     public void ScAfterTheReservedValueChangedMatchesQemu(string name, uint[] body) => AssertSameAsQemu(name, body);
 
     private static void AssertSameAsQemu(string name, uint[] body)
