@@ -90,8 +90,6 @@ internal sealed partial class MigrationSource
             ulong digest, icount;
             if (Strategy == "stopcopy") (icount, digest) = StopAndCopy(token);
             else (icount, digest) = LogShipping(token);
-            Fault(FaultPoint.BeforeAck);
-
             _phase = "awaiting-ack";
             double tFinal = Now;
             var ack = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack;
@@ -162,6 +160,7 @@ internal sealed partial class MigrationSource
     private void SendFinalState(CancellationToken token, ulong digest)
     {
         _phase = "switchover";
+        Fault(FaultPoint.BeforeAck); // paused, the final state not yet sent: the destination cannot ACK
         var machine = _guest.Machine;
         var final = new FinalState
         {

@@ -103,7 +103,12 @@ public sealed class GuestHost : IDisposable
             else ControlLoop(conn);
         }
         catch (ProtocolException e) { Log($"connection from {conn.Remote}: {e.Message}"); }
-        catch (IOException) { }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { }
+        catch (Exception e)
+        {
+            // One connection's bug must not take the host and its guests down: log it loudly.
+            Log($"internal error serving {conn.Remote}: {e}");
+        }
         finally { lock (_connections) _connections.Remove(conn); }
     }
 
