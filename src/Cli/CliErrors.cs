@@ -12,7 +12,8 @@ public static class CliErrors
     {
         try { return action(); }
         catch (Exception e) when (e is ElfLoadException or FormatException or InvalidDataException or NativeLibraryMissingException
-                                      or LiveMigration.Trace.TraceFormatException or FileNotFoundException or IOException or UnauthorizedAccessException or System.Net.Sockets.SocketException)
+                                      or LiveMigration.Trace.TraceFormatException or FileNotFoundException or IOException or UnauthorizedAccessException or System.Net.Sockets.SocketException
+                                      or LiveMigration.Migration.Hosting.HostException or TimeoutException)
         {
             Console.Error.WriteLine($"lm: error: {e.Message}");
             return UsageError;

@@ -64,6 +64,13 @@ public sealed class ReplaySession : IDisposable
         return new ReplaySession(machine, events, options, ownsMachine: true) { StartIcount = machine.Icount };
     }
 
+    /// <summary>
+    /// A push session on a machine the caller already holds at the trace's start (a migration
+    /// destination that restored C0 from pages it received). The caller keeps ownership of the machine.
+    /// </summary>
+    public static ReplaySession FromMachine(Machine machine, ReplayOptions options) =>
+        new(machine, new EventQueue(), options, ownsMachine: false) { StartIcount = machine.Icount };
+
     /// <summary>A push session starting at the header's initial checkpoint (a migration destination after the header frame).</summary>
     public static ReplaySession FromHeader(TraceHeader header, ReplayOptions options)
     {

@@ -79,6 +79,18 @@ public sealed class TraceWriter : IDisposable
     }
 
     /// <summary>
+    /// Promises a live reader that no event below <paramref name="horizon"/> will follow: flushes the
+    /// pending events, or writes an empty events frame when there are none (a guest that takes no
+    /// input for a while). A migration destination's replay may then run up to the horizon.
+    /// </summary>
+    public void Heartbeat(ulong horizon)
+    {
+        ThrowIfFinished();
+        if (!_chunk.IsEmpty) { FlushChunk(horizon); return; }
+        if (horizon < _lastFlushedIcount) horizon = _lastFlushedIcount;
+        WriteFrame(FrameKind.Events, ReadOnlySpan<byte>.Empty, horizon, horizon, compress: false);
+    }
+
     /// Starts an asynchronous checkpoint: logs its marker at <paramref name="icount"/> and closes the chunk.
     /// Until <see cref="CompleteCheckpoint"/> hands over the checkpoint bytes, later frames are held in
     /// memory, so the file keeps the layout of <see cref="Checkpoint"/> (marker chunk, checkpoint frame,

@@ -1,0 +1,101 @@
+using System.Diagnostics;
+using System.Globalization;
+using LiveMigration.Migration.Demo;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Reports;
+
+// Migrates idle, compute, dirty and kv-under-load guests with both strategies between two hosts on
+// loopback with a 1 Gbit/s cap, and prints downtime, total time, bytes and throttle.
+// Usage: dotnet run -c Release --project bench/MigrationBench [-- --bandwidth 1gbit --warmup 2 --guests idle,compute,dirty,kv]
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+string bandwidthText = Arg("--bandwidth", "1gbit");
+double warmup = double.Parse(Arg("--warmup", "2"), CultureInfo.InvariantCulture);
+var selected = Arg("--guests", "idle,compute,dirty,kv").Split(',');
+ulong bandwidth = Rate.Parse(bandwidthText);
+string dir = FindGuests();
+
+var cases = new (string Label, string Elf, ulong Mem, bool Kv)[]
+{
+    ("idle", "idle_forever", 128UL << 20, false),
+    ("compute", "compute_forever", 128UL << 20, false),
+    ("dirty", "dirty_forever", 128UL << 20, false),
+    ("kv", "kv", 128UL << 20, true),
+};
+var rows = new List<string[]>();
+bool verbose = args.Contains("--verbose");
+Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
+// Hosts are long-running processes: warm the code paths once (not reported).
+{
+    using var a = new GuestHost(new HostOptions());
+    using var b = new GuestHost(new HostOptions());
+    using var client = HostClient.Connect(a.Address);
+    client.Start("warm", File.ReadAllBytes(Path.Combine(dir, "idle_forever.elf")), 16UL << 20, "warm");
+    Thread.Sleep(200);
+    client.Migrate(new MigrateCommand { Name = "warm", Target = b.Address, Strategy = "log" });
+    using var back = HostClient.Connect(b.Address);
+    back.Migrate(new MigrateCommand { Name = "warm", Target = a.Address, Strategy = "stopcopy" });
+}
+Console.WriteLine($"migration benchmark: loopback, bandwidth cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), warm-up {warmup} s, {Environment.ProcessorCount} cores");
+foreach (var c in cases.Where(c => selected.Contains(c.Label)))
+    foreach (var strategy in new[] { "stopcopy", "log" })
+    {
+        using var a = new GuestHost(new HostOptions { Log = log });
+        using var b = new GuestHost(new HostOptions { Log = log });
+        using (var client = HostClient.Connect(a.Address)) client.Start("g", File.ReadAllBytes(Path.Combine(dir, c.Elf + ".elf")), c.Mem, c.Elf);
+        KvClient? kv = null;
+        using var stopLoad = new CancellationTokenSource();
+        Thread? load = null;
+        if (c.Kv)
+        {
+            kv = new KvClient(a.Address, "g");
+            kv.WaitReady();
+            load = new Thread(() => { try { kv.RunLoad(stopLoad.Token); } catch (Exception e) { Console.Error.WriteLine($"kv load: {e.Message}"); } }) { IsBackground = true };
+            load.Start();
+        }
+        Thread.Sleep(TimeSpan.FromSeconds(warmup));
+        MigrationReport r;
+        var sw = Stopwatch.StartNew();
+        using (var client = HostClient.Connect(a.Address))
+            r = client.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = strategy, BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10 });
+        string lost = "";
+        if (kv != null)
+        {
+            Thread.Sleep(300);
+            stopLoad.Cancel();
+            load!.Join();
+            lost = kv.VerifyAll().Count == 0 ? $", kv: {kv.SetsAcknowledged} SETs, none lost" : ", kv: LOST SETS";
+            kv.Dispose();
+        }
+        ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol;
+        rows.Add([c.Label, strategy, r.Success ? "ok" : "FAILED", $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds:F2}",
+            TimelineSvg.Human(total), TimelineSvg.Human(r.BytesCheckpoint), TimelineSvg.Human(r.BytesLog), $"{r.MaxThrottle:P0}/{r.MeanThrottle:P0}",
+            r.DigestVerified ? $"{r.Digest:x16}" : "-"]);
+        Console.WriteLine($"  {c.Label,-8} {strategy,-8} {(r.Success ? "ok" : "FAILED: " + r.Error)} downtime {r.DowntimeSeconds * 1000:F1} ms, total {r.TotalSeconds:F2} s, {TimelineSvg.Human(total)}{lost}{(r.Success && r.Error != "" ? " (" + r.Error + ")" : "")}");
+        File.WriteAllText($"bench-{c.Label}-{strategy}.svg", TimelineSvg.Render(r));
+    }
+
+string[] head = ["guest", "strategy", "result", "downtime ms", "total s", "bytes", "checkpoint", "log", "throttle max/mean", "verified digest"];
+var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
+string Line(string[] cells) => "| " + string.Join(" | ", cells.Select((x, i) => x.PadRight(widths[i]))) + " |";
+Console.WriteLine();
+Console.WriteLine(Line(head));
+Console.WriteLine("|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|");
+foreach (var row in rows) Console.WriteLine(Line(row));
+return 0;
+
+string Arg(string name, string fallback)
+{
+    int i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+}
+
+static string FindGuests()
+{
+    for (var d = new DirectoryInfo(Environment.CurrentDirectory); d != null; d = d.Parent)
+    {
+        string p = Path.Combine(d.FullName, "guests", "build");
+        if (File.Exists(Path.Combine(p, "kv.elf"))) return p;
+    }
+    throw new FileNotFoundException("guests/build not found: run `make -C guests` from the repository");
+}

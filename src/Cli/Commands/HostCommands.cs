@@ -1,0 +1,210 @@
+using System.CommandLine;
+using System.Net.Sockets;
+using Google.Protobuf;
+using LiveMigration.Guest;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
+using Spectre.Console;
+
+namespace LiveMigration.Cli.Commands;
+
+/// <summary>`lm host`, `lm start`, `lm status`, `lm stop`, `lm console`, `lm resolve`.</summary>
+public static class HostCommands
+{
+    private static Option<string> HostOption(bool required = true) => new("--host")
+    {
+        Description = "address of the host (HOST:PORT)",
+        Required = required,
+    };
+
+    public static Command Host()
+    {
+        var listen = new Option<string>("--listen") { Description = "HOST:PORT to listen on", DefaultValueFactory = _ => "127.0.0.1:7070" };
+        var data = new Option<string?>("--data") { Description = "directory for the host's log and journal of migration outcomes" };
+        var quiet = new Option<bool>("--quiet") { Description = "do not log events to stderr" };
+        var command = new Command("host", "Run a host: runs guests and accepts migrations and control commands");
+        command.Options.Add(listen);
+        command.Options.Add(data);
+        command.Options.Add(quiet);
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            bool q = parse.GetValue(quiet);
+            using var host = new GuestHost(new HostOptions
+            {
+                Listen = parse.GetValue(listen)!,
+                DataDir = parse.GetValue(data),
+                Log = q ? null : m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}"),
+            });
+            Console.WriteLine($"lm host listening on {host.Address}");
+            using var done = new ManualResetEventSlim();
+            Console.CancelKeyPress += (_, e) => { e.Cancel = true; done.Set(); };
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => done.Set();
+            done.Wait();
+            Console.Error.WriteLine("lm host: shutting down");
+            return 0;
+        }));
+        return command;
+    }
+
+    public static Command Start()
+    {
+        var host = HostOption();
+        var guest = new Argument<FileInfo>("guest") { Description = "RISC-V ELF64 executable" };
+        var name = new Option<string>("--name") { Description = "name of the guest on the host", Required = true };
+        var mem = new Option<string>("--mem") { Description = "guest RAM size (e.g. 128M)", DefaultValueFactory = _ => "128M" };
+        var command = new Command("start", "Start a guest on a host (the ELF is sent to the host)");
+        command.Options.Add(host);
+        command.Arguments.Add(guest);
+        command.Options.Add(name);
+        command.Options.Add(mem);
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            var file = parse.GetValue(guest)!;
+            var elf = File.ReadAllBytes(file.FullName);
+            using var c = HostClient.Connect(parse.GetValue(host)!);
+            string console = c.Start(parse.GetValue(name)!, elf, MachineConfig.ParseSize(parse.GetValue(mem)!), Path.GetFileNameWithoutExtension(file.Name));
+            Console.WriteLine($"started '{parse.GetValue(name)}' on {parse.GetValue(host)}; console tcp:{console}");
+            return 0;
+        }));
+        return command;
+    }
+
+    public static Command Status()
+    {
+        var host = HostOption();
+        var name = new Argument<string?>("name") { Description = "only this guest", Arity = ArgumentArity.ZeroOrOne };
+        var json = new Option<bool>("--json") { Description = "print JSON" };
+        var command = new Command("status", "Show the guests of a host");
+        command.Options.Add(host);
+        command.Arguments.Add(name);
+        command.Options.Add(json);
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            using var c = HostClient.Connect(parse.GetValue(host)!);
+            var reply = c.Status(parse.GetValue(name));
+            if (parse.GetValue(json))
+            {
+                Console.WriteLine(new JsonFormatter(JsonFormatter.Settings.Default.WithFormatDefaultValues(true)).Format(reply));
+                return 0;
+            }
+            var table = new Table().AddColumns("name", "state", "icount", "memory", "console", "image", "note");
+            foreach (var g in reply.Guests)
+                table.AddRow(Markup.Escape(g.Name), g.State, g.Icount.ToString("N0"), g.MemorySize > 0 ? $"{g.MemorySize >> 20} MiB" : "",
+                    g.Console, Markup.Escape(g.ImageName),
+                    Markup.Escape(g.MovedTo != "" ? $"moved to {g.MovedTo}" : g.HasExitCode ? $"exit code {g.ExitCode}" : g.Migration != "" ? $"migration: {g.Migration}" : ""));
+            if (reply.Guests.Count == 0) Console.WriteLine("no guests");
+            else AnsiConsole.Write(table);
+            return 0;
+        }));
+        return command;
+    }
+
+    public static Command Stop()
+    {
+        var host = HostOption();
+        var name = new Argument<string>("name") { Description = "guest to stop" };
+        var command = new Command("stop", "Stop a guest and forget it");
+        command.Options.Add(host);
+        command.Arguments.Add(name);
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            using var c = HostClient.Connect(parse.GetValue(host)!);
+            Console.WriteLine(c.Stop(parse.GetValue(name)!));
+            return 0;
+        }));
+        return command;
+    }
+
+    public static Command Resolve()
+    {
+        var host = HostOption();
+        var name = new Argument<string>("name") { Description = "guest whose incoming migration awaits GO" };
+        var decision = new Option<string>("--decision") { Description = "ask (default: ask the source), go (only when the source is gone for good) or abort", DefaultValueFactory = _ => "ask" };
+        var command = new Command("resolve", "Settle a migration whose GO was lost: ask the source again, or decide when the source is gone");
+        command.Options.Add(host);
+        command.Arguments.Add(name);
+        command.Options.Add(decision);
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            using var c = HostClient.Connect(parse.GetValue(host)!);
+            string d = parse.GetValue(decision)!;
+            Console.WriteLine(c.Resolve(parse.GetValue(name)!, d == "ask" ? "" : d));
+            return 0;
+        }));
+        return command;
+    }
+
+    public static Command ConsoleCommand()
+    {
+        var host = HostOption();
+        var name = new Argument<string>("name") { Description = "guest whose UART to attach" };
+        var command = new Command("console", "Attach stdin/stdout to a guest's UART; follows the guest when it migrates");
+        command.Options.Add(host);
+        command.Arguments.Add(name);
+        command.SetAction(parse => CliErrors.Run(() => RunConsole(parse.GetValue(host)!, parse.GetValue(name)!)));
+        return command;
+    }
+
+    private static int RunConsole(string startHost, string name)
+    {
+        string at = startHost;
+        var stdout = Console.OpenStandardOutput();
+        var stdin = Console.OpenStandardInput();
+        var pending = new System.Collections.Concurrent.BlockingCollection<byte[]>();
+        bool inputDone = false;
+        var inputThread = new Thread(() =>
+        {
+            var buf = new byte[4096];
+            int n;
+            try { while ((n = stdin.Read(buf)) > 0) pending.Add(buf.AsSpan(0, n).ToArray()); }
+            catch (IOException) { }
+            inputDone = true;
+            pending.Add([]);
+        }) { IsBackground = true };
+        inputThread.Start();
+
+        while (true)
+        {
+            var (where, info) = HostClient.Locate(at, name);
+            at = where;
+            if (info.State is not ("running" or "exited" or "idle"))
+            {
+                Thread.Sleep(50); // arriving or paused: the console is about to open
+                continue;
+            }
+            var (h, p) = Address.Parse(info.Console);
+            using var tcp = new TcpClient { NoDelay = true };
+            tcp.Connect(h, p);
+            Console.Error.WriteLine($"lm console: attached to '{name}' on {where} (tcp:{info.Console})");
+            var stream = tcp.GetStream();
+            var closed = new ManualResetEventSlim();
+            var reader = new Thread(() =>
+            {
+                var buf = new byte[4096];
+                int n;
+                try { while ((n = stream.Read(buf)) > 0) { stdout.Write(buf, 0, n); stdout.Flush(); } }
+                catch (IOException) { }
+                catch (ObjectDisposedException) { }
+                closed.Set();
+            }) { IsBackground = true };
+            reader.Start();
+            while (!closed.IsSet)
+            {
+                if (pending.TryTake(out var chunk, 50))
+                {
+                    if (chunk.Length == 0)
+                    {
+                        // stdin ended: give the guest a moment to answer, then leave.
+                        closed.Wait(500);
+                        return 0;
+                    }
+                    try { stream.Write(chunk); } catch (IOException) { pending.Add(chunk); break; }
+                }
+            }
+            if (inputDone && pending.Count == 0) return 0;
+            Console.Error.WriteLine($"lm console: '{name}' left {where}; following it");
+            Thread.Sleep(20);
+        }
+    }
+}

@@ -1,0 +1,157 @@
+using System.Net.Sockets;
+using System.Text;
+using LiveMigration.Migration.Hosting;
+
+namespace LiveMigration.Migration.Demo;
+
+/// <summary>
+/// A kv client over the guest's console that follows it across hosts. A SET counts as acknowledged
+/// only once "OK" came back; a request whose answer was lost with a moving console is retried
+/// (SET and GET are idempotent) after a resync: the client sets a fresh nonce, reads it back and
+/// drops every line before it, so answers to requests that did reach the guest twice (once through
+/// the moving console, once retried) never pair up with the wrong request.
+/// </summary>
+public sealed class KvClient : IDisposable
+{
+    private readonly string _startHost;
+    private readonly string _name;
+    private string _host;
+    private TcpClient? _tcp;
+    private StreamReader? _reader;
+    private readonly object _lock = new();
+
+    public KvClient(string host, string name)
+    {
+        _startHost = host;
+        _host = host;
+        _name = name;
+    }
+
+    public Dictionary<string, string> Acknowledged { get; } = [];
+    public int Reconnects { get; private set; }
+    public int Retries { get; private set; }
+    public string CurrentHost => _host;
+
+    private void Connect()
+    {
+        _tcp?.Dispose();
+        var until = DateTime.UtcNow.AddSeconds(15);
+        while (true)
+        {
+            try
+            {
+                var (host, info) = HostClient.Locate(_host, _name);
+                if (info.State == "running")
+                {
+                    var (h, p) = Transport.Address.Parse(info.Console);
+                    var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = 5000 };
+                    tcp.Connect(h, p);
+                    _tcp = tcp;
+                    _reader = new StreamReader(tcp.GetStream(), Encoding.ASCII);
+                    _host = host;
+                    return;
+                }
+            }
+            catch (Exception e) when (e is IOException or SocketException or HostException) { }
+            if (DateTime.UtcNow > until) throw new TimeoutException($"cannot reach the console of '{_name}'");
+            Thread.Sleep(20);
+        }
+    }
+
+    public void WaitReady()
+    {
+        lock (_lock)
+        {
+            Connect();
+            while (true)
+            {
+                string? line = _reader!.ReadLine() ?? throw new IOException("console closed before 'kv ready'");
+                if (line.Contains("kv ready")) return;
+            }
+        }
+    }
+
+    /// <summary>Sends one request and reads one answer line, reconnecting and retrying when the console moves.</summary>
+    public string Request(string line)
+    {
+        lock (_lock)
+        {
+            for (int attempt = 0; ; attempt++)
+            {
+                try
+                {
+                    if (_tcp == null) { Connect(); Reconnects++; Resync(); }
+                    _tcp!.GetStream().Write(Encoding.ASCII.GetBytes(line + "\n"));
+                    while (true)
+                    {
+                        string? answer = _reader!.ReadLine() ?? throw new IOException("console closed");
+                        if (answer.Length == 0 || answer.StartsWith("tick") || answer.Contains("kv ready")) continue;
+                        return answer;
+                    }
+                }
+                catch (IOException) when (attempt < 20)
+                {
+                    _tcp?.Dispose();
+                    _tcp = null;
+                    Retries++;
+                }
+            }
+        }
+    }
+
+    private int _nonce;
+
+    private void Resync()
+    {
+        string nonce = $"sync{Environment.TickCount64}-{++_nonce}";
+        _tcp!.GetStream().Write(Encoding.ASCII.GetBytes($"SET __sync {nonce}\nGET __sync\n"));
+        while (true)
+        {
+            string? line = _reader!.ReadLine() ?? throw new IOException("console closed during resync");
+            if (line == nonce) return;
+        }
+    }
+
+    public void Set(string key, string value)
+    {
+        string answer = Request($"SET {key} {value}");
+        if (answer != "OK") throw new InvalidDataException($"SET {key}: got '{answer}'");
+        Acknowledged[key] = value;
+        SetsAcknowledged++;
+    }
+
+    public long SetsAcknowledged { get; private set; }
+    public long GetsChecked { get; private set; }
+
+    public string Get(string key) => Request($"GET {key}");
+
+    public const int KeySpace = 1000;
+
+    /// <summary>Writes and reads keys until cancelled.</summary>
+    public void RunLoad(CancellationToken stop)
+    {
+        for (int i = 0; !stop.IsCancellationRequested; i++)
+        {
+            // 1000 keys, rewritten with new values: the table never fills, and a stale value is caught.
+            Set($"k{i % KeySpace}", $"v{i}");
+            if (i % 4 == 3)
+            {
+                string k = $"k{i * 7919 % KeySpace}";
+                string got = Get(k);
+                if (Acknowledged.TryGetValue(k, out var want) && got != want) throw new InvalidDataException($"GET {k}: '{got}', expected '{want}'");
+                GetsChecked++;
+            }
+        }
+    }
+
+    /// <summary>Every acknowledged SET read back; returns the keys that came back wrong.</summary>
+    public List<string> VerifyAll()
+    {
+        var bad = new List<string>();
+        foreach (var (k, v) in Acknowledged)
+            if (Get(k) != v) bad.Add(k);
+        return bad;
+    }
+
+    public void Dispose() => _tcp?.Dispose();
+}

@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using LiveMigration.Guest.State;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Replayer;
+using LiveMigration.Trace;
+
+namespace LiveMigration.Migration.Engine;
+
+/// <summary>
+/// Destination side of log shipping: the machine built from C0's pages is verified against C0's
+/// digest, then a replay session runs on it on its own thread, fed with the log frames as they
+/// arrive, and reports its icount and speed on the return path. At the final state it replays to
+/// exactly the source's pause icount (where the log holds a digest the replayer checks).
+/// </summary>
+internal sealed partial class MigrationDestination
+{
+    private static readonly TimeSpan CatchUpTimeout = TimeSpan.FromSeconds(120);
+
+    private TraceStreamReader? _trace;
+    private ReplaySession? _session;
+    private Thread? _replayThread;
+    private readonly Queue<TraceFrame> _incoming = new();
+    private readonly AutoResetEvent _wake = new(false);
+    private volatile bool _stopReplay;
+    private ulong _until = ulong.MaxValue;
+    private ReplayStatus? _replayResult;
+    private string? _replayError;
+    private readonly ManualResetEventSlim _replayDone = new();
+
+    private void OnCheckpointDone(CheckpointDone done)
+    {
+        var machine = _machine!;
+        machine.RestoreDeviceState(new StateReader(done.DeviceState.Memory));
+        ulong digest = machine.ComputeDigest();
+        if (machine.Icount != done.Icount || digest != done.Digest)
+            throw new MigrationFailedException($"checkpoint C0 does not verify: digest {digest:x16} at icount {machine.Icount}, source sent {done.Digest:x16} at {done.Icount}");
+        _session = ReplaySession.FromMachine(machine, new ReplayOptions { Verify = true });
+        _host.Log($"'{_setup.Name}': checkpoint C0 verified at icount {done.Icount}; replaying the log");
+        State = "replaying";
+        _replayThread = new Thread(ReplayLoop) { IsBackground = true, Name = $"replay-{_setup.Name}" };
+        _replayThread.Start();
+    }
+
+    private void OnLog(LogChunk chunk)
+    {
+        if (_trace == null)
+        {
+            _trace = new TraceStreamReader();
+            _trace.Append(TraceFormat.Magic);
+        }
+        _trace.Append(chunk.Frame.Span);
+        while (_trace.TryReadFrame(out var frame) == StreamReadStatus.Frame)
+        {
+            if (frame!.Kind == FrameKind.Header) continue;
+            lock (_incoming) _incoming.Enqueue(frame);
+        }
+        _wake.Set();
+    }
+
+    private void ReplayLoop()
+    {
+        var session = _session!;
+        var machine = session.Machine;
+        double mips = 0;
+        long lastReport = 0;
+        try
+        {
+            while (!_stopReplay)
+            {
+                lock (_incoming) while (_incoming.TryDequeue(out var f)) session.AddFrame(f);
+                ulong until = Volatile.Read(ref _until);
+                ulong before = machine.Icount;
+                long t0 = Stopwatch.GetTimestamp();
+                var status = session.Run(until);
+                double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                ulong ran = machine.Icount - before;
+                if (ran > 100_000 && seconds > 0) mips = mips == 0 ? ran / seconds / 1e6 : 0.7 * mips + 0.3 * (ran / seconds / 1e6);
+                if (Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 20 || status != ReplayStatus.NeedMoreEvents)
+                {
+                    lastReport = Stopwatch.GetTimestamp();
+                    try { _conn.Send(new Envelope { ReplayProgress = new ReplayProgress { Icount = machine.Icount, ReplayMips = mips } }); }
+                    catch (IOException) { }
+                }
+                switch (status)
+                {
+                    case ReplayStatus.NeedMoreEvents:
+                        // Caught up: hash the pages replayed since the last digest while waiting,
+                        // so the digest at the switchover (downtime) has little left to do.
+                        machine.Memory.RefreshRamDigest();
+                        _wake.WaitOne(5);
+                        continue;
+                    case ReplayStatus.ReachedUntil when until != ulong.MaxValue:
+                        _replayResult = status;
+                        return;
+                    case ReplayStatus.ReachedUntil:
+                        continue;
+                    default:
+                        _replayResult = status;
+                        _replayError = session.Divergence is { } d ? $"replay diverged at icount {d.Icount}: {d.Reason}" : $"replay ended early ({status})";
+                        return;
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            // Any failure of the replay thread fails the migration (the source resumes), never the host.
+            _replayError = $"replay failed: {e.GetType().Name}: {e.Message}";
+        }
+        finally { _replayDone.Set(); }
+    }
+
+    /// <summary>Replays the log up to the final icount (log shipping); nothing to do for stop-and-copy.</summary>
+    private void CatchUp(FinalState final)
+    {
+        if (_setup.Strategy == "stopcopy") { _machine!.RestoreDeviceState(new StateReader(final.DeviceState.Memory)); return; }
+        if (_session == null) throw new MigrationFailedException("final state before checkpoint C0 was complete");
+        Volatile.Write(ref _until, final.Icount);
+        _wake.Set();
+        if (!_replayDone.Wait(CatchUpTimeout)) throw new MigrationFailedException($"replay did not reach icount {final.Icount} in {CatchUpTimeout.TotalSeconds:F0} s");
+        if (_replayError != null) throw new MigrationFailedException(_replayError);
+        _session.Dispose(); // the machine stays; it is ours
+        // The device state is not applied: the replay must have produced it (the digest check proves it).
+    }
+
+    private void StopReplay()
+    {
+        _stopReplay = true;
+        _wake.Set();
+        if (_replayThread != null && Thread.CurrentThread != _replayThread) _replayThread.Join(5000);
+    }
+}

@@ -1,0 +1,267 @@
+using Google.Protobuf;
+using LiveMigration.Guest;
+using LiveMigration.Guest.State;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
+
+namespace LiveMigration.Migration.Engine;
+
+/// <summary>
+/// The receiving half of one migration. It builds the machine from what arrives, verifies the
+/// final digest at the source's icount and ACKs; the guest runs here only after GO — from the
+/// connection, from a <see cref="GoQuery"/> to the source after the connection was lost, or from
+/// an operator's `lm resolve`.
+/// </summary>
+internal sealed partial class MigrationDestination
+{
+    private readonly GuestHost _host;
+    private readonly Connection _conn;
+    private readonly object _lock = new();
+    private MigrateSetup _setup = new();
+    private GuestEntry? _entry;
+    private Machine? _machine;
+    private FinalState? _final;
+    private bool _resolved;
+
+    public MigrationDestination(GuestHost host, Connection conn)
+    {
+        _host = host;
+        _conn = conn;
+    }
+
+    public string State { get; private set; } = "arriving";
+    public ulong MemorySize => _setup.MemorySize;
+
+    public void Run()
+    {
+        try
+        {
+            _conn.ReceiveTimeout = TimeSpan.FromSeconds(10);
+            var first = _conn.Receive();
+            if (first.BodyCase != Envelope.BodyOneofCase.Setup) throw new ProtocolException($"expected MigrateSetup, got {first.BodyCase}");
+            _conn.ReceiveTimeout = TimeSpan.FromSeconds(60);
+            if (!Accept(first.Setup, out string? why))
+            {
+                _conn.Send(new Envelope { SetupReply = new SetupReply { Accepted = false, Error = why } });
+                _host.Log($"refused migration of '{first.Setup.Name}' from {first.Setup.Source}: {why}");
+                return;
+            }
+            _conn.Send(new Envelope { SetupReply = new SetupReply { Accepted = true } });
+            Receive();
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or ProtocolException or MigrationFailedException)
+        {
+            ConnectionLost(e.Message);
+        }
+    }
+
+    private bool Accept(MigrateSetup setup, out string? why)
+    {
+        _setup = setup;
+        why = null;
+        if (setup.MemorySize == 0 || setup.MemorySize % 4096 != 0 || setup.MemorySize > _host.Options.MaxMemorySize)
+            why = $"machine config not supported: {setup.MemorySize >> 20} MiB of RAM (this host allows up to {_host.Options.MaxMemorySize >> 20} MiB)";
+        else if (setup.PageCount != setup.MemorySize / 4096)
+            why = $"machine config mismatch: {setup.PageCount} pages for {setup.MemorySize} bytes";
+        else if (setup.Strategy is not ("log" or "stopcopy"))
+            why = $"unknown strategy '{setup.Strategy}'";
+        if (why != null) return false;
+        lock (_host.Lock)
+        {
+            var existing = _host.Entry(setup.Name);
+            if (existing != null && (existing.Instance != null || existing.Arriving != null))
+            {
+                why = $"a guest named '{setup.Name}' already {(existing.Instance != null ? "runs" : "is arriving")} on this host";
+                return false;
+            }
+            _entry = new GuestEntry(setup.Name) { Arriving = this };
+            _host.SetEntry(_entry);
+        }
+        _machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize, CompileBlocks = _host.Options.CompileBlocks }, NullHostPort.Instance);
+        _host.Log($"receiving '{setup.Name}' from {setup.Source} ({setup.Strategy}, migration {setup.MigrationId})");
+        return true;
+    }
+
+    private void Receive()
+    {
+        while (true)
+        {
+            var e = _conn.Receive();
+            switch (e.BodyCase)
+            {
+                case Envelope.BodyOneofCase.Pages: PageReceiver.Apply(_machine!.Memory, e.Pages); break;
+                case Envelope.BodyOneofCase.ZeroPages: PageReceiver.Apply(_machine!.Memory, e.ZeroPages); break;
+                case Envelope.BodyOneofCase.CheckpointDone: OnCheckpointDone(e.CheckpointDone); break;
+                case Envelope.BodyOneofCase.Log: OnLog(e.Log); break;
+                case Envelope.BodyOneofCase.FinalState:
+                    if (!Verify(e.FinalState)) return;
+                    break;
+                case Envelope.BodyOneofCase.Go:
+                    Start(e.Go.ConsoleInput.ToByteArray(), e.Go.ConsoleBacklog.ToByteArray(), "GO");
+                    return;
+                case Envelope.BodyOneofCase.Abort:
+                    Discard($"the source aborted: {e.Abort.Reason}");
+                    return;
+                default:
+                    throw new ProtocolException($"unexpected {e.BodyCase} during a migration");
+            }
+        }
+    }
+
+    /// <summary>Brings the machine to the source's final icount, compares digests, ACKs or aborts.</summary>
+    private bool Verify(FinalState final)
+    {
+        State = "verifying";
+        _final = final;
+        var machine = _machine!;
+        try { CatchUp(final); }
+        catch (MigrationFailedException e)
+        {
+            try { _conn.Send(new Envelope { Abort = new Abort { Reason = e.Message } }); } catch (IOException) { }
+            Discard(e.Message);
+            return false;
+        }
+        ulong digest = machine.ComputeDigest();
+        if (machine.Icount != final.Icount || digest != final.Digest)
+        {
+            string why = $"digest mismatch at icount {final.Icount}: destination has {digest:x16} at {machine.Icount}, source sent {final.Digest:x16}";
+            try { _conn.Send(new Envelope { Abort = new Abort { Reason = why } }); } catch (IOException) { }
+            Discard(why);
+            return false;
+        }
+        State = "awaiting-go";
+        _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
+        _host.Log($"'{_setup.Name}' verified at icount {final.Icount} digest {digest:x16}; ACK sent, awaiting GO");
+        return true;
+    }
+
+    private void ConnectionLost(string why)
+    {
+        lock (_lock)
+        {
+            if (_resolved) return;
+            if (State != "awaiting-go")
+            {
+                DiscardLocked($"connection lost before ACK ({why})");
+                return;
+            }
+        }
+        // ACK was sent: only the source knows whether it committed. Ask it until it answers.
+        _host.Log($"'{_setup.Name}': connection lost after ACK ({why}); asking {_setup.Source} for GO");
+        new Thread(AskForGoLoop) { IsBackground = true, Name = "await-go" }.Start();
+    }
+
+    private void AskForGoLoop()
+    {
+        while (!_host.ShuttingDown.IsCancellationRequested)
+        {
+            // Wait first: the source may still be finishing its side of the cut.
+            _host.ShuttingDown.WaitHandle.WaitOne(_host.Options.GoQueryInterval);
+            lock (_lock) if (_resolved) return;
+            var answer = QuerySource();
+            if (answer != null && Apply(answer)) return;
+        }
+    }
+
+    private GoAnswer? QuerySource()
+    {
+        try
+        {
+            using var c = Connection.Connect(_setup.Source, TimeSpan.FromSeconds(2));
+            c.ClientHandshake(Purpose.Control);
+            c.ReceiveTimeout = TimeSpan.FromSeconds(5);
+            c.Send(new Envelope { GoQuery = new GoQuery { MigrationId = _setup.MigrationId } });
+            var reply = c.Receive();
+            return reply.BodyCase == Envelope.BodyOneofCase.GoAnswer ? reply.GoAnswer : null;
+        }
+        catch (Exception e) when (e is IOException or ProtocolException) { return null; }
+    }
+
+    /// <returns>True when the answer settled the migration.</returns>
+    private bool Apply(GoAnswer answer)
+    {
+        switch (answer.Decision)
+        {
+            case "go": Start(answer.ConsoleInput.ToByteArray(), answer.ConsoleBacklog.ToByteArray(), "GO (asked again)"); return true;
+            case "abort": Discard("the source resumed the guest"); return true;
+            default: return false; // pending, or unknown (a restarted source): keep asking; an operator can decide
+        }
+    }
+
+    /// <summary>`lm resolve`: "" asks the source now; "go" / "abort" is the operator's decision.</summary>
+    public string Resolve(string decision)
+    {
+        lock (_lock)
+        {
+            if (_resolved) return "already resolved";
+            if (State != "awaiting-go") throw new HostException($"'{_setup.Name}' is still {State}; its migration is not waiting for GO");
+        }
+        switch (decision)
+        {
+            case "go": Start([], [], "operator's resolve"); return $"'{_setup.Name}' runs here (operator's decision)";
+            case "abort": Discard("operator's resolve"); return $"discarded the incoming copy of '{_setup.Name}'";
+            case "":
+                var answer = QuerySource() ?? throw new HostException($"the source {_setup.Source} is unreachable; decide with --decision go (only if the source is gone for good) or abort");
+                if (!Apply(answer)) throw new HostException($"the source answers '{answer.Decision}'; try again later or decide with --decision");
+                return answer.Decision == "go" ? $"'{_setup.Name}' runs here (source said go)" : $"discarded: the source kept '{_setup.Name}'";
+            default: throw new HostException($"unknown decision '{decision}' (expected go or abort)");
+        }
+    }
+
+    private void Start(byte[] consoleInput, byte[] backlog, string why)
+    {
+        GuestInstance instance;
+        lock (_lock)
+        {
+            if (_resolved) return;
+            if (State != "awaiting-go" || _final == null) throw new ProtocolException("GO before the final state was verified");
+            _resolved = true;
+            var console = new ConsoleEndpoint(_host.BindAddress);
+            console.Prepend(consoleInput);
+            console.AddBacklog(backlog);
+            var port = new GuestHostPort(console, _final.Mtime);
+            instance = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, port);
+            lock (_host.Lock)
+            {
+                _entry!.Arriving = null;
+                _entry.Instance = instance;
+                _entry.MovedTo = null;
+            }
+            State = "running";
+        }
+        instance.Start();
+        string consoleAddress = _host.ConsoleAddress(instance.Console);
+        _host.Log($"'{_setup.Name}' resumed at icount {_final!.Icount} on {why}; console {consoleAddress}");
+        try { _conn.Send(new Envelope { Resumed = new Resumed { Console = consoleAddress } }); } catch (IOException) { }
+    }
+
+    public void Discard(string why)
+    {
+        lock (_lock) DiscardLocked(why);
+    }
+
+    private void DiscardLocked(string why)
+    {
+        if (_resolved) return;
+        _resolved = true;
+        State = "discarded";
+        StopReplay();
+        lock (_host.Lock) if (_entry != null) _host.RemoveEntry(_entry);
+        _machine?.Dispose();
+        _machine = null;
+        _host.Log($"discarded incoming '{_setup.Name}': {why}");
+    }
+}
+
+/// <summary>The port of a machine that is being built or replayed into: it never runs live.</summary>
+internal sealed class NullHostPort : IHostPort
+{
+    public static readonly NullHostPort Instance = new();
+    public ulong NextPollIcount => ulong.MaxValue;
+    public void Poll(Machine machine) { }
+    public ulong ReadTime(Machine machine) => machine.Clint.Time;
+    public bool WaitForInput(Machine machine) => false;
+    public ushort ReadEntropy(Machine machine) => 0;
+    public void SerialOutput(byte value) { }
+}

@@ -1,0 +1,272 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Google.Protobuf;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
+
+namespace LiveMigration.Migration.Engine;
+
+/// <summary>
+/// The sending half of one migration, run on the source host on behalf of `lm migrate`. See
+/// Protocol/PROTOCOL.md for the message sequence diagram and the failure table. Invariant: until <see cref="_committed"/> is set (on the
+/// destination's ACK) every failure or cancel resumes the guest here; after it the guest belongs
+/// to the destination, whether or not GO arrives there (it asks again).
+/// </summary>
+internal sealed partial class MigrationSource
+{
+    private static readonly TimeSpan AckTimeout = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan ResumedTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly GuestHost _host;
+    private readonly GuestEntry _entry;
+    private readonly GuestInstance _guest;
+    private readonly MigrateCommand _command;
+    private readonly CancellationTokenSource _cancel = new();
+    private readonly object _decision = new();
+    private readonly BlockingCollection<Envelope> _inbox = new();
+    private readonly Stopwatch _clock = new();
+    private readonly List<TimelineSample> _timeline = [];
+    private readonly PageSender _pages = new();
+    private bool _committed;
+    private Connection? _conn;
+    private string _phase = "setup";
+    private double _tSetupDone, _tCheckpointDone, _tLogDone, _tPause = -1, _tResumed = -1;
+    private volatile Exception? _readerError;
+    private long _replayIcount;
+    private double _replayMips;
+    private double _throttle, _maxThrottle, _throttleSum;
+    private int _throttleSamples;
+
+    public MigrationSource(GuestHost host, GuestEntry entry, MigrateCommand command)
+    {
+        _host = host;
+        _entry = entry;
+        _guest = entry.Instance!;
+        _command = command;
+        Strategy = command.Strategy is "" or null ? "log" : command.Strategy;
+        if (Strategy is not ("log" or "stopcopy")) throw new HostException($"unknown strategy '{command.Strategy}' (expected log or stopcopy)");
+    }
+
+    public string Id { get; } = Guid.NewGuid().ToString("N")[..16];
+    public string Strategy { get; }
+    public string Phase => _phase;
+
+    /// <summary>Cancels unless the migration has committed; returns false when it is too late.</summary>
+    public bool Cancel()
+    {
+        lock (_decision)
+        {
+            if (_committed) return false;
+            _cancel.Cancel();
+            return true;
+        }
+    }
+
+    private void Fault(FaultPoint point)
+    {
+        if (_host.Options.Fault?.Invoke(point) == true)
+        {
+            _host.Log($"fault injection: cutting the migration connection at {point}");
+            _conn?.Abort();
+        }
+    }
+
+    public MigrationReport Run(Action<MigrationProgress>? progress)
+    {
+        _clock.Start();
+        var token = _cancel.Token;
+        var report = new MigrationReport
+        {
+            Name = _command.Name, Strategy = Strategy, Source = _host.Address, Destination = _command.Target,
+            MigrationId = Id, MemorySize = _guest.Machine.Config.MemorySize,
+        };
+        using var reporter = new ProgressReporter(this, progress);
+        try
+        {
+            _host.Log($"migration {Id}: '{_command.Name}' to {_command.Target} ({Strategy})");
+            Setup(token);
+            Fault(FaultPoint.Setup);
+            ulong digest, icount;
+            if (Strategy == "stopcopy") (icount, digest) = StopAndCopy(token);
+            else (icount, digest) = LogShipping(token);
+            _phase = "awaiting-ack";
+            double tFinal = Now;
+            var ack = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack;
+            if (ack.Digest != digest || ack.Icount != icount)
+                throw new MigrationFailedException($"destination verified icount {ack.Icount} digest {ack.Digest:x16}, source has {icount} {digest:x16}");
+
+            double tAck = Now;
+            Commit();
+            _host.Log($"migration {Id}: switchover: final state sent {(tFinal - _tPause) * 1000:F1} ms after the pause, ACK after {(tAck - _tPause) * 1000:F1} ms, committed after {(Now - _tPause) * 1000:F1} ms");
+            report.Icount = icount;
+            report.Digest = digest;
+            report.DigestVerified = true;
+            Fault(FaultPoint.AfterAck);
+            FinishAfterCommit(report);
+        }
+        catch (Exception e) when (!_committed && e is OperationCanceledException or IOException or MigrationFailedException or HostException or InvalidOperationException)
+        {
+            string why = e is OperationCanceledException ? "cancelled" : e.Message;
+            RollBack(why);
+            report.Success = false;
+            report.Error = why;
+        }
+        reporter.Stop();
+        FillReport(report);
+        return report;
+    }
+
+    private void Setup(CancellationToken token)
+    {
+        _conn = Connection.Connect(_command.Target);
+        _conn.ClientHandshake(Purpose.Migrate);
+        if (_command.BandwidthBytesPerSecond > 0) _conn.Limiter = new TokenBucket((long)_command.BandwidthBytesPerSecond);
+        _conn.Send(new Envelope
+        {
+            Setup = new MigrateSetup
+            {
+                MigrationId = Id, Name = _command.Name, MemorySize = _guest.Machine.Config.MemorySize, Strategy = Strategy,
+                PageCount = (uint)_guest.Machine.Memory.PageCount, Source = _host.Address, ImageName = _guest.ImageName,
+            },
+        });
+        var conn = _conn;
+        new Thread(() => ReadReturnPath(conn)) { IsBackground = true, Name = $"migrate-{Id}-rx" }.Start();
+        var reply = Expect(Envelope.BodyOneofCase.SetupReply, TimeSpan.FromSeconds(10), token).SetupReply;
+        if (!reply.Accepted) throw new MigrationFailedException($"destination refused: {reply.Error}");
+        _tSetupDone = Now;
+    }
+
+    private (ulong Icount, ulong Digest) StopAndCopy(CancellationToken token)
+    {
+        _phase = "stop-and-copy";
+        Pause();
+        var machine = _guest.Machine;
+        var memory = machine.Memory;
+        _pages.Send(_conn!, memory.PageCount, memory.IsZeroPage, (p, dst) => memory.PageSpan(p).CopyTo(dst),
+            ByteCategory.Checkpoint, token, () => Fault(FaultPoint.Checkpoint));
+        _tCheckpointDone = _tLogDone = Now;
+        ulong digest = _guest.Machine.ComputeDigest();
+        SendFinalState(token, digest);
+        return (_guest.Machine.Icount, digest);
+    }
+
+    private void Pause()
+    {
+        _guest.Pause();
+        _tPause = Now;
+    }
+
+    private void SendFinalState(CancellationToken token, ulong digest)
+    {
+        _phase = "switchover";
+        Fault(FaultPoint.BeforeAck); // paused, the final state not yet sent: the destination cannot ACK
+        var machine = _guest.Machine;
+        var final = new FinalState
+        {
+            Icount = machine.Icount, DeviceState = ByteString.CopyFrom(machine.SaveDeviceState()), Digest = digest,
+            Mtime = Math.Max(_guest.Port.Now, machine.Clint.Time), Exited = machine.ExitCode != null,
+        };
+        _conn!.Send(new Envelope { FinalState = final }, ByteCategory.State, token);
+    }
+
+    /// <summary>The point of no return: from here the guest belongs to the destination.</summary>
+    private void Commit()
+    {
+        lock (_decision)
+        {
+            _cancel.Token.ThrowIfCancellationRequested();
+            _committed = true;
+        }
+        var (input, backlog) = _guest.Console.Close();
+        _host.RecordOutcome(Id, new Outcome("go", input, backlog));
+        lock (_host.Lock)
+        {
+            _entry.Instance = null;
+            _entry.MovedTo = _command.Target;
+        }
+        _pendingGo = new Go { ConsoleInput = ByteString.CopyFrom(input), ConsoleBacklog = ByteString.CopyFrom(backlog) };
+        _host.Log($"migration {Id}: committed at icount {_guest.Machine.Icount}");
+    }
+
+    private Go? _pendingGo;
+
+    private void FinishAfterCommit(MigrationReport report)
+    {
+        _phase = "go";
+        try
+        {
+            _conn!.Send(new Envelope { Go = _pendingGo });
+            var resumed = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed;
+            _tResumed = Now;
+            report.Console = resumed.Console;
+            report.Success = true;
+        }
+        catch (Exception e) when (e is IOException or MigrationFailedException or OperationCanceledException)
+        {
+            // GO may be lost: the destination asks again (GoQuery) and gets "go" from the outcome journal.
+            report.Success = true;
+            report.Error = $"committed, but the destination did not confirm its resume ({e.Message}); it will ask for GO again";
+            _tResumed = Now;
+        }
+        _phase = "done";
+        _conn?.Dispose();
+        _guest.Dispose();
+        _host.Log($"migration {Id}: '{_command.Name}' now runs on {_command.Target}");
+    }
+
+    private void RollBack(string why)
+    {
+        _phase = "rolled-back";
+        _host.RecordOutcome(Id, new Outcome("abort", [], []));
+        try { _conn?.Send(new Envelope { Abort = new Abort { Reason = why } }); } catch (IOException) { }
+        _conn?.Dispose();
+        _guest.Pause(); // the recorder is the guest thread's: stop it only while the guest stands still
+        StopLogging();
+        _guest.Port.Throttle = 0;
+        _guest.Resume(); // also when it was never paused: harmless
+        _host.Log($"migration {Id}: failed ({why}); '{_command.Name}' keeps running here");
+    }
+
+    private void ReadReturnPath(Connection conn)
+    {
+        try
+        {
+            while (true)
+            {
+                var e = conn.Receive();
+                if (e.BodyCase == Envelope.BodyOneofCase.ReplayProgress)
+                {
+                    Interlocked.Exchange(ref _replayIcount, (long)e.ReplayProgress.Icount);
+                    _replayMips = e.ReplayProgress.ReplayMips;
+                    continue;
+                }
+                _inbox.Add(e);
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            _readerError = e;
+            _inbox.Add(new Envelope()); // wakes a waiter
+        }
+    }
+
+    private Envelope Expect(Envelope.BodyOneofCase kind, TimeSpan timeout, CancellationToken token)
+    {
+        if (!_inbox.TryTake(out var e, (int)timeout.TotalMilliseconds, token))
+            throw new MigrationFailedException($"timed out waiting for {kind} from the destination");
+        if (e.BodyCase == kind) return e;
+        if (e.BodyCase == Envelope.BodyOneofCase.Abort) throw new MigrationFailedException($"destination aborted: {e.Abort.Reason}");
+        if (e.BodyCase == Envelope.BodyOneofCase.None)
+        {
+            _inbox.Add(e); // keep the sentinel for later waiters
+            throw new IOException($"lost the connection to the destination: {_readerError?.Message}");
+        }
+        throw new MigrationFailedException($"expected {kind} from the destination, got {e.BodyCase}");
+    }
+
+    private double Now => _clock.Elapsed.TotalSeconds;
+}
+
+/// <summary>The migration cannot go on; before commit the guest resumes on the source.</summary>
+public sealed class MigrationFailedException(string message) : Exception(message);

@@ -1,0 +1,199 @@
+using System.Net;
+using System.Net.Sockets;
+using LiveMigration.Recorder.Serial;
+
+namespace LiveMigration.Migration.Hosting;
+
+/// <summary>
+/// A guest's UART served on a TCP port of its host. One client at a time (a new one replaces the
+/// old); output produced while nobody is attached is kept (up to <see cref="BacklogLimit"/>) and
+/// handed to the next client, so a console that follows a migrated guest misses nothing.
+/// Input is queued by a pump thread; at switchover <see cref="Close"/> returns what the guest has
+/// not consumed yet, and the destination's endpoint starts with it (<see cref="Prepend"/>).
+/// </summary>
+public sealed class ConsoleEndpoint : ISerialBackend
+{
+    public const int BacklogLimit = 1 << 20;
+
+    private readonly TcpListener _listener;
+    private readonly object _lock = new();
+    private readonly Queue<byte> _input = new();
+    private readonly List<byte> _backlog = [];
+    private readonly byte[] _out = new byte[4096];
+    private readonly AutoResetEvent _arrived = new(false);
+    private int _outCount;
+    private Socket? _client;
+    private Thread? _pump;
+    private bool _closed;
+
+    public ConsoleEndpoint(IPAddress address)
+    {
+        _listener = new TcpListener(address, 0);
+        _listener.Start();
+        EndPoint = (IPEndPoint)_listener.LocalEndpoint;
+        new Thread(AcceptLoop) { IsBackground = true, Name = "console-accept" }.Start();
+    }
+
+    public IPEndPoint EndPoint { get; }
+
+    /// <summary>Total bytes the guest wrote (tests check continuity against it).</summary>
+    public long OutputBytes { get; private set; }
+
+    private void AcceptLoop()
+    {
+        while (true)
+        {
+            Socket client;
+            try { client = _listener.AcceptSocket(); }
+            catch (SocketException) { return; }
+            catch (ObjectDisposedException) { return; }
+            try { client.NoDelay = true; }
+            catch (SocketException) { client.Dispose(); continue; }
+            lock (_lock)
+            {
+                if (_closed) { client.Dispose(); return; }
+                try { _client?.Shutdown(SocketShutdown.Both); } catch (SocketException) { }
+                _client?.Dispose();
+                _client = client;
+                // Hand over what was written while nobody listened.
+                if (_backlog.Count > 0)
+                {
+                    try { client.Send(_backlog.ToArray()); } catch (SocketException) { }
+                    _backlog.Clear();
+                }
+                var pump = new Thread(() => Pump(client)) { IsBackground = true, Name = "console-input" };
+                _pump = pump;
+                pump.Start();
+            }
+        }
+    }
+
+    private void Pump(Socket client)
+    {
+        var buffer = new byte[4096];
+        while (true)
+        {
+            int n;
+            try { n = client.Receive(buffer); }
+            catch (SocketException) { break; }
+            catch (ObjectDisposedException) { break; }
+            if (n == 0) break;
+            lock (_lock) for (int i = 0; i < n; i++) _input.Enqueue(buffer[i]);
+            _arrived.Set();
+        }
+        lock (_lock)
+        {
+            if (_client == client) { _client = null; }
+        }
+        client.Dispose();
+    }
+
+    public bool InputClosed => false; // another client can always attach
+
+    public WaitHandle InputArrived => _arrived;
+
+    /// <summary>Wakes a guest waiting for input without delivering any (a pause).</summary>
+    public void Wake() => _arrived.Set();
+
+    public int Read(Span<byte> destination)
+    {
+        lock (_lock)
+        {
+            int n = Math.Min(destination.Length, _input.Count);
+            for (int i = 0; i < n; i++) destination[i] = _input.Dequeue();
+            return n;
+        }
+    }
+
+    public int PendingInput { get { lock (_lock) return _input.Count; } }
+
+    /// <summary>Input that arrived at the previous host and was not consumed there goes first.</summary>
+    public void Prepend(ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty) return;
+        lock (_lock)
+        {
+            var rest = _input.ToArray();
+            _input.Clear();
+            foreach (byte b in data) _input.Enqueue(b);
+            foreach (byte b in rest) _input.Enqueue(b);
+        }
+        _arrived.Set();
+    }
+
+    public void Write(byte value)
+    {
+        OutputBytes++;
+        _out[_outCount++] = value;
+        if (_outCount == _out.Length) Flush();
+    }
+
+    public void Flush()
+    {
+        lock (_lock)
+        {
+            if (_outCount == 0) return;
+            var chunk = _out.AsSpan(0, _outCount);
+            bool sent = false;
+            if (_client != null)
+            {
+                try { _client.Send(chunk); sent = true; }
+                catch (SocketException) { }
+                catch (ObjectDisposedException) { }
+            }
+            if (!sent && _backlog.Count + chunk.Length <= BacklogLimit) _backlog.AddRange(chunk.ToArray());
+            _outCount = 0;
+        }
+    }
+
+    /// <summary>
+    /// Stops serving (the guest moved away or stopped): flushes output, disconnects the client,
+    /// and returns the input that was accepted but not yet consumed by the guest, plus any output
+    /// nobody has read yet (the destination replays it to its first client).
+    /// </summary>
+    public (byte[] Input, byte[] Backlog) Close()
+    {
+        Flush();
+        Socket? client;
+        Thread? pump;
+        lock (_lock)
+        {
+            _closed = true;
+            client = _client;
+            pump = _pump;
+        }
+        _listener.Stop();
+        if (client != null)
+        {
+            // Read side first, so the pump drains what the kernel already holds before the socket goes.
+            try { client.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
+            try { client.Shutdown(SocketShutdown.Receive); } catch (SocketException) { } catch (ObjectDisposedException) { }
+            pump?.Join(1000);
+            client.Dispose();
+        }
+        lock (_lock)
+        {
+            var input = _input.ToArray();
+            _input.Clear();
+            var backlog = _backlog.ToArray();
+            _backlog.Clear();
+            return (input, backlog);
+        }
+    }
+
+    /// <summary>Output carried over from the previous host, for the first client here.</summary>
+    public void AddBacklog(ReadOnlySpan<byte> data)
+    {
+        lock (_lock)
+        {
+            if (_client != null) { try { _client.Send(data); return; } catch (SocketException) { } }
+            _backlog.AddRange(data.ToArray());
+        }
+    }
+
+    public void Dispose()
+    {
+        Close();
+        _arrived.Dispose();
+    }
+}

@@ -1,0 +1,161 @@
+using System.Diagnostics;
+using LiveMigration.Guest;
+using LiveMigration.Guest.Cpu;
+using LiveMigration.Guest.Devices.Clint;
+
+namespace LiveMigration.Migration.Hosting;
+
+/// <summary>
+/// Where every nondeterministic input a hosted guest sees is logged, for log shipping
+/// (implemented over the trace recorder). Calls come from the guest's thread, at the icount the
+/// input takes effect.
+/// </summary>
+public interface IInputLog
+{
+    void OnPoll(Machine machine);
+    void TimeDelivered(Machine machine, ulong time);
+    void TimeRead(Machine machine, ulong time);
+    void SerialInput(Machine machine, ReadOnlySpan<byte> data);
+    void Entropy(Machine machine, ushort value);
+}
+
+/// <summary>
+/// The live host port of a hosted guest: host clock at 10 MHz, console input, entropy. Unlike a
+/// plain live port it can be woken from WFI (so a pause is prompt even for a guest waiting on
+/// input), can log its inputs (<see cref="Log"/>) and can throttle the guest (auto-converge).
+/// </summary>
+public sealed class GuestHostPort : IHostPort
+{
+    public const ulong PollInterval = 16 * 1024;
+
+    private readonly ConsoleEndpoint _console;
+    private readonly long _start = Stopwatch.GetTimestamp();
+    private readonly ulong _timeBase;
+    private ulong _nextPoll;
+    private long _lastFlush;
+    private volatile bool _wake;
+    private long _lastPollTicks = Stopwatch.GetTimestamp();
+    private double _throttleDebt;
+    private long _throttledTicks;
+
+    public GuestHostPort(ConsoleEndpoint console, ulong timeBase = 0)
+    {
+        _console = console;
+        _timeBase = timeBase;
+    }
+
+    public ConsoleEndpoint Console => _console;
+
+    /// <summary>Set while a migration records this guest's inputs; swapped only while the guest is paused.</summary>
+    public IInputLog? Log { get; set; }
+
+    /// <summary>Fraction of wall time the guest is held back (0 = full speed, 0.9 = runs 10 % of the time).</summary>
+    public double Throttle { get; set; }
+
+    /// <summary>Wall time spent throttled so far.</summary>
+    public TimeSpan ThrottledTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttledTicks));
+
+    public ulong Now => _timeBase + (ulong)Stopwatch.GetElapsedTime(_start).Ticks;
+
+    public ulong NextPollIcount => _nextPoll;
+
+    public void Wake()
+    {
+        _wake = true;
+        _console.Wake();
+    }
+
+    public void ClearWake() => _wake = false;
+
+    public void Poll(Machine machine)
+    {
+        _nextPoll = machine.Icount + PollInterval;
+        Log?.OnPoll(machine);
+        var clint = machine.Clint;
+        if (clint.Mtimecmp != ulong.MaxValue && clint.Time < clint.Mtimecmp)
+        {
+            ulong now = Now;
+            if (now >= clint.Mtimecmp) DeliverTime(machine, now);
+        }
+        DeliverSerial(machine);
+        long t = Stopwatch.GetTimestamp();
+        if (Throttle > 0) ApplyThrottle(machine, t);
+        _lastPollTicks = t;
+        if (t - _lastFlush > Stopwatch.Frequency / 100) { _console.Flush(); _lastFlush = t; }
+    }
+
+    private void ApplyThrottle(Machine machine, long now)
+    {
+        double f = Math.Min(Throttle, 0.99);
+        _throttleDebt += (now - _lastPollTicks) * f / (1 - f);
+        if (_throttleDebt < Stopwatch.Frequency / 1000.0) return; // sleep in slices of >= 1 ms
+        long before = Stopwatch.GetTimestamp();
+        // Time the guest is held back anyway is used to bring the page hashes up to date, so the
+        // digest at the switchover has little left to hash (it is downtime).
+        machine.Memory.RefreshRamDigest();
+        double left = _throttleDebt - (Stopwatch.GetTimestamp() - before);
+        if (left > 0) Thread.Sleep(TimeSpan.FromSeconds(left / Stopwatch.Frequency));
+        long slept = Stopwatch.GetTimestamp() - before;
+        _throttleDebt -= slept;
+        if (_throttleDebt < -Stopwatch.Frequency / 100.0) _throttleDebt = 0; // do not bank oversleep
+        Interlocked.Add(ref _throttledTicks, slept);
+        _lastPollTicks = Stopwatch.GetTimestamp();
+    }
+
+    private void DeliverTime(Machine machine, ulong now)
+    {
+        Log?.TimeDelivered(machine, now);
+        machine.DeliverTime(now);
+    }
+
+    private void DeliverSerial(Machine machine)
+    {
+        int room = machine.Uart.RxSpace;
+        if (room <= 0) return;
+        Span<byte> buffer = stackalloc byte[room];
+        int n = _console.Read(buffer);
+        if (n == 0) return;
+        Log?.SerialInput(machine, buffer[..n]);
+        if (machine.DeliverSerialInput(buffer[..n]) != n) throw new InvalidOperationException("UART refused input it had room for");
+    }
+
+    public ulong ReadTime(Machine machine)
+    {
+        ulong t = Now;
+        Log?.TimeRead(machine, t);
+        return t;
+    }
+
+    public bool WaitForInput(Machine machine)
+    {
+        _console.Flush();
+        var clint = machine.Clint;
+        bool timerArmed = (machine.Cpu.Mie & Irq.MTIP) != 0 && clint.Mtimecmp != ulong.MaxValue;
+        bool serialArmed = (machine.Cpu.Mie & Irq.MEIP) != 0;
+        if (!timerArmed && !serialArmed) return false;
+        while (true)
+        {
+            if (_wake) return true; // the machine sees its stop request at the top of its loop
+            ulong now = Now;
+            if (timerArmed && now >= clint.Mtimecmp)
+            {
+                DeliverTime(machine, now);
+                return true;
+            }
+            int before = machine.Uart.RxSpace;
+            DeliverSerial(machine); // input may already be queued: the wake-up signal is consumed once
+            if (machine.Uart.RxSpace != before) return true;
+            int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
+            _console.InputArrived.WaitOne(waitMs);
+        }
+    }
+
+    public ushort ReadEntropy(Machine machine)
+    {
+        ushort v = (ushort)System.Security.Cryptography.RandomNumberGenerator.GetInt32(0x10000);
+        Log?.Entropy(machine, v);
+        return v;
+    }
+
+    public void SerialOutput(byte value) => _console.Write(value);
+}

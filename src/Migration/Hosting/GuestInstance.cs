@@ -1,0 +1,148 @@
+using LiveMigration.Guest;
+
+namespace LiveMigration.Migration.Hosting;
+
+/// <summary>
+/// One guest running on a host: its machine, its own thread, its console. The thread runs the
+/// machine until asked to pause (migration), stop (operator) or until the guest exits. Pause and
+/// resume may be called from any thread; the machine's state may be read only while paused.
+/// </summary>
+public sealed class GuestInstance : IDisposable
+{
+    private readonly object _gate = new();
+    private readonly Thread _thread;
+    private bool _pauseRequested;
+    private bool _terminate;
+    private bool _halted;
+    private bool _isPaused;
+    private bool _started;
+
+    public GuestInstance(string name, string imageName, Machine machine, GuestHostPort port)
+    {
+        Name = name;
+        ImageName = imageName;
+        Machine = machine;
+        Port = port;
+        machine.HostPort = port;
+        _thread = new Thread(Loop) { IsBackground = true, Name = $"guest-{name}" };
+    }
+
+    public string Name { get; }
+    public string ImageName { get; }
+    public Machine Machine { get; }
+    public GuestHostPort Port { get; }
+    public ConsoleEndpoint Console => Port.Console;
+    public StopReason? HaltReason { get; private set; }
+    public Exception? Crash { get; private set; }
+
+    public string State
+    {
+        get
+        {
+            lock (_gate)
+            {
+                if (_terminate) return "stopped";
+                if (Crash != null) return "crashed";
+                if (_halted) return HaltReason == StopReason.Exited ? "exited" : "idle";
+                if (_pauseRequested) return _isPaused ? "paused" : "pausing";
+                return "running";
+            }
+        }
+    }
+
+    /// <summary>True while the guest may execute (not paused, halted or stopped).</summary>
+    public bool IsRunning { get { lock (_gate) return _started && !_terminate && !_halted && !_pauseRequested; } }
+
+    public void Start()
+    {
+        lock (_gate) _started = true;
+        _thread.Start();
+    }
+
+    private void Loop()
+    {
+        try
+        {
+            while (true)
+            {
+                lock (_gate)
+                {
+                    while (!_terminate && (_pauseRequested || _halted))
+                    {
+                        _isPaused = true;
+                        Monitor.PulseAll(_gate);
+                        Monitor.Wait(_gate);
+                    }
+                    if (_terminate) break;
+                    _isPaused = false;
+                }
+                var reason = Machine.Run();
+                if (reason is StopReason.Exited or StopReason.Idle)
+                {
+                    Console.Flush();
+                    lock (_gate) { _halted = true; HaltReason = reason; }
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            lock (_gate) { Crash = e; _halted = true; }
+        }
+        finally
+        {
+            Console.Flush();
+            lock (_gate) { _isPaused = true; Monitor.PulseAll(_gate); }
+        }
+    }
+
+    /// <summary>Stops the guest at an instruction boundary and waits until its thread has let go of the machine.</summary>
+    public void Pause()
+    {
+        lock (_gate)
+        {
+            _pauseRequested = true;
+            if (!_started) { _isPaused = true; return; }
+        }
+        while (true)
+        {
+            Port.Wake();
+            Machine.RequestStop();
+            lock (_gate)
+            {
+                if (_isPaused) return;
+                Monitor.Wait(_gate, 50);
+                if (_isPaused) return;
+            }
+        }
+    }
+
+    public void Resume()
+    {
+        lock (_gate)
+        {
+            _pauseRequested = false;
+            Port.ClearWake();
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>Ends the guest's thread for good (stop, or the guest moved away). Safe to call twice.</summary>
+    public void Terminate()
+    {
+        lock (_gate)
+        {
+            _terminate = true;
+            Monitor.PulseAll(_gate);
+        }
+        Port.Wake();
+        Machine.RequestStop();
+        if (_started && Thread.CurrentThread != _thread) _thread.Join();
+    }
+
+    public void Dispose()
+    {
+        Terminate();
+        Console.Dispose();
+        Machine.Dispose();
+    }
+}

@@ -1,0 +1,89 @@
+using Google.Protobuf;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
+
+namespace LiveMigration.Migration.Hosting;
+
+/// <summary>A control connection to a host: what `lm start/status/stop/migrate/cancel/resolve` use.</summary>
+public sealed class HostClient : IDisposable
+{
+    private readonly Connection _conn;
+
+    private HostClient(Connection conn) => _conn = conn;
+
+    public string Address { get; private init; } = "";
+
+    public static HostClient Connect(string address)
+    {
+        var conn = Connection.Connect(address);
+        try { conn.ClientHandshake(Purpose.Control); }
+        catch { conn.Dispose(); throw; }
+        return new HostClient(conn) { Address = address };
+    }
+
+    private Envelope Call(Envelope request)
+    {
+        _conn.Send(request);
+        return _conn.Receive();
+    }
+
+    private static string Check(Envelope reply)
+    {
+        if (reply.BodyCase != Envelope.BodyOneofCase.Result) throw new ProtocolException($"unexpected reply {reply.BodyCase}");
+        if (!reply.Result.Ok) throw new HostException(reply.Result.Error);
+        return reply.Result.Message;
+    }
+
+    /// <summary>Starts a guest; returns its console address.</summary>
+    public string Start(string name, byte[] elf, ulong memorySize = 0, string imageName = "") =>
+        Check(Call(new Envelope { StartGuest = new StartGuest { Name = name, Elf = ByteString.CopyFrom(elf), MemorySize = memorySize, ImageName = imageName } }));
+
+    public StatusReply Status(string? name = null)
+    {
+        var reply = Call(new Envelope { StatusRequest = new StatusRequest { Name = name ?? "" } });
+        if (reply.BodyCase == Envelope.BodyOneofCase.StatusReply) return reply.StatusReply;
+        Check(reply);
+        throw new ProtocolException("status answered with a bare result");
+    }
+
+    public string Stop(string name) => Check(Call(new Envelope { StopGuest = new StopGuest { Name = name } }));
+
+    public string Cancel(string name) => Check(Call(new Envelope { Cancel = new CancelMigration { Name = name } }));
+
+    public string Resolve(string name, string decision = "") => Check(Call(new Envelope { Resolve = new Resolve { Name = name, Decision = decision } }));
+
+    /// <summary>Runs a migration on this (source) host; progress arrives every ~200 ms until the report.</summary>
+    public MigrationReport Migrate(MigrateCommand command, Action<MigrationProgress>? progress = null)
+    {
+        _conn.Send(new Envelope { MigrateCommand = command });
+        while (true)
+        {
+            var e = _conn.Receive();
+            switch (e.BodyCase)
+            {
+                case Envelope.BodyOneofCase.Progress: progress?.Invoke(e.Progress); break;
+                case Envelope.BodyOneofCase.Report: return e.Report;
+                default: Check(e); throw new ProtocolException($"unexpected {e.BodyCase} during a migration");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Follows a guest across hosts: asks <paramref name="address"/>, and while the answer is
+    /// "moved to X", asks X. Returns the host that runs it and its status there.
+    /// </summary>
+    public static (string Host, GuestInfo Info) Locate(string address, string name, int maxHops = 8)
+    {
+        string at = address;
+        for (int hop = 0; hop < maxHops; hop++)
+        {
+            using var c = Connect(at);
+            var info = c.Status(name).Guests.Single();
+            if (info.State == "moved" && !string.IsNullOrEmpty(info.MovedTo)) { at = info.MovedTo; continue; }
+            return (at, info);
+        }
+        throw new HostException($"'{name}' moved more than {maxHops} times; giving up following it");
+    }
+
+    public void Dispose() => _conn.Dispose();
+}

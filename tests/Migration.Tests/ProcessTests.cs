@@ -1,0 +1,98 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using LiveMigration.Migration.Hosting;
+using Xunit.Abstractions;
+
+namespace LiveMigration.Migration.Tests;
+
+/// <summary>Two `lm host` processes, driven by the `lm` CLI as a user would.</summary>
+public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly List<Process> _processes = [];
+    private static string Lm => Path.Combine(AppContext.BaseDirectory, "lm.dll");
+
+    private Process Spawn(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Lm);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var p = Process.Start(psi)!;
+        _processes.Add(p);
+        return p;
+    }
+
+    private string StartHost()
+    {
+        var p = Spawn("host", "--listen", "127.0.0.1:0");
+        p.ErrorDataReceived += (_, e) => { if (e.Data != null) try { output.WriteLine("host: " + e.Data); } catch (InvalidOperationException) { } };
+        p.BeginErrorReadLine();
+        string line = p.StandardOutput.ReadLine() ?? throw new InvalidOperationException("lm host printed nothing");
+        var m = Regex.Match(line, @"listening on (\S+)");
+        Assert.True(m.Success, line);
+        return m.Groups[1].Value;
+    }
+
+    private (int Code, string Out, string Err) Lm_(params string[] args)
+    {
+        var p = Spawn(args);
+        var err = p.StandardError.ReadToEndAsync();
+        string o = p.StandardOutput.ReadToEnd();
+        p.WaitForExit(60000);
+        output.WriteLine($"$ lm {string.Join(' ', args)} -> {p.ExitCode}\n{o}{err.Result}");
+        return (p.ExitCode, o, err.Result);
+    }
+
+    [Theory]
+    [InlineData("log")]
+    [InlineData("stopcopy")]
+    public void Lm_host_processes_migrate_a_guest_and_the_console_follows(string strategy)
+    {
+        string a = StartHost(), b = StartHost();
+        var start = Lm_("start", "--host", a, Path.Combine(Guests.Dir, "idle_forever.elf"), "--name", "idle", "--mem", "32M");
+        Assert.Equal(0, start.Code);
+        using var console = new ConsoleClient(a, "idle");
+        console.WaitFor(t => t.Contains("tick 1\n"), 10000);
+
+        string svg = Path.Combine(Path.GetTempPath(), $"lm-test-{Guid.NewGuid():N}.svg");
+        var migrate = Lm_("migrate", "idle", "--from", a, "--to", b, "--strategy", strategy, "--bandwidth", "1gbit", "--json", "--svg", svg);
+        Assert.Equal(0, migrate.Code);
+        using var json = JsonDocument.Parse(migrate.Out);
+        Assert.True(json.RootElement.GetProperty("success").GetBoolean());
+        Assert.True(json.RootElement.GetProperty("digestVerified").GetBoolean());
+        Assert.Contains("<svg", File.ReadAllText(svg));
+        File.Delete(svg);
+
+        var status = Lm_("status", "--host", a, "idle", "--json");
+        Assert.Contains("\"moved\"", status.Out);
+        Assert.Contains(b, status.Out);
+        Assert.Contains("\"running\"", Lm_("status", "--host", b, "--json").Out);
+
+        console.Follow();
+        Assert.Equal(b, console.CurrentHost);
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^tick \d+").Count >= 3, 10000);
+        EndToEndTests.AssertContinuous(console.Text, "tick", 3);
+
+        var again = Lm_("migrate", "idle", "--from", a, "--to", b, "--json");
+        Assert.NotEqual(0, again.Code);
+        Assert.Contains("has moved to", again.Err);
+        Assert.Equal(0, Lm_("stop", "--host", b, "idle").Code);
+    }
+
+    [Fact]
+    public void Lm_cli_reports_a_refused_connection_in_one_line()
+    {
+        var r = Lm_("status", "--host", "127.0.0.1:1");
+        Assert.NotEqual(0, r.Code);
+        Assert.StartsWith("lm: error: cannot connect to 127.0.0.1:1", r.Err.Trim());
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _processes)
+        {
+            try { if (!p.HasExited) { p.Kill(); p.WaitForExit(5000); } } catch (InvalidOperationException) { }
+            p.Dispose();
+        }
+    }
+}

@@ -1,0 +1,169 @@
+using System.Net.Sockets;
+using System.Text;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using Xunit.Abstractions;
+
+namespace LiveMigration.Migration.Tests;
+
+internal static class Guests
+{
+    public static string Dir { get; } = FindDir();
+
+    private static string FindDir()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
+        {
+            string p = Path.Combine(d.FullName, "guests", "build");
+            if (File.Exists(Path.Combine(p, "kv.elf"))) return p;
+        }
+        throw new InvalidOperationException("guests/build/*.elf not found: run `make -C guests`");
+    }
+
+    public static byte[] Elf(string name) => File.ReadAllBytes(Path.Combine(Dir, name + ".elf"));
+}
+
+/// <summary>Two (or more) hosts side by side in this process, logging into the test output.</summary>
+internal sealed class Hosts : IDisposable
+{
+    private readonly List<GuestHost> _hosts = [];
+    private readonly ITestOutputHelper? _output;
+
+    public Hosts(ITestOutputHelper? output, int count = 2, Func<FaultPoint, bool>? fault = null, ulong maxMemory = 16UL << 30, int goQueryMs = 100)
+    {
+        _output = output;
+        for (int i = 0; i < count; i++)
+            _hosts.Add(new GuestHost(new HostOptions { Log = Log, Fault = fault, MaxMemorySize = maxMemory, GoQueryInterval = TimeSpan.FromMilliseconds(goQueryMs) }));
+    }
+
+    /// <summary>Takes a host down (a crashed source); its slot stays, disposed.</summary>
+    public void Kill(int index) => _hosts[index].Dispose();
+
+    private void Log(string s)
+    {
+        try { _output?.WriteLine(s); } catch (InvalidOperationException) { } // test already finished
+    }
+
+    public GuestHost this[int i] => _hosts[i];
+    public GuestHost A => _hosts[0];
+    public GuestHost B => _hosts[1];
+
+    /// <summary>How many hosts run <paramref name="name"/> right now (the invariant says at most one, eventually exactly one).</summary>
+    public int RunningCount(string name) => _hosts.Count(h => h.FindInstance(name) is { } g && g.State is "running" or "paused" or "pausing");
+
+
+    public string? RunningOn(string name) => _hosts.FirstOrDefault(h => h.FindInstance(name) != null)?.Address;
+
+    public void WaitUntil(Func<bool> condition, int timeoutMs = 10000, string what = "condition")
+    {
+        var until = DateTime.UtcNow.AddMilliseconds(timeoutMs);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > until) throw new TimeoutException($"timed out waiting for {what}");
+            Thread.Sleep(20);
+        }
+    }
+
+    public MigrationReport Migrate(string name, GuestHost from, GuestHost to, string strategy, ulong bandwidth = 0, uint downtimeMs = 0)
+    {
+        using var c = HostClient.Connect(from.Address);
+        var r = c.Migrate(new MigrateCommand { Name = name, Target = to.Address, Strategy = strategy, BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = downtimeMs });
+        Log($"report: success={r.Success} error='{r.Error}' downtime={r.DowntimeSeconds * 1000:F1} ms total={r.TotalSeconds * 1000:F1} ms digest={r.Digest:x16} icount={r.Icount}");
+        return r;
+    }
+
+    public void Dispose()
+    {
+        foreach (var h in _hosts) h.Dispose();
+    }
+}
+
+/// <summary>A console client that follows its guest across hosts and keeps everything it read.</summary>
+internal sealed class ConsoleClient : IDisposable
+{
+    private readonly string _host;
+    private readonly string _name;
+    private readonly StringBuilder _text = new();
+    private TcpClient? _tcp;
+    private Thread? _reader;
+
+    public ConsoleClient(string host, string name)
+    {
+        _host = host;
+        _name = name;
+        Connect();
+    }
+
+    public string CurrentHost { get; private set; } = "";
+
+    private void Connect()
+    {
+        var until = DateTime.UtcNow.AddSeconds(10);
+        while (true)
+        {
+            try
+            {
+                var (host, info) = HostClient.Locate(CurrentHost == "" ? _host : CurrentHost, _name);
+                if (info.State is "running" or "exited" or "idle")
+                {
+                    var (h, p) = Transport.Address.Parse(info.Console);
+                    var tcp = new TcpClient();
+                    tcp.Connect(h, p);
+                    tcp.NoDelay = true;
+                    _tcp = tcp;
+                    CurrentHost = host;
+                    var reader = new Thread(() => Read(tcp)) { IsBackground = true };
+                    _reader = reader;
+                    reader.Start();
+                    return;
+                }
+            }
+            catch (Exception e) when (e is IOException or SocketException or HostException) { }
+            if (DateTime.UtcNow > until) throw new TimeoutException($"cannot attach to the console of '{_name}'");
+            Thread.Sleep(30);
+        }
+    }
+
+    private void Read(TcpClient tcp)
+    {
+        var buffer = new byte[4096];
+        try
+        {
+            var s = tcp.GetStream();
+            int n;
+            while ((n = s.Read(buffer)) > 0)
+                lock (_text) _text.Append(Encoding.ASCII.GetString(buffer, 0, n));
+        }
+        catch (IOException) { }
+        catch (ObjectDisposedException) { }
+    }
+
+    public string Text { get { lock (_text) return _text.ToString(); } }
+
+    /// <summary>True while the socket is open (it closes when the guest moves away).</summary>
+    public bool Connected => _reader?.IsAlive == true;
+
+    /// <summary>Reattaches wherever the guest runs now.</summary>
+    public void Follow()
+    {
+        _tcp?.Dispose();
+        _reader?.Join(2000);
+        Connect();
+    }
+
+    public void Send(string text) => _tcp!.GetStream().Write(Encoding.ASCII.GetBytes(text));
+
+    public void WaitFor(Func<string, bool> condition, int timeoutMs = 10000)
+    {
+        var until = DateTime.UtcNow.AddMilliseconds(timeoutMs);
+        while (!condition(Text))
+        {
+            if (DateTime.UtcNow > until) throw new TimeoutException($"console never showed what the test waits for; it has:\n{Tail(Text)}");
+            Thread.Sleep(10);
+        }
+    }
+
+    private static string Tail(string s) => s.Length > 600 ? s[^600..] : s;
+
+    public void Dispose() => _tcp?.Dispose();
+}
