@@ -9,21 +9,9 @@ namespace LiveMigration.Trace.Tests;
 /// <summary>Locates the repository, the built guests and the golden traces.</summary>
 public static class Repo
 {
-    public static string Root { get; } = FindRoot();
+    public static string Root => LiveMigration.Tests.Shared.RepoPaths.Root;
 
-    private static string FindRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "LiveMigration.sln"))) return d.FullName;
-        throw new InvalidOperationException("LiveMigration.sln not found above the test binaries");
-    }
-
-    public static string Guest(string name)
-    {
-        string path = Path.Combine(Root, "guests", "build", name + ".elf");
-        if (!File.Exists(path)) throw new FileNotFoundException($"{path} is missing: run `make -C guests` first");
-        return path;
-    }
+    public static string Guest(string name) => LiveMigration.Tests.Shared.RepoPaths.Guest(name);
 
     public static string Traces => Path.Combine(Root, "traces");
 }

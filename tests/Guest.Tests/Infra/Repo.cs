@@ -5,34 +5,10 @@ namespace LiveMigration.Guest.Tests.Infra;
 /// <summary>Locations in the repository and the external tools some tests need.</summary>
 public static class Repo
 {
-    private static readonly object BuildLock = new();
-    private static bool _guestsBuilt;
-
-    public static string Root { get; } = FindRoot();
-
-    private static string FindRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "LiveMigration.sln"))) return dir.FullName;
-        throw new InvalidOperationException($"no LiveMigration.sln above {AppContext.BaseDirectory}");
-    }
+    public static string Root => LiveMigration.Tests.Shared.RepoPaths.Root;
 
     /// <summary>Path of guests/build/NAME.elf, building the guests once per test run if they are missing.</summary>
-    public static string Guest(string name)
-    {
-        string path = Path.Combine(Root, "guests", "build", name + ".elf");
-        lock (BuildLock)
-        {
-            if (!_guestsBuilt && !File.Exists(path))
-            {
-                var r = Tool.Run("make", ["-C", Path.Combine(Root, "guests")], timeoutMs: 300_000);
-                if (r.ExitCode != 0) throw new InvalidOperationException($"make -C guests failed:\n{r.Stderr}");
-            }
-            _guestsBuilt = true;
-        }
-        if (!File.Exists(path)) throw new FileNotFoundException($"guest {name} was not built", path);
-        return path;
-    }
+    public static string Guest(string name) => LiveMigration.Tests.Shared.RepoPaths.Guest(name);
 }
 
 public sealed record ToolResult(int ExitCode, byte[] Stdout, string Stderr, bool TimedOut);

@@ -1,0 +1,42 @@
+using System.Diagnostics;
+
+namespace LiveMigration.Tests.Shared;
+
+/// <summary>
+/// The repository and its built guests, for every test project (compiled into each as a linked file).
+/// Guests are built once per test run when they are missing.
+/// </summary>
+public static class RepoPaths
+{
+    private static readonly object BuildLock = new();
+    private static bool _guestsBuilt;
+
+    public static string Root { get; } = FindRoot();
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "LiveMigration.sln"))) return dir.FullName;
+        throw new InvalidOperationException($"no LiveMigration.sln above {AppContext.BaseDirectory}");
+    }
+
+    /// <summary>Path of guests/build/NAME.elf, running `make -C guests` once if it is missing.</summary>
+    public static string Guest(string name)
+    {
+        string path = Path.Combine(Root, "guests", "build", name + ".elf");
+        lock (BuildLock)
+        {
+            if (!_guestsBuilt && !File.Exists(path))
+            {
+                using var make = Process.Start(new ProcessStartInfo("make", ["-s", "-C", Path.Combine(Root, "guests")]) { RedirectStandardError = true })
+                    ?? throw new InvalidOperationException("cannot start make");
+                string err = make.StandardError.ReadToEnd();
+                make.WaitForExit();
+                if (make.ExitCode != 0) throw new InvalidOperationException($"make -C guests failed:\n{err}");
+            }
+            _guestsBuilt = true;
+        }
+        if (!File.Exists(path)) throw new FileNotFoundException($"guest {name} was not built", path);
+        return path;
+    }
+}
