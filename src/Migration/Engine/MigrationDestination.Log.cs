@@ -90,6 +90,9 @@ internal sealed partial class MigrationDestination
                 switch (status)
                 {
                     case ReplayStatus.NeedMoreEvents:
+                        // Caught up: hash the pages replayed since the last digest while waiting,
+                        // so the digest at the switchover (downtime) has little left to do.
+                        machine.Memory.RefreshRamDigest();
                         _wake.WaitOne(5);
                         continue;
                     case ReplayStatus.ReachedUntil when until != ulong.MaxValue:

@@ -9,7 +9,7 @@ namespace LiveMigration.Migration.Engine;
 
 /// <summary>
 /// The sending half of one migration, run on the source host on behalf of `lm migrate`. See
-/// PROTOCOL.md for the message sequence. Invariant: until <see cref="_committed"/> is set (on the
+/// Protocol/PROTOCOL.md for the message sequence diagram and the failure table. Invariant: until <see cref="_committed"/> is set (on the
 /// destination's ACK) every failure or cancel resumes the guest here; after it the guest belongs
 /// to the destination, whether or not GO arrives there (it asks again).
 /// </summary>

@@ -79,18 +79,22 @@ public sealed class GuestHostPort : IHostPort
         }
         DeliverSerial(machine);
         long t = Stopwatch.GetTimestamp();
-        if (Throttle > 0) ApplyThrottle(t);
+        if (Throttle > 0) ApplyThrottle(machine, t);
         _lastPollTicks = t;
         if (t - _lastFlush > Stopwatch.Frequency / 100) { _console.Flush(); _lastFlush = t; }
     }
 
-    private void ApplyThrottle(long now)
+    private void ApplyThrottle(Machine machine, long now)
     {
         double f = Math.Min(Throttle, 0.99);
         _throttleDebt += (now - _lastPollTicks) * f / (1 - f);
         if (_throttleDebt < Stopwatch.Frequency / 1000.0) return; // sleep in slices of >= 1 ms
         long before = Stopwatch.GetTimestamp();
-        Thread.Sleep(TimeSpan.FromSeconds(_throttleDebt / Stopwatch.Frequency));
+        // Time the guest is held back anyway is used to bring the page hashes up to date, so the
+        // digest at the switchover has little left to hash (it is downtime).
+        machine.Memory.RefreshRamDigest();
+        double left = _throttleDebt - (Stopwatch.GetTimestamp() - before);
+        if (left > 0) Thread.Sleep(TimeSpan.FromSeconds(left / Stopwatch.Frequency));
         long slept = Stopwatch.GetTimestamp() - before;
         _throttleDebt -= slept;
         if (_throttleDebt < -Stopwatch.Frequency / 100.0) _throttleDebt = 0; // do not bank oversleep
