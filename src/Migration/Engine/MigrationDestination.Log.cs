@@ -73,7 +73,7 @@ internal sealed partial class MigrationDestination
                 ulong before = machine.Icount;
                 long t0 = Stopwatch.GetTimestamp();
                 double cap = _host.Options.ReplayMipsCap;
-                ulong runTo = cap > 0 ? Math.Min(until, before + (ulong)(cap * 1e6 * 0.01)) : until; // 10 ms slices under a cap
+                ulong runTo = cap > 0 ? Math.Min(until, before + Math.Max(200_000UL, (ulong)(cap * 1e6 * 0.01))) : until; // slices under a cap, long enough to measure
                 var status = session.Run(runTo);
                 if (cap > 0) CapReplaySpeed(machine.Icount - before, t0, cap);
                 bool sliceEnd = status == ReplayStatus.ReachedUntil && runTo < until;
