@@ -70,6 +70,7 @@ internal sealed partial class MigrationDestination
             }
         }
         if (offset != n) throw new ProtocolException($"delta page batch has {n - offset} trailing bytes");
+        memory.RefreshRamDigest(); // hash as pages arrive, not all at the verification in the downtime
     }
 
     /// <summary>The source gave up on log shipping: stop replaying and return to C0, exactly.</summary>

@@ -13,12 +13,12 @@ namespace LiveMigration.Migration.Engine;
 internal sealed partial class MigrationSource
 {
     /// <summary>The window over which a growing lag means the replay cannot keep up.</summary>
-    private const double FallbackWindowSeconds = 1.0;
+    private const double FallbackWindowSeconds = 2.0;
     /// <summary>The log phase's throttle cap (ShipLogUntilConverged raises it up to this).</summary>
     private const double ThrottleCap = 0.95;
 
     private string? _fallbackReason;
-    private readonly Queue<(double T, double Lag)> _lagWindow = new();
+    private readonly Queue<(double T, ulong Gap)> _lagWindow = new();
 
     /// <summary>At C0, with the guest paused: track the pages written from now on.</summary>
     private void StartFallbackTracking()
@@ -36,12 +36,16 @@ internal sealed partial class MigrationSource
             _fallbackReason = $"log shipping did not converge in {MaxLogPhase.TotalSeconds:F0} s (replay lag {lag * 1000:F0} ms)";
             return true;
         }
-        _lagWindow.Enqueue((now, lag));
+        // Lag in instructions, not seconds: the replay's measured speed moves; the gap does not lie.
+        ulong source = _guest.Machine.Icount, replay = (ulong)Interlocked.Read(ref _replayIcount);
+        ulong gap = source > replay ? source - replay : 0;
+        if (_throttle < ThrottleCap - 1e-9) { _lagWindow.Clear(); return false; } // the throttle may still help
+        _lagWindow.Enqueue((now, gap));
         while (_lagWindow.Count > 0 && now - _lagWindow.Peek().T > FallbackWindowSeconds) _lagWindow.Dequeue();
-        if (_throttle < ThrottleCap - 1e-9 || lag <= limit) return false;
-        var (t0, lag0) = _lagWindow.Peek();
-        if (now - t0 < FallbackWindowSeconds * 0.9 || lag <= lag0) return false;
-        _fallbackReason = $"replay falls behind: lag grew from {lag0 * 1000:F0} ms to {lag * 1000:F0} ms in {now - t0:F1} s with the guest throttled {_throttle:P0} (replay {_replayMips:F1} MIPS)";
+        if (lag <= limit) return false;
+        var (t0, gap0) = _lagWindow.Peek();
+        if (now - t0 < FallbackWindowSeconds * 0.9 || gap <= gap0) return false;
+        _fallbackReason = $"replay falls behind: {gap0 / 1e6:F1} M instructions behind grew to {gap / 1e6:F1} M in {now - t0:F1} s with the guest throttled {_throttle:P0} (replay {_replayMips:F1} MIPS, predicted tail {lag * 1000:F0} ms)";
         return true;
     }
 

@@ -56,6 +56,8 @@ internal sealed partial class MigrationSource
         ulong cacheBytes = _command.XbzrleCacheBytes == 0 ? DefaultXbzrleCacheBytes : _command.XbzrleCacheBytes;
         var cache = new XbzrlePageCache((long)cacheBytes);
         var sender = new DeltaPageSender(this, conn, cache, token);
+        var refresher = new DigestRefresher();
+        _guest.Port.Log ??= refresher; // log shipping is over (or never ran) when pre-copy starts
 
         DirtyClient client;
         var pages = new List<int>(memory.PageCount);
@@ -98,6 +100,10 @@ internal sealed partial class MigrationSource
                 else if (wire < 256 * 1024) rate = Math.Max(rate, 100e6);
 
                 pages.Clear();
+                // Keep the RAM digest current while the guest runs, so the digest at the pause rehashes
+                // only the last pages. The guest's own thread does it, between instructions: hashing
+                // from here could race a store in flight.
+                refresher.Request(TimeSpan.FromMilliseconds(50));
                 int dirty = client.CountDirty();
                 _lastDirty = dirty;
                 double predicted = dirty * bytesPerPage / rate;
@@ -125,6 +131,7 @@ internal sealed partial class MigrationSource
             _tLogDone = Now;
 
             Pause();
+            if (_guest.Port.Log == refresher) _guest.Port.Log = null;
             _guest.Port.Throttle = 0;
             _throttle = 0;
             _phase = "switchover";
@@ -138,6 +145,7 @@ internal sealed partial class MigrationSource
         }
         finally
         {
+            if (_guest.Port.Log == refresher) _guest.Port.Log = null;
             client.Release();
             c0?.Dispose();
         }
@@ -158,6 +166,33 @@ internal sealed partial class MigrationSource
             r.PagesSent += (uint)(_xbzrlePages + _fullPages);
             r.ZeroPages += (uint)_zeroMarkerPages;
         }
+    }
+
+    /// <summary>Refreshes the RAM digest on the guest's thread when asked (an input log that logs nothing).</summary>
+    private sealed class DigestRefresher : IInputLog
+    {
+        private volatile bool _wanted;
+        private readonly ManualResetEventSlim _done = new();
+
+        public void Request(TimeSpan wait)
+        {
+            _done.Reset();
+            _wanted = true;
+            _done.Wait(wait); // an idle guest may not poll soon: the pause's digest covers what is left
+        }
+
+        public void OnPoll(LiveMigration.Guest.Machine machine)
+        {
+            if (!_wanted) return;
+            _wanted = false;
+            machine.Memory.RefreshRamDigest();
+            _done.Set();
+        }
+
+        public void TimeDelivered(LiveMigration.Guest.Machine machine, ulong time) { }
+        public void TimeRead(LiveMigration.Guest.Machine machine, ulong time) { }
+        public void SerialInput(LiveMigration.Guest.Machine machine, ReadOnlySpan<byte> data) { }
+        public void Entropy(LiveMigration.Guest.Machine machine, ushort value) { }
     }
 
     private LiveMigration.Guest.MachineSnapshot? _retainedC0;
