@@ -43,7 +43,7 @@ public sealed class EndToEndTests(ITestOutputHelper output)
     [InlineData("log")]
     public void Compute_and_dirty_guests_migrate_and_keep_their_output(string strategy)
     {
-        foreach (var guest in new[] { "compute_forever", "dirty_hotcold" })
+        foreach (var guest in new[] { "compute_forever", "dirty_hotcold", "dirty_forever" })
         {
             using var hosts = new Hosts(output);
             using var c = HostClient.Connect(hosts.A.Address);

@@ -29,12 +29,15 @@ internal sealed class Hosts : IDisposable
     private readonly List<GuestHost> _hosts = [];
     private readonly ITestOutputHelper? _output;
 
-    public Hosts(ITestOutputHelper? output, int count = 2, Func<FaultPoint, bool>? fault = null, ulong maxMemory = 16UL << 30)
+    public Hosts(ITestOutputHelper? output, int count = 2, Func<FaultPoint, bool>? fault = null, ulong maxMemory = 16UL << 30, int goQueryMs = 100)
     {
         _output = output;
         for (int i = 0; i < count; i++)
-            _hosts.Add(new GuestHost(new HostOptions { Log = Log, Fault = fault, MaxMemorySize = maxMemory, GoQueryInterval = TimeSpan.FromMilliseconds(100) }));
+            _hosts.Add(new GuestHost(new HostOptions { Log = Log, Fault = fault, MaxMemorySize = maxMemory, GoQueryInterval = TimeSpan.FromMilliseconds(goQueryMs) }));
     }
+
+    /// <summary>Takes a host down (a crashed source); its slot stays, disposed.</summary>
+    public void Kill(int index) => _hosts[index].Dispose();
 
     private void Log(string s)
     {
@@ -47,6 +50,7 @@ internal sealed class Hosts : IDisposable
 
     /// <summary>How many hosts run <paramref name="name"/> right now (the invariant says at most one, eventually exactly one).</summary>
     public int RunningCount(string name) => _hosts.Count(h => h.FindInstance(name) is { } g && g.State is "running" or "paused" or "pausing");
+
 
     public string? RunningOn(string name) => _hosts.FirstOrDefault(h => h.FindInstance(name) != null)?.Address;
 

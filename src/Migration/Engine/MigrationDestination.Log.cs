@@ -107,9 +107,10 @@ internal sealed partial class MigrationDestination
                 }
             }
         }
-        catch (Exception e) when (e is InvalidDataException or TraceFormatException or InvalidOperationException)
+        catch (Exception e)
         {
-            _replayError = $"replay failed: {e.Message}";
+            // Any failure of the replay thread fails the migration (the source resumes), never the host.
+            _replayError = $"replay failed: {e.GetType().Name}: {e.Message}";
         }
         finally { _replayDone.Set(); }
     }

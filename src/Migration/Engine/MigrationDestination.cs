@@ -159,10 +159,11 @@ internal sealed partial class MigrationDestination
     {
         while (!_host.ShuttingDown.IsCancellationRequested)
         {
+            // Wait first: the source may still be finishing its side of the cut.
+            _host.ShuttingDown.WaitHandle.WaitOne(_host.Options.GoQueryInterval);
             lock (_lock) if (_resolved) return;
             var answer = QuerySource();
             if (answer != null && Apply(answer)) return;
-            _host.ShuttingDown.WaitHandle.WaitOne(_host.Options.GoQueryInterval);
         }
     }
 

@@ -86,6 +86,7 @@ internal sealed partial class MigrationSource
                 token.ThrowIfCancellationRequested();
                 _round++;
                 long wireBefore = conn.SentTotal;
+                long transmittedBefore = _xbzrlePages + _fullPages + _zeroMarkerPages + _freePages;
                 double t0 = Now;
                 foreach (int page in pages) sender.Send(page, c0);
                 sender.Flush();
@@ -94,7 +95,10 @@ internal sealed partial class MigrationSource
                 CheckReturnPath(token);
                 double seconds = Math.Max(Now - t0, 1e-4);
                 long wire = conn.SentTotal - wireBefore;
-                double bytesPerPage = pages.Count > 0 ? Math.Max(64, wire / (double)pages.Count) : GuestMemory.PageSize;
+                // Price a dirty page at what a transmitted page cost this round (unchanged pages cost nothing
+                // but say nothing about the next ones); with too few to go by, at a whole page.
+                long transmitted = _xbzrlePages + _fullPages + _zeroMarkerPages + _freePages - transmittedBefore;
+                double bytesPerPage = transmitted >= 16 ? Math.Max(64, wire / (double)transmitted) : GuestMemory.PageSize;
                 double rate = conn.Limiter is { } l ? Math.Min(l.Rate, Math.Max(wire / seconds, 1)) : Math.Max(wire / seconds, 1);
                 if (wire < 256 * 1024 && conn.Limiter is { } l2) rate = l2.Rate; // a short round measures nothing
                 else if (wire < 256 * 1024) rate = Math.Max(rate, 100e6);
@@ -139,7 +143,9 @@ internal sealed partial class MigrationSource
             foreach (int page in pages) sender.Send(page, null);
             _round++;
             sender.Flush();
+            double tPages = Now;
             ulong digest = machine.ComputeDigest();
+            _host.Log($"migration {Id}: stop-and-copy of {pages.Count} pages took {(tPages - _tPause) * 1000:F1} ms, the digest {(Now - tPages) * 1000:F1} ms");
             SendFinalState(token, digest);
             return (machine.Icount, digest);
         }
@@ -174,11 +180,11 @@ internal sealed partial class MigrationSource
         private volatile bool _wanted;
         private readonly ManualResetEventSlim _done = new();
 
-        public void Request(TimeSpan wait)
+        public bool Request(TimeSpan wait)
         {
             _done.Reset();
             _wanted = true;
-            _done.Wait(wait); // an idle guest may not poll soon: the pause's digest covers what is left
+            return _done.Wait(wait); // an idle guest may not poll soon: the pause's digest covers what is left
         }
 
         public void OnPoll(LiveMigration.Guest.Machine machine)

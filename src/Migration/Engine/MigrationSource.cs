@@ -89,6 +89,7 @@ internal sealed partial class MigrationSource
             Fault(FaultPoint.Setup);
             ulong digest, icount;
             if (Strategy == "stopcopy") (icount, digest) = StopAndCopy(token);
+<<<<<<< HEAD
             else if (Strategy == "precopy") { SwitchStrategy("precopy", "chosen"); (icount, digest) = Precopy(token); }
             else
             {
@@ -98,6 +99,9 @@ internal sealed partial class MigrationSource
             ReleaseFallbackState();
             Fault(FaultPoint.BeforeAck);
 
+=======
+            else (icount, digest) = LogShipping(token);
+>>>>>>> migration
             _phase = "awaiting-ack";
             double tFinal = Now;
             var ack = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack;
@@ -168,6 +172,7 @@ internal sealed partial class MigrationSource
     private void SendFinalState(CancellationToken token, ulong digest)
     {
         _phase = "switchover";
+        Fault(FaultPoint.BeforeAck); // paused, the final state not yet sent: the destination cannot ACK
         var machine = _guest.Machine;
         var final = new FinalState
         {

@@ -47,7 +47,8 @@ public sealed class ConsoleEndpoint : ISerialBackend
             try { client = _listener.AcceptSocket(); }
             catch (SocketException) { return; }
             catch (ObjectDisposedException) { return; }
-            client.NoDelay = true;
+            try { client.NoDelay = true; }
+            catch (SocketException) { client.Dispose(); continue; }
             lock (_lock)
             {
                 if (_closed) { client.Dispose(); return; }

@@ -47,7 +47,11 @@ public sealed class GuestHost : IDisposable
         int bound = ((IPEndPoint)_listener.LocalEndpoint).Port;
         string advertised = BindAddress.Equals(IPAddress.Any) ? "127.0.0.1" : BindAddress.ToString();
         this.Address = $"{advertised}:{bound}";
-        if (options.DataDir != null) Directory.CreateDirectory(options.DataDir);
+        if (options.DataDir != null)
+        {
+            Directory.CreateDirectory(options.DataDir);
+            LoadOutcomes(Path.Combine(options.DataDir, "outcomes.log"));
+        }
         Warm();
         new Thread(AcceptLoop) { IsBackground = true, Name = $"host-{bound}" }.Start();
     }
@@ -103,7 +107,12 @@ public sealed class GuestHost : IDisposable
             else ControlLoop(conn);
         }
         catch (ProtocolException e) { Log($"connection from {conn.Remote}: {e.Message}"); }
-        catch (IOException) { }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { }
+        catch (Exception e)
+        {
+            // One connection's bug must not take the host and its guests down: log it loudly.
+            Log($"internal error serving {conn.Remote}: {e}");
+        }
         finally { lock (_connections) _connections.Remove(conn); }
     }
 
@@ -276,6 +285,17 @@ public sealed class GuestHost : IDisposable
                 if (e.Outgoing?.Id == migrationId) return new GoAnswer { Decision = "pending" };
         }
         return new GoAnswer { Decision = "unknown" };
+    }
+
+    /// <summary>A restarted source still answers a destination's GoQuery from its journal (console bytes are not journaled).</summary>
+    private void LoadOutcomes(string path)
+    {
+        if (!File.Exists(path)) return;
+        foreach (var line in File.ReadLines(path))
+        {
+            var parts = line.Split(' ');
+            if (parts.Length == 2 && parts[1] is "go" or "abort") _outcomes[parts[0]] = new Outcome(parts[1], [], []);
+        }
     }
 
     internal void RecordOutcome(string migrationId, Outcome outcome)

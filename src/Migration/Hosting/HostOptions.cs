@@ -9,7 +9,7 @@ public enum FaultPoint
     Checkpoint,
     /// <summary>After the first log chunk (log shipping only).</summary>
     Log,
-    /// <summary>After the final state was sent, before the destination's ACK.</summary>
+    /// <summary>In the switchover: the source is paused, the final state not yet sent (so no ACK can come).</summary>
     BeforeAck,
     /// <summary>After the ACK was received (the source has committed), before GO is sent.</summary>
     AfterAck,

@@ -27,12 +27,16 @@ public sealed class Connection : IDisposable
     public Connection(Socket socket)
     {
         _socket = socket;
-        _socket.NoDelay = true;
+        try
+        {
+            _socket.NoDelay = true;
+            Remote = socket.RemoteEndPoint?.ToString() ?? "?";
+        }
+        catch (SocketException) { Remote = "?"; } // already reset by the peer: the first read says so
         _stream = new NetworkStream(socket, ownsSocket: true);
-        Remote = socket.RemoteEndPoint?.ToString() ?? "?";
     }
 
-    public string Remote { get; }
+    public string Remote { get; } = "?";
     public TokenBucket? Limiter { get; set; }
     /// <summary>Version the peer announced in its Hello (or its reply).</summary>
     public uint PeerVersion { get; private set; } = Frame.ProtocolVersion;
