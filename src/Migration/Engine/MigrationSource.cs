@@ -89,7 +89,6 @@ internal sealed partial class MigrationSource
             Fault(FaultPoint.Setup);
             ulong digest, icount;
             if (Strategy == "stopcopy") (icount, digest) = StopAndCopy(token);
-<<<<<<< HEAD
             else if (Strategy == "precopy") { SwitchStrategy("precopy", "chosen"); (icount, digest) = Precopy(token); }
             else
             {
@@ -97,11 +96,7 @@ internal sealed partial class MigrationSource
                 (icount, digest) = LogShipping(token);
             }
             ReleaseFallbackState();
-            Fault(FaultPoint.BeforeAck);
 
-=======
-            else (icount, digest) = LogShipping(token);
->>>>>>> migration
             _phase = "awaiting-ack";
             double tFinal = Now;
             var ack = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack;
