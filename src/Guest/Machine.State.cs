@@ -38,9 +38,19 @@ public sealed unsafe partial class Machine
 
     private void SaveCpu(StateWriter w)
     {
-        CpuState* s = _cpu;
         w.BeginSection("CPU ", CpuStateVersion);
         w.U8(SavedRegisters);
+        WriteCpuFields(w, digest: false);
+        w.EndSection();
+    }
+
+    /// <summary>
+    /// The CPU fields in their saved order (CPU section v2). The digest uses the same list but leaves
+    /// out an LR value that no reservation can use any more.
+    /// </summary>
+    private void WriteCpuFields(StateWriter w, bool digest)
+    {
+        CpuState* s = _cpu;
         for (int i = 1; i <= SavedRegisters; i++) w.U64(s->X[i]);
         w.U64(s->Pc);
         w.U64(s->Icount);
@@ -56,8 +66,7 @@ public sealed unsafe partial class Machine
         w.U64(s->MinstretOffset);
         w.U64(s->Reservation);
         w.U32(s->Waiting);
-        w.U64(s->ReservationValue);
-        w.EndSection();
+        w.U64(digest && s->Reservation == ulong.MaxValue ? 0 : s->ReservationValue);
     }
 
     private void RestoreCpu(StateReader r)
@@ -154,7 +163,12 @@ public sealed unsafe partial class Machine
     public void RestoreDeviceState(StateReader r)
     {
         RestoreCpu(r);
-        foreach (var d in _devices) d.Restore(r);
+        foreach (var d in _devices)
+        {
+            // The balloon came after the first states were saved: without its section it starts empty.
+            if (d == Balloon && !r.NextSectionIs("BALN")) { d.Reset(); continue; }
+            d.Restore(r);
+        }
     }
 
     /// <summary>
@@ -178,23 +192,7 @@ public sealed unsafe partial class Machine
         var w = new StateWriter();
         w.U64(DigestVersion);
         w.U64(Config.MemorySize);
-        CpuState* s = _cpu;
-        for (int i = 1; i < 32; i++) w.U64(s->X[i]);
-        w.U64(s->Pc);
-        w.U64(s->Icount);
-        w.U64(s->Mstatus);
-        w.U64(s->Mie);
-        w.U64(s->Mtvec);
-        w.U64(s->Mscratch);
-        w.U64(s->Mepc);
-        w.U64(s->Mcause);
-        w.U64(s->Mtval);
-        w.U64(s->Mcountinhibit);
-        w.U64(s->McycleOffset);
-        w.U64(s->MinstretOffset);
-        w.U64(s->Reservation);
-        w.U64(s->Reservation == ulong.MaxValue ? 0 : s->ReservationValue);
-        w.U32(s->Waiting);
+        WriteCpuFields(w, digest: true);
         foreach (var d in _devices) d.Save(w);
         w.U64(Memory.RefreshRamDigest());
         return XxHash3.Hash(w.Stream.GetBuffer().AsSpan(0, (int)w.Stream.Length));

@@ -13,7 +13,7 @@ public class BalloonTests
     private const ulong B = BalloonDevice.DefaultBase;
 
     private static Machine NewMachine(ulong size = 4 << 20) =>
-        new(new MachineConfig { MemorySize = size, CompileBlocks = false }, new NoInputPort());
+        new(new MachineConfig { MemorySize = size, CompileBlocks = false }, new TestPorts.Silent());
 
     private static uint Command(Machine m, ulong address, uint pages, uint command)
     {
@@ -237,15 +237,5 @@ public class BalloonTests
             int touched = Enumerable.Range(first - wsPages, wsPages).Count(m.Memory.IsTouched);
             Assert.InRange(touched, wsPages * 9 / 10, wsPages);
         }
-    }
-
-    private sealed class NoInputPort : IHostPort
-    {
-        public ulong NextPollIcount => ulong.MaxValue;
-        public void Poll(Machine machine) { }
-        public ulong ReadTime(Machine machine) => 0;
-        public bool WaitForInput(Machine machine) => false;
-        public ushort ReadEntropy(Machine machine) => 0;
-        public void SerialOutput(byte value) { }
     }
 }

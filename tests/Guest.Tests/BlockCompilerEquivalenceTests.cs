@@ -50,7 +50,7 @@ public class BlockCompilerEquivalenceTests
 
     private static Machine Load(uint[] program, ulong[] registers, bool compile)
     {
-        var m = new Machine(new MachineConfig { MemorySize = 4 << 20, CompileBlocks = compile }, new NoInputPort());
+        var m = new Machine(new MachineConfig { MemorySize = 4 << 20, CompileBlocks = compile }, new TestPorts.Silent());
         var bytes = new byte[program.Length * 4];
         Buffer.BlockCopy(program, 0, bytes, 0, bytes.Length);
         m.Memory.Write(CodeBase, bytes);
@@ -154,15 +154,4 @@ public class BlockCompilerEquivalenceTests
     private static uint B(int imm, int rs2, int rs1, int f3, int op) =>
         (uint)((((imm >> 12) & 1) << 31) | (((imm >> 5) & 0x3F) << 25) | (rs2 << 20) | (rs1 << 15) | (f3 << 12)
                | (((imm >> 1) & 0xF) << 8) | (((imm >> 11) & 1) << 7) | op);
-
-    /// <summary>A port with no inputs: these programs never read time or wait.</summary>
-    private sealed class NoInputPort : IHostPort
-    {
-        public ulong NextPollIcount => ulong.MaxValue;
-        public void Poll(Machine machine) { }
-        public ulong ReadTime(Machine machine) => 0;
-        public bool WaitForInput(Machine machine) => false;
-        public ushort ReadEntropy(Machine machine) => 0;
-        public void SerialOutput(byte value) { }
-    }
 }

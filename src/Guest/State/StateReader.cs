@@ -24,6 +24,13 @@ public sealed class StateReader
         return span;
     }
 
+    /// <summary>True when the next section carries <paramref name="tag"/> (for optional sections).</summary>
+    public bool NextSectionIs(string tag)
+    {
+        int limit = _sectionEnds.Count > 0 ? _sectionEnds.Peek() : _data.Length;
+        return _pos + 4 <= limit && Encoding.ASCII.GetString(_data.Span.Slice(_pos, 4)) == tag;
+    }
+
     /// <summary>Opens a section, checking its tag and that its version is one this build can read.</summary>
     public ushort OpenSection(string tag, ushort minVersion, ushort maxVersion)
     {

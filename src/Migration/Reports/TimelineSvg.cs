@@ -48,6 +48,15 @@ public static class TimelineSvg
             for (int i = 0; i < samples.Count; i++)
                 lag.Append(inv, $"{(i == 0 ? 'M' : 'L')}{X(samples[i].T):F1},{Y2(samples[i].ReplayLagSeconds):F1} ");
             sb.Append(inv, $"<path d=\"{lag}\" fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\"/>\n");
+            if (samples.Any(s => s.Throttle > 0))
+            {
+                // Throttle on the same right-hand scale, as a fraction of its height (0..100 %).
+                var thr = new StringBuilder();
+                for (int i = 0; i < samples.Count; i++)
+                    thr.Append(inv, $"{(i == 0 ? 'M' : 'L')}{X(samples[i].T):F1},{H - B - samples[i].Throttle * (H - T - B):F1} ");
+                sb.Append(inv, $"<path d=\"{thr}\" fill=\"none\" stroke=\"#27ae60\" stroke-width=\"1.5\" stroke-dasharray=\"4 2\"/>\n");
+                sb.Append(inv, $"<text x=\"{W - R - 5}\" y=\"{T + 26}\" text-anchor=\"end\" fill=\"#27ae60\">throttle (0..100 % of height)</text>\n");
+            }
         }
         double pause = r.TotalSeconds - r.DowntimeSeconds;
         if (r.DowntimeSeconds > 0)
