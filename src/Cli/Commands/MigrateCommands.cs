@@ -17,8 +17,10 @@ public static class MigrateCommands
         var name = new Argument<string>("name") { Description = "guest to migrate" };
         var from = new Option<string>("--from") { Description = "source host (HOST:PORT)", Required = true };
         var to = new Option<string>("--to") { Description = "destination host (HOST:PORT)", Required = true };
-        var strategy = new Option<string>("--strategy") { Description = "log (log shipping) or stopcopy", DefaultValueFactory = _ => "log" };
-        strategy.AcceptOnlyFromAmong("log", "stopcopy");
+        var strategy = new Option<string>("--strategy") { Description = "auto (log shipping, falling back to pre-copy), log (log shipping), precopy (XBZRLE pre-copy) or stopcopy", DefaultValueFactory = _ => "auto" };
+        strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy");
+        var xbzrleCache = new Option<string>("--xbzrle-cache") { Description = "pre-copy: XBZRLE page cache size (64MiB, 0 = default 64 MiB)", DefaultValueFactory = _ => "0" };
+        var autoConverge = new Option<bool>("--auto-converge") { Description = "pre-copy: throttle the guest when it dirties memory faster than the link sends it (always on for auto)" };
         var bandwidth = new Option<string>("--bandwidth") { Description = "rate limit on the wire (1gbit, 100mbit, 125MB; 0 = unlimited)", DefaultValueFactory = _ => "0" };
         var downtime = new Option<uint>("--downtime-limit") { Description = "downtime budget in ms (log shipping switches over when the predicted tail fits)", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "print the report as JSON" };
@@ -30,6 +32,8 @@ public static class MigrateCommands
         command.Options.Add(strategy);
         command.Options.Add(bandwidth);
         command.Options.Add(downtime);
+        command.Options.Add(xbzrleCache);
+        command.Options.Add(autoConverge);
         command.Options.Add(json);
         command.Options.Add(svg);
         command.SetAction(parse => CliErrors.Run(() =>
@@ -38,6 +42,7 @@ public static class MigrateCommands
             {
                 Name = parse.GetValue(name)!, Target = parse.GetValue(to)!, Strategy = parse.GetValue(strategy)!,
                 BandwidthBytesPerSecond = Rate.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = parse.GetValue(downtime),
+                XbzrleCacheBytes = parse.GetValue(xbzrleCache)!.Trim() == "0" ? 0 : LiveMigration.Guest.MachineConfig.ParseSize(parse.GetValue(xbzrleCache)!), AutoConverge = parse.GetValue(autoConverge),
             };
             using var c = HostClient.Connect(parse.GetValue(from)!);
             bool asJson = parse.GetValue(json);
@@ -102,10 +107,11 @@ public static class MigrateCommands
     private static Table ProgressTable(MigrationProgress? p, MigrateCommand cmd)
     {
         var t = new Table().Border(TableBorder.Rounded).Title($"migrating [bold]{Markup.Escape(cmd.Name)}[/] to {Markup.Escape(cmd.Target)} ({cmd.Strategy})");
-        t.AddColumns("phase", "elapsed", "checkpoint", "log", "state+proto", "rate", "pages", "replay lag", "throttle");
-        if (p == null) { t.AddRow("setup", "", "", "", "", "", "", "", ""); return t; }
+        t.AddColumns("strategy", "phase", "elapsed", "checkpoint", "log", "state+proto", "rate", "pages", "replay lag", "throttle");
+        if (p == null) { t.AddRow("", "setup", "", "", "", "", "", "", "", ""); return t; }
         string bar = p.PagesTotal > 0 ? $"{100.0 * p.PagesSent / p.PagesTotal:F0}%" : "";
-        t.AddRow(p.Phase, $"{p.ElapsedSeconds:F2} s", TimelineSvg.Human(p.BytesCheckpoint), TimelineSvg.Human(p.BytesLog),
+        string strategy = p.Strategy == "precopy" ? $"precopy r{p.Round} ({p.DirtyPages} dirty)" : p.Strategy;
+        t.AddRow(Markup.Escape(strategy), p.Phase, $"{p.ElapsedSeconds:F2} s", TimelineSvg.Human(p.BytesCheckpoint), TimelineSvg.Human(p.BytesLog),
             TimelineSvg.Human(p.BytesState + p.BytesProtocol), $"{TimelineSvg.Human(p.RateBytesPerSecond)}/s", bar,
             $"{p.ReplayLagSeconds * 1000:F1} ms", $"{p.Throttle:P0}");
         return t;
@@ -130,6 +136,9 @@ public static class MigrateCommands
         Row("bytes: protocol", TimelineSvg.Human(r.BytesProtocol));
         Row("bytes: total", TimelineSvg.Human(r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol));
         Row("throttle", $"max {r.MaxThrottle:P0}, mean {r.MeanThrottle:P0}");
+        foreach (var s in r.Switches) Row($"strategy @ {Ms(s.T)}", $"{(s.From == "" ? "" : s.From + " -> ")}{s.To}: {s.Reason}");
+        if (r.PrecopyRounds > 0)
+            Row("pre-copy", $"{r.PrecopyRounds} rounds, {r.XbzrlePages} XBZRLE pages ({TimelineSvg.Human(r.XbzrleBytes)} of deltas), {r.FullPages} whole, {r.UnchangedPages} unchanged, {r.FreePages} free skipped; ended by {r.ConvergedBy}");
         if (r.Success) Row("verified", $"digest {r.Digest:x16} at icount {r.Icount:N0}{(r.DigestVerified ? "" : " (NOT verified)")}");
         if (!string.IsNullOrEmpty(r.Console)) Row("console", $"tcp:{r.Console}");
         if (svgPath != null) Row("timeline", svgPath);

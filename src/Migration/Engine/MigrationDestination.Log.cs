@@ -34,6 +34,7 @@ internal sealed partial class MigrationDestination
         ulong digest = machine.ComputeDigest();
         if (machine.Icount != done.Icount || digest != done.Digest)
             throw new MigrationFailedException($"checkpoint C0 does not verify: digest {digest:x16} at icount {machine.Icount}, source sent {done.Digest:x16} at {done.Icount}");
+        if (_setup.Strategy == "auto") KeepC0(machine, done);
         _session = ReplaySession.FromMachine(machine, new ReplayOptions { Verify = true });
         _host.Log($"'{_setup.Name}': checkpoint C0 verified at icount {done.Icount}; replaying the log");
         State = "replaying";
@@ -71,7 +72,11 @@ internal sealed partial class MigrationDestination
                 ulong until = Volatile.Read(ref _until);
                 ulong before = machine.Icount;
                 long t0 = Stopwatch.GetTimestamp();
-                var status = session.Run(until);
+                double cap = _host.Options.ReplayMipsCap;
+                ulong runTo = cap > 0 ? Math.Min(until, before + Math.Max(200_000UL, (ulong)(cap * 1e6 * 0.01))) : until; // slices under a cap, long enough to measure
+                var status = session.Run(runTo);
+                if (cap > 0) CapReplaySpeed(machine.Icount - before, t0, cap);
+                bool sliceEnd = status == ReplayStatus.ReachedUntil && runTo < until;
                 double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
                 ulong ran = machine.Icount - before;
                 if (ran > 100_000 && seconds > 0) mips = mips == 0 ? ran / seconds / 1e6 : 0.7 * mips + 0.3 * (ran / seconds / 1e6);
@@ -81,6 +86,7 @@ internal sealed partial class MigrationDestination
                     try { _conn.Send(new Envelope { ReplayProgress = new ReplayProgress { Icount = machine.Icount, ReplayMips = mips } }); }
                     catch (IOException) { }
                 }
+                if (sliceEnd) continue;
                 switch (status)
                 {
                     case ReplayStatus.NeedMoreEvents:
@@ -112,7 +118,7 @@ internal sealed partial class MigrationDestination
     /// <summary>Replays the log up to the final icount (log shipping); nothing to do for stop-and-copy.</summary>
     private void CatchUp(FinalState final)
     {
-        if (_setup.Strategy == "stopcopy") { _machine!.RestoreDeviceState(new StateReader(final.DeviceState.Memory)); return; }
+        if (RestoresFinalDeviceState) { _machine!.RestoreDeviceState(new StateReader(final.DeviceState.Memory)); return; }
         if (_session == null) throw new MigrationFailedException("final state before checkpoint C0 was complete");
         Volatile.Write(ref _until, final.Icount);
         _wake.Set();

@@ -64,7 +64,7 @@ internal sealed partial class MigrationDestination
             why = $"machine config not supported: {setup.MemorySize >> 20} MiB of RAM (this host allows up to {_host.Options.MaxMemorySize >> 20} MiB)";
         else if (setup.PageCount != setup.MemorySize / 4096)
             why = $"machine config mismatch: {setup.PageCount} pages for {setup.MemorySize} bytes";
-        else if (setup.Strategy is not ("log" or "stopcopy"))
+        else if (setup.Strategy is not ("log" or "stopcopy" or "precopy" or "auto"))
             why = $"unknown strategy '{setup.Strategy}'";
         if (why != null) return false;
         lock (_host.Lock)
@@ -93,7 +93,10 @@ internal sealed partial class MigrationDestination
                 case Envelope.BodyOneofCase.Pages: PageReceiver.Apply(_machine!.Memory, e.Pages); break;
                 case Envelope.BodyOneofCase.ZeroPages: PageReceiver.Apply(_machine!.Memory, e.ZeroPages); break;
                 case Envelope.BodyOneofCase.CheckpointDone: OnCheckpointDone(e.CheckpointDone); break;
+                case Envelope.BodyOneofCase.Log when _fellBack: break; // in flight when the source fell back
                 case Envelope.BodyOneofCase.Log: OnLog(e.Log); break;
+                case Envelope.BodyOneofCase.DeltaPages: OnDeltaPages(e.DeltaPages); break;
+                case Envelope.BodyOneofCase.PrecopyFallback: OnPrecopyFallback(e.PrecopyFallback); break;
                 case Envelope.BodyOneofCase.FinalState:
                     if (!Verify(e.FinalState)) return;
                     break;

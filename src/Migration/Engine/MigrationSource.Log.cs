@@ -41,6 +41,8 @@ internal sealed partial class MigrationSource
         // C0: stop for an instant so the snapshot and the first logged input share one icount.
         _guest.Pause();
         _c0 = machine.TakeSnapshot();
+        _c0Icount = _c0.Icount;
+        if (Strategy == "auto") StartFallbackTracking();
         var header = new TraceHeader
         {
             FormatVersion = TraceFormat.CurrentVersion,
@@ -64,12 +66,14 @@ internal sealed partial class MigrationSource
         {
             CheckpointDone = new CheckpointDone { Icount = c0.Icount, DeviceState = ByteString.CopyFrom(c0.DeviceState), Digest = c0.Digest },
         }, ByteCategory.State, token);
-        c0.Dispose(); // no more copy-on-write work for the guest
+        if (Strategy == "auto") _retainedC0 = c0; // kept for a fallback to pre-copy
+        else c0.Dispose(); // no more copy-on-write work for the guest
         _c0 = null;
         _tCheckpointDone = Now;
 
         _phase = "log";
         ShipLogUntilConverged(c0.Icount, token);
+        if (_fallbackReason != null) return FallBackToPrecopy(token);
         _tLogDone = Now;
 
         // Have the guest thread hash its memory once more while it still runs, so the digest at the
@@ -144,6 +148,7 @@ internal sealed partial class MigrationSource
                     double wire = _conn!.Limiter is { } l ? Interlocked.Read(ref _logQueuedBytes) / (double)l.Rate : 0;
                     double tail = lag + wire;
                     if (tail <= limit) break;
+                    if (ShouldFallBack(now, lag, limit, now - start > MaxLogPhase.TotalSeconds)) break;
                     if (now - start > MaxLogPhase.TotalSeconds)
                     {
                         _convergenceNote = $"log shipping did not converge in {MaxLogPhase.TotalSeconds:F0} s (predicted tail {tail * 1000:F0} ms); switched over anyway";

@@ -21,6 +21,9 @@ internal sealed partial class MigrationSource
             Throttle = _throttle,
             PagesSent = (uint)_pages.PagesDone,
             PagesTotal = (uint)_guest.Machine.Memory.PageCount,
+            Strategy = _currentStrategy,
+            Round = (uint)_round,
+            DirtyPages = (uint)_lastDirty,
         };
         p.ReplayLagSeconds = ReplayLagSeconds(p.SourceIcount, p.ReplayIcount);
         return p;
@@ -29,7 +32,7 @@ internal sealed partial class MigrationSource
     /// <summary>Seconds the destination needs to replay what it has not yet, at its measured speed.</summary>
     private double ReplayLagSeconds(ulong source, ulong replay)
     {
-        if (Strategy != "log" || replay == 0 || source <= replay) return 0;
+        if (_currentStrategy != "log" || replay == 0 || source <= replay) return 0;
         double mips = _replayMips > 1 ? _replayMips : 100;
         return (source - replay) / (mips * 1e6);
     }
@@ -57,6 +60,7 @@ internal sealed partial class MigrationSource
         r.MaxThrottle = _maxThrottle;
         r.MeanThrottle = _measuredThrottle; // wall time the guest was actually held back during the log phase
         if (_convergenceNote != null) r.Error = _convergenceNote;
+        FillStrategyReport(r);
         lock (_timeline) r.Timeline.AddRange(_timeline);
     }
 

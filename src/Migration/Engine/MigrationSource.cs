@@ -44,8 +44,8 @@ internal sealed partial class MigrationSource
         _entry = entry;
         _guest = entry.Instance!;
         _command = command;
-        Strategy = command.Strategy is "" or null ? "log" : command.Strategy;
-        if (Strategy is not ("log" or "stopcopy")) throw new HostException($"unknown strategy '{command.Strategy}' (expected log or stopcopy)");
+        Strategy = command.Strategy is "" or null ? "auto" : command.Strategy;
+        if (Strategy is not ("log" or "stopcopy" or "precopy" or "auto")) throw new HostException($"unknown strategy '{command.Strategy}' (expected auto, log, precopy or stopcopy)");
     }
 
     public string Id { get; } = Guid.NewGuid().ToString("N")[..16];
@@ -89,7 +89,14 @@ internal sealed partial class MigrationSource
             Fault(FaultPoint.Setup);
             ulong digest, icount;
             if (Strategy == "stopcopy") (icount, digest) = StopAndCopy(token);
-            else (icount, digest) = LogShipping(token);
+            else if (Strategy == "precopy") { SwitchStrategy("precopy", "chosen"); (icount, digest) = Precopy(token); }
+            else
+            {
+                SwitchStrategy("log", Strategy == "auto" ? "auto starts with log shipping" : "chosen");
+                (icount, digest) = LogShipping(token);
+            }
+            ReleaseFallbackState();
+
             _phase = "awaiting-ack";
             double tFinal = Now;
             var ack = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack;
@@ -223,6 +230,7 @@ internal sealed partial class MigrationSource
         _conn?.Dispose();
         _guest.Pause(); // the recorder is the guest thread's: stop it only while the guest stands still
         StopLogging();
+        ReleaseFallbackState();
         _guest.Port.Throttle = 0;
         _guest.Resume(); // also when it was never paused: harmless
         _host.Log($"migration {Id}: failed ({why}); '{_command.Name}' keeps running here");

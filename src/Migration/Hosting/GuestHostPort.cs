@@ -79,8 +79,8 @@ public sealed class GuestHostPort : IHostPort
         }
         DeliverSerial(machine);
         long t = Stopwatch.GetTimestamp();
-        if (Throttle > 0) ApplyThrottle(machine, t);
-        _lastPollTicks = t;
+        if (Throttle > 0) ApplyThrottle(machine, t); // sets _lastPollTicks after its sleep
+        else _lastPollTicks = t;
         if (t - _lastFlush > Stopwatch.Frequency / 100) { _console.Flush(); _lastFlush = t; }
     }
 
@@ -88,7 +88,7 @@ public sealed class GuestHostPort : IHostPort
     {
         double f = Math.Min(Throttle, 0.99);
         _throttleDebt += (now - _lastPollTicks) * f / (1 - f);
-        if (_throttleDebt < Stopwatch.Frequency / 1000.0) return; // sleep in slices of >= 1 ms
+        if (_throttleDebt < Stopwatch.Frequency / 1000.0) { _lastPollTicks = now; return; } // sleep in slices of >= 1 ms
         long before = Stopwatch.GetTimestamp();
         // Time the guest is held back anyway is used to bring the page hashes up to date, so the
         // digest at the switchover has little left to hash (it is downtime).

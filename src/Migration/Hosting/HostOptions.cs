@@ -29,4 +29,6 @@ public sealed record HostOptions
     public Func<FaultPoint, bool>? Fault { get; init; }
     /// <summary>Compile hot guest blocks to IL (speed only).</summary>
     public bool CompileBlocks { get; init; } = true;
+    /// <summary>Test hook: a destination replays the migration log at most this fast (guest MIPS; 0 = no cap).</summary>
+    public double ReplayMipsCap { get; init; }
 }

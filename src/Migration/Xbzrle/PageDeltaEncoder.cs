@@ -16,6 +16,9 @@ public enum PageEncoding : byte
     Delta = 3,
     /// <summary>The whole page (first send, cache miss, or the delta would not pay).</summary>
     Full = 4,
+    /// <summary>An XBZRLE delta against the receiver's current copy of the page in guest memory
+    /// (after an auto fallback: its copy at checkpoint C0, which the sender retained).</summary>
+    DeltaBase = 5,
 }
 
 /// <summary>
@@ -134,8 +137,8 @@ public sealed class PageDeltaEncoder
 /// <summary>Pages and payload bytes per <see cref="PageEncoding"/>.</summary>
 public sealed class PageCounters
 {
-    private readonly long[] _pages = new long[5];
-    private readonly long[] _bytes = new long[5];
+    private readonly long[] _pages = new long[6];
+    private readonly long[] _bytes = new long[6];
 
     internal void Add(PageEncoding kind, int bytes)
     {

@@ -1,0 +1,130 @@
+using System.Globalization;
+using System.Text.Json;
+using LiveMigration.Migration.Demo;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Reports;
+
+// Side-by-side comparison (issue 5): migrates idle_forever, compute_forever, dirty_forever (64 MiB),
+// dirty_hotcold and kv under load with every strategy of ours between two in-process hosts on
+// loopback under a 1 Gbit/s cap with a 128 MiB guest, and prints one table next to QEMU 7.2's rows
+// measured by bench/QemuMigration/qemu_migrate.py (results/qemu-migration.json, same conditions).
+// Usage: dotnet run -c Release --project bench/Compare [-- --guests idle_forever,kv --strategies auto,precopy --warmup 3]
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+string bandwidthText = Arg("--bandwidth", "1gbit");
+double warmup = double.Parse(Arg("--warmup", "3"), CultureInfo.InvariantCulture);
+ulong bandwidth = Rate.Parse(bandwidthText);
+var guests = Arg("--guests", "idle_forever,compute_forever,dirty_forever,dirty_hotcold,kv").Split(',');
+var strategies = Arg("--strategies", "stopcopy,log,precopy,precopy+ac,auto").Split(',');
+string root = FindRoot();
+string dir = Path.Combine(root, "guests", "build");
+const ulong Memory = 128UL << 20;
+bool verbose = args.Contains("--verbose");
+Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
+
+var rows = new List<string[]>();
+// Warm the code paths once (not reported): hosts are long-running processes.
+{
+    using var a = new GuestHost(new HostOptions());
+    using var b = new GuestHost(new HostOptions());
+    using var client = HostClient.Connect(a.Address);
+    client.Start("warm", File.ReadAllBytes(Path.Combine(dir, "idle_forever.elf")), 16UL << 20, "warm");
+    Thread.Sleep(200);
+    client.Migrate(new MigrateCommand { Name = "warm", Target = b.Address, Strategy = "precopy" });
+    using var back = HostClient.Connect(b.Address);
+    back.Migrate(new MigrateCommand { Name = "warm", Target = a.Address, Strategy = "log" });
+}
+Console.WriteLine($"comparison: loopback, cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), {Memory >> 20} MiB guests, warm-up {warmup} s, downtime limit 10 ms, {Environment.ProcessorCount} cores");
+foreach (var guest in guests)
+{
+    foreach (var strategy in strategies)
+    {
+        using var a = new GuestHost(new HostOptions { Log = log });
+        using var b = new GuestHost(new HostOptions { Log = log });
+        using (var client = HostClient.Connect(a.Address)) client.Start("g", File.ReadAllBytes(Path.Combine(dir, guest + ".elf")), Memory, guest);
+        KvClient? kv = null;
+        using var stopLoad = new CancellationTokenSource();
+        Thread? load = null;
+        if (guest == "kv")
+        {
+            kv = new KvClient(a.Address, "g");
+            kv.WaitReady();
+            load = new Thread(() => { try { kv.RunLoad(stopLoad.Token); } catch (Exception e) { Console.Error.WriteLine($"kv load: {e.Message}"); } }) { IsBackground = true };
+            load.Start();
+        }
+        Thread.Sleep(TimeSpan.FromSeconds(warmup));
+        MigrationReport r;
+        using (var client = HostClient.Connect(a.Address))
+            r = client.Migrate(new MigrateCommand
+            {
+                Name = "g", Target = b.Address, Strategy = strategy.Replace("+ac", ""), AutoConverge = strategy.EndsWith("+ac"),
+                BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10,
+            });
+        string kvNote = "";
+        if (kv != null)
+        {
+            Thread.Sleep(300);
+            stopLoad.Cancel();
+            load!.Join();
+            kvNote = kv.VerifyAll().Count == 0 ? $"kv {kv.SetsAcknowledged} SETs, none lost" : "kv: LOST SETS";
+            kv.Dispose();
+        }
+        ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol;
+        bool converged = r.Success && !r.Error.Contains("did not converge") && !r.ConvergedBy.StartsWith("iteration cap") && !r.ConvergedBy.StartsWith("no progress");
+        var notes = new List<string>();
+        if (r.Switches.Count > 1) notes.Add(string.Join("; ", r.Switches.Skip(1).Select(s => $"{s.From}->{s.To} at {s.T:F1} s")));
+        if (r.ConvergedBy != "") notes.Add($"{r.PrecopyRounds} rounds, {Short(r.ConvergedBy)}");
+        if (r.MaxThrottle > 0) notes.Add($"throttle max {r.MaxThrottle:P0}");
+        if (kvNote != "") notes.Add(kvNote);
+        if (!r.Success) notes.Add("FAILED: " + r.Error);
+        else if (r.DigestVerified) notes.Add($"digest ok");
+        rows.Add([guest, "ours", strategy, $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds * 1000:F0}", Bytes(total), converged ? "yes" : "no", string.Join(", ", notes)]);
+        Console.WriteLine("  " + string.Join(" | ", rows[^1]));
+    }
+    foreach (var q in QemuRows(guest)) rows.Add(q);
+}
+
+string[] head = ["guest", "engine", "strategy", "downtime ms", "total ms", "bytes", "converged", "notes"];
+var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
+string Line(string[] cells) => "| " + string.Join(" | ", cells.Select((x, i) => x.PadRight(widths[i]))) + " |";
+Console.WriteLine();
+Console.WriteLine(Line(head));
+Console.WriteLine("|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|");
+foreach (var row in rows) Console.WriteLine(Line(row));
+return 0;
+
+IEnumerable<string[]> QemuRows(string guest)
+{
+    string path = Path.Combine(root, "bench", "QemuMigration", "results", "qemu-migration.json");
+    if (!File.Exists(path)) yield break;
+    using var doc = JsonDocument.Parse(File.ReadAllText(path));
+    foreach (var row in doc.RootElement.GetProperty("rows").EnumerateArray())
+    {
+        if (row.GetProperty("guest").GetString() != guest) continue;
+        bool converged = row.GetProperty("converged").GetBoolean();
+        string downtime = row.TryGetProperty("downtime_ms", out var d) && d.ValueKind == JsonValueKind.Number ? d.GetDouble().ToString("F1") : "-";
+        string note = row.TryGetProperty("notes", out var n) && n.GetArrayLength() > 0 ? n[0].GetString()!.Split('\n')[0] : "";
+        yield return [guest, "qemu-7.2", row.GetProperty("strategy").GetString()!, downtime, row.GetProperty("total_time_ms").GetDouble().ToString("F0"),
+            Bytes((ulong)row.GetProperty("transferred_bytes").GetInt64()), converged ? "yes" : "no", note];
+    }
+}
+
+static string Short(string s)
+{
+    int colon = s.IndexOf(':');
+    return colon > 0 ? s[..colon] : s.Length > 48 ? s[..48] : s;
+}
+static string Bytes(ulong b) => TimelineSvg.Human(b);
+
+string Arg(string name, string fallback)
+{
+    int i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+}
+
+static string FindRoot()
+{
+    for (var d = new DirectoryInfo(Environment.CurrentDirectory); d != null; d = d.Parent)
+        if (File.Exists(Path.Combine(d.FullName, "guests", "build", "kv.elf"))) return d.FullName;
+    throw new FileNotFoundException("guests/build not found: run `make -C guests` from the repository");
+}

@@ -1,0 +1,330 @@
+using Google.Protobuf;
+using LiveMigration.Guest.Memory;
+using LiveMigration.Guest.Native;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
+using LiveMigration.Migration.Xbzrle;
+
+namespace LiveMigration.Migration.Engine;
+
+/// <summary>
+/// Pre-copy (DESIGN.md "Migration", strategy 2): iterative rounds over the dirty byte-map with a
+/// client bit of its own while the guest runs. Zero and balloon-free pages travel as zero-page
+/// markers; other pages as XBZRLE deltas against the page cache (or whole on a miss), batched
+/// through zstd. After each round the remaining dirty pages are priced at the bytes per page the
+/// round actually cost and the measured link rate; when that fits the downtime limit the guest
+/// pauses and the last dirty pages go with the final state. KVM's rules guard the loop: few dirty
+/// pages left, no progress for two rounds, at most <see cref="MaxRounds"/> rounds. With
+/// auto-converge a round that makes no progress raises the guest's throttle instead of ending it.
+/// </summary>
+internal sealed partial class MigrationSource
+{
+    private const int MaxRounds = 30;
+    /// <summary>"Few dirty pages left": a stop-and-copy of this many is cheap whatever the budget.</summary>
+    private const int FewDirtyPages = 64;
+    public const ulong DefaultXbzrleCacheBytes = 64UL << 20;
+    private const int DeltaBatchBytes = 1 << 20;
+
+    private readonly List<StrategySwitch> _switches = [];
+    private string _currentStrategy = "";
+    private int _round;
+    private int _lastDirty;
+    private string _convergedBy = "";
+    private long _xbzrlePages, _xbzrleBytes, _fullPages, _unchangedPages, _freePages, _zeroMarkerPages;
+
+    private void SwitchStrategy(string to, string reason)
+    {
+        var s = new StrategySwitch { T = Now, From = _currentStrategy, To = to, Reason = reason };
+        lock (_switches) _switches.Add(s);
+        _host.Log($"migration {Id}: strategy {(_currentStrategy == "" ? "" : _currentStrategy + " -> ")}{to}: {reason}");
+        _currentStrategy = to;
+    }
+
+    /// <summary>
+    /// Runs pre-copy to the switchover. <paramref name="c0"/> and <paramref name="sinceC0"/> are set
+    /// after an auto fallback: the first round sends the pages dirtied since C0 as deltas against the
+    /// C0 copies (which the destination holds again after dropping its replay).
+    /// </summary>
+    private (ulong Icount, ulong Digest) Precopy(CancellationToken token, LiveMigration.Guest.MachineSnapshot? c0 = null, DirtyClient? sinceC0 = null)
+    {
+        var machine = _guest.Machine;
+        var memory = machine.Memory;
+        var conn = _conn!;
+        _phase = "precopy";
+        double limit = Math.Max(1, _command.DowntimeLimitMs == 0 ? 10 : _command.DowntimeLimitMs) / 1000.0;
+        ulong cacheBytes = _command.XbzrleCacheBytes == 0 ? DefaultXbzrleCacheBytes : _command.XbzrleCacheBytes;
+        var cache = new XbzrlePageCache((long)cacheBytes);
+        var sender = new DeltaPageSender(this, conn, cache, token);
+        var refresher = new DigestRefresher();
+        _guest.Port.Log ??= refresher; // log shipping is over (or never ran) when pre-copy starts
+
+        DirtyClient client;
+        var pages = new List<int>(memory.PageCount);
+        if (sinceC0 != null)
+        {
+            // The guest is paused here (the caller stopped logging): nothing is written in between.
+            client = memory.CreateDirtyClient("precopy");
+            client.CollectAndClear(pages); // a new client starts all dirty; from now on it sees writes only
+            pages.Clear();
+            sinceC0.CollectAndClear(pages);
+            sinceC0.Release();
+            _guest.Resume();
+        }
+        else
+        {
+            client = memory.CreateDirtyClient("precopy"); // every page dirty: round 0 sends everything
+            client.CollectAndClear(pages);
+        }
+
+        try
+        {
+            int noProgress = 0;
+            int previous = int.MaxValue;
+            while (true)
+            {
+                token.ThrowIfCancellationRequested();
+                _round++;
+                long wireBefore = conn.SentTotal;
+                long transmittedBefore = _xbzrlePages + _fullPages + _zeroMarkerPages + _freePages;
+                double t0 = Now;
+                foreach (int page in pages) sender.Send(page, c0);
+                sender.Flush();
+                if (c0 != null) { c0.Dispose(); c0 = null; _retainedC0 = null; } // only round 1 after a fallback needs it
+                if (_tCheckpointDone == 0) { _tCheckpointDone = Now; Fault(FaultPoint.Checkpoint); }
+                CheckReturnPath(token);
+                double seconds = Math.Max(Now - t0, 1e-4);
+                long wire = conn.SentTotal - wireBefore;
+                // Price a dirty page at what a transmitted page cost this round (unchanged pages cost nothing
+                // but say nothing about the next ones); with too few to go by, at a whole page.
+                long transmitted = _xbzrlePages + _fullPages + _zeroMarkerPages + _freePages - transmittedBefore;
+                double bytesPerPage = transmitted >= 16 ? Math.Max(64, wire / (double)transmitted) : GuestMemory.PageSize;
+                double rate = conn.Limiter is { } l ? Math.Min(l.Rate, Math.Max(wire / seconds, 1)) : Math.Max(wire / seconds, 1);
+                if (wire < 256 * 1024 && conn.Limiter is { } l2) rate = l2.Rate; // a short round measures nothing
+                else if (wire < 256 * 1024) rate = Math.Max(rate, 100e6);
+
+                pages.Clear();
+                // Keep the RAM digest current while the guest runs, so the digest at the pause rehashes
+                // only the last pages. The guest's own thread does it, between instructions: hashing
+                // from here could race a store in flight.
+                refresher.Request(TimeSpan.FromMilliseconds(50));
+                int dirty = client.CountDirty();
+                _lastDirty = dirty;
+                double predicted = dirty * bytesPerPage / rate;
+                if (dirty <= FewDirtyPages) { _convergedBy = $"few dirty pages ({dirty}) after round {_round}"; break; }
+                if (predicted <= limit) { _convergedBy = $"downtime budget: {dirty} dirty pages, predicted {predicted * 1000:F1} ms <= {limit * 1000:F0} ms after round {_round}"; break; }
+                if (_round >= MaxRounds) { _convergedBy = $"iteration cap ({MaxRounds} rounds), {dirty} dirty pages left (predicted {predicted * 1000:F0} ms)"; break; }
+                if (dirty >= previous) noProgress++;
+                else noProgress = 0;
+                previous = Math.Min(previous, dirty);
+                if (noProgress >= 2)
+                {
+                    if ((_command.AutoConverge || Strategy == "auto") && _throttle < 0.99)
+                    {
+                        SetThrottle(_throttle == 0 ? 0.2 : Math.Min(0.99, _throttle + 0.1));
+                        _host.Log($"migration {Id}: auto-converge: throttle {_throttle:P0} ({dirty} pages dirty, no progress)");
+                        noProgress = 0;
+                    }
+                    else { _convergedBy = $"no progress for 2 rounds ({dirty} dirty pages, predicted {predicted * 1000:F0} ms)"; break; }
+                }
+                // Give the guest a moment to dirty pages between very short rounds.
+                if (seconds < 0.005) Thread.Sleep(5);
+                client.CollectAndClear(pages);
+            }
+            _host.Log($"migration {Id}: pre-copy ends: {_convergedBy}");
+            _tLogDone = Now;
+
+            Pause();
+            if (_guest.Port.Log == refresher) _guest.Port.Log = null;
+            _guest.Port.Throttle = 0;
+            _throttle = 0;
+            _phase = "switchover";
+            client.CollectAndClear(pages);
+            foreach (int page in pages) sender.Send(page, null);
+            _round++;
+            sender.Flush();
+            double tPages = Now;
+            ulong digest = machine.ComputeDigest();
+            _host.Log($"migration {Id}: stop-and-copy of {pages.Count} pages took {(tPages - _tPause) * 1000:F1} ms, the digest {(Now - tPages) * 1000:F1} ms");
+            SendFinalState(token, digest);
+            return (machine.Icount, digest);
+        }
+        finally
+        {
+            if (_guest.Port.Log == refresher) _guest.Port.Log = null;
+            client.Release();
+            c0?.Dispose();
+        }
+    }
+
+    private void FillStrategyReport(MigrationReport r)
+    {
+        lock (_switches) r.Switches.AddRange(_switches);
+        r.PrecopyRounds = (uint)_round;
+        r.XbzrlePages = (ulong)_xbzrlePages;
+        r.XbzrleBytes = (ulong)_xbzrleBytes;
+        r.FullPages = (ulong)_fullPages;
+        r.UnchangedPages = (ulong)_unchangedPages;
+        r.FreePages = (ulong)_freePages;
+        r.ConvergedBy = _convergedBy;
+        if (_round > 0)
+        {
+            r.PagesSent += (uint)(_xbzrlePages + _fullPages);
+            r.ZeroPages += (uint)_zeroMarkerPages;
+        }
+    }
+
+    /// <summary>Refreshes the RAM digest on the guest's thread when asked (an input log that logs nothing).</summary>
+    private sealed class DigestRefresher : IInputLog
+    {
+        private volatile bool _wanted;
+        private readonly ManualResetEventSlim _done = new();
+
+        public bool Request(TimeSpan wait)
+        {
+            _done.Reset();
+            _wanted = true;
+            return _done.Wait(wait); // an idle guest may not poll soon: the pause's digest covers what is left
+        }
+
+        public void OnPoll(LiveMigration.Guest.Machine machine)
+        {
+            if (!_wanted) return;
+            _wanted = false;
+            machine.Memory.RefreshRamDigest();
+            _done.Set();
+        }
+
+        public void TimeDelivered(LiveMigration.Guest.Machine machine, ulong time) { }
+        public void TimeRead(LiveMigration.Guest.Machine machine, ulong time) { }
+        public void SerialInput(LiveMigration.Guest.Machine machine, ReadOnlySpan<byte> data) { }
+        public void Entropy(LiveMigration.Guest.Machine machine, ushort value) { }
+    }
+
+    private LiveMigration.Guest.MachineSnapshot? _retainedC0;
+    private DirtyClient? _sinceC0;
+
+    /// <summary>Throws the right error when the destination aborted or the connection went away.</summary>
+    private void CheckReturnPath(CancellationToken token)
+    {
+        if (_inbox.TryTake(out var e))
+        {
+            _inbox.Add(e);
+            Expect(Envelope.BodyOneofCase.Ack, TimeSpan.Zero, token);
+        }
+    }
+
+    /// <summary>Encodes pages one by one into <see cref="DeltaPages"/> batches and zero-page runs.</summary>
+    private sealed class DeltaPageSender(MigrationSource owner, Connection conn, XbzrlePageCache cache, CancellationToken token)
+    {
+        private readonly byte[] _current = new byte[GuestMemory.PageSize];
+        private readonly byte[] _base = new byte[GuestMemory.PageSize];
+        private byte[] _payload = new byte[DeltaBatchBytes + GuestMemory.PageSize];
+        private byte[] _compressed = new byte[Zstd.CompressBound(DeltaBatchBytes + GuestMemory.PageSize)];
+        private int _used;
+        private DeltaPages _batch = new();
+        private readonly List<byte> _kinds = [];
+        private ZeroPages _zeros = new();
+
+        public void Send(int page, LiveMigration.Guest.MachineSnapshot? c0)
+        {
+            var machine = owner._guest.Machine;
+            var memory = machine.Memory;
+            if (machine.Balloon.IsFreePage(page))
+            {
+                cache.Remove(page);
+                owner._freePages++;
+                AddZero(page);
+                return;
+            }
+            if (memory.IsZeroPage(page))
+            {
+                cache.Remove(page);
+                owner._zeroMarkerPages++;
+                AddZero(page);
+                return;
+            }
+            // One copy of the page: the guest may write it while we encode; the dirty bit brings it back.
+            memory.PageSpan(page).CopyTo(_current);
+            var slot = _payload.AsSpan(_used, GuestMemory.PageSize);
+            PageEncoding kind;
+            int length;
+            if (cache.TryGet(page, out var old))
+            {
+                var status = XbzrleCodec.Encode(old, _current, slot, out length);
+                _current.CopyTo(old);
+                if (status == XbzrleEncodeStatus.Unchanged) { owner._unchangedPages++; return; }
+                kind = status == XbzrleEncodeStatus.Encoded ? PageEncoding.Delta : PageEncoding.Full;
+            }
+            else if (c0 != null)
+            {
+                c0.Memory.ReadPage(page, _base);
+                var status = XbzrleCodec.Encode(_base, _current, slot, out length);
+                cache.Insert(page, _current);
+                if (status == XbzrleEncodeStatus.Unchanged) { owner._unchangedPages++; return; }
+                kind = status == XbzrleEncodeStatus.Encoded ? PageEncoding.DeltaBase : PageEncoding.Full;
+            }
+            else
+            {
+                cache.Insert(page, _current);
+                kind = PageEncoding.Full;
+                length = 0;
+            }
+            if (kind == PageEncoding.Full)
+            {
+                _current.CopyTo(slot);
+                length = GuestMemory.PageSize;
+                owner._fullPages++;
+            }
+            else
+            {
+                owner._xbzrlePages++;
+                owner._xbzrleBytes += length;
+            }
+            _batch.Pages.Add((uint)page);
+            _batch.Lengths.Add((uint)length);
+            _kinds.Add((byte)kind);
+            _used += length;
+            if (_used >= DeltaBatchBytes || _batch.Pages.Count >= 4096) FlushBatch();
+        }
+
+        private void AddZero(int page)
+        {
+            int n = _zeros.First.Count;
+            if (n > 0 && _zeros.First[n - 1] + _zeros.Count[n - 1] == (uint)page) _zeros.Count[n - 1]++;
+            else
+            {
+                _zeros.First.Add((uint)page);
+                _zeros.Count.Add(1);
+                if (_zeros.First.Count >= 4096) FlushZeros();
+            }
+        }
+
+        private void FlushZeros()
+        {
+            if (_zeros.First.Count == 0) return;
+            conn.Send(new Envelope { ZeroPages = _zeros }, ByteCategory.Checkpoint, token);
+            _zeros = new ZeroPages();
+        }
+
+        private void FlushBatch()
+        {
+            if (_batch.Pages.Count == 0) return;
+            int n = Zstd.Compress(_payload.AsSpan(0, _used), _compressed, PageSender.CompressionLevel);
+            _batch.Round = (uint)owner._round;
+            _batch.RawLength = (uint)_used;
+            _batch.Kinds = ByteString.CopyFrom(_kinds.ToArray());
+            _batch.Zstd = ByteString.CopyFrom(_compressed, 0, n);
+            conn.Send(new Envelope { DeltaPages = _batch }, ByteCategory.Checkpoint, token);
+            _batch = new DeltaPages();
+            _kinds.Clear();
+            _used = 0;
+        }
+
+        public void Flush()
+        {
+            FlushZeros();
+            FlushBatch();
+        }
+    }
+}

@@ -1,0 +1,132 @@
+using System.Text.RegularExpressions;
+using LiveMigration.Migration.Demo;
+using LiveMigration.Migration.Hosting;
+using Xunit.Abstractions;
+
+namespace LiveMigration.Migration.Tests;
+
+/// <summary>Pre-copy and the automatic strategy on every guest, and the auto strategy's fallback.</summary>
+public sealed class StrategyTests(ITestOutputHelper output)
+{
+    private void Log(string s)
+    {
+        try { output.WriteLine(s); } catch (InvalidOperationException) { }
+    }
+
+    [Theory]
+    [InlineData("precopy", "idle_forever")]
+    [InlineData("precopy", "compute_forever")]
+    [InlineData("precopy", "dirty_hotcold")]
+    [InlineData("auto", "idle_forever")]
+    [InlineData("auto", "compute_forever")]
+    [InlineData("auto", "dirty_hotcold")]
+    public void Running_guests_migrate_and_keep_their_output(string strategy, string guest)
+    {
+        using var hosts = new Hosts(output);
+        using var c = HostClient.Connect(hosts.A.Address);
+        c.Start("g", Guests.Elf(guest), 128 << 20, guest);
+        using var console = new ConsoleClient(hosts.A.Address, "g");
+        string prefix = guest == "idle_forever" ? "tick" : "progress";
+        console.WaitFor(t => Regex.Matches(t, $@"(?m)^{prefix} \d+").Count >= 2, 20000);
+        var r = hosts.Migrate("g", hosts.A, hosts.B, strategy, downtimeMs: 50);
+        Assert.True(r.Success, r.Error);
+        Assert.True(r.DigestVerified);
+        Assert.Equal(1, hosts.RunningCount("g"));
+        int seen = Regex.Matches(console.Text, $@"(?m)^{prefix} \d+").Count;
+        console.Follow();
+        console.WaitFor(t => Regex.Matches(t, $@"(?m)^{prefix} \d+").Count >= seen + 2, 20000);
+        EndToEndTests.AssertContinuous(console.Text, prefix, seen + 2);
+        if (strategy == "precopy")
+        {
+            Assert.True(r.PrecopyRounds >= 2, $"{r.PrecopyRounds} rounds");
+            // The guests report their unused RAM to the balloon: pre-copy skips it (a marker, no page).
+            Assert.True(r.FreePages > 0, "no balloon-free page was skipped");
+            Assert.False(string.IsNullOrEmpty(r.ConvergedBy));
+        }
+    }
+
+    [Theory]
+    [InlineData("precopy")]
+    [InlineData("auto")]
+    public void Kv_client_loses_nothing(string strategy)
+    {
+        using var hosts = new Hosts(output);
+        using var c = HostClient.Connect(hosts.A.Address);
+        c.Start("kv", Guests.Elf("kv"), 32 << 20, "kv");
+        using var client = new KvClient(hosts.A.Address, "kv");
+        client.WaitReady();
+        using var stop = new CancellationTokenSource();
+        var load = Task.Run(() => client.RunLoad(stop.Token));
+        Thread.Sleep(300);
+        var r = hosts.Migrate("kv", hosts.A, hosts.B, strategy);
+        Thread.Sleep(300);
+        stop.Cancel();
+        load.Wait();
+        Assert.True(r.Success, r.Error);
+        Assert.True(r.DigestVerified);
+        Assert.Equal(hosts.B.Address, hosts.RunningOn("kv"));
+        Assert.True(client.Acknowledged.Count > 10, $"only {client.Acknowledged.Count} SETs acknowledged");
+        Assert.Empty(client.VerifyAll());
+    }
+
+    /// <summary>A small cache forces evictions (cache misses go whole), under a bandwidth cap; the result still verifies.</summary>
+    [Fact]
+    public void Precopy_with_a_small_cache_and_a_bandwidth_cap_verifies()
+    {
+        using var hosts = new Hosts(output);
+        using var c = HostClient.Connect(hosts.A.Address);
+        c.Start("g", Guests.Elf("dirty_hotcold"), 128 << 20, "dirty_hotcold");
+        using var console = new ConsoleClient(hosts.A.Address, "g");
+        console.WaitFor(t => t.Contains("progress 1 "), 20000);
+        using var hc = HostClient.Connect(hosts.A.Address);
+        var r = hc.Migrate(new Protocol.MigrateCommand
+        {
+            Name = "g", Target = hosts.B.Address, Strategy = "precopy", BandwidthBytesPerSecond = 200_000_000,
+            DowntimeLimitMs = 30, XbzrleCacheBytes = 256 << 10, AutoConverge = true,
+        });
+        Log($"{r.Error} rounds={r.PrecopyRounds} xbzrle={r.XbzrlePages} full={r.FullPages} unchanged={r.UnchangedPages} by={r.ConvergedBy}");
+        Assert.True(r.Success, r.Error);
+        Assert.True(r.DigestVerified);
+        Assert.True(r.FullPages > 64, "a 256 KiB cache must miss");
+    }
+
+    /// <summary>
+    /// The destination replays at most 2 MIPS, far slower than the guest runs even at the throttle's cap: the
+    /// auto strategy must notice the growing lag, fall back to pre-copy (destination back at C0, digest-checked),
+    /// and still converge to a verified digest.
+    /// </summary>
+    [Fact]
+    public void Auto_falls_back_to_precopy_when_replay_is_too_slow()
+    {
+        var a = new GuestHost(new HostOptions { Log = Log });
+        var b = new GuestHost(new HostOptions { Log = Log, ReplayMipsCap = 2 });
+        try
+        {
+            using var c = HostClient.Connect(a.Address);
+            c.Start("g", Guests.Elf("compute_forever"), 32 << 20, "compute_forever");
+            using var console = new ConsoleClient(a.Address, "g");
+            console.WaitFor(t => t.Contains("progress 1 "), 20000);
+            using var hc = HostClient.Connect(a.Address);
+            var r = hc.Migrate(new Protocol.MigrateCommand { Name = "g", Target = b.Address, Strategy = "auto", DowntimeLimitMs = 20 });
+            foreach (var s in r.Switches) Log($"switch at {s.T:F2} s: {s.From} -> {s.To}: {s.Reason}");
+            Assert.True(r.Success, r.Error);
+            Assert.True(r.DigestVerified);
+            Assert.Equal(2, r.Switches.Count);
+            Assert.Equal("log", r.Switches[0].To);
+            Assert.Equal("precopy", r.Switches[1].To);
+            Assert.Contains("replay falls behind", r.Switches[1].Reason);
+            Assert.True(r.PrecopyRounds >= 1);
+            Assert.NotNull(b.FindInstance("g"));
+            Assert.Null(a.FindInstance("g"));
+            int seen = Regex.Matches(console.Text, @"(?m)^progress \d+").Count;
+            console.Follow();
+            console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= seen + 1, 20000);
+            EndToEndTests.AssertContinuous(console.Text, "progress", seen + 1);
+        }
+        finally
+        {
+            a.Dispose();
+            b.Dispose();
+        }
+    }
+}
