@@ -101,8 +101,14 @@ public sealed unsafe partial class Machine : IDisposable
     {
         RunStartIcount = _cpu->Icount;
         IsRunning = true;
+        Memory.GuestThread = Environment.CurrentManagedThreadId;
+        Memory.SetGuestActive(true);
         try { return RunLoop(maxIcount); }
-        finally { IsRunning = false; }
+        finally
+        {
+            Memory.SetGuestActive(false);
+            IsRunning = false;
+        }
     }
 
     private StopReason RunLoop(ulong maxIcount)
@@ -118,7 +124,13 @@ public sealed unsafe partial class Machine : IDisposable
             if (ExitCode != null) return StopReason.Exited;
             if (_stopRequested) { _stopRequested = false; return StopReason.StopRequested; }
             if (_cpu->Icount >= maxIcount) return StopReason.InstructionLimit;
-            if (_cpu->Icount >= HostPort.NextPollIcount) HostPort.Poll(this);
+            if (_cpu->Icount >= HostPort.NextPollIcount)
+            {
+                // Ports may block or throttle in Poll: no store is in flight meanwhile.
+                Memory.SetGuestActive(false);
+                HostPort.Poll(this);
+                Memory.SetGuestActive(true);
+            }
 
             ulong pending = Mip & _cpu->Mie;
             if (pending != 0)
@@ -128,13 +140,17 @@ public sealed unsafe partial class Machine : IDisposable
             }
             if (_cpu->Waiting != 0)
             {
-                if (!HostPort.WaitForInput(this)) return StopReason.Idle;
+                Memory.SetGuestActive(false); // asleep: no store in flight while the port blocks
+                bool woke = HostPort.WaitForInput(this);
+                Memory.SetGuestActive(true);
+                if (!woke) return StopReason.Idle;
                 continue;
             }
 
             ulong limit = Math.Min(maxIcount, Math.Min(HostPort.NextPollIcount, _cpu->Icount + SliceLength));
             if (limit <= _cpu->Icount) limit = _cpu->Icount + 1;
             _hart.Execute(limit);
+            Memory.SafePoint();
         }
     }
 

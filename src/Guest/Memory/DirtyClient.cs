@@ -20,6 +20,8 @@ public sealed class DirtyClient
 
     public bool IsDirty(int page) => (_memory.DirtyMap[page] & Bit) != 0;
 
+    /// <summary>Clears one page's bit. From another thread while the guest runs, call
+    /// <see cref="GuestMemory.AwaitStoresInFlight"/> before reading the page.</summary>
     public void Clear(int page) => _memory.ClearDirty(page, Bit);
 
     /// <summary>Marks every page dirty for this client only (e.g. "send everything" at the start of pre-copy).</summary>
@@ -30,6 +32,11 @@ public sealed class DirtyClient
     }
 
     /// <summary>Appends the dirty pages to <paramref name="pages"/> and clears them; returns how many.</summary>
+    /// <remarks>
+    /// Safe from any thread while the guest runs: before returning it waits until every store that may
+    /// have slipped past a cleared barrier has landed (see <see cref="GuestMemory.AwaitStoresInFlight"/>),
+    /// so reading the collected pages afterwards misses nothing, and later stores mark them again.
+    /// </remarks>
     public int CollectAndClear(List<int> pages)
     {
         var map = _memory.DirtyMap;
@@ -41,6 +48,7 @@ public sealed class DirtyClient
             _memory.ClearDirty(i, Bit);
             n++;
         }
+        if (n > 0) _memory.AwaitStoresInFlight();
         return n;
     }
 

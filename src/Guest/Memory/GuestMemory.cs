@@ -95,6 +95,40 @@ public sealed unsafe class GuestMemory : IDisposable
         }
     }
 
+    // ---- Stores in flight ----
+    // A store's fast path reads WriteFast and then writes RAM. A thread that clears a page's barrier
+    // while the guest runs can meet a store that read the old barrier and has not landed yet. The
+    // guest thread bumps the epoch at every safe point (between slices, before sleeping in WFI), after
+    // its earlier stores; seeing the epoch move therefore means those stores are visible.
+    private long _epoch;
+    private volatile bool _guestActive;
+
+    /// <summary>The guest thread is about to execute instructions (true) or holds no store in flight (false).</summary>
+    internal void SetGuestActive(bool active)
+    {
+        _guestActive = active;
+        Interlocked.Increment(ref _epoch);
+    }
+
+    /// <summary>A safe point on the guest thread: every store before it is visible to other threads.</summary>
+    internal void SafePoint() => Interlocked.Increment(ref _epoch);
+
+    /// <summary>
+    /// Waits until no store that read a barrier before this call can still be in flight. Returns at
+    /// once on the guest thread itself or when the guest is not executing.
+    /// </summary>
+    public void AwaitStoresInFlight()
+    {
+        Interlocked.MemoryBarrier(); // our barrier clears are visible before we read the epoch
+        if (!_guestActive || Environment.CurrentManagedThreadId == GuestThread) return;
+        long seen = Interlocked.Read(ref _epoch);
+        var spin = new SpinWait();
+        while (_guestActive && Interlocked.Read(ref _epoch) == seen) spin.SpinOnce();
+    }
+
+    /// <summary>The thread that runs the guest (set by Machine.Run).</summary>
+    internal int GuestThread = -1;
+
     internal void ClearDirty(int page, byte bit)
     {
         DirtyMap[page] &= (byte)~bit;
@@ -152,6 +186,10 @@ public sealed unsafe class GuestMemory : IDisposable
             }
             if (keepSlow) continue;
             WriteFast[page] = 1;
+            // A collector on another thread may have cleared a bit since we set the map: then the
+            // barrier must stay armed, or later fast stores would go unrecorded.
+            Interlocked.MemoryBarrier();
+            if (DirtyMap[page] != _clientMask) WriteFast[page] = 0;
         }
         // An instruction that starts on the previous page may straddle into this one.
         if ((offset & (PageSize - 1)) < 2 && first > 0 && DecodeCache[first - 1] is { } prev)
@@ -253,6 +291,7 @@ public sealed unsafe class GuestMemory : IDisposable
     public ulong RefreshRamDigest()
     {
         var map = DirtyMap.AsSpan();
+        var pages = new List<int>();
         for (int page = 0; page < PageCount; page++)
         {
             // Skip clean stretches eight pages at a time: the common case is a mostly clean map.
@@ -264,6 +303,11 @@ public sealed unsafe class GuestMemory : IDisposable
             }
             if ((DirtyMap[page] & DigestBit) == 0) continue;
             ClearDirty(page, DigestBit);
+            pages.Add(page);
+        }
+        if (pages.Count > 0) AwaitStoresInFlight();
+        foreach (int page in pages)
+        {
             ulong hash = _touched[page] ? XxHash3.Hash(PagePointer(page), PageSize) : ZeroPageHash;
             _ramDigest += Mix(page, hash) - Mix(page, _pageHash[page]);
             _pageHash[page] = hash;
