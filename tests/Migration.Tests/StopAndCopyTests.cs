@@ -65,6 +65,8 @@ public sealed class EndToEndTests(ITestOutputHelper output)
     [Theory]
     [InlineData("stopcopy")]
     [InlineData("log")]
+    [InlineData("precopy")]
+    [InlineData("auto")]
     public void Kv_client_loses_nothing_across_migration(string strategy)
     {
         using var hosts = new Hosts(output);
@@ -80,6 +82,7 @@ public sealed class EndToEndTests(ITestOutputHelper output)
         stop.Cancel();
         load.Wait();
         Assert.True(r.Success, r.Error);
+        Assert.True(r.DigestVerified);
         Assert.Equal(hosts.B.Address, hosts.RunningOn("kv"));
         Assert.True(client.Acknowledged.Count > 10, $"only {client.Acknowledged.Count} SETs acknowledged");
         var missing = client.VerifyAll();

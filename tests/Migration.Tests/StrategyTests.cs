@@ -45,30 +45,6 @@ public sealed class StrategyTests(ITestOutputHelper output)
         }
     }
 
-    [Theory]
-    [InlineData("precopy")]
-    [InlineData("auto")]
-    public void Kv_client_loses_nothing(string strategy)
-    {
-        using var hosts = new Hosts(output);
-        using var c = HostClient.Connect(hosts.A.Address);
-        c.Start("kv", Guests.Elf("kv"), 32 << 20, "kv");
-        using var client = new KvClient(hosts.A.Address, "kv");
-        client.WaitReady();
-        using var stop = new CancellationTokenSource();
-        var load = Task.Run(() => client.RunLoad(stop.Token));
-        Thread.Sleep(300);
-        var r = hosts.Migrate("kv", hosts.A, hosts.B, strategy);
-        Thread.Sleep(300);
-        stop.Cancel();
-        load.Wait();
-        Assert.True(r.Success, r.Error);
-        Assert.True(r.DigestVerified);
-        Assert.Equal(hosts.B.Address, hosts.RunningOn("kv"));
-        Assert.True(client.Acknowledged.Count > 10, $"only {client.Acknowledged.Count} SETs acknowledged");
-        Assert.Empty(client.VerifyAll());
-    }
-
     /// <summary>A small cache forces evictions (cache misses go whole), under a bandwidth cap; the result still verifies.</summary>
     [Fact]
     public void Precopy_with_a_small_cache_and_a_bandwidth_cap_verifies()
