@@ -97,6 +97,7 @@ public sealed unsafe partial class Machine
 
     private void SaveRam(StateWriter w, MemorySnapshot? snapshot)
     {
+        if (snapshot == null) Memory.EnsureAllPresent();
         w.BeginSection("RAM ", RamStateVersion);
         w.U32((uint)Memory.PageCount);
         long countAt = w.Stream.Position;

@@ -151,6 +151,7 @@ public sealed unsafe partial class Machine : IDisposable
             if (limit <= _cpu->Icount) limit = _cpu->Icount + 1;
             _hart.Execute(limit);
             Memory.SafePoint();
+            if (_hart.TakeStall()) return StopReason.PageUnavailable;
         }
     }
 

@@ -11,6 +11,12 @@ public enum StopReason
     StopRequested,
     /// <summary>The hart waits for an interrupt that no input can ever raise.</summary>
     Idle,
+    /// <summary>
+    /// Post-copy: the next instruction touches a page that has not arrived and cannot be fetched now
+    /// (<see cref="Memory.GuestMemory.PageFetcher"/> returned false). Nothing of it executed; running
+    /// again retries it.
+    /// </summary>
+    PageUnavailable,
     /// <summary>A breakpoint or watchpoint hit; see <see cref="Debug.DebugHooks.LastStop"/>.</summary>
     Debug,
 }

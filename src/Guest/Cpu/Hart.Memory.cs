@@ -7,6 +7,7 @@ namespace LiveMigration.Guest.Cpu;
 internal sealed unsafe partial class Hart
 {
     private const ulong NoTrap = ulong.MaxValue;
+    private const ulong StallCause = ulong.MaxValue - 1;
 
     private static int LoadSize(Op op) => op switch
     {
@@ -35,6 +36,7 @@ internal sealed unsafe partial class Hart
         ulong o = address - _mem.Base;
         if (address >= _mem.Base && o <= _mem.Size - (ulong)size)
         {
+            if (!_mem.EnsurePresent(o, size)) return Stall(pc);
             if (_machine.Debug.WatchesReads) _machine.Debug.OnRead(address, size);
             ulong v = 0;
             new ReadOnlySpan<byte>(_mem.Ram + o, size).CopyTo(new Span<byte>(&v, size));
@@ -58,6 +60,7 @@ internal sealed unsafe partial class Hart
         ulong o = address - _mem.Base;
         if (address >= _mem.Base && o <= _mem.Size - (ulong)size)
         {
+            if (!_mem.EnsurePresent(o, size)) return Stall(pc);
             _mem.BeforeWrite(o, size);
             new ReadOnlySpan<byte>(&value, size).CopyTo(new Span<byte>(_mem.Ram + o, size));
             return pc + (ulong)length;
@@ -91,6 +94,7 @@ internal sealed unsafe partial class Hart
         if ((address & (ulong)(size - 1)) != 0) return Cause.LoadMisaligned;
         ulong o = address - _mem.Base;
         if (address < _mem.Base || o > _mem.Size - (ulong)size) return isLoad ? Cause.LoadAccessFault : Cause.StoreAccessFault;
+        if (!_mem.EnsurePresent(o, size)) return StallCause;
         byte* p = ram + o;
 
         if (isLoad)

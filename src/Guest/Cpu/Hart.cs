@@ -29,6 +29,26 @@ internal sealed unsafe partial class Hart
 
     public void BreakOut() => _breakOut = true;
 
+    // Post-copy: an instruction touched a page that cannot arrive now. It did not execute.
+    private bool _stalled;
+    // ...and the loop already counted it (the stall came from inside the instruction).
+    private bool _uncount;
+
+    /// <summary>True once after an Execute that stopped on an unavailable page.</summary>
+    public bool TakeStall()
+    {
+        bool s = _stalled;
+        _stalled = false;
+        return s;
+    }
+
+    /// <summary>A slow path found its page absent and unobtainable: leave pc on the instruction.</summary>
+    private ulong Stall(ulong pc)
+    {
+        _stalled = _uncount = _breakOut = true;
+        return pc;
+    }
+
     [SkipLocalsInit]
     public void Execute(ulong limit)
     {
@@ -50,6 +70,9 @@ internal sealed unsafe partial class Hart
         // Loads take the fast path only below this offset; read watchpoints send all of them the slow way.
         ulong loadLimit = ramSize - 7;
         if (debug.WatchesReads) { loadLimit = 0; blockCache = null; }
+        // Post-copy with pages still absent: every access checks its page, so no fast loads or blocks.
+        bool absentPages = _mem.HasAbsentPages;
+        if (absentPages) { loadLimit = 0; blockCache = null; }
         if (blockCache != null && blockCache.Generation != debug.Generation) blockCache.Flush(debug.Generation);
         DecodedInsn crossPage;
         _breakOut = false;
@@ -69,6 +92,11 @@ internal sealed unsafe partial class Hart
                     pc = Trap(pc, Cause.InstructionAccessFault, pc);
                     icount++;
                     continue;
+                }
+                if (absentPages && !_mem.EnsurePresent(off & ~(ulong)(GuestMemory.PageSize - 1), 1))
+                {
+                    _stalled = true;
+                    break;
                 }
                 codeBase = pc & ~(ulong)(GuestMemory.PageSize - 1);
                 code = _mem.DecodeCache[off >> GuestMemory.PageShift] ?? _mem.CodePage((int)(off >> GuestMemory.PageShift));
@@ -103,6 +131,7 @@ internal sealed unsafe partial class Hart
                     DecodeSlot(ref d, pc);
                     goto dispatch;
                 case Op.CrossPage:
+                    if (absentPages && !_mem.EnsurePresent(pc - ramBase + 2, 2)) { pc = Stall(pc); limit = 0; break; }
                     if (!FetchCrossPage(pc, out crossPage))
                     {
                         pc = Trap(pc, Cause.InstructionAccessFault, pc + 2);
@@ -284,7 +313,8 @@ internal sealed unsafe partial class Hart
                     {
                         s->Pc = pc; s->Icount = icount;
                         ulong cause = ExecuteAtomic(ref d, ram);
-                        if (cause == NoTrap) pc += d.Length;
+                        if (cause == StallCause) { pc = Stall(pc); limit = 0; }
+                        else if (cause == NoTrap) pc += d.Length;
                         else pc = Trap(pc, cause, x[d.Rs1]);
                         break;
                     }
@@ -292,6 +322,7 @@ internal sealed unsafe partial class Hart
             icount++;
         }
 
+        if (_uncount) { icount--; _uncount = false; } // the stalled instruction was counted, not executed
         s->Pc = pc;
         s->Icount = icount;
     }

@@ -11,7 +11,7 @@ namespace LiveMigration.Guest.Memory;
 /// anything cares (a dirty client cleared its bit, a snapshot was taken, code was decoded from the
 /// page) takes the slow path, which does the bookkeeping and re-arms the barrier.
 /// </summary>
-public sealed unsafe class GuestMemory : IDisposable
+public sealed unsafe partial class GuestMemory : IDisposable
 {
     public const int PageShift = 12;
     public const int PageSize = 1 << PageShift;
@@ -290,6 +290,7 @@ public sealed unsafe class GuestMemory : IDisposable
     /// </summary>
     public ulong RefreshRamDigest()
     {
+        EnsureAllPresent();
         var map = DirtyMap.AsSpan();
         var pages = new List<int>();
         for (int page = 0; page < PageCount; page++)

@@ -1,0 +1,102 @@
+namespace LiveMigration.Guest.Memory;
+
+/// <summary>
+/// Post-copy support: pages that have not arrived yet. While any page is absent, every load, store,
+/// atomic and instruction fetch checks the page first (loads go the slow way and blocks are not
+/// compiled); touching an absent page asks <see cref="PageFetcher"/> for it and blocks only that
+/// instruction. Pages arrive through <see cref="SupplyPage"/>, from the fetcher or from a background
+/// push on another thread.
+/// </summary>
+public sealed unsafe partial class GuestMemory
+{
+    private bool[]? _absent;
+    private int _absentCount;
+    private readonly object _absentLock = new();
+
+    /// <summary>True while at least one page has not arrived.</summary>
+    public bool HasAbsentPages => Volatile.Read(ref _absentCount) > 0;
+
+    public int AbsentPageCount => Volatile.Read(ref _absentCount);
+
+    /// <summary>
+    /// Called on the guest thread for an absent page the guest touches: deliver it with
+    /// <see cref="SupplyPage"/> (or let a push deliver it) and return true, or return false when it
+    /// cannot come now (link down): the machine then stops before the instruction, which is retried
+    /// on the next run.
+    /// </summary>
+    public Func<int, bool>? PageFetcher { get; set; }
+
+    public bool IsAbsent(int page) => _absent is { } a && Volatile.Read(ref a[page]);
+
+    /// <summary>Marks pages as not yet arrived (post-copy destination, before the guest resumes).</summary>
+    public void MarkAbsent(IEnumerable<int> pages)
+    {
+        lock (_absentLock)
+        {
+            _absent ??= new bool[PageCount];
+            foreach (int page in pages)
+            {
+                if (_absent[page]) continue;
+                _absent[page] = true;
+                WriteFast[page] = 0; // stores must look first
+                Interlocked.Increment(ref _absentCount);
+            }
+        }
+    }
+
+    /// <summary>Delivers a page's contents (any thread); returns false when it was not absent (sent twice).</summary>
+    public bool SupplyPage(int page, ReadOnlySpan<byte> data)
+    {
+        if (data.Length != PageSize) throw new ArgumentException("a page is 4096 bytes");
+        lock (_absentLock)
+        {
+            if (_absent == null || !_absent[page]) return false;
+            // The guest cannot touch an absent page, so writing it here races with nothing.
+            BeforeWrite((ulong)page << PageShift, PageSize);
+            data.CopyTo(PageSpan(page));
+            if (!data.ContainsAnyExcept((byte)0)) _touched[page] = false;
+            Volatile.Write(ref _absent[page], false);
+            Interlocked.Decrement(ref _absentCount);
+            Monitor.PulseAll(_absentLock);
+            return true;
+        }
+    }
+
+    /// <summary>Waits until the page has arrived (a background push may be delivering it); false on timeout.</summary>
+    public bool WaitForPage(int page, TimeSpan timeout)
+    {
+        var until = DateTime.UtcNow + timeout;
+        lock (_absentLock)
+        {
+            while (IsAbsent(page))
+            {
+                var left = until - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero) return false;
+                Monitor.Wait(_absentLock, left);
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Makes the bytes [offset, offset + length) of RAM present; false when a page cannot come now.</summary>
+    internal bool EnsurePresent(ulong offset, int length)
+    {
+        if (!HasAbsentPages) return true;
+        int first = (int)(offset >> PageShift), last = (int)((offset + (ulong)Math.Max(length, 1) - 1) >> PageShift);
+        for (int page = first; page <= last && page < PageCount; page++)
+        {
+            if (!IsAbsent(page)) continue;
+            if (PageFetcher == null || !PageFetcher(page) || IsAbsent(page)) return false;
+        }
+        return true;
+    }
+
+    /// <summary>Brings in every absent page (before a digest or a save): throws if one cannot come.</summary>
+    internal void EnsureAllPresent()
+    {
+        if (!HasAbsentPages) return;
+        for (int page = 0; page < PageCount; page++)
+            if (IsAbsent(page) && !EnsurePresent((ulong)page << PageShift, PageSize))
+                throw new InvalidOperationException($"guest page {page} has not arrived and cannot be fetched now");
+    }
+}

@@ -1,0 +1,118 @@
+using LiveMigration.Guest.Loader;
+using LiveMigration.Guest.Memory;
+using LiveMigration.Guest.State;
+using LiveMigration.Guest.Tests.Infra;
+
+namespace LiveMigration.Guest.Tests.Memory;
+
+/// <summary>
+/// Post-copy at the machine level: a destination resumes with CPU and device state only, every
+/// non-zero page absent; pages arrive on demand (and by a background push) and the run must end
+/// exactly as an uninterrupted one. An unavailable page stops the machine before the instruction.
+/// </summary>
+public class PostcopyPageTests
+{
+    private static (Machine Source, byte[] Devices, byte[][] Pages) RunSourceTo(string guest, ulong icount, TestHostPort port)
+    {
+        var m = new Machine(new MachineConfig(), port);
+        ElfLoader.LoadFile(m, Repo.Guest(guest));
+        Assert.Equal(StopReason.InstructionLimit, m.Run(icount));
+        var pages = new byte[m.Memory.PageCount][];
+        for (int p = 0; p < pages.Length; p++)
+            if (!m.Memory.IsZeroPage(p)) pages[p] = m.Memory.PageSpan(p).ToArray();
+        return (m, m.SaveDeviceState(), pages);
+    }
+
+    private static Machine Destination(byte[] devices, byte[][] pages, TestHostPort port, bool compile)
+    {
+        var d = new Machine(new MachineConfig { CompileBlocks = compile }, port);
+        d.RestoreDeviceState(new StateReader(devices));
+        d.Memory.MarkAbsent(Enumerable.Range(0, pages.Length).Where(p => pages[p] != null));
+        return d;
+    }
+
+    [Theory]
+    [InlineData("dirty_small", false)]
+    [InlineData("dirty_small", true)]
+    [InlineData("compute_small", true)]
+    public void DemandFetchedRunEndsLikeAnUninterruptedOne(string guest, bool compile)
+    {
+        var reference = new TestHostPort();
+        using var whole = new Machine(new MachineConfig(), reference);
+        ElfLoader.LoadFile(whole, Repo.Guest(guest));
+        Assert.Equal(StopReason.Exited, whole.Run());
+
+        var sourcePort = new TestHostPort();
+        var (source, devices, pages) = RunSourceTo(guest, 300_000, sourcePort);
+        using var _ = source;
+        var destPort = new TestHostPort();
+        using var dest = Destination(devices, pages, destPort, compile);
+        int fetched = 0;
+        dest.Memory.PageFetcher = page => { fetched++; return dest.Memory.SupplyPage(page, pages[page]); };
+
+        Assert.Equal(StopReason.Exited, dest.Run());
+        Assert.Equal(whole.ExitCode, dest.ExitCode);
+        Assert.Equal(reference.Output, sourcePort.Output.Concat(destPort.Output).ToArray());
+        Assert.True(fetched > 0);
+        Assert.Equal(whole.ComputeDigest(), dest.ComputeDigest()); // fetches the rest first
+        Assert.Equal(0, dest.Memory.AbsentPageCount);
+    }
+
+    [Fact]
+    public void BackgroundPushAndDemandFetchTogetherSendEachPageOnce()
+    {
+        var (source, devices, pages) = RunSourceTo("dirty_small", 300_000, new TestHostPort());
+        using var _ = source;
+        using var dest = Destination(devices, pages, new TestHostPort(), compile: true);
+        int supplied = 0, refused = 0;
+        void Give(int page)
+        {
+            if (dest.Memory.SupplyPage(page, pages[page])) Interlocked.Increment(ref supplied);
+            else Interlocked.Increment(ref refused);
+        }
+        dest.Memory.PageFetcher = page => { Give(page); return true; };
+        var push = new Thread(() =>
+        {
+            for (int p = pages.Length - 1; p >= 0; p--)
+                if (pages[p] != null && dest.Memory.IsAbsent(p)) Give(p);
+        });
+        push.Start();
+        Assert.Equal(StopReason.Exited, dest.Run());
+        push.Join();
+        dest.Memory.EnsureAllPresent();
+        Assert.Equal(pages.Count(p => p != null), supplied); // each page landed exactly once
+        Assert.Equal(0, dest.Memory.AbsentPageCount);
+    }
+
+    [Fact]
+    public void AnUnavailablePageStopsBeforeTheInstructionAndARetryContinues()
+    {
+        var reference = new TestHostPort();
+        using var whole = new Machine(new MachineConfig(), reference);
+        ElfLoader.LoadFile(whole, Repo.Guest("dirty_small"));
+        Assert.Equal(StopReason.Exited, whole.Run());
+
+        var (source, devices, pages) = RunSourceTo("dirty_small", 300_000, new TestHostPort());
+        using var _ = source;
+        using var dest = Destination(devices, pages, new TestHostPort(), compile: false);
+        bool linkUp = false;
+        int stops = 0;
+        dest.Memory.PageFetcher = page => linkUp && dest.Memory.SupplyPage(page, pages[page]);
+        while (true)
+        {
+            ulong icount = dest.Icount, pc = dest.Pc;
+            var reason = dest.Run();
+            if (reason == StopReason.Exited) break;
+            Assert.Equal(StopReason.PageUnavailable, reason);
+            stops++;
+            if (stops == 1)
+            {
+                Assert.Equal(300_000UL, dest.Icount); // not one instruction ran without its page
+                Assert.Equal(pc, dest.Pc);
+            }
+            linkUp = stops > 3; // the link "comes back" after a few failed attempts
+        }
+        Assert.True(stops >= 1);
+        Assert.Equal(whole.ComputeDigest(), dest.ComputeDigest());
+    }
+}
