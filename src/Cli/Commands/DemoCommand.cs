@@ -17,8 +17,8 @@ public static class DemoCommand
 {
     public static Command Create()
     {
-        var strategy = new Option<string>("--strategy") { Description = "auto, log, precopy or stopcopy", DefaultValueFactory = _ => "auto" };
-        strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy");
+        var strategy = new Option<string>("--strategy") { Description = "auto, log, precopy, stopcopy or postcopy (resume at once, pages on demand)", DefaultValueFactory = _ => "auto" };
+        strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy", "postcopy");
         var guest = new Option<FileInfo?>("--guest") { Description = "kv guest ELF (default: guests/build/kv.elf)" };
         var bandwidth = new Option<string>("--bandwidth") { Description = "rate limit (default 1gbit)", DefaultValueFactory = _ => "1gbit" };
         var command = new Command("demo", "Migrate a kv server under load between two local hosts and prove nothing was lost");

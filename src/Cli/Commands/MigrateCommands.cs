@@ -17,8 +17,8 @@ public static class MigrateCommands
         var name = new Argument<string>("name") { Description = "guest to migrate" };
         var from = new Option<string>("--from") { Description = "source host (HOST:PORT)", Required = true };
         var to = new Option<string>("--to") { Description = "destination host (HOST:PORT)", Required = true };
-        var strategy = new Option<string>("--strategy") { Description = "auto (log shipping, falling back to pre-copy), log (log shipping), precopy (XBZRLE pre-copy) or stopcopy", DefaultValueFactory = _ => "auto" };
-        strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy");
+        var strategy = new Option<string>("--strategy") { Description = "auto (log shipping, falling back to pre-copy), log (log shipping), precopy (XBZRLE pre-copy), stopcopy or postcopy (resume at once, pages on demand)", DefaultValueFactory = _ => "auto" };
+        strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy", "postcopy");
         var xbzrleCache = new Option<string>("--xbzrle-cache") { Description = "pre-copy: XBZRLE page cache size (64MiB, 0 = default 64 MiB)", DefaultValueFactory = _ => "0" };
         var autoConverge = new Option<bool>("--auto-converge") { Description = "pre-copy: throttle the guest when it dirties memory faster than the link sends it (always on for auto)" };
         var bandwidth = new Option<string>("--bandwidth") { Description = "rate limit on the wire (1gbit, 100mbit, 125MB; 0 = unlimited)", DefaultValueFactory = _ => "0" };

@@ -64,7 +64,7 @@ internal sealed partial class MigrationDestination
             why = $"machine config not supported: {setup.MemorySize >> 20} MiB of RAM (this host allows up to {_host.Options.MaxMemorySize >> 20} MiB)";
         else if (setup.PageCount != setup.MemorySize / 4096)
             why = $"machine config mismatch: {setup.PageCount} pages for {setup.MemorySize} bytes";
-        else if (setup.Strategy is not ("log" or "stopcopy" or "precopy" or "auto"))
+        else if (setup.Strategy is not ("log" or "stopcopy" or "precopy" or "auto" or "postcopy"))
             why = $"unknown strategy '{setup.Strategy}'";
         if (why != null) return false;
         lock (_host.Lock)
@@ -97,11 +97,16 @@ internal sealed partial class MigrationDestination
                 case Envelope.BodyOneofCase.Log: OnLog(e.Log); break;
                 case Envelope.BodyOneofCase.DeltaPages: OnDeltaPages(e.DeltaPages); break;
                 case Envelope.BodyOneofCase.PrecopyFallback: OnPrecopyFallback(e.PrecopyFallback); break;
+                case Envelope.BodyOneofCase.PostcopyManifest: _manifest = e.PostcopyManifest; break;
+                case Envelope.BodyOneofCase.FinalState when _setup.Strategy == "postcopy":
+                    if (!VerifyPostcopy(e.FinalState)) return;
+                    break;
                 case Envelope.BodyOneofCase.FinalState:
                     if (!Verify(e.FinalState)) return;
                     break;
                 case Envelope.BodyOneofCase.Go:
                     Start(e.Go.ConsoleInput.ToByteArray(), e.Go.ConsoleBacklog.ToByteArray(), "GO");
+                    if (_manifest != null) ReceivePostcopyPages();
                     return;
                 case Envelope.BodyOneofCase.Abort:
                     Discard($"the source aborted: {e.Abort.Reason}");
@@ -232,6 +237,7 @@ internal sealed partial class MigrationDestination
                 _entry.MovedTo = null;
             }
             State = "running";
+            if (_manifest != null) _machine!.Memory.PageFetcher = FetchPage;
         }
         instance.Start();
         string consoleAddress = _host.ConsoleAddress(instance.Console);

@@ -53,6 +53,7 @@ internal sealed partial class MigrationSource
             r.BytesLog = (ulong)c.Sent(ByteCategory.Log);
             r.BytesState = (ulong)c.Sent(ByteCategory.State);
             r.BytesProtocol = (ulong)c.Sent(ByteCategory.Protocol);
+            r.BytesPostcopy = (ulong)c.Sent(ByteCategory.Postcopy);
         }
         r.PagesSent = (uint)_pages.PagesSent;
         r.ZeroPages = (uint)_pages.ZeroPages;

@@ -45,7 +45,7 @@ internal sealed partial class MigrationSource
         _guest = entry.Instance!;
         _command = command;
         Strategy = command.Strategy is "" or null ? "auto" : command.Strategy;
-        if (Strategy is not ("log" or "stopcopy" or "precopy" or "auto")) throw new HostException($"unknown strategy '{command.Strategy}' (expected auto, log, precopy or stopcopy)");
+        if (Strategy is not ("log" or "stopcopy" or "precopy" or "auto" or "postcopy")) throw new HostException($"unknown strategy '{command.Strategy}' (expected auto, log, precopy, stopcopy or postcopy)");
     }
 
     public string Id { get; } = Guid.NewGuid().ToString("N")[..16];
@@ -90,6 +90,7 @@ internal sealed partial class MigrationSource
             ulong digest, icount;
             if (Strategy == "stopcopy") (icount, digest) = StopAndCopy(token);
             else if (Strategy == "precopy") { SwitchStrategy("precopy", "chosen"); (icount, digest) = Precopy(token); }
+            else if (Strategy == "postcopy") { SwitchStrategy("postcopy", "chosen"); (icount, digest) = PostcopyPrepare(token); }
             else
             {
                 SwitchStrategy("log", Strategy == "auto" ? "auto starts with log shipping" : "chosen");
@@ -204,6 +205,7 @@ internal sealed partial class MigrationSource
         try
         {
             _conn!.Send(new Envelope { Go = _pendingGo });
+            if (_manifest != null) { ServePostcopy(report); return; } // releases the source guest only when every page arrived
             var resumed = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed;
             _tResumed = Now;
             report.Console = resumed.Console;
@@ -243,6 +245,11 @@ internal sealed partial class MigrationSource
             while (true)
             {
                 var e = conn.Receive();
+                if (e.BodyCase == Envelope.BodyOneofCase.PageRequest)
+                {
+                    _pageRequests.Add((int)e.PageRequest.Page);
+                    continue;
+                }
                 if (e.BodyCase == Envelope.BodyOneofCase.ReplayProgress)
                 {
                     Interlocked.Exchange(ref _replayIcount, (long)e.ReplayProgress.Icount);
@@ -256,6 +263,7 @@ internal sealed partial class MigrationSource
         {
             _readerError = e;
             _inbox.Add(new Envelope()); // wakes a waiter
+            _pageRequests.Add(-1);
         }
     }
 

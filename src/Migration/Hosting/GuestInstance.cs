@@ -34,6 +34,8 @@ public sealed class GuestInstance : IDisposable
     public ConsoleEndpoint Console => Port.Console;
     public StopReason? HaltReason { get; private set; }
     public Exception? Crash { get; private set; }
+    /// <summary>True when the guest paused itself on a post-copy page that could not be fetched.</summary>
+    public bool PageStalled { get; private set; }
 
     public string State
     {
@@ -82,6 +84,13 @@ public sealed class GuestInstance : IDisposable
                     Console.Flush();
                     lock (_gate) { _halted = true; HaltReason = reason; }
                 }
+                else if (reason == StopReason.PageUnavailable)
+                {
+                    // Post-copy: a page the guest needs cannot come now. Not an exit: stay paused before
+                    // that instruction until someone resumes the guest (after the page can be fetched).
+                    Console.Flush();
+                    lock (_gate) { _pauseRequested = true; PageStalled = true; }
+                }
             }
         }
         catch (Exception e)
@@ -121,6 +130,7 @@ public sealed class GuestInstance : IDisposable
         lock (_gate)
         {
             _pauseRequested = false;
+            PageStalled = false;
             Port.ClearWake();
             Monitor.PulseAll(_gate);
         }

@@ -13,6 +13,8 @@ public enum FaultPoint
     BeforeAck,
     /// <summary>After the ACK was received (the source has committed), before GO is sent.</summary>
     AfterAck,
+    /// <summary>Post-copy only: after GO and the first batch of post-copy pages.</summary>
+    Postcopy,
 }
 
 public sealed record HostOptions

@@ -7,7 +7,7 @@ using LiveMigration.Migration.Protocol;
 namespace LiveMigration.Migration.Transport;
 
 /// <summary>What a byte on the wire was for; the report adds them up per category.</summary>
-public enum ByteCategory { Checkpoint = 0, Log = 1, State = 2, Protocol = 3 }
+public enum ByteCategory { Checkpoint = 0, Log = 1, State = 2, Protocol = 3, Postcopy = 4 }
 
 /// <summary>
 /// One framed, full-duplex TCP connection: any thread may <see cref="Send"/> (sends are serialized),
@@ -19,7 +19,7 @@ public sealed class Connection : IDisposable
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
     private readonly object _sendLock = new();
-    private readonly long[] _sent = new long[4];
+    private readonly long[] _sent = new long[5];
     private readonly byte[] _header = new byte[Frame.HeaderSize];
     private readonly byte[] _rxHeader = new byte[Frame.HeaderSize];
     private int _closed;

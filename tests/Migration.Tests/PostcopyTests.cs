@@ -1,0 +1,63 @@
+using System.Text.RegularExpressions;
+using LiveMigration.Migration.Hosting;
+using Xunit.Abstractions;
+
+namespace LiveMigration.Migration.Tests;
+
+/// <summary>Post-copy tests run on their own, not beside the rest: their guests run flat out on both hosts.</summary>
+[CollectionDefinition("postcopy", DisableParallelization = true)]
+public sealed class PostcopyCollection;
+
+/// <summary>Post-copy: the guest resumes on the destination at once, its pages follow on demand and by a background push.</summary>
+[Collection("postcopy")]
+public sealed class PostcopyTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("compute_forever")]
+    [InlineData("dirty_hotcold")]
+    public void Running_guests_migrate_post_copy_and_every_page_verifies(string guest)
+    {
+        using var hosts = new Hosts(output);
+        using var c = HostClient.Connect(hosts.A.Address);
+        c.Start("g", Guests.Elf(guest), 128 << 20, guest);
+        using var console = new ConsoleClient(hosts.A.Address, "g");
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        var r = hosts.Migrate("g", hosts.A, hosts.B, "postcopy");
+        output.WriteLine($"postcopy pages={r.PostcopyPages} requested={r.PostcopyRequestedPages} prepaged={r.PostcopyPrepagedPages} verified={r.PostcopyVerifiedPages} bytes={r.BytesPostcopy}");
+        Assert.True(r.Success, r.Error);
+        Assert.True(r.DigestVerified);
+        Assert.True(r.PostcopyPages > 0);
+        Assert.Equal(r.PostcopyPages, r.PostcopyVerifiedPages); // each page sent once, and each one's hash matched
+        Assert.True(r.BytesPostcopy > 0);
+        Assert.Equal(1, hosts.RunningCount("g"));
+        Assert.Null(hosts.A.FindInstance("g"));
+        var dest = hosts.B.FindInstance("g")!;
+        Assert.Equal(0, dest.Machine.Memory.AbsentPageCount);
+        Assert.Equal("running", dest.State);
+
+        int seen = Regex.Matches(console.Text, @"(?m)^progress \d+").Count;
+        console.Follow();
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= seen + 2, 20000);
+        EndToEndTests.AssertContinuous(console.Text, "progress", seen + 2);
+    }
+
+    /// <summary>The link dies after GO with pages still missing: the destination guest must stop on a missing page and stay paused, not exit.</summary>
+    [Fact]
+    public void A_link_failure_during_post_copy_leaves_the_destination_guest_paused()
+    {
+        using var hosts = new Hosts(output, fault: p => p == FaultPoint.Postcopy);
+        using var c = HostClient.Connect(hosts.A.Address);
+        c.Start("g", Guests.Elf("dirty_hotcold"), 128 << 20, "dirty_hotcold");
+        using var console = new ConsoleClient(hosts.A.Address, "g");
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        var r = hosts.Migrate("g", hosts.A, hosts.B, "postcopy");
+        Assert.False(r.Success);
+        Assert.Contains("post-copy interrupted", r.Error);
+        var dest = hosts.B.FindInstance("g")!;
+        hosts.WaitUntil(() => dest.PageStalled, 10000, "the destination guest to stall on a missing page");
+        Assert.Equal("paused", dest.State);
+        Assert.True(dest.Machine.Memory.AbsentPageCount > 0);
+        Assert.Null(dest.Crash);
+        Assert.Null(dest.HaltReason);
+    }
+}
