@@ -53,8 +53,9 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         var r = hosts.Migrate("g", hosts.A, hosts.B, "postcopy");
         Assert.False(r.Success);
         Assert.Contains("post-copy interrupted", r.Error);
+        // The source sees the cut at once; the destination may still be starting the guest.
+        hosts.WaitUntil(() => hosts.B.FindInstance("g") is { PageStalled: true }, 10000, "the destination guest to stall on a missing page");
         var dest = hosts.B.FindInstance("g")!;
-        hosts.WaitUntil(() => dest.PageStalled, 10000, "the destination guest to stall on a missing page");
         Assert.Equal("paused", dest.State);
         Assert.True(dest.Machine.Memory.AbsentPageCount > 0);
         Assert.Null(dest.Crash);

@@ -57,8 +57,12 @@ public sealed class GuestInstance : IDisposable
 
     public void Start()
     {
-        lock (_gate) _started = true;
-        _thread.Start();
+        // Started under the gate: a concurrent Terminate must never see _started before the thread runs.
+        lock (_gate)
+        {
+            _started = true;
+            _thread.Start();
+        }
     }
 
     private void Loop()
