@@ -116,15 +116,6 @@ static string Short(string s)
 }
 static string Bytes(ulong b) => TimelineSvg.Human(b);
 
-string Arg(string name, string fallback)
-{
-    int i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
-}
+string Arg(string name, string fallback) => BenchRepo.Arg(args, name, fallback);
 
-static string FindRoot()
-{
-    for (var d = new DirectoryInfo(Environment.CurrentDirectory); d != null; d = d.Parent)
-        if (File.Exists(Path.Combine(d.FullName, "guests", "build", "kv.elf"))) return d.FullName;
-    throw new FileNotFoundException("guests/build not found: run `make -C guests` from the repository");
-}
+static string FindRoot() => BenchRepo.Root;

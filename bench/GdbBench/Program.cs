@@ -105,12 +105,7 @@ static void RecordIfMissing(string elf, string tracePath, ulong length)
     Console.WriteLine($"recorded {length:N0} instructions of {Path.GetFileName(elf)} to {tracePath} in {rec.Elapsed.TotalSeconds:F1} s");
 }
 
-static string FindRoot()
-{
-    for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-        if (File.Exists(Path.Combine(d.FullName, "LiveMigration.sln"))) return d.FullName;
-    throw new InvalidOperationException("LiveMigration.sln not found");
-}
+static string FindRoot() => BenchRepo.Root;
 
 static ulong Symbol(string elf, string name)
 {

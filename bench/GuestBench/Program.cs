@@ -66,12 +66,7 @@ static double RunQemu(string elf, bool icountMode)
     return sw.Elapsed.TotalSeconds;
 }
 
-static string FindRoot()
-{
-    for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-        if (File.Exists(Path.Combine(d.FullName, "LiveMigration.sln"))) return d.FullName;
-    throw new Exception("run from inside the repository");
-}
+static string FindRoot() => BenchRepo.Root;
 
 /// <summary>Fixed time, no input: compute-style guests never read either.</summary>
 sealed class CapturePort : IHostPort

@@ -84,18 +84,6 @@ Console.WriteLine("|" + string.Join("|", widths.Select(w => new string('-', w + 
 foreach (var row in rows) Console.WriteLine(Line(row));
 return 0;
 
-string Arg(string name, string fallback)
-{
-    int i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
-}
+string Arg(string name, string fallback) => BenchRepo.Arg(args, name, fallback);
 
-static string FindGuests()
-{
-    for (var d = new DirectoryInfo(Environment.CurrentDirectory); d != null; d = d.Parent)
-    {
-        string p = Path.Combine(d.FullName, "guests", "build");
-        if (File.Exists(Path.Combine(p, "kv.elf"))) return p;
-    }
-    throw new FileNotFoundException("guests/build not found: run `make -C guests` from the repository");
-}
+static string FindGuests() => BenchRepo.Guests;

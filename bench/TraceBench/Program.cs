@@ -141,9 +141,4 @@ static double Median(List<double> xs)
     return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
 }
 
-static string FindRoot()
-{
-    for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-        if (File.Exists(Path.Combine(d.FullName, "LiveMigration.sln"))) return d.FullName;
-    throw new InvalidOperationException("LiveMigration.sln not found");
-}
+static string FindRoot() => BenchRepo.Root;
