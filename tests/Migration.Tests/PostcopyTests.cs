@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
 using Xunit.Abstractions;
 
 namespace LiveMigration.Migration.Tests;
@@ -60,5 +61,60 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         Assert.True(dest.Machine.Memory.AbsentPageCount > 0);
         Assert.Null(dest.Crash);
         Assert.Null(dest.HaltReason);
+    }
+
+    /// <summary>
+    /// `lm migrate --resume` (QEMU's migrate-recover): after the link dies mid post-copy, a resume to a
+    /// host that does not have the guest is refused and changes nothing; the resume to the right host
+    /// sends exactly the missing pages, the stalled guest runs on with continuous output, and only
+    /// then is the source copy released.
+    /// </summary>
+    [Fact]
+    public void An_interrupted_post_copy_resumes_on_a_new_connection_and_the_guest_runs_on()
+    {
+        int cuts = 0;
+        using var hosts = new Hosts(output, count: 3, fault: p => p == FaultPoint.Postcopy && Interlocked.Increment(ref cuts) == 1);
+        using var c = HostClient.Connect(hosts.A.Address);
+        c.Start("g", Guests.Elf("dirty_hotcold"), 128 << 20, "dirty_hotcold");
+        using var console = new ConsoleClient(hosts.A.Address, "g");
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        var first = hosts.Migrate("g", hosts.A, hosts.B, "postcopy");
+        Assert.False(first.Success);
+        Assert.Contains("--resume", first.Error);
+        hosts.WaitUntil(() => hosts.B.FindInstance("g") is { PageStalled: true }, 10000, "the destination guest to stall on a missing page");
+        int absentBefore = hosts.B.FindInstance("g")!.Machine.Memory.AbsentPageCount;
+        Assert.True(absentBefore > 0);
+        var held = c.Status("g").Guests.Single();
+        Assert.Equal("moved", held.State);
+        Assert.Contains("--resume", held.Migration);
+        Assert.Contains("pages absent", HostClient.Connect(hosts.B.Address).Status("g").Guests.Single().Migration);
+        // A name that is held here cannot be taken by a new guest meanwhile.
+        Assert.Throws<HostException>(() => c.Start("g", Guests.Elf("idle"), 16 << 20, "idle"));
+
+        var wrong = c.Migrate(new MigrateCommand { Name = "g", Target = hosts[2].Address, Resume = true });
+        Assert.False(wrong.Success);
+        Assert.Contains("no post-copy of 'g'", wrong.Error);
+        Assert.Equal(absentBefore, hosts.B.FindInstance("g")!.Machine.Memory.AbsentPageCount);
+
+        var resumed = c.Migrate(new MigrateCommand { Name = "g", Resume = true });
+        output.WriteLine($"resume: pages={resumed.PostcopyPages} requested={resumed.PostcopyRequestedPages} verified={resumed.PostcopyVerifiedPages} bytes={resumed.BytesPostcopy} in {resumed.TotalSeconds * 1000:F0} ms");
+        Assert.True(resumed.Success, resumed.Error);
+        Assert.True(resumed.ResumedPostcopy);
+        Assert.Equal((ulong)absentBefore, resumed.PostcopyPages); // exactly the missing pages, each once
+        Assert.True(resumed.PostcopyVerifiedPages >= (ulong)absentBefore);
+        var dest = hosts.B.FindInstance("g")!;
+        Assert.Equal(0, dest.Machine.Memory.AbsentPageCount);
+        hosts.WaitUntil(() => dest.State == "running", 5000, "the destination guest to run again");
+        Assert.Equal(1, hosts.RunningCount("g"));
+        var released = c.Status("g").Guests.Single();
+        Assert.Equal("moved", released.State);
+        Assert.Equal("", released.Migration);
+
+        int seen = Regex.Matches(console.Text, @"(?m)^progress \d+").Count;
+        console.Follow();
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= seen + 2, 20000);
+        EndToEndTests.AssertContinuous(console.Text, "progress", seen + 2);
+        var again = Assert.Throws<HostException>(() => c.Migrate(new MigrateCommand { Name = "g", Resume = true }));
+        Assert.Contains("nothing to resume", again.Message);
     }
 }

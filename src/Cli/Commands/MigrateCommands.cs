@@ -16,7 +16,8 @@ public static class MigrateCommands
     {
         var name = new Argument<string>("name") { Description = "guest to migrate" };
         var from = new Option<string>("--from") { Description = "source host (HOST:PORT)", Required = true };
-        var to = new Option<string>("--to") { Description = "destination host (HOST:PORT)", Required = true };
+        var to = new Option<string>("--to") { Description = "destination host (HOST:PORT); with --resume, a new address of the same destination" };
+        var resume = new Option<bool>("--resume") { Description = "recover a post-copy migration whose link failed: send the destination the pages it still lacks (QEMU's migrate-recover)" };
         var strategy = new Option<string>("--strategy") { Description = "auto (log shipping, falling back to pre-copy), log (log shipping), precopy (XBZRLE pre-copy), stopcopy or postcopy (resume at once, pages on demand)", DefaultValueFactory = _ => "auto" };
         strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy", "postcopy");
         var xbzrleCache = new Option<string>("--xbzrle-cache") { Description = "pre-copy: XBZRLE page cache size (64MiB, 0 = default 64 MiB)", DefaultValueFactory = _ => "0" };
@@ -29,6 +30,7 @@ public static class MigrateCommands
         command.Arguments.Add(name);
         command.Options.Add(from);
         command.Options.Add(to);
+        command.Options.Add(resume);
         command.Options.Add(strategy);
         command.Options.Add(bandwidth);
         command.Options.Add(downtime);
@@ -38,9 +40,11 @@ public static class MigrateCommands
         command.Options.Add(svg);
         command.SetAction(parse => CliErrors.Run(() =>
         {
+            bool isResume = parse.GetValue(resume);
+            if (!isResume && string.IsNullOrEmpty(parse.GetValue(to))) throw new FormatException("--to HOST:PORT is required (only --resume may leave it out)");
             var cmd = new MigrateCommand
             {
-                Name = parse.GetValue(name)!, Target = parse.GetValue(to)!, Strategy = parse.GetValue(strategy)!,
+                Name = parse.GetValue(name)!, Target = parse.GetValue(to) ?? "", Resume = isResume, Strategy = parse.GetValue(strategy)!,
                 BandwidthBytesPerSecond = Rate.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = parse.GetValue(downtime),
                 XbzrleCacheBytes = parse.GetValue(xbzrleCache)!.Trim() == "0" ? 0 : LiveMigration.Guest.MachineConfig.ParseSize(parse.GetValue(xbzrleCache)!), AutoConverge = parse.GetValue(autoConverge),
             };
@@ -102,11 +106,11 @@ public static class MigrateCommands
         return report!;
     }
 
-    private static string Sent(MigrationProgress p) => TimelineSvg.Human(p.BytesCheckpoint + p.BytesLog + p.BytesState + p.BytesProtocol);
+    private static string Sent(MigrationProgress p) => TimelineSvg.Human(p.BytesCheckpoint + p.BytesLog + p.BytesState + p.BytesProtocol + p.BytesPostcopy);
 
     private static Table ProgressTable(MigrationProgress? p, MigrateCommand cmd)
     {
-        var t = new Table().Border(TableBorder.Rounded).Title($"migrating [bold]{Markup.Escape(cmd.Name)}[/] to {Markup.Escape(cmd.Target)} ({cmd.Strategy})");
+        var t = new Table().Border(TableBorder.Rounded).Title(cmd.Resume ? $"resuming the post-copy of [bold]{Markup.Escape(cmd.Name)}[/]" : $"migrating [bold]{Markup.Escape(cmd.Name)}[/] to {Markup.Escape(cmd.Target)} ({cmd.Strategy})");
         t.AddColumns("strategy", "phase", "elapsed", "checkpoint", "log", "state+proto", "rate", "pages", "replay lag", "throttle");
         if (p == null) { t.AddRow("", "setup", "", "", "", "", "", "", "", ""); return t; }
         string bar = p.PagesTotal > 0 ? $"{100.0 * p.PagesSent / p.PagesTotal:F0}%" : "";
@@ -120,9 +124,18 @@ public static class MigrateCommands
     public static void PrintReport(MigrationReport r, string? svgPath)
     {
         var t = new Table().Border(TableBorder.Rounded).HideHeaders().AddColumns("what", "value");
-        t.Title(r.Success ? $"[green]migrated {Markup.Escape(r.Name)}[/]" : $"[red]migration of {Markup.Escape(r.Name)} failed[/]");
+        string what = r.ResumedPostcopy ? "post-copy resume" : "migration";
+        t.Title(r.Success ? $"[green]{(r.ResumedPostcopy ? "resumed post-copy of" : "migrated")} {Markup.Escape(r.Name)}[/]" : $"[red]{what} of {Markup.Escape(r.Name)} failed[/]");
         void Row(string k, string v) => t.AddRow(Markup.Escape(k), Markup.Escape(v));
         if (!string.IsNullOrEmpty(r.Error)) Row(r.Success ? "note" : "error", r.Error);
+        if (r.ResumedPostcopy)
+        {
+            Row("route", $"{r.Source} -> {r.Destination} (migration {r.MigrationId})");
+            Row("total", Ms(r.TotalSeconds));
+            Row("post-copy", $"{r.PostcopyPages} missing pages sent ({r.PostcopyRequestedPages} requested, {r.PostcopyPrepagedPages} pre-paged), {r.PostcopyVerifiedPages} verified in all, {TimelineSvg.Human(r.BytesPostcopy)}");
+            AnsiConsole.Write(t);
+            return;
+        }
         Row("route", $"{r.Source} -> {r.Destination} ({r.Strategy})");
         Row("setup", Ms(r.SetupSeconds));
         Row("checkpoint", Ms(r.CheckpointSeconds));
@@ -134,11 +147,14 @@ public static class MigrateCommands
         Row("bytes: log", TimelineSvg.Human(r.BytesLog));
         Row("bytes: state", TimelineSvg.Human(r.BytesState));
         Row("bytes: protocol", TimelineSvg.Human(r.BytesProtocol));
-        Row("bytes: total", TimelineSvg.Human(r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol));
+        if (r.BytesPostcopy > 0) Row("bytes: post-copy", TimelineSvg.Human(r.BytesPostcopy));
+        Row("bytes: total", TimelineSvg.Human(r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy));
         Row("throttle", $"max {r.MaxThrottle:P0}, mean {r.MeanThrottle:P0}");
         foreach (var s in r.Switches) Row($"strategy @ {Ms(s.T)}", $"{(s.From == "" ? "" : s.From + " -> ")}{s.To}: {s.Reason}");
         if (r.PrecopyRounds > 0)
             Row("pre-copy", $"{r.PrecopyRounds} rounds, {r.XbzrlePages} XBZRLE pages ({TimelineSvg.Human(r.XbzrleBytes)} of deltas), {r.FullPages} whole, {r.UnchangedPages} unchanged, {r.FreePages} free skipped; ended by {r.ConvergedBy}");
+        if (r.PostcopyPages > 0 || r.PostcopyVerifiedPages > 0)
+            Row("post-copy", $"{r.PostcopyPages} pages after GO ({r.PostcopyRequestedPages} requested, {r.PostcopyPrepagedPages} pre-paged), {r.PostcopyVerifiedPages} hash-verified");
         if (r.Success) Row("verified", $"digest {r.Digest:x16} at icount {r.Icount:N0}{(r.DigestVerified ? "" : " (NOT verified)")}");
         if (!string.IsNullOrEmpty(r.Console)) Row("console", $"tcp:{r.Console}");
         if (svgPath != null) Row("timeline", svgPath);

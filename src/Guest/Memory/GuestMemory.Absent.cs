@@ -86,7 +86,10 @@ public sealed unsafe partial class GuestMemory
         for (int page = first; page <= last && page < PageCount; page++)
         {
             if (!IsAbsent(page)) continue;
-            if (PageFetcher == null || !PageFetcher(page) || IsAbsent(page)) return false;
+            // The fetcher is dropped once the last page landed, and a push may land this one meanwhile:
+            // only a page that is still absent after asking stops the machine.
+            PageFetcher?.Invoke(page);
+            if (IsAbsent(page)) return false;
         }
         return true;
     }

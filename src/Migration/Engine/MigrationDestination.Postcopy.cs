@@ -1,6 +1,7 @@
 using LiveMigration.Guest.Memory;
 using LiveMigration.Guest.Native;
 using LiveMigration.Guest.State;
+using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
 
@@ -63,11 +64,12 @@ internal sealed partial class MigrationDestination
     private bool FetchPage(int page)
     {
         var memory = _machine?.Memory;
+        var conn = _conn;
         if (memory == null || _postcopyFailure != null) return false;
-        try { _conn.Send(new Envelope { PageRequest = new PageRequest { Page = (uint)page } }); }
+        try { conn.Send(new Envelope { PageRequest = new PageRequest { Page = (uint)page } }); }
         catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
-            PostcopyFailed($"cannot request page {page}: {e.Message}");
+            PostcopyFailed($"cannot request page {page}: {e.Message}", conn);
             return false;
         }
         Interlocked.Increment(ref _requestedPages);
@@ -76,24 +78,31 @@ internal sealed partial class MigrationDestination
         return true;
     }
 
-    /// <summary>After GO: applies pushed and requested pages until every manifest page is in, then tells the source.</summary>
+    /// <summary>Set while no thread receives post-copy pages (a resume waits for the old receiver to let go).</summary>
+    private readonly ManualResetEventSlim _receiverIdle = new(true);
+
+    /// <summary>After GO (and after each resume): applies pushed and requested pages until every manifest page is in, then tells the source.</summary>
     private void ReceivePostcopyPages()
     {
+        var conn = _conn;
         var machine = _machine!;
         var memory = machine.Memory;
         var hashes = _pageHashes!;
         int expected = hashes.Count;
         var raw = new byte[PageSender.BatchPages * GuestMemory.PageSize];
         State = "postcopy";
+        _receiverIdle.Reset();
         try
         {
+            WakeStalledGuest();
             while (Interlocked.Read(ref _verifiedPages) < expected)
             {
-                var e = _conn.Receive();
+                var e = conn.Receive();
                 switch (e.BodyCase)
                 {
                     case Envelope.BodyOneofCase.PostcopyPages:
                         ApplyPostcopyBatch(memory, hashes, e.PostcopyPages, raw);
+                        WakeStalledGuest();
                         break;
                     case Envelope.BodyOneofCase.Abort:
                         throw new MigrationFailedException($"the source gave up post-copy: {e.Abort.Reason}");
@@ -102,14 +111,23 @@ internal sealed partial class MigrationDestination
                 }
             }
             memory.PageFetcher = null;
-            _conn.Send(new Envelope { PostcopyDone = new PostcopyDone { VerifiedPages = (ulong)_verifiedPages } });
+            lock (_host.Lock) if (_entry!.PostcopyIncoming == this) _entry.PostcopyIncoming = null;
+            WakeStalledGuest();
+            conn.Send(new Envelope { PostcopyDone = new PostcopyDone { VerifiedPages = (ulong)_verifiedPages } });
             State = "running";
             _host.Log($"'{_setup.Name}' post-copy complete: {_verifiedPages} pages verified ({_requestedPages} requested by the guest)");
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidDataException or ProtocolException or MigrationFailedException)
         {
-            PostcopyFailed(e.Message);
+            PostcopyFailed(e.Message, conn);
         }
+        finally { _receiverIdle.Set(); }
+    }
+
+    /// <summary>A guest that stopped on a page the failed link could not bring runs again once pages flow.</summary>
+    private void WakeStalledGuest()
+    {
+        if (_instance is { PageStalled: true } g && _postcopyFailure == null) g.Resume();
     }
 
     private void ApplyPostcopyBatch(GuestMemory memory, Dictionary<int, ulong> hashes, PageBatch batch, byte[] raw)
@@ -131,13 +149,68 @@ internal sealed partial class MigrationDestination
         }
     }
 
-    private void PostcopyFailed(string why)
+    private void PostcopyFailed(string why, Connection conn)
     {
-        if (_postcopyFailure != null) return;
-        _postcopyFailure = why;
-        State = "postcopy-stalled";
+        lock (_lock)
+        {
+            if (conn != _conn || _postcopyFailure != null) return; // an older link, or already failed
+            _postcopyFailure = why;
+            State = "postcopy-stalled";
+        }
         int absent = _machine?.Memory.AbsentPageCount ?? 0;
-        _host.Log($"'{_setup.Name}' POST-COPY FAILED: {why}; {absent} pages still absent. The guest runs until it touches one, then stays paused (it cannot run on without the source's pages)");
-        try { _conn.Dispose(); } catch (Exception e) when (e is IOException or ObjectDisposedException) { }
+        _host.Log($"'{_setup.Name}' POST-COPY FAILED: {why}; {absent} pages still absent. The guest runs until it touches one, then stays paused until the source resumes post-copy (`lm migrate {_setup.Name} --from {_setup.Source} --resume`)");
+        try { conn.Abort(); } catch (Exception e) when (e is IOException or ObjectDisposedException) { }
+    }
+
+    /// <summary>For status: the post-copy phase and how many pages are still missing.</summary>
+    public string PostcopyStatus => $"{State}, {_machine?.Memory.AbsentPageCount ?? 0} pages absent";
+
+    /// <summary>
+    /// A recovery connection (`lm migrate --resume` on the source) for the post-copy of the guest it
+    /// names: answers with the pages still absent and receives them on this thread.
+    /// </summary>
+    private static void AcceptPostcopyResume(GuestHost host, Connection conn, PostcopyResume resume)
+    {
+        MigrationDestination? target;
+        lock (host.Lock) target = host.Entry(resume.Name)?.PostcopyIncoming;
+        string? why = target == null ? $"no post-copy of '{resume.Name}' is in progress on this host"
+            : target._setup.MigrationId != resume.MigrationId ? $"'{resume.Name}' arrived here by migration {target._setup.MigrationId}, not {resume.MigrationId}"
+            : null;
+        if (why != null || !target!.TakeOver(conn, out why))
+        {
+            conn.Send(new Envelope { PostcopyResumeReply = new PostcopyResumeReply { Accepted = false, Error = why } });
+            host.Log($"refused a post-copy resume of '{resume.Name}' (migration {resume.MigrationId}): {why}");
+            return;
+        }
+        target.ReceivePostcopyPages();
+    }
+
+    private int _takingOver;
+
+    /// <summary>Moves the post-copy onto <paramref name="conn"/>; an old link that still looks alive is cut first.</summary>
+    private bool TakeOver(Connection conn, out string? why)
+    {
+        why = null;
+        if (Interlocked.Exchange(ref _takingOver, 1) != 0) { why = "another resume is being accepted"; return false; }
+        try
+        {
+            var old = _conn;
+            PostcopyFailed("superseded by a resume from the source", old); // no-op when it already failed
+            if (!_receiverIdle.Wait(TimeSpan.FromSeconds(10))) { why = "the previous post-copy link does not let go"; return false; }
+            var memory = _machine!.Memory;
+            var reply = new PostcopyResumeReply { Accepted = true, VerifiedPages = (ulong)Interlocked.Read(ref _verifiedPages) };
+            foreach (var page in _manifest!.Pages)
+                if (memory.IsAbsent((int)page)) reply.AbsentPages.Add(page);
+            lock (_lock)
+            {
+                _conn = conn;
+                _postcopyFailure = null;
+                State = "postcopy";
+            }
+            conn.Send(new Envelope { PostcopyResumeReply = reply });
+            _host.Log($"'{_setup.Name}' post-copy resumed by the source: {reply.AbsentPages.Count} pages still absent");
+            return true;
+        }
+        finally { Volatile.Write(ref _takingOver, 0); }
     }
 }

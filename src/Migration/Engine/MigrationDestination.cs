@@ -16,13 +16,14 @@ namespace LiveMigration.Migration.Engine;
 internal sealed partial class MigrationDestination
 {
     private readonly GuestHost _host;
-    private readonly Connection _conn;
+    private Connection _conn; // replaced when a post-copy resume arrives on a new connection
     private readonly object _lock = new();
     private MigrateSetup _setup = new();
     private GuestEntry? _entry;
     private Machine? _machine;
     private FinalState? _final;
     private bool _resolved;
+    private GuestInstance? _instance;
 
     public MigrationDestination(GuestHost host, Connection conn)
     {
@@ -39,6 +40,13 @@ internal sealed partial class MigrationDestination
         {
             _conn.ReceiveTimeout = TimeSpan.FromSeconds(10);
             var first = _conn.Receive();
+            if (first.BodyCase == Envelope.BodyOneofCase.PostcopyResume)
+            {
+                _conn.ReceiveTimeout = TimeSpan.FromSeconds(60);
+                try { AcceptPostcopyResume(_host, _conn, first.PostcopyResume); }
+                catch (Exception e) when (e is IOException or ObjectDisposedException) { _host.Log($"post-copy resume connection lost: {e.Message}"); }
+                return;
+            }
             if (first.BodyCase != Envelope.BodyOneofCase.Setup) throw new ProtocolException($"expected MigrateSetup, got {first.BodyCase}");
             _conn.ReceiveTimeout = TimeSpan.FromSeconds(60);
             if (!Accept(first.Setup, out string? why))
@@ -70,9 +78,9 @@ internal sealed partial class MigrationDestination
         lock (_host.Lock)
         {
             var existing = _host.Entry(setup.Name);
-            if (existing != null && (existing.Instance != null || existing.Arriving != null))
+            if (existing?.Busy() is { } busy)
             {
-                why = $"a guest named '{setup.Name}' already {(existing.Instance != null ? "runs" : "is arriving")} on this host";
+                why = $"a guest named '{setup.Name}' already {busy} on this host";
                 return false;
             }
             _entry = new GuestEntry(setup.Name) { Arriving = this };
@@ -235,8 +243,10 @@ internal sealed partial class MigrationDestination
                 _entry!.Arriving = null;
                 _entry.Instance = instance;
                 _entry.MovedTo = null;
+                if (_manifest != null) _entry.PostcopyIncoming = this;
             }
             State = "running";
+            _instance = instance;
             if (_manifest != null) _machine!.Memory.PageFetcher = FetchPage;
         }
         instance.Start();

@@ -60,114 +60,247 @@ internal sealed partial class MigrationSource
 
     /// <summary>
     /// After GO: sends every manifest page once, requested pages first, and waits for the destination's
-    /// <see cref="PostcopyDone"/>. When the link fails the paused source copy is kept.
+    /// <see cref="PostcopyDone"/>. When the link fails the paused source copy is held for `lm migrate --resume`.
     /// </summary>
     private void ServePostcopy(MigrationReport report)
     {
         _phase = "postcopy";
-        var manifest = _manifest!;
-        var memory = _guest.Machine.Memory;
-        var index = new Dictionary<int, int>(manifest.Pages.Count);
-        for (int i = 0; i < manifest.Pages.Count; i++) index[(int)manifest.Pages[i]] = i;
-        var sent = new bool[manifest.Pages.Count];
-        int remaining = manifest.Pages.Count, cursor = 0;
-        long requested = 0, prepaged = 0, total = 0;
-        var raw = new byte[PushBatchPages * GuestMemory.PageSize];
-        var compressed = new byte[Zstd.CompressBound(raw.Length)];
-        var conn = _conn!;
-        double t0 = Now;
-
-        void SendBatch(List<int> slots)
-        {
-            if (slots.Count == 0) return;
-            var batch = new PageBatch();
-            for (int i = 0; i < slots.Count; i++)
-            {
-                int page = (int)manifest.Pages[slots[i]];
-                memory.PageSpan(page).CopyTo(raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize));
-                batch.Pages.Add((uint)page);
-            }
-            int n = Zstd.Compress(raw.AsSpan(0, slots.Count * GuestMemory.PageSize), compressed, PageSender.CompressionLevel);
-            batch.Zstd = ByteString.CopyFrom(compressed, 0, n);
-            conn.Send(new Envelope { PostcopyPages = batch }, ByteCategory.Postcopy);
-            if (total == 0) Fault(FaultPoint.Postcopy);
-            total += slots.Count;
-        }
-
-        bool Take(int slot, List<int> into)
-        {
-            if (slot < 0 || slot >= sent.Length || sent[slot]) return false;
-            sent[slot] = true;
-            remaining--;
-            into.Add(slot);
-            return true;
-        }
-
-        var slots = new List<int>(PushBatchPages);
+        var push = new PostcopyPush(this, new bool[_manifest!.Pages.Count]);
         try
         {
-            string? console = null;
-            while (remaining > 0)
-            {
-                slots.Clear();
-                if (_inbox.TryTake(out var early))
-                {
-                    if (early.BodyCase == Envelope.BodyOneofCase.Resumed) { _tResumed = Now; console = early.Resumed.Console; }
-                    else if (early.BodyCase == Envelope.BodyOneofCase.None) throw new IOException($"lost the connection to the destination: {_readerError?.Message}");
-                    else if (early.BodyCase == Envelope.BodyOneofCase.Abort) throw new MigrationFailedException($"destination aborted: {early.Abort.Reason}");
-                }
-                // Requests first; block briefly only when nothing is left to push (never here: remaining > 0).
-                while (slots.Count < PushBatchPages && _pageRequests.TryTake(out int page))
-                {
-                    if (page < 0) throw new IOException($"lost the connection to the destination: {_readerError?.Message}");
-                    if (!index.TryGetValue(page, out int slot)) continue; // not in the manifest, or already sent
-                    if (!Take(slot, slots)) continue;
-                    requested++;
-                    for (int k = 1; k <= PrepagePages && slot + k < sent.Length; k++)
-                        if (Take(slot + k, slots)) prepaged++;
-                }
-                if (slots.Count > 0) { SendBatch(slots); continue; }
-                // Background push, a small batch at a time so a request never waits long behind it.
-                while (slots.Count < PushBatchPages && cursor < sent.Length) Take(cursor++, slots);
-                SendBatch(slots);
-            }
-            _host.Log($"migration {Id}: post-copy: {total} pages sent in {(Now - t0) * 1000:F1} ms ({requested} requested, {prepaged} pre-paged)");
-            report.PostcopyPages = (ulong)total;
-            report.PostcopyRequestedPages = (ulong)requested;
-            report.PostcopyPrepagedPages = (ulong)prepaged;
+            string? console = push.Run(_conn!);
             if (console == null)
             {
                 console = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed.Console;
                 _tResumed = Now;
             }
             report.Console = console;
-            var done = Expect(Envelope.BodyOneofCase.PostcopyDone, PostcopyDoneTimeout, CancellationToken.None).PostcopyDone;
-            report.PostcopyVerifiedPages = done.VerifiedPages;
-            if (done.VerifiedPages != (ulong)manifest.Pages.Count)
-                throw new MigrationFailedException($"destination verified {done.VerifiedPages} of {manifest.Pages.Count} post-copy pages");
-            report.Success = true;
-            _phase = "done";
-            _conn?.Dispose();
-            _guest.Dispose();
-            _host.Log($"migration {Id}: '{_command.Name}' now runs on {_command.Target}; every post-copy page verified there, source copy released");
+            FinishPostcopy(report, push);
         }
         catch (Exception e) when (e is IOException or MigrationFailedException or OperationCanceledException)
         {
-            report.PostcopyPages = (ulong)total;
-            report.PostcopyRequestedPages = (ulong)requested;
-            report.PostcopyPrepagedPages = (ulong)prepaged;
-            report.Success = false;
-            report.Error = $"post-copy interrupted after GO with {remaining} of {manifest.Pages.Count} pages unsent ({e.Message}); " +
-                "the destination guest stays paused on a missing page and the paused source copy is kept";
+            push.FillReport(report);
             if (_tResumed < 0) _tResumed = Now;
-            _phase = "postcopy-failed";
-            _host.Log($"migration {Id}: {report.Error}");
-            _conn?.Dispose();
-            // Deliberately not disposing _guest: its memory is the only copy of the unsent pages.
-            _postcopyOrphan = _guest;
+            HoldForResume(report, push, e);
         }
     }
 
-    /// <summary>The paused source guest whose pages a post-copy destination still lacks (a resume would serve them).</summary>
-    private GuestInstance? _postcopyOrphan;
+    /// <summary>Waits for the destination's confirmation of every page, then releases the source copy.</summary>
+    private void FinishPostcopy(MigrationReport report, PostcopyPush push)
+    {
+        push.FillReport(report);
+        var done = Expect(Envelope.BodyOneofCase.PostcopyDone, PostcopyDoneTimeout, CancellationToken.None).PostcopyDone;
+        report.PostcopyVerifiedPages = done.VerifiedPages;
+        if (done.VerifiedPages != (ulong)_manifest!.Pages.Count)
+            throw new MigrationFailedException($"destination verified {done.VerifiedPages} of {_manifest.Pages.Count} post-copy pages");
+        report.Success = true;
+        _phase = "done";
+        _conn?.Dispose();
+        _host.ReleasePostcopyHold(_entry, this);
+        _guest.Dispose();
+        _host.Log($"migration {Id}: '{_command.Name}' now runs on {_target}; every post-copy page verified there, source copy released");
+    }
+
+    private void HoldForResume(MigrationReport report, PostcopyPush push, Exception e)
+    {
+        report.Success = false;
+        report.Error = $"post-copy interrupted after GO with {push.Remaining} of {_manifest!.Pages.Count} pages unsent ({e.Message}); " +
+            $"the destination guest stays paused on a missing page and the paused source copy is held: recover with `lm migrate {_command.Name} --from {_host.Address} --resume`";
+        _phase = "postcopy-interrupted";
+        _host.Log($"migration {Id}: {report.Error}");
+        _conn?.Dispose();
+        // Deliberately not disposing _guest: its memory is the only copy of the unsent pages.
+        _host.HoldForPostcopyResume(_entry, this);
+    }
+
+    /// <summary>Where the guest went (a resume may reach the same destination host at a new address).</summary>
+    private string _target = "";
+    private int _resuming;
+
+    /// <summary>Pages of the manifest still not confirmed by the destination (for status).</summary>
+    public int PostcopyPagesTotal => _manifest?.Pages.Count ?? 0;
+
+    /// <summary>
+    /// `lm migrate NAME --resume` (QEMU's migrate-recover): a fresh connection to the destination,
+    /// which answers with the manifest pages it still lacks; exactly those go (requested ones first),
+    /// and the held source copy is released once the destination confirms every page. A failed
+    /// resume keeps holding it, so it can be tried again.
+    /// </summary>
+    public MigrationReport ResumePostcopy(MigrateCommand command, Action<MigrationProgress>? progress)
+    {
+        if (Interlocked.Exchange(ref _resuming, 1) != 0) throw new HostException($"a resume of '{_command.Name}' is already in progress");
+        string target = string.IsNullOrEmpty(command.Target) ? _target : command.Target;
+        var report = new MigrationReport
+        {
+            Name = _command.Name, Strategy = "postcopy", Source = _host.Address, Destination = target, MigrationId = Id,
+            MemorySize = _guest.Machine.Config.MemorySize, ResumedPostcopy = true,
+        };
+        double t0 = Now;
+        while (_inbox.TryTake(out _)) { }
+        while (_pageRequests.TryTake(out _)) { }
+        _readerError = null;
+        _phase = "postcopy-resume";
+        PostcopyPush? push = null;
+        using (var reporter = new ProgressReporter(this, progress))
+        {
+            try
+            {
+                _host.Log($"migration {Id}: resuming post-copy of '{_command.Name}' to {target}");
+                var conn = Connection.Connect(target);
+                _conn = conn;
+                conn.ClientHandshake(Purpose.Migrate);
+                if (command.BandwidthBytesPerSecond > 0) conn.Limiter = new TokenBucket((long)command.BandwidthBytesPerSecond);
+                conn.Send(new Envelope { PostcopyResume = new PostcopyResume { MigrationId = Id, Name = _command.Name } });
+                new Thread(() => ReadReturnPath(conn)) { IsBackground = true, Name = $"migrate-{Id}-rx" }.Start();
+                var reply = Expect(Envelope.BodyOneofCase.PostcopyResumeReply, TimeSpan.FromSeconds(10), CancellationToken.None).PostcopyResumeReply;
+                if (!reply.Accepted) throw new MigrationFailedException($"the destination refused the resume: {reply.Error}");
+                var sent = new bool[_manifest!.Pages.Count];
+                Array.Fill(sent, true);
+                var slotOf = SlotIndex();
+                foreach (uint page in reply.AbsentPages)
+                {
+                    if (!slotOf.TryGetValue((int)page, out int slot)) throw new MigrationFailedException($"the destination lacks page {page}, which is not in the manifest");
+                    sent[slot] = false;
+                }
+                _phase = "postcopy";
+                _host.Log($"migration {Id}: the destination lacks {reply.AbsentPages.Count} of {sent.Length} pages ({reply.VerifiedPages} verified before the link failed)");
+                push = new PostcopyPush(this, sent);
+                push.Run(conn);
+                _target = target;
+                FinishPostcopy(report, push);
+                lock (_host.Lock) _entry.MovedTo = target;
+            }
+            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or MigrationFailedException or ProtocolException or OperationCanceledException)
+            {
+                push?.FillReport(report);
+                report.Success = false;
+                report.Error = $"resume failed: {e.Message}; the source copy is still held, try `lm migrate {_command.Name} --from {_host.Address} --resume` again";
+                _phase = "postcopy-interrupted";
+                _host.Log($"migration {Id}: {report.Error}");
+                _conn?.Dispose();
+            }
+            finally { Volatile.Write(ref _resuming, 0); }
+        }
+        report.TotalSeconds = Now - t0;
+        if (_conn is { } c) report.BytesPostcopy = (ulong)c.Sent(ByteCategory.Postcopy);
+        report.BytesProtocol = (ulong)(_conn?.Sent(ByteCategory.Protocol) ?? 0);
+        return report;
+    }
+
+    /// <summary>`lm stop` on the source of an interrupted post-copy: the operator gives up on resuming.</summary>
+    public void DiscardHeldCopy()
+    {
+        if (Interlocked.Exchange(ref _resuming, 1) != 0) throw new HostException($"a resume of '{_command.Name}' is in progress");
+        _phase = "postcopy-abandoned";
+        _guest.Dispose();
+        _host.Log($"migration {Id}: the held post-copy pages of '{_command.Name}' were discarded; the destination can no longer fetch them");
+    }
+
+    private Dictionary<int, int> SlotIndex()
+    {
+        var manifest = _manifest!;
+        var index = new Dictionary<int, int>(manifest.Pages.Count);
+        for (int i = 0; i < manifest.Pages.Count; i++) index[(int)manifest.Pages[i]] = i;
+        return index;
+    }
+
+    /// <summary>
+    /// Sends the manifest pages not yet marked sent, each once: requested pages (with a few following
+    /// ones as pre-paging) before the background push, which goes a small batch at a time so a
+    /// request never waits long behind it.
+    /// </summary>
+    private sealed class PostcopyPush
+    {
+        private readonly MigrationSource _owner;
+        private readonly PostcopyManifest _manifest;
+        private readonly GuestMemory _memory;
+        private readonly Dictionary<int, int> _slotOf;
+        private readonly bool[] _sent;
+        private readonly byte[] _raw = new byte[PushBatchPages * GuestMemory.PageSize];
+        private readonly byte[] _compressed = new byte[Zstd.CompressBound(PushBatchPages * GuestMemory.PageSize)];
+        private int _cursor;
+        private long _total, _requested, _prepaged;
+
+        public PostcopyPush(MigrationSource owner, bool[] sent)
+        {
+            _owner = owner;
+            _manifest = owner._manifest!;
+            _memory = owner._guest.Machine.Memory;
+            _slotOf = owner.SlotIndex();
+            _sent = sent;
+            Remaining = sent.Count(s => !s);
+            owner._postcopyToSend = Remaining;
+            owner._postcopySent = 0;
+        }
+
+        public int Remaining { get; private set; }
+
+        /// <summary>Sends everything; returns the console address if the destination's Resumed came meanwhile.</summary>
+        public string? Run(Connection conn)
+        {
+            string? console = null;
+            double t0 = _owner.Now;
+            var slots = new List<int>(PushBatchPages);
+            while (Remaining > 0)
+            {
+                slots.Clear();
+                if (_owner._inbox.TryTake(out var early))
+                {
+                    if (early.BodyCase == Envelope.BodyOneofCase.Resumed) { _owner._tResumed = _owner.Now; console = early.Resumed.Console; }
+                    else if (early.BodyCase == Envelope.BodyOneofCase.None) throw new IOException($"lost the connection to the destination: {_owner._readerError?.Message}");
+                    else if (early.BodyCase == Envelope.BodyOneofCase.Abort) throw new MigrationFailedException($"destination aborted: {early.Abort.Reason}");
+                }
+                while (slots.Count < PushBatchPages && _owner._pageRequests.TryTake(out int page))
+                {
+                    if (page < 0) throw new IOException($"lost the connection to the destination: {_owner._readerError?.Message}");
+                    if (!_slotOf.TryGetValue(page, out int slot)) continue; // not in the manifest
+                    if (!Take(slot, slots)) continue; // already sent
+                    _requested++;
+                    for (int k = 1; k <= PrepagePages && slot + k < _sent.Length; k++)
+                        if (Take(slot + k, slots)) _prepaged++;
+                }
+                if (slots.Count == 0)
+                    while (slots.Count < PushBatchPages && _cursor < _sent.Length) Take(_cursor++, slots);
+                SendBatch(conn, slots);
+            }
+            _owner._host.Log($"migration {_owner.Id}: post-copy: {_total} pages sent in {(_owner.Now - t0) * 1000:F1} ms ({_requested} requested, {_prepaged} pre-paged)");
+            return console;
+        }
+
+        private bool Take(int slot, List<int> into)
+        {
+            if (slot < 0 || slot >= _sent.Length || _sent[slot]) return false;
+            _sent[slot] = true;
+            Remaining--;
+            into.Add(slot);
+            return true;
+        }
+
+        private void SendBatch(Connection conn, List<int> slots)
+        {
+            if (slots.Count == 0) return;
+            var batch = new PageBatch();
+            for (int i = 0; i < slots.Count; i++)
+            {
+                int page = (int)_manifest.Pages[slots[i]];
+                _memory.PageSpan(page).CopyTo(_raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize));
+                batch.Pages.Add((uint)page);
+            }
+            int n = Zstd.Compress(_raw.AsSpan(0, slots.Count * GuestMemory.PageSize), _compressed, PageSender.CompressionLevel);
+            batch.Zstd = ByteString.CopyFrom(_compressed, 0, n);
+            conn.Send(new Envelope { PostcopyPages = batch }, ByteCategory.Postcopy);
+            if (_total == 0) _owner.Fault(FaultPoint.Postcopy);
+            _total += slots.Count;
+            _owner._postcopySent = (int)_total;
+        }
+
+        public void FillReport(MigrationReport report)
+        {
+            report.PostcopyPages = (ulong)_total;
+            report.PostcopyRequestedPages = (ulong)_requested;
+            report.PostcopyPrepagedPages = (ulong)_prepaged;
+        }
+    }
+
+    private volatile int _postcopySent, _postcopyToSend;
 }

@@ -16,6 +16,7 @@ internal sealed partial class MigrationSource
             BytesLog = (ulong)(c?.Sent(ByteCategory.Log) ?? 0),
             BytesState = (ulong)(c?.Sent(ByteCategory.State) ?? 0),
             BytesProtocol = (ulong)(c?.Sent(ByteCategory.Protocol) ?? 0),
+            BytesPostcopy = (ulong)(c?.Sent(ByteCategory.Postcopy) ?? 0),
             SourceIcount = _guest.Machine.Icount,
             ReplayIcount = (ulong)Interlocked.Read(ref _replayIcount),
             Throttle = _throttle,
@@ -25,6 +26,7 @@ internal sealed partial class MigrationSource
             Round = (uint)_round,
             DirtyPages = (uint)_lastDirty,
         };
+        if (_phase.StartsWith("postcopy", StringComparison.Ordinal)) { p.PagesSent = (uint)_postcopySent; p.PagesTotal = (uint)_postcopyToSend; }
         p.ReplayLagSeconds = ReplayLagSeconds(p.SourceIcount, p.ReplayIcount);
         return p;
     }
@@ -89,9 +91,9 @@ internal sealed partial class MigrationSource
             while (!_stop.Wait(100))
             {
                 var p = _owner.Snapshot();
-                long bytes = (long)(p.BytesCheckpoint + p.BytesLog + p.BytesState + p.BytesProtocol);
+                long bytes = (long)(p.BytesCheckpoint + p.BytesLog + p.BytesState + p.BytesProtocol + p.BytesPostcopy);
                 double dt = p.ElapsedSeconds - lastT;
-                p.RateBytesPerSecond = dt > 0 ? (bytes - lastBytes) / dt : 0;
+                p.RateBytesPerSecond = dt > 0 ? Math.Max(0, bytes - lastBytes) / dt : 0; // a resume starts a new connection at 0
                 lastBytes = bytes;
                 lastT = p.ElapsedSeconds;
                 lock (_owner._timeline)

@@ -44,6 +44,7 @@ internal sealed partial class MigrationSource
         _entry = entry;
         _guest = entry.Instance!;
         _command = command;
+        _target = command.Target;
         Strategy = command.Strategy is "" or null ? "auto" : command.Strategy;
         if (Strategy is not ("log" or "stopcopy" or "precopy" or "auto" or "postcopy")) throw new HostException($"unknown strategy '{command.Strategy}' (expected auto, log, precopy, stopcopy or postcopy)");
     }

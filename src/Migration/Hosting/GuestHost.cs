@@ -18,6 +18,14 @@ internal sealed class GuestEntry(string name)
     public string? MovedTo;
     public MigrationSource? Outgoing;
     public MigrationDestination? Arriving;
+    /// <summary>Source side of an interrupted post-copy: the paused copy whose pages the destination still lacks.</summary>
+    public MigrationSource? PostcopyHeld;
+    /// <summary>Destination side: the guest runs here while its post-copy pages are still arriving.</summary>
+    public MigrationDestination? PostcopyIncoming;
+
+    /// <summary>Why the name cannot be taken by a new or arriving guest, or null.</summary>
+    public string? Busy() =>
+        Instance != null ? "runs" : Arriving != null ? "is arriving" : PostcopyHeld != null ? "has post-copy pages held here for a resume" : null;
 }
 
 /// <summary>What a source decided for a migration; a destination that lost GO asks for it.</summary>
@@ -159,8 +167,8 @@ public sealed class GuestHost : IDisposable
         if (mem > Options.MaxMemorySize || mem % 4096 != 0) throw new HostException($"memory size {mem} is not supported here");
         lock (Lock)
         {
-            if (_guests.TryGetValue(name, out var existing) && (existing.Instance != null || existing.Arriving != null))
-                throw new HostException($"a guest named '{name}' already exists on this host");
+            if (_guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy)
+                throw new HostException($"a guest named '{name}' already {busy} on this host");
         }
         var console = new ConsoleEndpoint(BindAddress);
         var port = new GuestHostPort(console);
@@ -170,10 +178,10 @@ public sealed class GuestHost : IDisposable
         var instance = new GuestInstance(name, request.ImageName, machine, port);
         lock (Lock)
         {
-            if (_guests.TryGetValue(name, out var existing) && (existing.Instance != null || existing.Arriving != null))
+            if (_guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy)
             {
                 instance.Dispose();
-                throw new HostException($"a guest named '{name}' already exists on this host");
+                throw new HostException($"a guest named '{name}' already {busy} on this host");
             }
             _guests[name] = new GuestEntry(name) { Instance = instance };
         }
@@ -202,6 +210,7 @@ public sealed class GuestHost : IDisposable
                     info.ImageName = g.ImageName;
                     if (g.Machine.ExitCode is int code) { info.ExitCode = code; info.HasExitCode = true; }
                     if (e.Outgoing != null) info.Migration = e.Outgoing.Phase;
+                    else if (e.PostcopyIncoming is { } pc) info.Migration = pc.PostcopyStatus;
                 }
                 else if (e.Arriving != null)
                 {
@@ -213,6 +222,8 @@ public sealed class GuestHost : IDisposable
                 {
                     info.State = "moved";
                     info.MovedTo = e.MovedTo;
+                    if (e.PostcopyHeld is { } held)
+                        info.Migration = $"{held.Phase}: the pages the destination lacks are held here; `lm migrate {e.Name} --from {Address} --resume` recovers it";
                 }
                 reply.Guests.Add(info);
             }
@@ -224,10 +235,22 @@ public sealed class GuestHost : IDisposable
     public string StopGuest(string name)
     {
         GuestInstance instance;
+        MigrationSource? held = null;
+        lock (Lock)
+        {
+            if (_guests.TryGetValue(name, out var h) && h.Instance == null && h.PostcopyHeld != null) held = h.PostcopyHeld;
+        }
+        if (held != null)
+        {
+            held.DiscardHeldCopy();
+            lock (Lock) if (_guests.TryGetValue(name, out var h)) h.PostcopyHeld = null;
+            return $"discarded the post-copy pages of '{name}' held here; its destination can no longer fetch the pages it lacks";
+        }
         lock (Lock)
         {
             if (!_guests.TryGetValue(name, out var e) || e.Instance == null) throw new HostException($"no guest named '{name}' runs on this host");
             if (e.Outgoing != null) throw new HostException($"'{name}' is migrating; cancel the migration first");
+            if (e.PostcopyIncoming != null) throw new HostException($"'{name}' is still receiving its post-copy pages");
             instance = e.Instance;
             _guests.Remove(name);
         }
@@ -239,18 +262,38 @@ public sealed class GuestHost : IDisposable
 
     public MigrationReport Migrate(MigrateCommand command, Action<MigrationProgress>? progress = null)
     {
+        if (command.Resume) return ResumePostcopy(command, progress);
         MigrationSource source;
         lock (Lock)
         {
             if (!_guests.TryGetValue(command.Name, out var e) || e.Instance == null)
                 throw new HostException(e?.MovedTo != null ? $"'{command.Name}' has moved to {e.MovedTo}" : $"no guest named '{command.Name}' runs on this host");
             if (e.Outgoing != null) throw new HostException($"'{command.Name}' is already migrating");
+            if (e.PostcopyIncoming != null) throw new HostException($"'{command.Name}' is still receiving its post-copy pages; migrate it when they are all here");
             if (e.Instance.State is "exited" or "crashed" or "idle") throw new HostException($"'{command.Name}' has {e.Instance.State}; only a live guest migrates");
             source = new MigrationSource(this, e, command);
             e.Outgoing = source;
         }
         try { return source.Run(progress); }
         finally { lock (Lock) e_ClearOutgoing(command.Name, source); }
+    }
+
+    private MigrationReport ResumePostcopy(MigrateCommand command, Action<MigrationProgress>? progress)
+    {
+        MigrationSource? held;
+        lock (Lock) held = _guests.TryGetValue(command.Name, out var e) ? e.PostcopyHeld : null;
+        if (held == null) throw new HostException($"no interrupted post-copy migration of '{command.Name}' is held on this host (nothing to resume)");
+        return held.ResumePostcopy(command, progress);
+    }
+
+    internal void HoldForPostcopyResume(GuestEntry entry, MigrationSource source)
+    {
+        lock (Lock) entry.PostcopyHeld = source;
+    }
+
+    internal void ReleasePostcopyHold(GuestEntry entry, MigrationSource source)
+    {
+        lock (Lock) if (entry.PostcopyHeld == source) entry.PostcopyHeld = null;
     }
 
     private void e_ClearOutgoing(string name, MigrationSource source)
@@ -336,6 +379,7 @@ public sealed class GuestHost : IDisposable
             e.Outgoing?.Cancel();
             e.Arriving?.Discard("host shutting down");
             e.Instance?.Dispose();
+            try { e.PostcopyHeld?.DiscardHeldCopy(); } catch (HostException) { }
         }
         lock (_connections) foreach (var c in _connections.ToArray()) c.Abort();
     }
