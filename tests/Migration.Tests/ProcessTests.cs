@@ -46,6 +46,7 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
     [Theory]
     [InlineData("log")]
     [InlineData("stopcopy")]
+    [InlineData("postcopy")]
     public void Lm_host_processes_migrate_a_guest_and_the_console_follows(string strategy)
     {
         string a = StartHost(), b = StartHost();
@@ -76,6 +77,12 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
         var again = Lm_("migrate", "idle", "--from", a, "--to", b, "--json");
         Assert.NotEqual(0, again.Code);
         Assert.Contains("has moved to", again.Err);
+        var resume = Lm_("migrate", "idle", "--from", a, "--resume");
+        Assert.Equal(2, resume.Code);
+        Assert.Contains("nothing to resume", resume.Err);
+        var noTarget = Lm_("migrate", "idle", "--from", b);
+        Assert.Equal(2, noTarget.Code);
+        Assert.Contains("--to HOST:PORT is required", noTarget.Err);
         Assert.Equal(0, Lm_("stop", "--host", b, "idle").Code);
     }
 
