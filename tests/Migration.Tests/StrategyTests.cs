@@ -105,4 +105,50 @@ public sealed class StrategyTests(ITestOutputHelper output)
             b.Dispose();
         }
     }
+
+    /// <summary>
+    /// Issue 5's last resort: replay too slow (log shipping falls back to pre-copy), no throttle allowed
+    /// (--max-throttle 0) and a link slower than the guest dirties its 64 MiB: pre-copy makes no
+    /// progress either, so the pages still dirty go post-copy. The pages already sent are verified by
+    /// the RAM digest over them before the ACK, the post-copy ones by their hashes.
+    /// </summary>
+    [Fact]
+    public void Auto_goes_post_copy_when_pre_copy_does_not_converge_either()
+    {
+        var a = new GuestHost(new HostOptions { Log = Log });
+        var b = new GuestHost(new HostOptions { Log = Log, ReplayMipsCap = 2 });
+        try
+        {
+            using var c = HostClient.Connect(a.Address);
+            c.Start("g", Guests.Elf("dirty_forever"), 128 << 20, "dirty_forever");
+            using var console = new ConsoleClient(a.Address, "g");
+            console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+            using var hc = HostClient.Connect(a.Address);
+            var r = hc.Migrate(new Protocol.MigrateCommand
+            {
+                Name = "g", Target = b.Address, Strategy = "auto", DowntimeLimitMs = 10, BandwidthBytesPerSecond = 100_000_000, MaxThrottlePercent = 0,
+            });
+            foreach (var s in r.Switches) Log($"switch at {s.T:F2} s: {s.From} -> {s.To}: {s.Reason}");
+            Log($"rounds={r.PrecopyRounds} postcopy pages={r.PostcopyPages} requested={r.PostcopyRequestedPages} verified={r.PostcopyVerifiedPages} downtime={r.DowntimeSeconds * 1000:F1} ms");
+            Assert.True(r.Success, r.Error);
+            Assert.True(r.DigestVerified);
+            Assert.Equal(["log", "precopy", "postcopy"], r.Switches.Select(s => s.To));
+            Assert.Contains("pre-copy does not converge", r.Switches[2].Reason);
+            Assert.True(r.PostcopyPages > 64, "the hot pages go post-copy");
+            Assert.Equal(r.PostcopyPages, r.PostcopyVerifiedPages);
+            Assert.Equal(0.0, r.MaxThrottle);
+            var dest = b.FindInstance("g")!;
+            Assert.Equal(0, dest.Machine.Memory.AbsentPageCount);
+            Assert.Null(a.FindInstance("g"));
+            int seen = Regex.Matches(console.Text, @"(?m)^progress \d+").Count;
+            console.Follow();
+            console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= seen + 2, 20000);
+            EndToEndTests.AssertContinuous(console.Text, "progress", seen + 2);
+        }
+        finally
+        {
+            a.Dispose();
+            b.Dispose();
+        }
+    }
 }

@@ -18,10 +18,11 @@ public static class MigrateCommands
         var from = new Option<string>("--from") { Description = "source host (HOST:PORT)", Required = true };
         var to = new Option<string>("--to") { Description = "destination host (HOST:PORT); with --resume, a new address of the same destination" };
         var resume = new Option<bool>("--resume") { Description = "recover a post-copy migration whose link failed: send the destination the pages it still lacks (QEMU's migrate-recover)" };
-        var strategy = new Option<string>("--strategy") { Description = "auto (log shipping, falling back to pre-copy), log (log shipping), precopy (XBZRLE pre-copy), stopcopy or postcopy (resume at once, pages on demand)", DefaultValueFactory = _ => "auto" };
+        var strategy = new Option<string>("--strategy") { Description = "auto (log shipping, falling back to pre-copy, then post-copy), log (log shipping), precopy (XBZRLE pre-copy), stopcopy or postcopy (resume at once, pages on demand)", DefaultValueFactory = _ => "auto" };
         strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy", "postcopy");
         var xbzrleCache = new Option<string>("--xbzrle-cache") { Description = "pre-copy: XBZRLE page cache size (64MiB, 0 = default 64 MiB)", DefaultValueFactory = _ => "0" };
         var autoConverge = new Option<bool>("--auto-converge") { Description = "pre-copy: throttle the guest when it dirties memory faster than the link sends it (always on for auto)" };
+        var maxThrottle = new Option<uint?>("--max-throttle") { Description = "cap on how much auto-converge may hold the guest back, in percent (QEMU's max-cpu-throttle; default 95 for log shipping, 99 for pre-copy; 0 = never throttle)" };
         var bandwidth = new Option<string>("--bandwidth") { Description = "rate limit on the wire (1gbit, 100mbit, 125MB; 0 = unlimited)", DefaultValueFactory = _ => "0" };
         var downtime = new Option<uint>("--downtime-limit") { Description = "downtime budget in ms (log shipping switches over when the predicted tail fits)", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "print the report as JSON" };
@@ -36,6 +37,7 @@ public static class MigrateCommands
         command.Options.Add(downtime);
         command.Options.Add(xbzrleCache);
         command.Options.Add(autoConverge);
+        command.Options.Add(maxThrottle);
         command.Options.Add(json);
         command.Options.Add(svg);
         command.SetAction(parse => CliErrors.Run(() =>
@@ -48,6 +50,11 @@ public static class MigrateCommands
                 BandwidthBytesPerSecond = Rate.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = parse.GetValue(downtime),
                 XbzrleCacheBytes = parse.GetValue(xbzrleCache)!.Trim() == "0" ? 0 : LiveMigration.Guest.MachineConfig.ParseSize(parse.GetValue(xbzrleCache)!), AutoConverge = parse.GetValue(autoConverge),
             };
+            if (parse.GetValue(maxThrottle) is uint cap)
+            {
+                if (cap > 99) throw new FormatException("--max-throttle is a percentage from 0 to 99");
+                cmd.MaxThrottlePercent = cap;
+            }
             using var c = HostClient.Connect(parse.GetValue(from)!);
             bool asJson = parse.GetValue(json);
             var report = RunWithProgress(c, cmd, showProgress: !asJson);

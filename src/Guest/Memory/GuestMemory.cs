@@ -316,6 +316,21 @@ public sealed unsafe partial class GuestMemory : IDisposable
         return _ramDigest;
     }
 
+    /// <summary>The xxh3 of a page as of the last <see cref="RefreshRamDigest"/> (call it first).</summary>
+    public ulong CachedPageHash(int page) => _pageHash[page];
+
+    /// <summary>
+    /// The RAM digest's sum over every page except <paramref name="excluded"/>, as of the last
+    /// <see cref="RefreshRamDigest"/>: post-copy after pre-copy verifies the pages the destination
+    /// already holds with it, while the excluded ones are still on their way.
+    /// </summary>
+    public ulong RamDigestExcluding(IEnumerable<int> excluded)
+    {
+        ulong sum = _ramDigest;
+        foreach (int page in excluded) sum -= Mix(page, _pageHash[page]);
+        return sum;
+    }
+
     /// <summary>Binds a page's hash to its index (a splitmix64-style finalizer).</summary>
     private static ulong Mix(int page, ulong hash)
     {

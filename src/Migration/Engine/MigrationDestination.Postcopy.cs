@@ -38,6 +38,15 @@ internal sealed partial class MigrationDestination
         else if (manifest.Pages.Count != manifest.Hashes.Count) why = "post-copy manifest with mismatched lists";
         else if (manifest.Pages.Any(p => p >= machine.Memory.PageCount)) why = "post-copy manifest names a page beyond the end of memory";
         ulong digest = 0;
+        if (why == null && manifest!.HasPresentRamDigest)
+        {
+            // After pre-copy: every page not listed must already be exactly the source's.
+            var memory = machine.Memory;
+            memory.RefreshRamDigest();
+            ulong present = memory.RamDigestExcluding(manifest.Pages.Select(p => (int)p));
+            if (present != manifest.PresentRamDigest)
+                why = $"RAM digest mismatch over the pages already here: destination {present:x16}, source {manifest.PresentRamDigest:x16}";
+        }
         if (why == null)
         {
             machine.RestoreDeviceState(new StateReader(final.DeviceState.Memory));

@@ -106,7 +106,7 @@ internal sealed partial class MigrationDestination
                 case Envelope.BodyOneofCase.DeltaPages: OnDeltaPages(e.DeltaPages); break;
                 case Envelope.BodyOneofCase.PrecopyFallback: OnPrecopyFallback(e.PrecopyFallback); break;
                 case Envelope.BodyOneofCase.PostcopyManifest: _manifest = e.PostcopyManifest; break;
-                case Envelope.BodyOneofCase.FinalState when _setup.Strategy == "postcopy":
+                case Envelope.BodyOneofCase.FinalState when _manifest != null: // post-copy, or auto's last resort after pre-copy
                     if (!VerifyPostcopy(e.FinalState)) return;
                     break;
                 case Envelope.BodyOneofCase.FinalState:

@@ -8,14 +8,19 @@ namespace LiveMigration.Migration.Engine;
 /// behind — the replay lag grows over a window although the throttle is at its cap, or the log
 /// phase runs out of time — the source falls back to pre-copy. It retains the copy-on-write
 /// snapshot C0 and a dirty client started at C0 for that: the destination drops its replay back
-/// to C0 and the pages dirtied since C0 go as XBZRLE deltas against the C0 copies.
+/// to C0 and the pages dirtied since C0 go as XBZRLE deltas against the C0 copies. When pre-copy
+/// gives up too (no progress with the throttle at its cap, or the round cap), the pages still dirty
+/// go post-copy instead of a long stop-and-copy (<see cref="PostcopyAfterPrecopy"/>).
 /// </summary>
 internal sealed partial class MigrationSource
 {
     /// <summary>The window over which a growing lag means the replay cannot keep up.</summary>
     private const double FallbackWindowSeconds = 2.0;
-    /// <summary>The log phase's throttle cap (ShipLogUntilConverged raises it up to this).</summary>
-    private const double ThrottleCap = 0.95;
+    /// <summary>The log phase's throttle cap (the control loop raises it up to this).</summary>
+    private double LogThrottleCap => Math.Min(0.95, MaxThrottle);
+    /// <summary>Pre-copy's auto-converge cap (QEMU's max-cpu-throttle, default 99 %).</summary>
+    private double PrecopyThrottleCap => Math.Min(0.99, MaxThrottle);
+    private double MaxThrottle => _command.HasMaxThrottlePercent ? Math.Clamp(_command.MaxThrottlePercent / 100.0, 0, 0.99) : 0.99;
 
     private string? _fallbackReason;
     private readonly Queue<(double T, ulong Gap)> _lagWindow = new();
@@ -39,7 +44,7 @@ internal sealed partial class MigrationSource
         // Lag in instructions, not seconds: the replay's measured speed moves; the gap does not lie.
         ulong source = _guest.Machine.Icount, replay = (ulong)Interlocked.Read(ref _replayIcount);
         ulong gap = source > replay ? source - replay : 0;
-        if (_throttle < ThrottleCap - 1e-9) { _lagWindow.Clear(); return false; } // the throttle may still help
+        if (_throttle < LogThrottleCap - 1e-9) { _lagWindow.Clear(); return false; } // the throttle may still help
         _lagWindow.Enqueue((now, gap));
         while (_lagWindow.Count > 0 && now - _lagWindow.Peek().T > FallbackWindowSeconds) _lagWindow.Dequeue();
         if (lag <= limit) return false;

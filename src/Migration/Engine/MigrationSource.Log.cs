@@ -156,7 +156,7 @@ internal sealed partial class MigrationSource
                     }
                     // Auto-converge: hold the guest back a little more while the lag does not shrink by 10 % a step.
                     if (lag > limit && lag > prevLag * 0.9 && now - start > 0.1)
-                        SetThrottle(Math.Min(0.95, _throttle + 0.1));
+                        SetThrottle(Math.Min(LogThrottleCap, _throttle + 0.1));
                     prevLag = lag;
                 }
             }

@@ -42,8 +42,41 @@ internal sealed partial class MigrationSource
             manifest.Pages.Add((uint)page);
             manifest.Hashes.Add(XxHash3.Hash(memory.PageSpan(page)));
         }
-        _manifest = manifest;
         _tCheckpointDone = _tLogDone = Now;
+        return SendPostcopyState(manifest, token);
+    }
+
+    /// <summary>
+    /// Auto's last resort, with the guest paused after pre-copy gave up: the pages still dirty go
+    /// post-copy (zero and free ones as markers now). The destination holds every other page from the
+    /// rounds; the RAM digest over those (<see cref="PostcopyManifest.PresentRamDigest"/>) verifies
+    /// them before the ACK, and each post-copy page is verified against its hash on arrival.
+    /// </summary>
+    private (ulong Icount, ulong Digest) PostcopyAfterPrecopy(List<int> dirty, DeltaPageSender sender, CancellationToken token)
+    {
+        _phase = "postcopy-switchover";
+        var machine = _guest.Machine;
+        var memory = machine.Memory;
+        memory.RefreshRamDigest(); // rehashes the pages written since the last refresh: the dirty ones, mostly
+        var manifest = new PostcopyManifest();
+        var listed = new List<int>(dirty.Count);
+        foreach (int page in dirty)
+        {
+            if (machine.Balloon.IsFreePage(page) || memory.IsZeroPage(page)) { sender.Send(page, null); continue; }
+            manifest.Pages.Add((uint)page);
+            manifest.Hashes.Add(memory.CachedPageHash(page));
+            listed.Add(page);
+        }
+        sender.Flush();
+        manifest.PresentRamDigest = memory.RamDigestExcluding(listed);
+        return SendPostcopyState(manifest, token);
+    }
+
+    /// <summary>Manifest, then CPU and device state; the ACK will carry the device digest.</summary>
+    private (ulong Icount, ulong Digest) SendPostcopyState(PostcopyManifest manifest, CancellationToken token)
+    {
+        var machine = _guest.Machine;
+        _manifest = manifest;
         _conn!.Send(new Envelope { PostcopyManifest = manifest }, ByteCategory.State, token);
         Fault(FaultPoint.BeforeAck);
         var devices = machine.SaveDeviceState();

@@ -81,6 +81,7 @@ internal sealed partial class MigrationSource
         {
             int noProgress = 0;
             int previous = int.MaxValue;
+            bool gaveUp = false;
             while (true)
             {
                 token.ThrowIfCancellationRequested();
@@ -113,19 +114,19 @@ internal sealed partial class MigrationSource
                 double predicted = dirty * bytesPerPage / rate;
                 if (dirty <= FewDirtyPages) { _convergedBy = $"few dirty pages ({dirty}) after round {_round}"; break; }
                 if (predicted <= limit) { _convergedBy = $"downtime budget: {dirty} dirty pages, predicted {predicted * 1000:F1} ms <= {limit * 1000:F0} ms after round {_round}"; break; }
-                if (_round >= MaxRounds) { _convergedBy = $"iteration cap ({MaxRounds} rounds), {dirty} dirty pages left (predicted {predicted * 1000:F0} ms)"; break; }
+                if (_round >= MaxRounds) { _convergedBy = $"iteration cap ({MaxRounds} rounds), {dirty} dirty pages left (predicted {predicted * 1000:F0} ms)"; gaveUp = true; break; }
                 if (dirty >= previous) noProgress++;
                 else noProgress = 0;
                 previous = Math.Min(previous, dirty);
                 if (noProgress >= 2)
                 {
-                    if ((_command.AutoConverge || Strategy == "auto") && _throttle < 0.99)
+                    if ((_command.AutoConverge || Strategy == "auto") && _throttle < PrecopyThrottleCap - 1e-9)
                     {
-                        SetThrottle(_throttle == 0 ? 0.2 : Math.Min(0.99, _throttle + 0.1));
+                        SetThrottle(Math.Min(PrecopyThrottleCap, _throttle == 0 ? 0.2 : _throttle + 0.1));
                         _host.Log($"migration {Id}: auto-converge: throttle {_throttle:P0} ({dirty} pages dirty, no progress)");
                         noProgress = 0;
                     }
-                    else { _convergedBy = $"no progress for 2 rounds ({dirty} dirty pages, predicted {predicted * 1000:F0} ms)"; break; }
+                    else { _convergedBy = $"no progress for 2 rounds ({dirty} dirty pages, predicted {predicted * 1000:F0} ms{(_throttle > 0 ? $", throttle at its cap {_throttle:P0}" : "")})"; gaveUp = true; break; }
                 }
                 // Give the guest a moment to dirty pages between very short rounds.
                 if (seconds < 0.005) Thread.Sleep(5);
@@ -140,6 +141,11 @@ internal sealed partial class MigrationSource
             _throttle = 0;
             _phase = "switchover";
             client.CollectAndClear(pages);
+            if (gaveUp && Strategy == "auto")
+            {
+                SwitchStrategy("postcopy", $"pre-copy does not converge either: {_convergedBy}");
+                return PostcopyAfterPrecopy(pages, sender, token);
+            }
             foreach (int page in pages) sender.Send(page, null);
             _round++;
             sender.Flush();
