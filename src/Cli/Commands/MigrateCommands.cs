@@ -149,7 +149,9 @@ public static class MigrateCommands
         Row("log", Ms(r.LogSeconds));
         Row("switchover", Ms(r.SwitchoverSeconds));
         Row("total", Ms(r.TotalSeconds));
-        Row("downtime", $"{Ms(r.DowntimeSeconds)} (source pause to destination resume)");
+        Row("downtime", r.DowntimeClock == "shared clock"
+            ? $"{Ms(r.DowntimeSeconds)} (source pause to destination resume, one clock; {Ms(r.DowntimeSourceViewSeconds)} until the source heard of it)"
+            : $"{Ms(r.DowntimeSeconds)} (source pause until the destination's Resumed arrived: an upper bound)");
         Row("bytes: checkpoint", $"{TimelineSvg.Human(r.BytesCheckpoint)} ({r.PagesSent} pages, {r.ZeroPages} zero pages as markers, {TimelineSvg.Human(r.RawBytesCheckpoint)} raw)");
         Row("bytes: log", TimelineSvg.Human(r.BytesLog));
         Row("bytes: state", TimelineSvg.Human(r.BytesState));

@@ -64,6 +64,7 @@ internal sealed partial class MigrationDestination
         var machine = session.Machine;
         double mips = 0;
         long lastReport = 0;
+        ulong lastReported = 0;
         try
         {
             while (!_stopReplay)
@@ -80,9 +81,11 @@ internal sealed partial class MigrationDestination
                 double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
                 ulong ran = machine.Icount - before;
                 if (ran > 100_000 && seconds > 0) mips = mips == 0 ? ran / seconds / 1e6 : 0.7 * mips + 0.3 * (ran / seconds / 1e6);
-                if (Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 20 || status != ReplayStatus.NeedMoreEvents)
+                // Every 20 ms, and whenever the replay caught up with the log (the source's final approach waits for it).
+                if (Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 20 || status != ReplayStatus.NeedMoreEvents || machine.Icount != lastReported)
                 {
                     lastReport = Stopwatch.GetTimestamp();
+                    lastReported = machine.Icount;
                     try { _conn.Send(new Envelope { ReplayProgress = new ReplayProgress { Icount = machine.Icount, ReplayMips = mips } }); }
                     catch (IOException) { }
                 }

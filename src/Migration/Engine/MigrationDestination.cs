@@ -148,6 +148,7 @@ internal sealed partial class MigrationDestination
         }
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
+        PrepareResume();
         _host.Log($"'{_setup.Name}' verified at icount {final.Icount} digest {digest:x16}; ACK sent, awaiting GO");
         return true;
     }
@@ -225,19 +226,33 @@ internal sealed partial class MigrationDestination
         }
     }
 
+    /// <summary>
+    /// After the ACK, before GO: the console, the port and a parked guest thread are built now, so
+    /// GO only has to wake the thread (none of this is downtime any more).
+    /// </summary>
+    private void PrepareResume()
+    {
+        lock (_lock) if (!_resolved && _ready == null) PrepareResumeLocked();
+    }
+
+    private GuestInstance? _ready;
+
     private void Start(byte[] consoleInput, byte[] backlog, string why)
     {
         GuestInstance instance;
+        long resumedAt;
         lock (_lock)
         {
             if (_resolved) return;
             if (State != "awaiting-go" || _final == null) throw new ProtocolException("GO before the final state was verified");
             _resolved = true;
-            var console = new ConsoleEndpoint(_host.BindAddress);
-            console.Prepend(consoleInput);
-            console.AddBacklog(backlog);
-            var port = new GuestHostPort(console, _final.Mtime);
-            instance = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, port);
+            if (_ready == null) PrepareResumeLocked();
+            instance = _ready!;
+            instance.Console.Prepend(consoleInput);
+            instance.Console.AddBacklog(backlog);
+            if (_manifest != null) _machine!.Memory.PageFetcher = FetchPage;
+            instance.Resume(); // the guest runs here from now on
+            resumedAt = System.Diagnostics.Stopwatch.GetTimestamp();
             lock (_host.Lock)
             {
                 _entry!.Arriving = null;
@@ -247,12 +262,18 @@ internal sealed partial class MigrationDestination
             }
             State = "running";
             _instance = instance;
-            if (_manifest != null) _machine!.Memory.PageFetcher = FetchPage;
         }
-        instance.Start();
         string consoleAddress = _host.ConsoleAddress(instance.Console);
+        try { _conn.Send(new Envelope { Resumed = new Resumed { Console = consoleAddress, ResumedMonotonicNs = HostClock.ToNanoseconds(resumedAt), ClockId = HostClock.Id } }); }
+        catch (IOException) { }
         _host.Log($"'{_setup.Name}' resumed at icount {_final!.Icount} on {why}; console {consoleAddress}");
-        try { _conn.Send(new Envelope { Resumed = new Resumed { Console = consoleAddress } }); } catch (IOException) { }
+    }
+
+    private void PrepareResumeLocked()
+    {
+        var console = new ConsoleEndpoint(_host.BindAddress);
+        _ready = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, new GuestHostPort(console, _final!.Mtime));
+        _ready.StartPaused();
     }
 
     public void Discard(string why)
@@ -267,7 +288,9 @@ internal sealed partial class MigrationDestination
         State = "discarded";
         StopReplay();
         lock (_host.Lock) if (_entry != null) _host.RemoveEntry(_entry);
-        _machine?.Dispose();
+        if (_ready != null) _ready.Dispose(); // its thread, console and machine
+        else _machine?.Dispose();
+        _ready = null;
         _machine = null;
         _host.Log($"discarded incoming '{_setup.Name}': {why}");
     }

@@ -74,6 +74,7 @@ internal sealed partial class MigrationSource
         _phase = "log";
         ShipLogUntilConverged(c0.Icount, token);
         if (_fallbackReason != null) return FallBackToPrecopy(token);
+        ApproachSwitchover(token);
         _tLogDone = Now;
 
         // Have the guest thread hash its memory once more while it still runs, so the digest at the
@@ -169,6 +170,45 @@ internal sealed partial class MigrationSource
 
     private double _measuredThrottle;
 
+    /// <summary>How long the final approach may take before the switchover goes ahead anyway.</summary>
+    private static readonly TimeSpan ApproachLimit = TimeSpan.FromMilliseconds(150);
+    /// <summary>The tail the final approach aims at: replaying it is the bulk of log shipping's downtime.</summary>
+    private const double ApproachTailSeconds = 0.0002;
+    private const double ApproachThrottle = 0.9;
+
+    /// <summary>
+    /// The tail fits the downtime limit; now make it as short as it can be before pausing: heartbeat
+    /// frames every 0.2 ms let the replay follow closely, a CPU-bound guest is held back for a moment
+    /// (at most <see cref="ApproachLimit"/>, within the throttle cap) so the replay closes the gap,
+    /// and the guest pauses as soon as the replay is within <see cref="ApproachTailSeconds"/> of it.
+    /// Replaying the tail and hashing what it wrote is what the destination does in the downtime.
+    /// </summary>
+    private void ApproachSwitchover(CancellationToken token)
+    {
+        var machine = _guest.Machine;
+        _approach = true;
+        double throttleBefore = _throttle;
+        if (ApproachThrottle > _throttle) SetThrottle(Math.Min(ApproachThrottle, Math.Max(_throttle, LogThrottleCap)));
+        double start = Now;
+        try
+        {
+            while (Now - start < ApproachLimit.TotalSeconds)
+            {
+                token.ThrowIfCancellationRequested();
+                SendLogFrames(token);
+                ulong replay = (ulong)Interlocked.Read(ref _replayIcount), source = machine.Icount;
+                double rate = Math.Max(_replayMips, 1) * 1e6;
+                if (source <= replay || (source - replay) / rate <= ApproachTailSeconds) break;
+                _logReady.WaitOne(1);
+            }
+        }
+        finally { _approach = false; }
+        _host.Log($"migration {Id}: final approach {(Now - start) * 1000:F1} ms (throttle {throttleBefore:P0} -> {_throttle:P0}); replay {machine.Icount - Math.Min(machine.Icount, (ulong)Interlocked.Read(ref _replayIcount)):N0} instructions behind");
+    }
+
+    private volatile bool _approach;
+    private static readonly long ApproachHeartbeatTicks = System.Diagnostics.Stopwatch.Frequency / 5000;
+
     private void SetThrottle(double value)
     {
         _throttle = value;
@@ -199,7 +239,7 @@ internal sealed partial class MigrationSource
                 recorder.Writer.StateDigest(machine.Icount, machine.ComputeDigest());
                 owner._digestRequest.Set();
             }
-            if (System.Diagnostics.Stopwatch.GetTimestamp() - owner._lastFrameTimestamp > HeartbeatTicks)
+            if (System.Diagnostics.Stopwatch.GetTimestamp() - owner._lastFrameTimestamp > (owner._approach ? ApproachHeartbeatTicks : HeartbeatTicks))
                 recorder.Writer.Heartbeat(machine.Icount);
         }
 

@@ -104,8 +104,9 @@ internal sealed partial class MigrationSource
             string? console = push.Run(_conn!);
             if (console == null)
             {
-                console = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed.Console;
-                _tResumed = Now;
+                var resumed = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed;
+                OnResumed(resumed);
+                console = resumed.Console;
             }
             report.Console = console;
             FinishPostcopy(report, push);
@@ -279,7 +280,7 @@ internal sealed partial class MigrationSource
                 slots.Clear();
                 if (_owner._inbox.TryTake(out var early))
                 {
-                    if (early.BodyCase == Envelope.BodyOneofCase.Resumed) { _owner._tResumed = _owner.Now; console = early.Resumed.Console; }
+                    if (early.BodyCase == Envelope.BodyOneofCase.Resumed) { _owner.OnResumed(early.Resumed); console = early.Resumed.Console; }
                     else if (early.BodyCase == Envelope.BodyOneofCase.None) throw new IOException($"lost the connection to the destination: {_owner._readerError?.Message}");
                     else if (early.BodyCase == Envelope.BodyOneofCase.Abort) throw new MigrationFailedException($"destination aborted: {early.Abort.Reason}");
                 }

@@ -49,6 +49,18 @@ internal sealed partial class MigrationSource
         if (Strategy == "stopcopy" && _tPause >= 0 && r.Success) r.SwitchoverSeconds = end - _tPause;
         r.TotalSeconds = end;
         r.DowntimeSeconds = _tPause >= 0 && r.Success ? end - _tPause : 0;
+        r.DowntimeSourceViewSeconds = r.DowntimeSeconds;
+        r.DowntimeClock = "source view";
+        if (r.Success && _resumed is { ResumedMonotonicNs: > 0 } resumed && resumed.ClockId != "" && resumed.ClockId == HostClock.Id)
+        {
+            // Both hosts read one clock: the guest was down from our pause to the destination's resume.
+            double exact = ((double)resumed.ResumedMonotonicNs - HostClock.ToNanoseconds(_pauseTimestamp)) / 1e9;
+            if (exact > 0 && exact <= r.DowntimeSeconds)
+            {
+                r.DowntimeSeconds = exact;
+                r.DowntimeClock = "shared clock";
+            }
+        }
         if (_conn is { } c)
         {
             r.BytesCheckpoint = (ulong)c.Sent(ByteCategory.Checkpoint);

@@ -164,6 +164,16 @@ internal sealed partial class MigrationSource
     {
         _guest.Pause();
         _tPause = Now;
+        _pauseTimestamp = Stopwatch.GetTimestamp();
+    }
+
+    private long _pauseTimestamp;
+    private Resumed? _resumed;
+
+    private void OnResumed(Resumed resumed)
+    {
+        _tResumed = Now;
+        _resumed = resumed;
     }
 
     private void SendFinalState(CancellationToken token, ulong digest)
@@ -208,7 +218,7 @@ internal sealed partial class MigrationSource
             _conn!.Send(new Envelope { Go = _pendingGo });
             if (_manifest != null) { ServePostcopy(report); return; } // releases the source guest only when every page arrived
             var resumed = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed;
-            _tResumed = Now;
+            OnResumed(resumed);
             report.Console = resumed.Console;
             report.Success = true;
         }

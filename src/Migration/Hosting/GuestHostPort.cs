@@ -62,10 +62,18 @@ public sealed class GuestHostPort : IHostPort
     public void Wake()
     {
         _wake = true;
+        _wakeSignal.Set();
         _console.Wake();
     }
 
-    public void ClearWake() => _wake = false;
+    public void ClearWake()
+    {
+        _wake = false;
+        _wakeSignal.Reset();
+    }
+
+    /// <summary>Cuts a throttle sleep short when the guest is asked to pause (the switchover should not wait for it).</summary>
+    private readonly ManualResetEventSlim _wakeSignal = new();
 
     public void Poll(Machine machine)
     {
@@ -94,7 +102,7 @@ public sealed class GuestHostPort : IHostPort
         // digest at the switchover has little left to hash (it is downtime).
         machine.Memory.RefreshRamDigest();
         double left = _throttleDebt - (Stopwatch.GetTimestamp() - before);
-        if (left > 0) Thread.Sleep(TimeSpan.FromSeconds(left / Stopwatch.Frequency));
+        if (left > 0) _wakeSignal.Wait(TimeSpan.FromSeconds(left / Stopwatch.Frequency));
         long slept = Stopwatch.GetTimestamp() - before;
         _throttleDebt -= slept;
         if (_throttleDebt < -Stopwatch.Frequency / 100.0) _throttleDebt = 0; // do not bank oversleep

@@ -65,6 +65,16 @@ public sealed class GuestInstance : IDisposable
         }
     }
 
+    /// <summary>
+    /// Starts the thread parked (a migration destination after its ACK): <see cref="Resume"/> then
+    /// only wakes it, so the switchover's downtime does not pay for creating a thread.
+    /// </summary>
+    public void StartPaused()
+    {
+        lock (_gate) _pauseRequested = true;
+        Start();
+    }
+
     private void Loop()
     {
         try
