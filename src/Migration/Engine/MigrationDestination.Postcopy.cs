@@ -65,7 +65,6 @@ internal sealed partial class MigrationDestination
         machine.Memory.MarkAbsent(_pageHashes.Keys);
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
-        PrepareResume();
         _host.Log($"'{_setup.Name}' post-copy: device state verified at icount {final.Icount} ({digest:x16}), {manifest.Pages.Count} pages absent; ACK sent, awaiting GO");
         return true;
     }

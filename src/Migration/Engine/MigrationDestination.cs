@@ -87,6 +87,7 @@ internal sealed partial class MigrationDestination
             _host.SetEntry(_entry);
         }
         _machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize, CompileBlocks = _host.Options.CompileBlocks }, NullHostPort.Instance);
+        PrepareResume(); // the console and a parked guest thread, built now rather than in the downtime
         _host.Log($"receiving '{setup.Name}' from {setup.Source} ({setup.Strategy}, migration {setup.MigrationId})");
         return true;
     }
@@ -148,7 +149,6 @@ internal sealed partial class MigrationDestination
         }
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
-        PrepareResume();
         _host.Log($"'{_setup.Name}' verified at icount {final.Icount} digest {digest:x16}; ACK sent, awaiting GO");
         return true;
     }
@@ -227,8 +227,9 @@ internal sealed partial class MigrationDestination
     }
 
     /// <summary>
-    /// After the ACK, before GO: the console, the port and a parked guest thread are built now, so
-    /// GO only has to wake the thread (none of this is downtime any more).
+    /// As soon as the migration is accepted: the console, the port and a parked guest thread are built
+    /// now, so GO only has to wake the thread (none of this is downtime). The instance binds its port
+    /// to the machine only when it first runs, after the replay is done with it.
     /// </summary>
     private void PrepareResume()
     {
@@ -248,6 +249,7 @@ internal sealed partial class MigrationDestination
             _resolved = true;
             if (_ready == null) PrepareResumeLocked();
             instance = _ready!;
+            instance.Port.Rebase(_final.Mtime);
             instance.Console.Prepend(consoleInput);
             instance.Console.AddBacklog(backlog);
             if (_manifest != null) _machine!.Memory.PageFetcher = FetchPage;
@@ -272,7 +274,7 @@ internal sealed partial class MigrationDestination
     private void PrepareResumeLocked()
     {
         var console = new ConsoleEndpoint(_host.BindAddress);
-        _ready = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, new GuestHostPort(console, _final!.Mtime));
+        _ready = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, new GuestHostPort(console));
         _ready.StartPaused();
     }
 

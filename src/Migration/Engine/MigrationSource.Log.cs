@@ -81,7 +81,7 @@ internal sealed partial class MigrationSource
         // pause covers only the pages written in the last moment (downtime follows it).
         _digestRequest.Reset();
         _wantDigest = true;
-        _digestRequest.Wait(TimeSpan.FromMilliseconds(50));
+        _digestRequest.Wait(TimeSpan.FromMilliseconds(10)); // an idle guest may not poll soon: the pause's digest covers it
         _wantDigest = false;
 
         // Switchover: pause, log a digest at the pause icount (the destination's replayer checks it
@@ -93,9 +93,9 @@ internal sealed partial class MigrationSource
         ulong digest = machine.ComputeDigest();
         _recorder.Writer.StateDigest(icount, digest);
         _recorder.Writer.FlushChunk(icount);
-        StopLogging();
         SendLogFrames(token);
         SendFinalState(token, digest);
+        StopLogging(); // after the final state went: the guest is paused, nothing more is logged
         return (icount, digest);
     }
 
@@ -188,7 +188,6 @@ internal sealed partial class MigrationSource
         var machine = _guest.Machine;
         _approach = true;
         double throttleBefore = _throttle;
-        if (ApproachThrottle > _throttle) SetThrottle(Math.Min(ApproachThrottle, Math.Max(_throttle, LogThrottleCap)));
         double start = Now;
         try
         {
@@ -199,6 +198,8 @@ internal sealed partial class MigrationSource
                 ulong replay = (ulong)Interlocked.Read(ref _replayIcount), source = machine.Icount;
                 double rate = Math.Max(_replayMips, 1) * 1e6;
                 if (source <= replay || (source - replay) / rate <= ApproachTailSeconds) break;
+                // Behind: hold a guest that outruns the replay back (an idle one never gets here).
+                if (Now - start > 0.002 && _throttle < ApproachThrottle) SetThrottle(Math.Min(ApproachThrottle, Math.Max(_throttle, LogThrottleCap)));
                 _logReady.WaitOne(1);
             }
         }

@@ -29,8 +29,8 @@ public sealed class GuestHostPort : IHostPort
     public const ulong PollInterval = 16 * 1024;
 
     private readonly ConsoleEndpoint _console;
-    private readonly long _start = Stopwatch.GetTimestamp();
-    private readonly ulong _timeBase;
+    private long _start = Stopwatch.GetTimestamp();
+    private ulong _timeBase;
     private ulong _nextPoll;
     private long _lastFlush;
     private volatile bool _wake;
@@ -45,6 +45,13 @@ public sealed class GuestHostPort : IHostPort
     }
 
     public ConsoleEndpoint Console => _console;
+
+    /// <summary>Guest time continues from <paramref name="timeBase"/> now (a port built ahead of a migration's resume).</summary>
+    public void Rebase(ulong timeBase)
+    {
+        _timeBase = timeBase;
+        _start = _lastPollTicks = Stopwatch.GetTimestamp();
+    }
 
     /// <summary>Set while a migration records this guest's inputs; swapped only while the guest is paused.</summary>
     public IInputLog? Log { get; set; }

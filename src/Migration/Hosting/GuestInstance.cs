@@ -23,7 +23,6 @@ public sealed class GuestInstance : IDisposable
         ImageName = imageName;
         Machine = machine;
         Port = port;
-        machine.HostPort = port;
         _thread = new Thread(Loop) { IsBackground = true, Name = $"guest-{name}" };
     }
 
@@ -79,6 +78,7 @@ public sealed class GuestInstance : IDisposable
     {
         try
         {
+            bool bound = false;
             while (true)
             {
                 lock (_gate)
@@ -92,6 +92,9 @@ public sealed class GuestInstance : IDisposable
                     if (_terminate) break;
                     _isPaused = false;
                 }
+                // Bound on the first run, not at construction: a migration destination builds its
+                // instance while the replay still drives the machine through another port.
+                if (!bound) { Machine.HostPort = Port; bound = true; }
                 var reason = Machine.Run();
                 if (reason is StopReason.Exited or StopReason.Idle)
                 {
