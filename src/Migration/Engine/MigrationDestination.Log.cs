@@ -58,6 +58,10 @@ internal sealed partial class MigrationDestination
         _wake.Set();
     }
 
+    /// <summary>Held by whoever drives the replay session: the replay thread, or the final catch-up.</summary>
+    private readonly object _sessionGate = new();
+    private bool _takenOver;
+
     private void ReplayLoop()
     {
         var session = _session!;
@@ -69,45 +73,52 @@ internal sealed partial class MigrationDestination
         {
             while (!_stopReplay)
             {
-                lock (_incoming) while (_incoming.TryDequeue(out var f)) session.AddFrame(f);
-                ulong until = Volatile.Read(ref _until);
-                ulong before = machine.Icount;
-                long t0 = Stopwatch.GetTimestamp();
-                double cap = _host.Options.ReplayMipsCap;
-                ulong runTo = cap > 0 ? Math.Min(until, before + Math.Max(200_000UL, (ulong)(cap * 1e6 * 0.01))) : until; // slices under a cap, long enough to measure
-                var status = session.Run(runTo);
-                if (cap > 0) CapReplaySpeed(machine.Icount - before, t0, cap);
-                bool sliceEnd = status == ReplayStatus.ReachedUntil && runTo < until;
-                double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
-                ulong ran = machine.Icount - before;
-                if (ran > 100_000 && seconds > 0) mips = mips == 0 ? ran / seconds / 1e6 : 0.7 * mips + 0.3 * (ran / seconds / 1e6);
-                // Every 20 ms, and whenever the replay caught up with the log (the source's final approach waits for it).
-                if (Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 20 || status != ReplayStatus.NeedMoreEvents || machine.Icount != lastReported)
+                bool wait;
+                lock (_sessionGate)
                 {
-                    lastReport = Stopwatch.GetTimestamp();
-                    lastReported = machine.Icount;
-                    try { _conn.Send(new Envelope { ReplayProgress = new ReplayProgress { Icount = machine.Icount, ReplayMips = mips } }); }
-                    catch (IOException) { }
+                    if (_takenOver) return; // the final catch-up runs the rest on the receiving thread
+                    lock (_incoming) while (_incoming.TryDequeue(out var f)) session.AddFrame(f);
+                    ulong until = Volatile.Read(ref _until);
+                    ulong before = machine.Icount;
+                    long t0 = Stopwatch.GetTimestamp();
+                    double cap = _host.Options.ReplayMipsCap;
+                    ulong runTo = cap > 0 ? Math.Min(until, before + Math.Max(200_000UL, (ulong)(cap * 1e6 * 0.01))) : until; // slices under a cap, long enough to measure
+                    var status = session.Run(runTo);
+                    if (cap > 0) CapReplaySpeed(machine.Icount - before, t0, cap);
+                    bool sliceEnd = status == ReplayStatus.ReachedUntil && runTo < until;
+                    double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                    ulong ran = machine.Icount - before;
+                    if (ran > 100_000 && seconds > 0) mips = mips == 0 ? ran / seconds / 1e6 : 0.7 * mips + 0.3 * (ran / seconds / 1e6);
+                    // Every 20 ms, and whenever the replay caught up with the log (the source's final approach waits for it).
+                    if (Stopwatch.GetElapsedTime(lastReport).TotalMilliseconds >= 20 || status != ReplayStatus.NeedMoreEvents || machine.Icount != lastReported)
+                    {
+                        lastReport = Stopwatch.GetTimestamp();
+                        lastReported = machine.Icount;
+                        try { _conn.Send(new Envelope { ReplayProgress = new ReplayProgress { Icount = machine.Icount, ReplayMips = mips } }); }
+                        catch (IOException) { }
+                    }
+                    if (sliceEnd) continue;
+                    switch (status)
+                    {
+                        case ReplayStatus.NeedMoreEvents:
+                            // Caught up: hash the pages replayed since the last digest while waiting,
+                            // so the digest at the switchover (downtime) has little left to do.
+                            machine.Memory.RefreshRamDigest();
+                            wait = true;
+                            break;
+                        case ReplayStatus.ReachedUntil when until != ulong.MaxValue:
+                            _replayResult = status;
+                            return;
+                        case ReplayStatus.ReachedUntil:
+                            wait = false;
+                            break;
+                        default:
+                            _replayResult = status;
+                            _replayError = ReplayFailure(session, status);
+                            return;
+                    }
                 }
-                if (sliceEnd) continue;
-                switch (status)
-                {
-                    case ReplayStatus.NeedMoreEvents:
-                        // Caught up: hash the pages replayed since the last digest while waiting,
-                        // so the digest at the switchover (downtime) has little left to do.
-                        machine.Memory.RefreshRamDigest();
-                        _wake.WaitOne(5);
-                        continue;
-                    case ReplayStatus.ReachedUntil when until != ulong.MaxValue:
-                        _replayResult = status;
-                        return;
-                    case ReplayStatus.ReachedUntil:
-                        continue;
-                    default:
-                        _replayResult = status;
-                        _replayError = session.Divergence is { } d ? $"replay diverged at icount {d.Icount}: {d.Reason}" : $"replay ended early ({status})";
-                        return;
-                }
+                if (wait) _wake.WaitOne(5);
             }
         }
         catch (Exception e)
@@ -118,17 +129,44 @@ internal sealed partial class MigrationDestination
         finally { _replayDone.Set(); }
     }
 
+    private static string ReplayFailure(ReplaySession session, ReplayStatus status) =>
+        session.Divergence is { } d ? $"replay diverged at icount {d.Icount}: {d.Reason}" : $"replay ended early ({status})";
+
     /// <summary>Replays the log up to the final icount (log shipping); nothing to do for stop-and-copy.</summary>
     private void CatchUp(FinalState final)
     {
         if (RestoresFinalDeviceState) { _machine!.RestoreDeviceState(new StateReader(final.DeviceState.Memory)); return; }
         if (_session == null) throw new MigrationFailedException("final state before checkpoint C0 was complete");
         Volatile.Write(ref _until, final.Icount);
+        if (_host.Options.ReplayMipsCap <= 0 && TakeOverTail(final.Icount)) { _session.Dispose(); return; }
         _wake.Set();
         if (!_replayDone.Wait(CatchUpTimeout)) throw new MigrationFailedException($"replay did not reach icount {final.Icount} in {CatchUpTimeout.TotalSeconds:F0} s");
         if (_replayError != null) throw new MigrationFailedException(_replayError);
         _session.Dispose(); // the machine stays; it is ours
         // The device state is not applied: the replay must have produced it (the digest check proves it).
+    }
+
+    /// <summary>
+    /// The tail is replayed right here, on the thread that received the final state, once the replay
+    /// thread lets go of the session (it is usually parked, caught up): two thread hand-offs fewer in
+    /// the downtime. False when the replay thread already finished on its own.
+    /// </summary>
+    private bool TakeOverTail(ulong until)
+    {
+        var session = _session!;
+        lock (_sessionGate)
+        {
+            if (_replayDone.IsSet) return false;
+            _takenOver = true;
+            if (_replayError != null) throw new MigrationFailedException(_replayError);
+            lock (_incoming) while (_incoming.TryDequeue(out var f)) session.AddFrame(f);
+            var status = session.Run(until);
+            _replayResult = status;
+            if (status != ReplayStatus.ReachedUntil || session.Machine.Icount != until)
+                throw new MigrationFailedException(ReplayFailure(session, status));
+        }
+        _wake.Set(); // the replay thread sees it was taken over and ends
+        return true;
     }
 
     private void StopReplay()

@@ -101,17 +101,19 @@ internal sealed partial class MigrationSource
 
             _phase = "awaiting-ack";
             double tFinal = Now;
-            var ack = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack;
-            if (ack.Digest != digest || ack.Icount != icount)
-                throw new MigrationFailedException($"destination verified icount {ack.Icount} digest {ack.Digest:x16}, source has {icount} {digest:x16}");
+            // The matching ACK commits and sends GO on the thread that reads it: no hand-off in the downtime.
+            _onAck = ack => ack.Digest == digest && ack.Icount == icount && CommitAndSendGo();
+            Ack ackMessage;
+            try { ackMessage = Expect(Envelope.BodyOneofCase.Ack, AckTimeout, token).Ack; }
+            finally { _onAck = null; }
+            if (ackMessage.Digest != digest || ackMessage.Icount != icount)
+                throw new MigrationFailedException($"destination verified icount {ackMessage.Icount} digest {ackMessage.Digest:x16}, source has {icount} {digest:x16}");
 
-            double tAck = Now;
-            Commit();
-            _host.Log($"migration {Id}: switchover: final state sent {(tFinal - _tPause) * 1000:F1} ms after the pause, ACK after {(tAck - _tPause) * 1000:F1} ms, committed after {(Now - _tPause) * 1000:F1} ms");
+            if (!_committed) { Commit(); Fault(FaultPoint.AfterAck); } // the reader could not commit (a cancel wins: this throws)
+            _host.Log($"migration {Id}: switchover: final state sent {(tFinal - _tPause) * 1000:F2} ms after the pause, ACK and GO {(_tGo - _tPause) * 1000:F2} ms after it");
             report.Icount = icount;
             report.Digest = digest;
             report.DigestVerified = true;
-            Fault(FaultPoint.AfterAck);
             FinishAfterCommit(report);
         }
         catch (Exception e) when (!_committed && e is OperationCanceledException or IOException or MigrationFailedException or HostException or InvalidOperationException)
@@ -209,13 +211,34 @@ internal sealed partial class MigrationSource
     }
 
     private Go? _pendingGo;
+    private volatile Func<Ack, bool>? _onAck;
+    private volatile bool _goSent;
+    private volatile Exception? _goFailure;
+    private double _tGo;
+
+    /// <summary>On the return-path reader, for the ACK that matches: commit, then GO at once.</summary>
+    private bool CommitAndSendGo()
+    {
+        try { Commit(); }
+        catch (OperationCanceledException) { return false; } // cancelled first: the main thread rolls back
+        Fault(FaultPoint.AfterAck);
+        try
+        {
+            _conn!.Send(new Envelope { Go = _pendingGo });
+            _goSent = true;
+        }
+        catch (IOException e) { _goFailure = e; }
+        _tGo = Now;
+        return true;
+    }
 
     private void FinishAfterCommit(MigrationReport report)
     {
         _phase = "go";
         try
         {
-            _conn!.Send(new Envelope { Go = _pendingGo });
+            if (_goFailure != null) throw new IOException(_goFailure.Message, _goFailure);
+            if (!_goSent) { _conn!.Send(new Envelope { Go = _pendingGo }); _tGo = Now; }
             if (_manifest != null) { ServePostcopy(report); return; } // releases the source guest only when every page arrived
             var resumed = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed;
             OnResumed(resumed);
@@ -261,6 +284,7 @@ internal sealed partial class MigrationSource
                     _pageRequests.Add((int)e.PageRequest.Page);
                     continue;
                 }
+                if (e.BodyCase == Envelope.BodyOneofCase.Ack) _onAck?.Invoke(e.Ack);
                 if (e.BodyCase == Envelope.BodyOneofCase.ReplayProgress)
                 {
                     Interlocked.Exchange(ref _replayIcount, (long)e.ReplayProgress.Icount);
