@@ -13,6 +13,11 @@ Conditions (same as ours): 128 MiB guest, max-bandwidth (and max-postcopy-bandwi
 125000000 bytes/s = 1 Gbit/s, downtime-limit left at QEMU's default, 60 s timeout
 after which the run counts as "did not converge" and is cancelled (migrate_cancel).
 
+Downtime is measured end to end, as ours is: from the source's STOP QMP event (vm stopped for the
+switchover) to the destination's RESUME event, both stamped with the host's wall clock by QEMU.
+query-migrate's own "downtime" (source only: vm stop -> source done sending) is kept as
+qemu_reported_downtime_ms.
+
 Prints one table and writes the rows as JSON (default results/qemu-migration.json)
 so our engine's benchmark can print them side by side.
 
