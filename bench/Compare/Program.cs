@@ -48,11 +48,12 @@ foreach (var guest in guests)
         KvClient? kv = null;
         using var stopLoad = new CancellationTokenSource();
         Thread? load = null;
+        string? loadError = null;
         if (guest == "kv")
         {
             kv = new KvClient(a.Address, "g");
             kv.WaitReady();
-            load = new Thread(() => { try { kv.RunLoad(stopLoad.Token); } catch (Exception e) { Console.Error.WriteLine($"kv load: {e.Message}"); } }) { IsBackground = true };
+            load = new Thread(() => { try { kv.RunLoad(stopLoad.Token); } catch (Exception e) { loadError = e.Message; Console.Error.WriteLine($"kv load ({strategy}): {e.Message}"); } }) { IsBackground = true };
             load.Start();
         }
         Thread.Sleep(TimeSpan.FromSeconds(warmup));
@@ -72,6 +73,7 @@ foreach (var guest in guests)
             stopLoad.Cancel();
             load!.Join();
             kvNote = kv.VerifyAll().Count == 0 ? $"kv {kv.SetsAcknowledged} SETs, none lost" : "kv: LOST SETS";
+            if (loadError != null) kvNote += $", LOAD STOPPED: {loadError}"; // e.g. a wrong GET answer while the console moved
             kv.Dispose();
         }
         ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy;
@@ -125,6 +127,8 @@ IEnumerable<string[]> QemuRows(string guest)
         if (converged && reported is { } rep)
             notes.Add(row.TryGetProperty("qemu_reported_downtime_suspect", out var sus) && sus.GetBoolean() || rep > Num("total_time_ms")
                 ? $"qemu-reported {rep:F0} ms (bogus)" : $"qemu-reported {rep:F0} ms");
+        if (converged && row.TryGetProperty("postcopy_started", out var ps) && ps.ValueKind == JsonValueKind.False && row.GetProperty("strategy").GetString() == "postcopy")
+            notes.Add("post-copy not entered: pre-copy converged in pass 1");
         if (row.TryGetProperty("notes", out var n))
             foreach (var note in n.EnumerateArray().Select(x => x.GetString()!.Split('\n')[0]))
                 if (!note.StartsWith("QEMU-reported downtime") && !note.StartsWith("src.stderr") && !note.StartsWith("dst.stderr")) notes.Add(note);
