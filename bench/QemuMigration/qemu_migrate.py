@@ -13,6 +13,11 @@ Conditions (same as ours): 128 MiB guest, max-bandwidth (and max-postcopy-bandwi
 125000000 bytes/s = 1 Gbit/s, downtime-limit left at QEMU's default, 60 s timeout
 after which the run counts as "did not converge" and is cancelled (migrate_cancel).
 
+Downtime is measured end to end, as ours is: from the source's STOP QMP event (vm stopped for the
+switchover) to the destination's RESUME event, both stamped with the host's wall clock by QEMU.
+query-migrate's own "downtime" (source only: vm stop -> source done sending) is kept as
+qemu_reported_downtime_ms.
+
 Prints one table and writes the rows as JSON (default results/qemu-migration.json)
 so our engine's benchmark can print them side by side.
 
@@ -46,7 +51,13 @@ def free_port():
 
 
 class Qmp:
-    """Minimal QMP client over a unix socket: one command at a time, events skipped."""
+    """Minimal QMP client over a unix socket: one command at a time.
+
+    A reader thread takes every line off the socket: command replies go to the waiting cmd(), events
+    are kept in self.events (never dropped) as {"event", "data", "timestamp", "t_host"} where
+    timestamp is QEMU's own host wall-clock time of the event in seconds (float, microsecond
+    resolution; QMP's {"seconds", "microseconds"}) and t_host is when this client read it.
+    """
 
     def __init__(self, path, timeout=10.0):
         deadline = time.time() + timeout
@@ -61,30 +72,88 @@ class Qmp:
                     raise RuntimeError(f"QMP socket {path} did not appear")
                 time.sleep(0.05)
         self.file = self.sock.makefile("rwb")
-        self._read()  # greeting
+        self.events = []
+        self.cond = threading.Condition()
+        self.replies = []
+        self.closed = None  # reason, once the connection is gone
+        self.greeting = json.loads(self.file.readline() or b"{}")
+        self.reader = threading.Thread(target=self._read_loop, daemon=True)
+        self.reader.start()
         self.cmd("qmp_capabilities")
 
-    def _read(self):
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise RuntimeError("QMP connection closed")
-            msg = json.loads(line)
-            if "event" not in msg:
-                return msg
+    def _read_loop(self):
+        try:
+            while True:
+                line = self.file.readline()
+                if not line:
+                    raise RuntimeError("QMP connection closed")
+                msg = json.loads(line)
+                with self.cond:
+                    if "event" in msg:
+                        ts = msg.get("timestamp") or {}
+                        stamp = (ts["seconds"] + ts["microseconds"] / 1e6
+                                 if "seconds" in ts and "microseconds" in ts else None)
+                        self.events.append({"event": msg["event"], "data": msg.get("data"),
+                                            "timestamp": stamp, "t_host": time.time()})
+                    else:
+                        self.replies.append(msg)
+                    self.cond.notify_all()
+        except Exception as e:  # closed socket, EOF: wake any waiter
+            with self.cond:
+                self.closed = f"{type(e).__name__}: {e}"
+                self.cond.notify_all()
 
-    def cmd(self, name, **args):
+    def cmd(self, name, timeout=30.0, **args):
         req = {"execute": name}
         if args:
             req["arguments"] = args
         self.file.write((json.dumps(req) + "\n").encode())
         self.file.flush()
-        reply = self._read()
+        deadline = time.time() + timeout
+        with self.cond:
+            while not self.replies:
+                if self.closed:
+                    raise RuntimeError(f"{name}: {self.closed}")
+                left = deadline - time.time()
+                if left <= 0:
+                    raise RuntimeError(f"{name}: no reply in {timeout:.0f}s")
+                self.cond.wait(left)
+            reply = self.replies.pop(0)
         if "error" in reply:
             raise QmpError(f"{name}: {reply['error'].get('desc')}")
         return reply.get("return")
 
+    def wait_event(self, name, timeout, after=None):
+        """The first `name` event (with a QEMU timestamp >= after, if given), waiting up to timeout s."""
+        deadline = time.time() + timeout
+        with self.cond:
+            while True:
+                for e in self.events:
+                    if e["event"] == name and (after is None or (e["timestamp"] or 0) >= after):
+                        return e
+                left = deadline - time.time()
+                if left <= 0 or self.closed:
+                    return None
+                self.cond.wait(left)
+
+    def event_log(self, since=None):
+        """The events seen so far (QEMU timestamps, ms relative to `since` when given)."""
+        with self.cond:
+            out = []
+            for e in self.events:
+                d = {"event": e["event"], "timestamp": e["timestamp"]}
+                if e["data"]:
+                    d["data"] = e["data"]
+                if since is not None and e["timestamp"] is not None:
+                    d["t_ms"] = round((e["timestamp"] - since) * 1000, 3)
+                out.append(d)
+            return out
+
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
@@ -195,7 +264,8 @@ def run_one(guest, strategy, args, elf_dir):
     tmp = tempfile.mkdtemp(prefix=f"qmig-{guest}-{strategy}-")
     mig_port = free_port()
     row = {"engine": "qemu-7.2", "guest": guest, "strategy": strategy, "converged": False,
-           "status": None, "total_time_ms": None, "downtime_ms": None, "transferred_bytes": None,
+           "status": None, "total_time_ms": None, "downtime_ms": None, "downtime_source": None,
+           "qemu_reported_downtime_ms": None, "transferred_bytes": None,
            "total_bytes": None, "ram": None, "notes": []}
     kv = None
     if guest == "kv":
@@ -234,7 +304,7 @@ def run_one(guest, strategy, args, elf_dir):
         if strategy == "postcopy":
             sq.cmd("migrate-set-parameters", **{"max-postcopy-bandwidth": BANDWIDTH})
 
-        t0 = time.time()
+        t0 = time.time()  # CLOCK_REALTIME, the clock QEMU stamps its QMP events with
         sq.cmd("migrate", uri=f"tcp:127.0.0.1:{mig_port}")
         postcopy_started = False
         row["postcopy_started"] = False
@@ -266,14 +336,14 @@ def run_one(guest, strategy, args, elf_dir):
         row["transferred_bytes"] = ram.get("transferred")
         row["total_bytes"] = ram.get("total")
         row["total_time_ms"] = info.get("total-time", int((time.time() - t0) * 1000))
-        row["downtime_ms"] = info.get("downtime")
+        row["qemu_reported_downtime_ms"] = info.get("downtime")
         if "xbzrle-cache" in info:
             row["xbzrle_cache"] = info["xbzrle-cache"]
         row["converged"] = row["status"] == "completed"
-        if row["converged"] and row["downtime_ms"] is not None and row["downtime_ms"] > row["total_time_ms"]:
-            # Seen with QEMU 7.2 post-copy: a downtime of ~host uptime. Keep it, but flag it.
-            row["downtime_suspect"] = True
-            row["notes"].append(f"QEMU reported downtime {row['downtime_ms']} ms > total time: not a real figure")
+        if row["converged"]:
+            end_to_end_downtime(row, sq, dq, t0)
+        else:
+            row["events"] = {"source": sq.event_log(t0), "destination": dq.event_log(t0)}
         if row["status"] == "failed" and info.get("error-desc"):
             row["notes"].append("failed: " + info["error-desc"])
         if row["status"] == "cancelled" or (row["status"] != "completed" and not row["converged"]):
@@ -309,6 +379,52 @@ def run_one(guest, strategy, args, elf_dir):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def end_to_end_downtime(row, sq, dq, t0):
+    """downtime_ms = destination RESUME - source STOP, both QMP event timestamps (same host clock).
+
+    The source's STOP is the vm stop for the switchover (migration_completion, or postcopy_start
+    after migrate-start-postcopy); the destination's RESUME is its vm_start once the device state is
+    loaded (for post-copy: when it starts running with pages still on the source). Falls back to
+    QEMU's own figure (source only: vm stop -> source done sending), flagged, when the events are
+    missing or out of order.
+    """
+    resume = dq.wait_event("RESUME", timeout=5.0)
+    stop = sq.wait_event("STOP", timeout=1.0, after=t0)
+    row["events"] = {"source": sq.event_log(t0), "destination": dq.event_log(t0)}
+    reported = row["qemu_reported_downtime_ms"]
+    problem = None
+    if stop is None or stop["timestamp"] is None:
+        problem = "no STOP event (with a timestamp) from the source"
+    elif resume is None or resume["timestamp"] is None:
+        problem = "no RESUME event (with a timestamp) from the destination"
+    elif resume["timestamp"] < stop["timestamp"]:
+        problem = (f"destination RESUME {1000 * (stop['timestamp'] - resume['timestamp']):.3f} ms "
+                   f"before the source STOP")
+    elif resume["timestamp"] > time.time() + 1:
+        problem = "destination RESUME timestamp in the future"
+    n_stop = sum(1 for e in row["events"]["source"] if e["event"] == "STOP")
+    n_resume = sum(1 for e in row["events"]["destination"] if e["event"] == "RESUME")
+    if n_stop > 1 or n_resume > 1:
+        row["notes"].append(f"{n_stop} STOP events on the source, {n_resume} RESUME on the destination; "
+                            "the first of each after the migrate command was used")
+    if problem is None:
+        row["downtime_ms"] = round((resume["timestamp"] - stop["timestamp"]) * 1000, 3)
+        row["downtime_source"] = "events"
+        row["stop_ms"] = round((stop["timestamp"] - t0) * 1000, 3)
+        row["resume_ms"] = round((resume["timestamp"] - t0) * 1000, 3)
+    else:
+        row["downtime_ms"] = float(reported) if reported is not None else None
+        row["downtime_source"] = "qemu-reported"
+        row["notes"].append(f"end-to-end downtime unavailable ({problem}): downtime_ms is QEMU's "
+                            "source-only figure")
+    if reported is not None and row["total_time_ms"] is not None and reported > row["total_time_ms"]:
+        # Seen with QEMU 7.2 post-copy: a "downtime" of about the host's uptime.
+        row["qemu_reported_downtime_suspect"] = True
+        row["notes"].append(f"QEMU-reported downtime {reported} ms > total time: not a real figure")
+    else:
+        row["notes"].append(f"QEMU-reported downtime {reported} ms (source only)")
+
+
 def fmt_bytes(n):
     if n is None:
         return "-"
@@ -321,23 +437,31 @@ def fmt_bytes(n):
 def fmt_ms(ms):
     if ms is None:
         return "-"
-    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms} ms"
+    if ms >= 1000:
+        return f"{ms / 1000:.2f} s"
+    return f"{ms:.1f} ms" if isinstance(ms, float) else f"{ms} ms"
 
 
 def print_table(rows):
-    head = ["guest", "strategy", "converged", "total time", "downtime", "bytes"]
+    head = ["guest", "strategy", "converged", "total time", "downtime", "qemu-reported", "bytes"]
     body = []
     for r in rows:
         conv = "yes" if r["converged"] else ("unsupported" if r["status"] == "unsupported" else "NO")
         if r["strategy"] == "postcopy" and r["converged"] and not r.get("postcopy_started"):
             conv += " (pre-copy pass 1)"
-        down = fmt_ms(r["downtime_ms"]) if r["converged"] else "-"
-        if r["converged"] and r["downtime_ms"] is not None and r["downtime_ms"] > r["total_time_ms"]:
-            down = f"bogus ({down})"
-        body.append([r["guest"], r["strategy"], conv, fmt_ms(r["total_time_ms"]), down,
+        # Rows from before the end-to-end measurement have only QEMU's figure in downtime_ms.
+        reported = r.get("qemu_reported_downtime_ms", r["downtime_ms"] if "downtime_source" not in r else None)
+        e2e = r["downtime_ms"] if r.get("downtime_source") == "events" else None
+        down = fmt_ms(e2e) if r["converged"] else "-"
+        rep = fmt_ms(reported) if r["converged"] else "-"
+        if r["converged"] and reported is not None and reported > r["total_time_ms"]:
+            rep = f"bogus ({rep})"
+        body.append([r["guest"], r["strategy"], conv, fmt_ms(r["total_time_ms"]), down, rep,
                      fmt_bytes(r["transferred_bytes"])])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |"
+    print("downtime: source STOP -> destination RESUME (QMP event timestamps, end to end); "
+          "qemu-reported: query-migrate's downtime (source only: vm stop -> source done sending)")
     print(line)
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for b in body:
