@@ -17,7 +17,7 @@ public sealed class KvClient : IDisposable
     private readonly string _name;
     private string _host;
     private TcpClient? _tcp;
-    private StreamReader? _reader;
+    private LineReader? _reader;
     private readonly object _lock = new();
 
     public KvClient(string host, string name)
@@ -47,7 +47,7 @@ public sealed class KvClient : IDisposable
                     var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = 5000 };
                     tcp.Connect(h, p);
                     _tcp = tcp;
-                    _reader = new StreamReader(tcp.GetStream(), Encoding.ASCII);
+                    _reader = new LineReader(tcp.GetStream());
                     _host = host;
                     return;
                 }
@@ -154,4 +154,42 @@ public sealed class KvClient : IDisposable
     }
 
     public void Dispose() => _tcp?.Dispose();
+
+    /// <summary>
+    /// Whole lines only: a console that moves mid-line ends the old connection after a partial line,
+    /// which must not pass for an answer (StreamReader.ReadLine returns it as one). The rest of that
+    /// line arrives on the new connection, where the resync skips it.
+    /// </summary>
+    private sealed class LineReader(Stream stream)
+    {
+        private readonly byte[] _buffer = new byte[4096];
+        private int _start, _end;
+        private readonly StringBuilder _line = new();
+
+        /// <returns>The next line without its newline, or null at the end of the stream between lines.</returns>
+        public string? ReadLine()
+        {
+            while (true)
+            {
+                int nl = Array.IndexOf(_buffer, (byte)'\n', _start, _end - _start);
+                if (nl >= 0)
+                {
+                    _line.Append(Encoding.ASCII.GetString(_buffer, _start, nl - _start));
+                    _start = nl + 1;
+                    string line = _line.ToString().TrimEnd('\r');
+                    _line.Clear();
+                    return line;
+                }
+                _line.Append(Encoding.ASCII.GetString(_buffer, _start, _end - _start));
+                _start = _end = 0;
+                int n = stream.Read(_buffer, 0, _buffer.Length);
+                if (n == 0)
+                {
+                    if (_line.Length == 0) return null;
+                    throw new IOException($"console closed mid-line ('{_line}')");
+                }
+                _end = n;
+            }
+        }
+    }
 }
