@@ -67,6 +67,9 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// <summary>True when the page holds only zeros; never-written pages answer without reading.</summary>
     public bool IsZeroPage(int page) => !_touched[page] || !PageSpan(page).ContainsAnyExcept((byte)0);
 
+    /// <summary>True when the page was never written (it is zero without looking at it).</summary>
+    public bool IsUntouched(int page) => !_touched[page];
+
     // ---- Dirty clients ----
 
     public DirtyClient CreateDirtyClient(string name)
@@ -288,7 +291,14 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// written since the last call are rehashed, and each one updates the sum by subtracting its old
     /// term and adding its new one, so the cost follows the guest's writes, not its RAM size.
     /// </summary>
-    public ulong RefreshRamDigest()
+    public ulong RefreshRamDigest() => RefreshRamDigest(null);
+
+    /// <summary>
+    /// As <see cref="RefreshRamDigest()"/>, leaving the pages marked in <paramref name="skip"/> as they
+    /// were (their terms stay in the sum, stale): <see cref="RamDigestExcluding"/> over exactly those
+    /// pages is then exact without hashing them.
+    /// </summary>
+    public ulong RefreshRamDigest(bool[]? skip)
     {
         EnsureAllPresent();
         var map = DirtyMap.AsSpan();
@@ -302,7 +312,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
                 page += 7;
                 continue;
             }
-            if ((DirtyMap[page] & DigestBit) == 0) continue;
+            if ((DirtyMap[page] & DigestBit) == 0 || (skip != null && skip[page])) continue;
             ClearDirty(page, DigestBit);
             pages.Add(page);
         }
@@ -316,13 +326,11 @@ public sealed unsafe partial class GuestMemory : IDisposable
         return _ramDigest;
     }
 
-    /// <summary>The xxh3 of a page as of the last <see cref="RefreshRamDigest"/> (call it first).</summary>
-    public ulong CachedPageHash(int page) => _pageHash[page];
-
     /// <summary>
     /// The RAM digest's sum over every page except <paramref name="excluded"/>, as of the last
-    /// <see cref="RefreshRamDigest"/>: post-copy after pre-copy verifies the pages the destination
-    /// already holds with it, while the excluded ones are still on their way.
+    /// refresh (<see cref="RefreshRamDigest(bool[])"/> may skip exactly these): post-copy after
+    /// pre-copy verifies the pages the destination already holds with it, while the excluded ones are
+    /// still on their way.
     /// </summary>
     public ulong RamDigestExcluding(IEnumerable<int> excluded)
     {

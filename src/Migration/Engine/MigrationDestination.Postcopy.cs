@@ -35,14 +35,16 @@ internal sealed partial class MigrationDestination
         string? why = null;
         var manifest = _manifest;
         if (manifest == null) why = "post-copy final state without a page manifest";
-        else if (manifest.Pages.Count != manifest.Hashes.Count) why = "post-copy manifest with mismatched lists";
+        else if (manifest.Hashes.Count != 0 && manifest.Pages.Count != manifest.Hashes.Count) why = "post-copy manifest with mismatched lists";
         else if (manifest.Pages.Any(p => p >= machine.Memory.PageCount)) why = "post-copy manifest names a page beyond the end of memory";
         ulong digest = 0;
         if (why == null && manifest!.HasPresentRamDigest)
         {
             // After pre-copy: every page not listed must already be exactly the source's.
             var memory = machine.Memory;
-            memory.RefreshRamDigest();
+            var skip = new bool[memory.PageCount];
+            foreach (uint p in manifest.Pages) skip[p] = true;
+            memory.RefreshRamDigest(skip);
             ulong present = memory.RamDigestExcluding(manifest.Pages.Select(p => (int)p));
             if (present != manifest.PresentRamDigest)
                 why = $"RAM digest mismatch over the pages already here: destination {present:x16}, source {manifest.PresentRamDigest:x16}";
@@ -60,8 +62,9 @@ internal sealed partial class MigrationDestination
             Discard(why);
             return false;
         }
+        // Each page's hash comes with the page (or, from a peer that sends them, in the manifest).
         _pageHashes = new Dictionary<int, ulong>(manifest!.Pages.Count);
-        for (int i = 0; i < manifest.Pages.Count; i++) _pageHashes[(int)manifest.Pages[i]] = manifest.Hashes[i];
+        for (int i = 0; i < manifest.Pages.Count; i++) _pageHashes[(int)manifest.Pages[i]] = manifest.Hashes.Count > 0 ? manifest.Hashes[i] : 0;
         machine.Memory.MarkAbsent(_pageHashes.Keys);
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
@@ -150,9 +153,11 @@ internal sealed partial class MigrationDestination
             int page = (int)batch.Pages[i];
             var data = raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize);
             if (!hashes.TryGetValue(page, out ulong want)) throw new ProtocolException($"post-copy page {page} is not in the manifest");
+            if (batch.Hashes.Count == count) want = batch.Hashes[i];
+            else if (_manifest!.Hashes.Count == 0) throw new ProtocolException($"post-copy page {page} arrived without its hash");
             ulong got = XxHash3.Hash(data);
             if (got != want)
-                throw new MigrationFailedException($"POST-COPY PAGE HASH MISMATCH: page {page} hashes to {got:x16}, the manifest says {want:x16}; the page is not applied");
+                throw new MigrationFailedException($"POST-COPY PAGE HASH MISMATCH: page {page} hashes to {got:x16}, the source says {want:x16}; the page is not applied");
             if (!memory.SupplyPage(page, data)) throw new ProtocolException($"post-copy page {page} arrived twice");
             Interlocked.Increment(ref _verifiedPages);
         }

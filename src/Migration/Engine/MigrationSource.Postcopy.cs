@@ -35,13 +35,11 @@ internal sealed partial class MigrationSource
         Pause();
         var machine = _guest.Machine;
         var memory = machine.Memory;
+        // Nothing is read or hashed in the downtime: every page ever written goes (a zero one costs a
+        // few bytes compressed), and each page is hashed as it is sent.
         var manifest = new PostcopyManifest();
         for (int page = 0; page < memory.PageCount; page++)
-        {
-            if (machine.Balloon.IsFreePage(page) || memory.IsZeroPage(page)) continue;
-            manifest.Pages.Add((uint)page);
-            manifest.Hashes.Add(XxHash3.Hash(memory.PageSpan(page)));
-        }
+            if (!memory.IsUntouched(page) && !machine.Balloon.IsFreePage(page)) manifest.Pages.Add((uint)page);
         _tCheckpointDone = _tLogDone = Now;
         return SendPostcopyState(manifest, token);
     }
@@ -57,17 +55,18 @@ internal sealed partial class MigrationSource
         _phase = "postcopy-switchover";
         var machine = _guest.Machine;
         var memory = machine.Memory;
-        memory.RefreshRamDigest(); // rehashes the pages written since the last refresh: the dirty ones, mostly
         var manifest = new PostcopyManifest();
         var listed = new List<int>(dirty.Count);
+        var skip = new bool[memory.PageCount];
         foreach (int page in dirty)
         {
-            if (machine.Balloon.IsFreePage(page) || memory.IsZeroPage(page)) { sender.Send(page, null); continue; }
+            if (machine.Balloon.IsFreePage(page) || memory.IsUntouched(page)) { sender.Send(page, null); continue; }
             manifest.Pages.Add((uint)page);
-            manifest.Hashes.Add(memory.CachedPageHash(page));
             listed.Add(page);
+            skip[page] = true;
         }
         sender.Flush();
+        memory.RefreshRamDigest(skip); // the listed pages are not hashed now (they are hashed as they are sent)
         manifest.PresentRamDigest = memory.RamDigestExcluding(listed);
         return SendPostcopyState(manifest, token);
     }
@@ -317,8 +316,10 @@ internal sealed partial class MigrationSource
             for (int i = 0; i < slots.Count; i++)
             {
                 int page = (int)_manifest.Pages[slots[i]];
-                _memory.PageSpan(page).CopyTo(_raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize));
+                var data = _raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize);
+                _memory.PageSpan(page).CopyTo(data);
                 batch.Pages.Add((uint)page);
+                batch.Hashes.Add(XxHash3.Hash(data));
             }
             int n = Zstd.Compress(_raw.AsSpan(0, slots.Count * GuestMemory.PageSize), _compressed, PageSender.CompressionLevel);
             batch.Zstd = ByteString.CopyFrom(_compressed, 0, n);
