@@ -23,17 +23,8 @@ bool verbose = args.Contains("--verbose");
 Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
 
 var rows = new List<string[]>();
-// Warm the code paths once (not reported): hosts are long-running processes.
-{
-    using var a = new GuestHost(new HostOptions());
-    using var b = new GuestHost(new HostOptions());
-    using var client = HostClient.Connect(a.Address);
-    client.Start("warm", File.ReadAllBytes(Path.Combine(dir, "idle_forever.elf")), 16UL << 20, "warm");
-    Thread.Sleep(200);
-    client.Migrate(new MigrateCommand { Name = "warm", Target = b.Address, Strategy = "precopy" });
-    using var back = HostClient.Connect(b.Address);
-    back.Migrate(new MigrateCommand { Name = "warm", Target = a.Address, Strategy = "log" });
-}
+// Hosts are long-running processes: warm every strategy's code paths once, as `lm host` does at start.
+MigrationWarmUp.Run();
 Console.WriteLine($"comparison: loopback, cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), {Memory >> 20} MiB guests, warm-up {warmup} s, downtime limit 10 ms, {Environment.ProcessorCount} cores");
 Console.WriteLine("downtime = guest-visible, end to end: ours from the source pausing the guest until the destination's Resumed message arrives; " +
     "qemu from the source's STOP to the destination's RESUME QMP event (host timestamps). QEMU's own query-migrate downtime " +

@@ -25,17 +25,8 @@ var cases = new (string Label, string Elf, ulong Mem, bool Kv)[]
 var rows = new List<string[]>();
 bool verbose = args.Contains("--verbose");
 Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
-// Hosts are long-running processes: warm the code paths once (not reported).
-{
-    using var a = new GuestHost(new HostOptions());
-    using var b = new GuestHost(new HostOptions());
-    using var client = HostClient.Connect(a.Address);
-    client.Start("warm", File.ReadAllBytes(Path.Combine(dir, "idle_forever.elf")), 16UL << 20, "warm");
-    Thread.Sleep(200);
-    client.Migrate(new MigrateCommand { Name = "warm", Target = b.Address, Strategy = "log" });
-    using var back = HostClient.Connect(b.Address);
-    back.Migrate(new MigrateCommand { Name = "warm", Target = a.Address, Strategy = "stopcopy" });
-}
+// Hosts are long-running processes: warm every strategy's code paths once, as `lm host` does at start.
+MigrationWarmUp.Run();
 Console.WriteLine($"migration benchmark: loopback, bandwidth cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), warm-up {warmup} s, {Environment.ProcessorCount} cores");
 foreach (var c in cases.Where(c => selected.Contains(c.Label)))
     foreach (var strategy in new[] { "stopcopy", "log" })

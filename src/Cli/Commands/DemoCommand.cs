@@ -46,6 +46,7 @@ public static class DemoCommand
     {
         string elfPath = guest?.FullName ?? FindKv();
         Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
+        MigrationWarmUp.Run(log); // as a long-running host would be: no first-use costs in the downtime
         using var a = new GuestHost(new HostOptions { Log = log });
         using var b = new GuestHost(new HostOptions { Log = log });
         AnsiConsole.MarkupLine($"[bold]lm demo[/]: host A on {a.Address}, host B on {b.Address}");

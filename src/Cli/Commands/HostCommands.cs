@@ -37,6 +37,8 @@ public static class HostCommands
                 Log = q ? null : m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}"),
             });
             Console.WriteLine($"lm host listening on {host.Address}");
+            // In the background: the host serves at once; its first migration finds the paths warm.
+            new Thread(() => MigrationWarmUp.Run(host.Options.Log)) { IsBackground = true, Name = "warm-up", Priority = ThreadPriority.BelowNormal }.Start();
             using var done = new ManualResetEventSlim();
             Console.CancelKeyPress += (_, e) => { e.Cancel = true; done.Set(); };
             AppDomain.CurrentDomain.ProcessExit += (_, _) => done.Set();
