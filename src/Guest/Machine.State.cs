@@ -28,6 +28,7 @@ public sealed unsafe partial class Machine
     }
 
     /// <summary>CPU and device sections: everything but RAM.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     public byte[] SaveDeviceState()
     {
         var w = new StateWriter();
@@ -161,6 +162,7 @@ public sealed unsafe partial class Machine
     }
 
     /// <summary>Restores CPU and device sections (the output of <see cref="SaveDeviceState"/>).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     public void RestoreDeviceState(StateReader r)
     {
         RestoreCpu(r);
@@ -188,6 +190,7 @@ public sealed unsafe partial class Machine
     /// its own, not the save format: saved-state versions can change without changing digests.
     /// Only pages written since the last digest are rehashed (<see cref="GuestMemory.RefreshRamDigest"/>).
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     public ulong ComputeDigest()
     {
         var w = new StateWriter();

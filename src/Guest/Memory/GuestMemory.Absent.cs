@@ -29,6 +29,7 @@ public sealed unsafe partial class GuestMemory
     public bool IsAbsent(int page) => _absent is { } a && Volatile.Read(ref a[page]);
 
     /// <summary>Marks pages as not yet arrived (post-copy destination, before the guest resumes).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     public void MarkAbsent(IEnumerable<int> pages)
     {
         lock (_absentLock)

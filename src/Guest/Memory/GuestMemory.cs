@@ -298,6 +298,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// were (their terms stay in the sum, stale): <see cref="RamDigestExcluding"/> over exactly those
     /// pages is then exact without hashing them.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     public ulong RefreshRamDigest(bool[]? skip)
     {
         EnsureAllPresent();
@@ -332,6 +333,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// pre-copy verifies the pages the destination already holds with it, while the excluded ones are
     /// still on their way.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     public ulong RamDigestExcluding(IEnumerable<int> excluded)
     {
         ulong sum = _ramDigest;

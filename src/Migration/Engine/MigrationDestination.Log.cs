@@ -151,6 +151,7 @@ internal sealed partial class MigrationDestination
     /// thread lets go of the session (it is usually parked, caught up): two thread hand-offs fewer in
     /// the downtime. False when the replay thread already finished on its own.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private bool TakeOverTail(ulong until)
     {
         var session = _session!;

@@ -27,6 +27,7 @@ internal sealed partial class MigrationDestination
     public long PostcopyVerifiedPages => Interlocked.Read(ref _verifiedPages);
     public long PostcopyRequestedPages => Interlocked.Read(ref _requestedPages);
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private bool VerifyPostcopy(FinalState final)
     {
         State = "verifying";
@@ -36,7 +37,7 @@ internal sealed partial class MigrationDestination
         var manifest = _manifest;
         if (manifest == null) why = "post-copy final state without a page manifest";
         else if (manifest.Hashes.Count != 0 && manifest.Pages.Count != manifest.Hashes.Count) why = "post-copy manifest with mismatched lists";
-        else if (manifest.Pages.Any(p => p >= machine.Memory.PageCount)) why = "post-copy manifest names a page beyond the end of memory";
+        else if (MaxPage(manifest) >= machine.Memory.PageCount) why = "post-copy manifest names a page beyond the end of memory";
         ulong digest = 0;
         if (why == null && manifest!.HasPresentRamDigest)
         {
@@ -45,7 +46,7 @@ internal sealed partial class MigrationDestination
             var skip = new bool[memory.PageCount];
             foreach (uint p in manifest.Pages) skip[p] = true;
             memory.RefreshRamDigest(skip);
-            ulong present = memory.RamDigestExcluding(manifest.Pages.Select(p => (int)p));
+            ulong present = memory.RamDigestExcluding(Pages(manifest));
             if (present != manifest.PresentRamDigest)
                 why = $"RAM digest mismatch over the pages already here: destination {present:x16}, source {manifest.PresentRamDigest:x16}";
         }
@@ -65,11 +66,23 @@ internal sealed partial class MigrationDestination
         // Each page's hash comes with the page (or, from a peer that sends them, in the manifest).
         _pageHashes = new Dictionary<int, ulong>(manifest!.Pages.Count);
         for (int i = 0; i < manifest.Pages.Count; i++) _pageHashes[(int)manifest.Pages[i]] = manifest.Hashes.Count > 0 ? manifest.Hashes[i] : 0;
-        machine.Memory.MarkAbsent(_pageHashes.Keys);
+        machine.Memory.MarkAbsent(Pages(manifest));
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
         _host.Log($"'{_setup.Name}' post-copy: device state verified at icount {final.Icount} ({digest:x16}), {manifest.Pages.Count} pages absent; ACK sent, awaiting GO");
         return true;
+    }
+
+    private static IEnumerable<int> Pages(PostcopyManifest manifest)
+    {
+        foreach (uint p in manifest.Pages) yield return (int)p;
+    }
+
+    private static long MaxPage(PostcopyManifest manifest)
+    {
+        long max = -1;
+        foreach (uint p in manifest.Pages) max = Math.Max(max, p);
+        return max;
     }
 
     /// <summary>The guest touched an absent page (guest thread): ask the source and wait for it, or give up when the link is gone.</summary>

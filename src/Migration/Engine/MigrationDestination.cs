@@ -127,6 +127,7 @@ internal sealed partial class MigrationDestination
     }
 
     /// <summary>Brings the machine to the source's final icount, compares digests, ACKs or aborts.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private bool Verify(FinalState final)
     {
         State = "verifying";
@@ -238,6 +239,7 @@ internal sealed partial class MigrationDestination
 
     private GuestInstance? _ready;
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private void Start(byte[] consoleInput, byte[] backlog, string why)
     {
         GuestInstance instance;

@@ -32,6 +32,7 @@ internal sealed partial class MigrationSource
     private bool _logFaultDone;
     private string? _convergenceNote;
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private (ulong Icount, ulong Digest) LogShipping(CancellationToken token)
     {
         var machine = _guest.Machine;

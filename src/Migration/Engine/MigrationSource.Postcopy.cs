@@ -29,6 +29,7 @@ internal sealed partial class MigrationSource
     /// <summary>The xxh3 of the device state: what post-copy verifies before the ACK (RAM comes later, page by page).</summary>
     internal static ulong DeviceDigest(ReadOnlySpan<byte> deviceState) => XxHash3.Hash(deviceState);
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private (ulong Icount, ulong Digest) PostcopyPrepare(CancellationToken token)
     {
         _phase = "postcopy-switchover";
@@ -50,6 +51,7 @@ internal sealed partial class MigrationSource
     /// rounds; the RAM digest over those (<see cref="PostcopyManifest.PresentRamDigest"/>) verifies
     /// them before the ACK, and each post-copy page is verified against its hash on arrival.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private (ulong Icount, ulong Digest) PostcopyAfterPrecopy(List<int> dirty, DeltaPageSender sender, CancellationToken token)
     {
         _phase = "postcopy-switchover";
@@ -72,6 +74,7 @@ internal sealed partial class MigrationSource
     }
 
     /// <summary>Manifest, then CPU and device state; the ACK will carry the device digest.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private (ulong Icount, ulong Digest) SendPostcopyState(PostcopyManifest manifest, CancellationToken token)
     {
         var machine = _guest.Machine;

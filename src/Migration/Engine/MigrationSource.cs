@@ -192,6 +192,7 @@ internal sealed partial class MigrationSource
     }
 
     /// <summary>The point of no return: from here the guest belongs to the destination.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private void Commit()
     {
         lock (_decision)
@@ -217,6 +218,7 @@ internal sealed partial class MigrationSource
     private double _tGo;
 
     /// <summary>On the return-path reader, for the ACK that matches: commit, then GO at once.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private bool CommitAndSendGo()
     {
         try { Commit(); }
