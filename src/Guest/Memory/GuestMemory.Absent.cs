@@ -35,13 +35,15 @@ public sealed unsafe partial class GuestMemory
         lock (_absentLock)
         {
             _absent ??= new bool[PageCount];
+            int added = 0;
             foreach (int page in pages)
             {
                 if (_absent[page]) continue;
                 _absent[page] = true;
                 WriteFast[page] = 0; // stores must look first
-                Interlocked.Increment(ref _absentCount);
+                added++;
             }
+            Interlocked.Add(ref _absentCount, added);
         }
     }
 

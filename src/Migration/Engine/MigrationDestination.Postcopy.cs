@@ -18,7 +18,6 @@ internal sealed partial class MigrationDestination
 {
     private static readonly TimeSpan FetchPoll = TimeSpan.FromMilliseconds(50);
     private PostcopyManifest? _manifest;
-    private Dictionary<int, ulong>? _pageHashes;
     private volatile string? _postcopyFailure;
     private long _verifiedPages, _requestedPages;
 
@@ -33,20 +32,25 @@ internal sealed partial class MigrationDestination
         State = "verifying";
         _final = final;
         var machine = _machine!;
+        var memory = machine.Memory;
         string? why = null;
         var manifest = _manifest;
+        int[] pages = [];
         if (manifest == null) why = "post-copy final state without a page manifest";
-        else if (manifest.Hashes.Count != 0 && manifest.Pages.Count != manifest.Hashes.Count) why = "post-copy manifest with mismatched lists";
-        else if (MaxPage(manifest) >= machine.Memory.PageCount) why = "post-copy manifest names a page beyond the end of memory";
+        else
+        {
+            try { pages = ManifestPages.Expand(manifest, memory.PageCount); }
+            catch (ProtocolException e) { why = e.Message; }
+            if (why == null && manifest.Hashes.Count != 0 && manifest.Hashes.Count != pages.Length) why = "post-copy manifest with mismatched lists";
+        }
         ulong digest = 0;
         if (why == null && manifest!.HasPresentRamDigest)
         {
             // After pre-copy: every page not listed must already be exactly the source's.
-            var memory = machine.Memory;
             var skip = new bool[memory.PageCount];
-            foreach (uint p in manifest.Pages) skip[p] = true;
+            foreach (int p in pages) skip[p] = true;
             memory.RefreshRamDigest(skip);
-            ulong present = memory.RamDigestExcluding(Pages(manifest));
+            ulong present = memory.RamDigestExcluding(pages);
             if (present != manifest.PresentRamDigest)
                 why = $"RAM digest mismatch over the pages already here: destination {present:x16}, source {manifest.PresentRamDigest:x16}";
         }
@@ -63,27 +67,22 @@ internal sealed partial class MigrationDestination
             Discard(why);
             return false;
         }
-        // Each page's hash comes with the page (or, from a peer that sends them, in the manifest).
-        _pageHashes = new Dictionary<int, ulong>(manifest!.Pages.Count);
-        for (int i = 0; i < manifest.Pages.Count; i++) _pageHashes[(int)manifest.Pages[i]] = manifest.Hashes.Count > 0 ? manifest.Hashes[i] : 0;
-        machine.Memory.MarkAbsent(Pages(manifest));
+        _manifestPages = pages;
+        if (manifest!.Hashes.Count != 0)
+        {
+            // From a peer that sends the hashes up front rather than with each page.
+            _manifestHashes = new ulong[memory.PageCount];
+            for (int i = 0; i < pages.Length; i++) _manifestHashes[pages[i]] = manifest.Hashes[i];
+        }
+        memory.MarkAbsent(pages);
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
-        _host.Log($"'{_setup.Name}' post-copy: device state verified at icount {final.Icount} ({digest:x16}), {manifest.Pages.Count} pages absent; ACK sent, awaiting GO");
+        _host.Log($"'{_setup.Name}' post-copy: device state verified at icount {final.Icount} ({digest:x16}), {pages.Length} pages absent; ACK sent, awaiting GO");
         return true;
     }
 
-    private static IEnumerable<int> Pages(PostcopyManifest manifest)
-    {
-        foreach (uint p in manifest.Pages) yield return (int)p;
-    }
-
-    private static long MaxPage(PostcopyManifest manifest)
-    {
-        long max = -1;
-        foreach (uint p in manifest.Pages) max = Math.Max(max, p);
-        return max;
-    }
+    private int[] _manifestPages = [];
+    private ulong[]? _manifestHashes;
 
     /// <summary>The guest touched an absent page (guest thread): ask the source and wait for it, or give up when the link is gone.</summary>
     private bool FetchPage(int page)
@@ -112,8 +111,7 @@ internal sealed partial class MigrationDestination
         var conn = _conn;
         var machine = _machine!;
         var memory = machine.Memory;
-        var hashes = _pageHashes!;
-        int expected = hashes.Count;
+        int expected = _manifestPages.Length;
         var raw = new byte[PageSender.BatchPages * GuestMemory.PageSize];
         State = "postcopy";
         _receiverIdle.Reset();
@@ -126,7 +124,7 @@ internal sealed partial class MigrationDestination
                 switch (e.BodyCase)
                 {
                     case Envelope.BodyOneofCase.PostcopyPages:
-                        ApplyPostcopyBatch(memory, hashes, e.PostcopyPages, raw);
+                        ApplyPostcopyBatch(memory, e.PostcopyPages, raw);
                         WakeStalledGuest();
                         break;
                     case Envelope.BodyOneofCase.Abort:
@@ -155,7 +153,7 @@ internal sealed partial class MigrationDestination
         if (_instance is { PageStalled: true } g && _postcopyFailure == null) g.Resume();
     }
 
-    private void ApplyPostcopyBatch(GuestMemory memory, Dictionary<int, ulong> hashes, PageBatch batch, byte[] raw)
+    private void ApplyPostcopyBatch(GuestMemory memory, PageBatch batch, byte[] raw)
     {
         int count = batch.Pages.Count;
         if (count == 0 || count > PageSender.BatchPages) throw new ProtocolException($"post-copy batch of {count} pages");
@@ -165,9 +163,9 @@ internal sealed partial class MigrationDestination
         {
             int page = (int)batch.Pages[i];
             var data = raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize);
-            if (!hashes.TryGetValue(page, out ulong want)) throw new ProtocolException($"post-copy page {page} is not in the manifest");
-            if (batch.Hashes.Count == count) want = batch.Hashes[i];
-            else if (_manifest!.Hashes.Count == 0) throw new ProtocolException($"post-copy page {page} arrived without its hash");
+            if (page >= memory.PageCount || !memory.IsAbsent(page)) throw new ProtocolException($"post-copy page {page} was not awaited (not in the manifest, or sent twice)");
+            ulong want = batch.Hashes.Count == count ? batch.Hashes[i]
+                : _manifestHashes?[page] ?? throw new ProtocolException($"post-copy page {page} arrived without its hash");
             ulong got = XxHash3.Hash(data);
             if (got != want)
                 throw new MigrationFailedException($"POST-COPY PAGE HASH MISMATCH: page {page} hashes to {got:x16}, the source says {want:x16}; the page is not applied");
@@ -226,8 +224,8 @@ internal sealed partial class MigrationDestination
             if (!_receiverIdle.Wait(TimeSpan.FromSeconds(10))) { why = "the previous post-copy link does not let go"; return false; }
             var memory = _machine!.Memory;
             var reply = new PostcopyResumeReply { Accepted = true, VerifiedPages = (ulong)Interlocked.Read(ref _verifiedPages) };
-            foreach (var page in _manifest!.Pages)
-                if (memory.IsAbsent((int)page)) reply.AbsentPages.Add(page);
+            foreach (int page in _manifestPages)
+                if (memory.IsAbsent(page)) reply.AbsentPages.Add((uint)page);
             lock (_lock)
             {
                 _conn = conn;

@@ -25,6 +25,7 @@ internal sealed partial class MigrationSource
 
     private readonly BlockingCollection<int> _pageRequests = new();
     private PostcopyManifest? _manifest;
+    private int[] _manifestPages = [];
 
     /// <summary>The xxh3 of the device state: what post-copy verifies before the ACK (RAM comes later, page by page).</summary>
     internal static ulong DeviceDigest(ReadOnlySpan<byte> deviceState) => XxHash3.Hash(deviceState);
@@ -38,11 +39,11 @@ internal sealed partial class MigrationSource
         var memory = machine.Memory;
         // Nothing is read or hashed in the downtime: every page ever written goes (a zero one costs a
         // few bytes compressed), and each page is hashed as it is sent.
-        var manifest = new PostcopyManifest();
+        var listed = new List<int>();
         for (int page = 0; page < memory.PageCount; page++)
-            if (!memory.IsUntouched(page) && !machine.Balloon.IsFreePage(page)) manifest.Pages.Add((uint)page);
+            if (!memory.IsUntouched(page) && !machine.Balloon.IsFreePage(page)) listed.Add(page);
         _tCheckpointDone = _tLogDone = Now;
-        return SendPostcopyState(manifest, token);
+        return SendPostcopyState(new PostcopyManifest(), listed, token);
     }
 
     /// <summary>
@@ -57,28 +58,28 @@ internal sealed partial class MigrationSource
         _phase = "postcopy-switchover";
         var machine = _guest.Machine;
         var memory = machine.Memory;
-        var manifest = new PostcopyManifest();
         var listed = new List<int>(dirty.Count);
         var skip = new bool[memory.PageCount];
+        dirty.Sort();
         foreach (int page in dirty)
         {
             if (machine.Balloon.IsFreePage(page) || memory.IsUntouched(page)) { sender.Send(page, null); continue; }
-            manifest.Pages.Add((uint)page);
             listed.Add(page);
             skip[page] = true;
         }
         sender.Flush();
         memory.RefreshRamDigest(skip); // the listed pages are not hashed now (they are hashed as they are sent)
-        manifest.PresentRamDigest = memory.RamDigestExcluding(listed);
-        return SendPostcopyState(manifest, token);
+        return SendPostcopyState(new PostcopyManifest { PresentRamDigest = memory.RamDigestExcluding(listed) }, listed, token);
     }
 
     /// <summary>Manifest, then CPU and device state; the ACK will carry the device digest.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
-    private (ulong Icount, ulong Digest) SendPostcopyState(PostcopyManifest manifest, CancellationToken token)
+    private (ulong Icount, ulong Digest) SendPostcopyState(PostcopyManifest manifest, List<int> listed, CancellationToken token)
     {
         var machine = _guest.Machine;
+        ManifestPages.AddRuns(manifest, listed);
         _manifest = manifest;
+        _manifestPages = [.. listed];
         _conn!.Send(new Envelope { PostcopyManifest = manifest }, ByteCategory.State, token);
         Fault(FaultPoint.BeforeAck);
         var devices = machine.SaveDeviceState();
@@ -89,7 +90,7 @@ internal sealed partial class MigrationSource
             Mtime = Math.Max(_guest.Port.Now, machine.Clint.Time), Exited = machine.ExitCode != null,
         };
         _conn.Send(new Envelope { FinalState = final }, ByteCategory.State, token);
-        _host.Log($"migration {Id}: post-copy: device state and a manifest of {manifest.Pages.Count} pages sent");
+        _host.Log($"migration {Id}: post-copy: device state and a manifest of {listed.Count} pages ({manifest.RunFirst.Count} runs) sent");
         return (machine.Icount, digest);
     }
 
@@ -100,7 +101,7 @@ internal sealed partial class MigrationSource
     private void ServePostcopy(MigrationReport report)
     {
         _phase = "postcopy";
-        var push = new PostcopyPush(this, new bool[_manifest!.Pages.Count]);
+        var push = new PostcopyPush(this, new bool[_manifestPages.Length]);
         try
         {
             string? console = push.Run(_conn!);
@@ -127,8 +128,8 @@ internal sealed partial class MigrationSource
         push.FillReport(report);
         var done = Expect(Envelope.BodyOneofCase.PostcopyDone, PostcopyDoneTimeout, CancellationToken.None).PostcopyDone;
         report.PostcopyVerifiedPages = done.VerifiedPages;
-        if (done.VerifiedPages != (ulong)_manifest!.Pages.Count)
-            throw new MigrationFailedException($"destination verified {done.VerifiedPages} of {_manifest.Pages.Count} post-copy pages");
+        if (done.VerifiedPages != (ulong)_manifestPages.Length)
+            throw new MigrationFailedException($"destination verified {done.VerifiedPages} of {_manifestPages.Length} post-copy pages");
         report.Success = true;
         _phase = "done";
         _conn?.Dispose();
@@ -140,7 +141,7 @@ internal sealed partial class MigrationSource
     private void HoldForResume(MigrationReport report, PostcopyPush push, Exception e)
     {
         report.Success = false;
-        report.Error = $"post-copy interrupted after GO with {push.Remaining} of {_manifest!.Pages.Count} pages unsent ({e.Message}); " +
+        report.Error = $"post-copy interrupted after GO with {push.Remaining} of {_manifestPages.Length} pages unsent ({e.Message}); " +
             $"the destination guest stays paused on a missing page and the paused source copy is held: recover with `lm migrate {_command.Name} --from {_host.Address} --resume`";
         _phase = "postcopy-interrupted";
         _host.Log($"migration {Id}: {report.Error}");
@@ -154,7 +155,7 @@ internal sealed partial class MigrationSource
     private int _resuming;
 
     /// <summary>Pages of the manifest still not confirmed by the destination (for status).</summary>
-    public int PostcopyPagesTotal => _manifest?.Pages.Count ?? 0;
+    public int PostcopyPagesTotal => _manifestPages.Length;
 
     /// <summary>
     /// `lm migrate NAME --resume` (QEMU's migrate-recover): a fresh connection to the destination,
@@ -190,7 +191,7 @@ internal sealed partial class MigrationSource
                 new Thread(() => ReadReturnPath(conn)) { IsBackground = true, Name = $"migrate-{Id}-rx" }.Start();
                 var reply = Expect(Envelope.BodyOneofCase.PostcopyResumeReply, TimeSpan.FromSeconds(10), CancellationToken.None).PostcopyResumeReply;
                 if (!reply.Accepted) throw new MigrationFailedException($"the destination refused the resume: {reply.Error}");
-                var sent = new bool[_manifest!.Pages.Count];
+                var sent = new bool[_manifestPages.Length];
                 Array.Fill(sent, true);
                 var slotOf = SlotIndex();
                 foreach (uint page in reply.AbsentPages)
@@ -234,9 +235,8 @@ internal sealed partial class MigrationSource
 
     private Dictionary<int, int> SlotIndex()
     {
-        var manifest = _manifest!;
-        var index = new Dictionary<int, int>(manifest.Pages.Count);
-        for (int i = 0; i < manifest.Pages.Count; i++) index[(int)manifest.Pages[i]] = i;
+        var index = new Dictionary<int, int>(_manifestPages.Length);
+        for (int i = 0; i < _manifestPages.Length; i++) index[_manifestPages[i]] = i;
         return index;
     }
 
@@ -248,7 +248,7 @@ internal sealed partial class MigrationSource
     private sealed class PostcopyPush
     {
         private readonly MigrationSource _owner;
-        private readonly PostcopyManifest _manifest;
+        private readonly int[] _pages;
         private readonly GuestMemory _memory;
         private readonly Dictionary<int, int> _slotOf;
         private readonly bool[] _sent;
@@ -260,7 +260,7 @@ internal sealed partial class MigrationSource
         public PostcopyPush(MigrationSource owner, bool[] sent)
         {
             _owner = owner;
-            _manifest = owner._manifest!;
+            _pages = owner._manifestPages;
             _memory = owner._guest.Machine.Memory;
             _slotOf = owner.SlotIndex();
             _sent = sent;
@@ -318,7 +318,7 @@ internal sealed partial class MigrationSource
             var batch = new PageBatch();
             for (int i = 0; i < slots.Count; i++)
             {
-                int page = (int)_manifest.Pages[slots[i]];
+                int page = _pages[slots[i]];
                 var data = _raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize);
                 _memory.PageSpan(page).CopyTo(data);
                 batch.Pages.Add((uint)page);

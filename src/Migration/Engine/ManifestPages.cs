@@ -1,0 +1,42 @@
+using LiveMigration.Migration.Protocol;
+
+namespace LiveMigration.Migration.Engine;
+
+/// <summary>The pages a post-copy manifest lists: written as runs, read back as one array.</summary>
+internal static class ManifestPages
+{
+    /// <summary>Adds <paramref name="pages"/> (ascending) to <paramref name="manifest"/> as runs.</summary>
+    public static void AddRuns(PostcopyManifest manifest, IReadOnlyList<int> pages)
+    {
+        for (int i = 0; i < pages.Count;)
+        {
+            int first = pages[i], n = 1;
+            while (i + n < pages.Count && pages[i + n] == first + n) n++;
+            manifest.RunFirst.Add((uint)first);
+            manifest.RunCount.Add((uint)n);
+            i += n;
+        }
+    }
+
+    /// <summary>Every listed page, in order; throws on malformed runs or a page beyond <paramref name="pageCount"/>.</summary>
+    public static int[] Expand(PostcopyManifest manifest, int pageCount)
+    {
+        if (manifest.RunFirst.Count != manifest.RunCount.Count) throw new ProtocolException("post-copy manifest with mismatched run lists");
+        long total = manifest.Pages.Count;
+        foreach (uint n in manifest.RunCount) total += n;
+        if (total > pageCount) throw new ProtocolException($"post-copy manifest lists {total} pages, memory has {pageCount}");
+        var pages = new int[total];
+        int k = 0;
+        foreach (uint p in manifest.Pages) pages[k++] = Check(p, pageCount);
+        for (int r = 0; r < manifest.RunFirst.Count; r++)
+        {
+            uint first = manifest.RunFirst[r], n = manifest.RunCount[r];
+            if (n > 0) Check((ulong)first + n - 1, pageCount);
+            for (uint i = 0; i < n; i++) pages[k++] = (int)(first + i);
+        }
+        return pages;
+    }
+
+    private static int Check(ulong page, int pageCount) =>
+        page < (ulong)pageCount ? (int)page : throw new ProtocolException($"post-copy manifest names page {page}, beyond the end of memory ({pageCount} pages)");
+}
