@@ -20,7 +20,6 @@ public sealed class Connection : IDisposable
     private readonly NetworkStream _stream;
     private readonly object _sendLock = new();
     private readonly long[] _sent = new long[5];
-    private readonly byte[] _header = new byte[Frame.HeaderSize];
     private readonly byte[] _rxHeader = new byte[Frame.HeaderSize];
     private int _closed;
 
@@ -69,18 +68,16 @@ public sealed class Connection : IDisposable
     public void Send(Envelope message, ByteCategory category = ByteCategory.Protocol, CancellationToken cancel = default)
     {
         int size = message.CalculateSize();
-        var buffer = ArrayPool<byte>.Shared.Rent(size);
+        var buffer = ArrayPool<byte>.Shared.Rent(Frame.HeaderSize + size);
         try
         {
-            var payload = buffer.AsSpan(0, size);
+            // Header and payload in one write: one segment, so the peer wakes once per frame.
+            var frame = buffer.AsSpan(0, Frame.HeaderSize + size);
+            var payload = frame[Frame.HeaderSize..];
             message.WriteTo(payload);
-            Limiter?.Take(size + Frame.HeaderSize, cancel);
-            lock (_sendLock)
-            {
-                Frame.WriteHeader(_header, (ushort)message.BodyCase, payload);
-                _stream.Write(_header);
-                _stream.Write(payload);
-            }
+            Frame.WriteHeader(frame[..Frame.HeaderSize], (ushort)message.BodyCase, payload);
+            Limiter?.Take(frame.Length, cancel);
+            lock (_sendLock) _stream.Write(frame);
             Interlocked.Add(ref _sent[(int)category], size + Frame.HeaderSize);
         }
         catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
