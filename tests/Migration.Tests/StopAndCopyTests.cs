@@ -19,6 +19,7 @@ public sealed class EndToEndTests(ITestOutputHelper output)
     [Theory]
     [InlineData("stopcopy")]
     [InlineData("log")]
+    [InlineData("postcopy")]
     public void Idle_guest_migrates_with_continuous_ticks(string strategy)
     {
         using var hosts = new Hosts(output);
@@ -67,6 +68,7 @@ public sealed class EndToEndTests(ITestOutputHelper output)
     [InlineData("log")]
     [InlineData("precopy")]
     [InlineData("auto")]
+    [InlineData("postcopy")]
     public void Kv_client_loses_nothing_across_migration(string strategy)
     {
         using var hosts = new Hosts(output);
