@@ -13,6 +13,18 @@ public sealed class StrategyTests(ITestOutputHelper output)
         try { output.WriteLine(s); } catch (InvalidOperationException) { }
     }
 
+    /// <summary>A source, and a destination that replays at most 2 MIPS (slower than any guest runs).</summary>
+    private (GuestHost A, GuestHost B) SlowReplayHosts() =>
+        (new GuestHost(new HostOptions { Log = Log }), new GuestHost(new HostOptions { Log = Log, ReplayMipsCap = 2 }));
+
+    private static ConsoleClient StartAndWaitForProgress(GuestHost host, string guest, ulong memory)
+    {
+        using (var c = HostClient.Connect(host.Address)) c.Start("g", Guests.Elf(guest), memory, guest);
+        var console = new ConsoleClient(host.Address, "g");
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        return console;
+    }
+
     [Theory]
     [InlineData("precopy", "idle_forever")]
     [InlineData("precopy", "compute_forever")]
@@ -32,10 +44,7 @@ public sealed class StrategyTests(ITestOutputHelper output)
         Assert.True(r.Success, r.Error);
         Assert.True(r.DigestVerified);
         Assert.Equal(1, hosts.RunningCount("g"));
-        int seen = Regex.Matches(console.Text, $@"(?m)^{prefix} \d+").Count;
-        console.Follow();
-        console.WaitFor(t => Regex.Matches(t, $@"(?m)^{prefix} \d+").Count >= seen + 2, 20000);
-        EndToEndTests.AssertContinuous(console.Text, prefix, seen + 2);
+        console.AssertContinuesAfterMove(prefix, 2);
         if (strategy == "precopy")
         {
             Assert.True(r.PrecopyRounds >= 2, $"{r.PrecopyRounds} rounds");
@@ -74,14 +83,10 @@ public sealed class StrategyTests(ITestOutputHelper output)
     [Fact]
     public void Auto_falls_back_to_precopy_when_replay_is_too_slow()
     {
-        var a = new GuestHost(new HostOptions { Log = Log });
-        var b = new GuestHost(new HostOptions { Log = Log, ReplayMipsCap = 2 });
+        var (a, b) = SlowReplayHosts();
         try
         {
-            using var c = HostClient.Connect(a.Address);
-            c.Start("g", Guests.Elf("compute_forever"), 32 << 20, "compute_forever");
-            using var console = new ConsoleClient(a.Address, "g");
-            console.WaitFor(t => t.Contains("progress 1 "), 20000);
+            using var console = StartAndWaitForProgress(a, "compute_forever", 32 << 20);
             using var hc = HostClient.Connect(a.Address);
             var r = hc.Migrate(new Protocol.MigrateCommand { Name = "g", Target = b.Address, Strategy = "auto", DowntimeLimitMs = 20 });
             foreach (var s in r.Switches) Log($"switch at {s.T:F2} s: {s.From} -> {s.To}: {s.Reason}");
@@ -94,10 +99,7 @@ public sealed class StrategyTests(ITestOutputHelper output)
             Assert.True(r.PrecopyRounds >= 1);
             Assert.NotNull(b.FindInstance("g"));
             Assert.Null(a.FindInstance("g"));
-            int seen = Regex.Matches(console.Text, @"(?m)^progress \d+").Count;
-            console.Follow();
-            console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= seen + 1, 20000);
-            EndToEndTests.AssertContinuous(console.Text, "progress", seen + 1);
+            console.AssertContinuesAfterMove("progress", 1);
         }
         finally
         {
@@ -115,14 +117,10 @@ public sealed class StrategyTests(ITestOutputHelper output)
     [Fact]
     public void Auto_goes_post_copy_when_pre_copy_does_not_converge_either()
     {
-        var a = new GuestHost(new HostOptions { Log = Log });
-        var b = new GuestHost(new HostOptions { Log = Log, ReplayMipsCap = 2 });
+        var (a, b) = SlowReplayHosts();
         try
         {
-            using var c = HostClient.Connect(a.Address);
-            c.Start("g", Guests.Elf("dirty_forever"), 128 << 20, "dirty_forever");
-            using var console = new ConsoleClient(a.Address, "g");
-            console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+            using var console = StartAndWaitForProgress(a, "dirty_forever", 128 << 20);
             using var hc = HostClient.Connect(a.Address);
             var r = hc.Migrate(new Protocol.MigrateCommand
             {
@@ -140,10 +138,7 @@ public sealed class StrategyTests(ITestOutputHelper output)
             var dest = b.FindInstance("g")!;
             Assert.Equal(0, dest.Machine.Memory.AbsentPageCount);
             Assert.Null(a.FindInstance("g"));
-            int seen = Regex.Matches(console.Text, @"(?m)^progress \d+").Count;
-            console.Follow();
-            console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= seen + 2, 20000);
-            EndToEndTests.AssertContinuous(console.Text, "progress", seen + 2);
+            console.AssertContinuesAfterMove("progress", 2);
         }
         finally
         {

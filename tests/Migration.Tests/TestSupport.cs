@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using System.Net.Sockets;
 using System.Text;
 using LiveMigration.Migration.Hosting;
@@ -144,6 +145,15 @@ internal sealed class ConsoleClient : IDisposable
     public bool Connected => _reader?.IsAlive == true;
 
     /// <summary>Reattaches wherever the guest runs now.</summary>
+    /// <summary>Follows the guest to its new host and asserts its numbered lines go on without a gap.</summary>
+    public void AssertContinuesAfterMove(string prefix, int more = 2)
+    {
+        int seen = Regex.Matches(Text, $@"(?m)^{prefix} \d+").Count;
+        Follow();
+        WaitFor(t => Regex.Matches(t, $@"(?m)^{prefix} \d+").Count >= seen + more, 20000);
+        EndToEndTests.AssertContinuous(Text, prefix, seen + more);
+    }
+
     public void Follow()
     {
         _tcp?.Dispose();
