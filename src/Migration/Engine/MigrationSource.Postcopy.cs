@@ -104,14 +104,12 @@ internal sealed partial class MigrationSource
         var push = new PostcopyPush(this, new bool[_manifestPages.Length]);
         try
         {
-            string? console = push.Run(_conn!);
-            if (console == null)
-            {
-                var resumed = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed;
-                OnResumed(resumed);
-                console = resumed.Console;
-            }
-            report.Console = console;
+            // The destination asks for nothing before it resumes: pushing now would only compete with
+            // its resume for the cores. Its requests queue meanwhile and go first.
+            var resumed = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed;
+            OnResumed(resumed);
+            report.Console = resumed.Console;
+            push.Run(_conn!);
             FinishPostcopy(report, push);
         }
         catch (Exception e) when (e is IOException or MigrationFailedException or OperationCanceledException)
@@ -134,6 +132,7 @@ internal sealed partial class MigrationSource
         _phase = "done";
         _conn?.Dispose();
         _host.ReleasePostcopyHold(_entry, this);
+        ReleaseFallbackState();
         _guest.Dispose();
         _host.Log($"migration {Id}: '{_command.Name}' now runs on {_target}; every post-copy page verified there, source copy released");
     }
@@ -271,10 +270,9 @@ internal sealed partial class MigrationSource
 
         public int Remaining { get; private set; }
 
-        /// <summary>Sends everything; returns the console address if the destination's Resumed came meanwhile.</summary>
-        public string? Run(Connection conn)
+        /// <summary>Sends every page not yet sent; throws when the link fails or the destination aborts.</summary>
+        public void Run(Connection conn)
         {
-            string? console = null;
             double t0 = _owner.Now;
             var slots = new List<int>(PushBatchPages);
             while (Remaining > 0)
@@ -282,8 +280,7 @@ internal sealed partial class MigrationSource
                 slots.Clear();
                 if (_owner._inbox.TryTake(out var early))
                 {
-                    if (early.BodyCase == Envelope.BodyOneofCase.Resumed) { _owner.OnResumed(early.Resumed); console = early.Resumed.Console; }
-                    else if (early.BodyCase == Envelope.BodyOneofCase.None) throw new IOException($"lost the connection to the destination: {_owner._readerError?.Message}");
+                    if (early.BodyCase == Envelope.BodyOneofCase.None) throw new IOException($"lost the connection to the destination: {_owner._readerError?.Message}");
                     else if (early.BodyCase == Envelope.BodyOneofCase.Abort) throw new MigrationFailedException($"destination aborted: {early.Abort.Reason}");
                 }
                 while (slots.Count < PushBatchPages && _owner._pageRequests.TryTake(out int page))
@@ -300,7 +297,6 @@ internal sealed partial class MigrationSource
                 SendBatch(conn, slots);
             }
             _owner._host.Log($"migration {_owner.Id}: post-copy: {_total} pages sent in {(_owner.Now - t0) * 1000:F1} ms ({_requested} requested, {_prepaged} pre-paged)");
-            return console;
         }
 
         private bool Take(int slot, List<int> into)

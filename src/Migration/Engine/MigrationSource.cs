@@ -97,8 +97,6 @@ internal sealed partial class MigrationSource
                 SwitchStrategy("log", Strategy == "auto" ? "auto starts with log shipping" : "chosen");
                 (icount, digest) = LogShipping(token);
             }
-            ReleaseFallbackState();
-
             _phase = "awaiting-ack";
             double tFinal = Now;
             // The matching ACK commits and sends GO on the thread that reads it: no hand-off in the downtime.
@@ -256,6 +254,7 @@ internal sealed partial class MigrationSource
         }
         _phase = "done";
         _conn?.Dispose();
+        ReleaseFallbackState(); // after the resume, not in the downtime: freeing C0's preserved pages takes a while
         _guest.Dispose();
         _host.Log($"migration {Id}: '{_command.Name}' now runs on {_command.Target}");
     }
