@@ -44,6 +44,8 @@ public sealed class StrategyTests(ITestOutputHelper output)
         Assert.True(r.Success, r.Error);
         Assert.True(r.DigestVerified);
         Assert.Equal(1, hosts.RunningCount("g"));
+        // Auto's fallback snapshot C0 must not outlive the migration on the destination.
+        Assert.Equal(0, hosts.B.FindInstance("g")!.Machine.Memory.SnapshotCount);
         console.AssertContinuesAfterMove(prefix, 2);
         if (strategy == "precopy")
         {

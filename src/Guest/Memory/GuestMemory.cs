@@ -140,6 +140,9 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     // ---- Copy-on-write snapshots ----
 
+    /// <summary>Live copy-on-write snapshots (each one makes the first write to a page copy it).</summary>
+    public int SnapshotCount { get { lock (SnapshotLock) return _snapshots.Count; } }
+
     public MemorySnapshot CreateSnapshot()
     {
         lock (SnapshotLock)

@@ -73,6 +73,15 @@ internal sealed partial class MigrationDestination
         memory.RefreshRamDigest(); // hash as pages arrive, not all at the verification in the downtime
     }
 
+    /// <summary>Lets go of the fallback's C0 snapshot and its dirty client (after the fallback, or once the final state is verified).</summary>
+    private void DropC0()
+    {
+        _destSinceC0?.Release();
+        _destSinceC0 = null;
+        _destC0?.Dispose();
+        _destC0 = null;
+    }
+
     /// <summary>The source gave up on log shipping: stop replaying and return to C0, exactly.</summary>
     private void OnPrecopyFallback(PrecopyFallback fallback)
     {
@@ -102,10 +111,7 @@ internal sealed partial class MigrationDestination
         ulong digest = machine.ComputeDigest();
         if (machine.Icount != _destC0.Icount || digest != _destC0.Digest || _destC0.Icount != fallback.C0Icount)
             throw new MigrationFailedException($"dropping the replay did not restore C0: digest {digest:x16} at icount {machine.Icount}, C0 is {_destC0.Digest:x16} at {_destC0.Icount} (source: {fallback.C0Icount})");
-        _destSinceC0.Release();
-        _destSinceC0 = null;
-        _destC0.Dispose();
-        _destC0 = null;
+        DropC0();
         State = "precopy";
         _host.Log($"'{_setup.Name}': source fell back to pre-copy ({fallback.Reason}); replay dropped, {pages.Count} pages back to C0 (digest verified)");
     }

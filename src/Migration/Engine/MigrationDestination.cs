@@ -150,6 +150,7 @@ internal sealed partial class MigrationDestination
         }
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
+        DropC0(); // no fallback can come after the final state: the guest must not run on with a snapshot to preserve
         _host.Log($"'{_setup.Name}' verified at icount {final.Icount} digest {digest:x16}; ACK sent, awaiting GO");
         return true;
     }
