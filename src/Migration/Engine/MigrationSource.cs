@@ -107,7 +107,7 @@ internal sealed partial class MigrationSource
             if (ackMessage.Digest != digest || ackMessage.Icount != icount)
                 throw new MigrationFailedException($"destination verified icount {ackMessage.Icount} digest {ackMessage.Digest:x16}, source has {icount} {digest:x16}");
 
-            if (!_committed) { Commit(); Fault(FaultPoint.AfterAck); } // the reader could not commit (a cancel wins: this throws)
+            if (!_committed) { Commit(); RecordMove(); Fault(FaultPoint.AfterAck); } // the reader could not commit (a cancel wins: this throws)
             _host.Log($"migration {Id}: switchover: final state sent {(tFinal - _tPause) * 1000:F2} ms after the pause, ACK and GO {(_tGo - _tPause) * 1000:F2} ms after it");
             report.Icount = icount;
             report.Digest = digest;
@@ -199,13 +199,19 @@ internal sealed partial class MigrationSource
             _committed = true;
         }
         var (input, backlog) = _guest.Console.Close();
-        _host.RecordOutcome(Id, new Outcome("go", input, backlog));
+        _host.RecordOutcome(Id, new Outcome("go", input, backlog)); // journaled before GO can reach anyone
+        _pendingGo = new Go { ConsoleInput = ByteString.CopyFrom(input), ConsoleBacklog = ByteString.CopyFrom(backlog) };
+    }
+
+    /// <summary>The bookkeeping of a commit, done once GO is on its way (it is not downtime).</summary>
+    private void RecordMove()
+    {
         lock (_host.Lock)
         {
+            if (_entry.Instance == null && _entry.MovedTo == _command.Target) return;
             _entry.Instance = null;
             _entry.MovedTo = _command.Target;
         }
-        _pendingGo = new Go { ConsoleInput = ByteString.CopyFrom(input), ConsoleBacklog = ByteString.CopyFrom(backlog) };
         _host.Log($"migration {Id}: committed at icount {_guest.Machine.Icount}");
     }
 
@@ -229,6 +235,7 @@ internal sealed partial class MigrationSource
         }
         catch (IOException e) { _goFailure = e; }
         _tGo = Now;
+        RecordMove();
         return true;
     }
 
