@@ -26,7 +26,7 @@ var rows = new List<string[]>();
 // Hosts are long-running processes: warm every strategy's code paths once, as `lm host` does at start.
 MigrationWarmUp.Run();
 Console.WriteLine($"comparison: loopback, cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), {Memory >> 20} MiB guests, warm-up {warmup} s, downtime limit 10 ms, {Environment.ProcessorCount} cores");
-Console.WriteLine("downtime = guest-visible, end to end: ours from the source pausing the guest until the destination's Resumed message arrives; " +
+Console.WriteLine("downtime = guest-visible, end to end: ours from the source pausing the guest to the destination resuming it (one monotonic clock: both hosts in this process; a row marked ~ had only the source's view, pause until Resumed arrived); " +
     "qemu from the source's STOP to the destination's RESUME QMP event (host timestamps). QEMU's own query-migrate downtime " +
     "(source only: vm stop until the source has sent everything) is in the notes as \"qemu-reported\"; * = only that figure was available");
 foreach (var guest in guests)
@@ -84,7 +84,7 @@ foreach (var guest in guests)
         if (kvNote != "") notes.Add(kvNote);
         if (!r.Success) notes.Add("FAILED: " + r.Error);
         else if (r.DigestVerified) notes.Add(postcopy ? "device digest ok" : "digest ok");
-        rows.Add([guest, "ours", strategy, $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds * 1000:F0}", Bytes(total), converged ? "yes" : "no", string.Join(", ", notes)]);
+        rows.Add([guest, "ours", strategy, $"{r.DowntimeSeconds * 1000:F1}{(r.DowntimeClock == "shared clock" ? "" : "~")}", $"{r.TotalSeconds * 1000:F0}", Bytes(total), converged ? "yes" : "no", string.Join(", ", notes)]);
         Console.WriteLine("  " + string.Join(" | ", rows[^1]));
     }
     foreach (var q in QemuRows(guest)) rows.Add(q);
