@@ -94,7 +94,7 @@ public static class HostCommands
             foreach (var g in reply.Guests)
                 table.AddRow(Markup.Escape(g.Name), g.State, g.Icount.ToString("N0"), g.MemorySize > 0 ? $"{g.MemorySize >> 20} MiB" : "",
                     g.Console, Markup.Escape(g.ImageName),
-                    Markup.Escape(g.MovedTo != "" ? $"moved to {g.MovedTo}" : g.HasExitCode ? $"exit code {g.ExitCode}" : g.Migration != "" ? $"migration: {g.Migration}" : ""));
+                    Markup.Escape(g.MovedTo != "" ? $"moved to {g.MovedTo}{(g.Migration != "" ? $"; {g.Migration}" : "")}" : g.HasExitCode ? $"exit code {g.ExitCode}" : g.Migration != "" ? $"migration: {g.Migration}" : ""));
             if (reply.Guests.Count == 0) Console.WriteLine("no guests");
             else AnsiConsole.Write(table);
             return 0;
