@@ -43,12 +43,12 @@ public sealed class FaultTests(ITestOutputHelper output)
         {
             // Committed: the report says so; the destination learns GO by asking the source.
             Assert.True(r.Success, r.Error);
-            hosts.WaitUntil(() => hosts.RunningOn("kv") == hosts.B.Address, what: "the destination to resolve GO");
+            Hosts.WaitUntil(() => hosts.RunningOn("kv") == hosts.B.Address, what: "the destination to resolve GO");
         }
         else
         {
             Assert.False(r.Success);
-            hosts.WaitUntil(() => hosts.B.FindInstance("kv") == null && hosts.B.Status().Guests.Count == 0, what: "the destination to discard");
+            Hosts.WaitUntil(() => hosts.B.FindInstance("kv") == null && hosts.B.Status().Guests.Count == 0, what: "the destination to discard");
             Assert.Equal(hosts.A.Address, hosts.RunningOn("kv"));
         }
         Assert.Equal(1, hosts.RunningCount("kv"));
@@ -85,10 +85,10 @@ public sealed class FaultTests(ITestOutputHelper output)
             output.WriteLine($"round {round}: cancel after {delay} ms -> {(cancelError ?? "cancelled")}; report success={r.Success} {r.Error}");
             if (r.Success) { completed++; Assert.NotNull(cancelError); Assert.Equal(to.Address, hosts.RunningOn("g")); }
             else { cancelled++; Assert.Null(cancelError); Assert.Equal(from.Address, hosts.RunningOn("g")); }
-            hosts.WaitUntil(() => hosts.RunningCount("g") == 1 && to.Status().Guests.All(x => x.State is "running" or "moved"), what: "one runner");
+            Hosts.WaitUntil(() => hosts.RunningCount("g") == 1 && to.Status().Guests.All(x => x.State is "running" or "moved"), what: "one runner");
             var g = (from.FindInstance("g") ?? to.FindInstance("g"))!;
             ulong ic = g.Machine.Icount;
-            hosts.WaitUntil(() => g.Machine.Icount > ic, what: "the guest to keep running");
+            Hosts.WaitUntil(() => g.Machine.Icount > ic, what: "the guest to keep running");
         }
         output.WriteLine($"cancelled {cancelled}, completed {completed}");
         Assert.True(cancelled > 0);

@@ -60,7 +60,7 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         Assert.Contains("--resume", first.Error);
         // The source sees the cut at once; the destination may still be starting the guest. It must stop
         // on a missing page and stay paused: not exit, not crash.
-        hosts.WaitUntil(() => hosts.B.FindInstance("g") is { PageStalled: true }, 10000, "the destination guest to stall on a missing page");
+        Hosts.WaitUntil(() => hosts.B.FindInstance("g") is { PageStalled: true }, 10000, "the destination guest to stall on a missing page");
         var stalled = hosts.B.FindInstance("g")!;
         Assert.Equal("paused", stalled.State);
         Assert.Null(stalled.Crash);
@@ -87,7 +87,7 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         Assert.True(resumed.PostcopyVerifiedPages >= (ulong)absentBefore);
         var dest = hosts.B.FindInstance("g")!;
         Assert.Equal(0, dest.Machine.Memory.AbsentPageCount);
-        hosts.WaitUntil(() => dest.State == "running", 5000, "the destination guest to run again");
+        Hosts.WaitUntil(() => dest.State == "running", 5000, "the destination guest to run again");
         Assert.Equal(1, hosts.RunningCount("g"));
         var released = c.Status("g").Guests.Single();
         Assert.Equal("moved", released.State);
@@ -96,5 +96,34 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         console.AssertContinuesAfterMove("progress", 2);
         var again = Assert.Throws<HostException>(() => c.Migrate(new MigrateCommand { Name = "g", Resume = true }));
         Assert.Contains("nothing to resume", again.Message);
+    }
+
+    /// <summary>
+    /// A page damaged on the wire fails its hash: it is not applied, post-copy stops with the guest
+    /// paused (never running on a wrong page), and a resume delivers it intact.
+    /// </summary>
+    [Fact]
+    public void A_damaged_post_copy_page_is_refused_and_a_resume_delivers_it_intact()
+    {
+        int damaged = 0;
+        var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        void Log(string s) { log.Enqueue(s); try { output.WriteLine(s); } catch (InvalidOperationException) { } }
+        using var a = new GuestHost(new HostOptions { Log = Log, CorruptPostcopyPage = _ => Interlocked.CompareExchange(ref damaged, 1, 0) == 0 });
+        using var b = new GuestHost(new HostOptions { Log = Log });
+        using var c = HostClient.Connect(a.Address);
+        c.Start("g", Guests.Elf("dirty_hotcold"), 128 << 20, "dirty_hotcold");
+        using var console = new ConsoleClient(a.Address, "g");
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        var first = c.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = "postcopy" });
+        Assert.False(first.Success);
+        Assert.Contains(log, l => l.Contains("POST-COPY PAGE HASH MISMATCH"));
+        var hosts = new Hosts(null, count: 0);
+        Hosts.WaitUntil(() => b.FindInstance("g") is { PageStalled: true }, 10000, "the destination guest to stall on a missing page");
+        Assert.True(b.FindInstance("g")!.Machine.Memory.AbsentPageCount > 0);
+
+        var resumed = c.Migrate(new MigrateCommand { Name = "g", Resume = true });
+        Assert.True(resumed.Success, resumed.Error);
+        Assert.Equal(0, b.FindInstance("g")!.Machine.Memory.AbsentPageCount);
+        console.AssertContinuesAfterMove("progress");
     }
 }

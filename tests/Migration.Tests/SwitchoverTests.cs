@@ -28,7 +28,7 @@ public sealed class SwitchoverTests(ITestOutputHelper output)
         Assert.Equal("running", b.Status("g").Guests.Single().State);
         var g = hosts.B.FindInstance("g")!;
         ulong ic = g.Machine.Icount;
-        hosts.WaitUntil(() => g.Machine.Icount > ic, what: "the resolved guest to run");
+        Hosts.WaitUntil(() => g.Machine.Icount > ic, what: "the resolved guest to run");
     }
 
     /// <summary>Console input that reaches the source while it is paused is delivered on the destination, once.</summary>

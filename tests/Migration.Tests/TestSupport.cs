@@ -55,7 +55,7 @@ internal sealed class Hosts : IDisposable
 
     public string? RunningOn(string name) => _hosts.FirstOrDefault(h => h.FindInstance(name) != null)?.Address;
 
-    public void WaitUntil(Func<bool> condition, int timeoutMs = 10000, string what = "condition")
+    public static void WaitUntil(Func<bool> condition, int timeoutMs = 10000, string what = "condition")
     {
         var until = DateTime.UtcNow.AddMilliseconds(timeoutMs);
         while (!condition())

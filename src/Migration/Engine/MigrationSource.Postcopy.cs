@@ -319,6 +319,7 @@ internal sealed partial class MigrationSource
                 _memory.PageSpan(page).CopyTo(data);
                 batch.Pages.Add((uint)page);
                 batch.Hashes.Add(XxHash3.Hash(data));
+                if (_owner._host.Options.CorruptPostcopyPage?.Invoke(page) == true) data[100] ^= 0x5A;
             }
             int n = Zstd.Compress(_raw.AsSpan(0, slots.Count * GuestMemory.PageSize), _compressed, PageSender.CompressionLevel);
             batch.Zstd = ByteString.CopyFrom(_compressed, 0, n);

@@ -29,6 +29,8 @@ public sealed record HostOptions
     public TimeSpan GoQueryInterval { get; init; } = TimeSpan.FromMilliseconds(200);
     /// <summary>Test hook: returning true at a point cuts the migration connection there.</summary>
     public Func<FaultPoint, bool>? Fault { get; init; }
+    /// <summary>Test hook: returning true for a post-copy page damages it on the wire, after its hash was taken.</summary>
+    public Func<int, bool>? CorruptPostcopyPage { get; init; }
     /// <summary>Compile hot guest blocks to IL (speed only).</summary>
     public bool CompileBlocks { get; init; } = true;
     /// <summary>Test hook: a destination replays the migration log at most this fast (guest MIPS; 0 = no cap).</summary>
