@@ -47,6 +47,21 @@ public sealed unsafe partial class GuestMemory
         }
     }
 
+    /// <summary>Marks pages [first, first + count) as not yet arrived.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path
+    public void MarkAbsentRange(int first, int count)
+    {
+        lock (_absentLock)
+        {
+            _absent ??= new bool[PageCount];
+            var range = _absent.AsSpan(first, count);
+            int added = count - range.Count(true);
+            range.Fill(true);
+            WriteFast.AsSpan(first, count).Clear(); // stores must look first
+            Interlocked.Add(ref _absentCount, added);
+        }
+    }
+
     /// <summary>Delivers a page's contents (any thread); returns false when it was not absent (sent twice).</summary>
     public bool SupplyPage(int page, ReadOnlySpan<byte> data)
     {

@@ -70,6 +70,25 @@ public sealed unsafe partial class GuestMemory : IDisposable
     /// <summary>True when the page was never written (it is zero without looking at it).</summary>
     public bool IsUntouched(int page) => !_touched[page];
 
+    /// <summary>The runs (first, count) of pages ever written, ascending; the scan is vectorized.</summary>
+    public List<(int First, int Count)> TouchedRuns()
+    {
+        var runs = new List<(int, int)>();
+        ReadOnlySpan<bool> t = _touched;
+        int at = 0;
+        while (at < t.Length)
+        {
+            int start = t[at..].IndexOf(true);
+            if (start < 0) break;
+            start += at;
+            int len = t[start..].IndexOf(false);
+            if (len < 0) len = t.Length - start;
+            runs.Add((start, len));
+            at = start + len;
+        }
+        return runs;
+    }
+
     // ---- Dirty clients ----
 
     public DirtyClient CreateDirtyClient(string name)

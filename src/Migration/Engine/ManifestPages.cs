@@ -18,6 +18,39 @@ internal static class ManifestPages
         }
     }
 
+    /// <summary>
+    /// The listed pages as runs (single pages as runs of one), checked against <paramref name="pageCount"/>;
+    /// throws on malformed runs. Cheap: nothing is expanded (the switchover calls it).
+    /// </summary>
+    public static List<(int First, int Count)> Runs(PostcopyManifest manifest, int pageCount, out int total)
+    {
+        if (manifest.RunFirst.Count != manifest.RunCount.Count) throw new ProtocolException("post-copy manifest with mismatched run lists");
+        var runs = new List<(int, int)>(manifest.Pages.Count + manifest.RunFirst.Count);
+        long sum = 0;
+        foreach (uint p in manifest.Pages) { runs.Add((Check(p, pageCount), 1)); sum++; }
+        for (int r = 0; r < manifest.RunFirst.Count; r++)
+        {
+            uint first = manifest.RunFirst[r], n = manifest.RunCount[r];
+            if (n == 0) continue;
+            Check((ulong)first + n - 1, pageCount);
+            runs.Add(((int)first, (int)n));
+            sum += n;
+        }
+        if (sum > pageCount) throw new ProtocolException($"post-copy manifest lists {sum} pages, memory has {pageCount}");
+        total = (int)sum;
+        return runs;
+    }
+
+    /// <summary>Adds runs to <paramref name="manifest"/>.</summary>
+    public static void AddRuns(PostcopyManifest manifest, List<(int First, int Count)> runs)
+    {
+        foreach (var (first, count) in runs)
+        {
+            manifest.RunFirst.Add((uint)first);
+            manifest.RunCount.Add((uint)count);
+        }
+    }
+
     /// <summary>Every listed page, in order; throws on malformed runs or a page beyond <paramref name="pageCount"/>.</summary>
     public static int[] Expand(PostcopyManifest manifest, int pageCount)
     {

@@ -35,18 +35,21 @@ internal sealed partial class MigrationDestination
         var memory = machine.Memory;
         string? why = null;
         var manifest = _manifest;
-        int[] pages = [];
+        List<(int First, int Count)> runs = [];
+        int total = 0;
         if (manifest == null) why = "post-copy final state without a page manifest";
         else
         {
-            try { pages = ManifestPages.Expand(manifest, memory.PageCount); }
+            try { runs = ManifestPages.Runs(manifest, memory.PageCount, out total); }
             catch (ProtocolException e) { why = e.Message; }
-            if (why == null && manifest.Hashes.Count != 0 && manifest.Hashes.Count != pages.Length) why = "post-copy manifest with mismatched lists";
+            if (why == null && manifest.Hashes.Count != 0 && (manifest.Hashes.Count != total || manifest.RunFirst.Count != 0))
+                why = "post-copy manifest with mismatched lists";
         }
         ulong digest = 0;
         if (why == null && manifest!.HasPresentRamDigest)
         {
             // After pre-copy: every page not listed must already be exactly the source's.
+            var pages = ManifestPages.Expand(manifest, memory.PageCount);
             var skip = new bool[memory.PageCount];
             foreach (int p in pages) skip[p] = true;
             memory.RefreshRamDigest(skip);
@@ -67,21 +70,21 @@ internal sealed partial class MigrationDestination
             Discard(why);
             return false;
         }
-        _manifestPages = pages;
+        _manifestPageCount = total;
         if (manifest!.Hashes.Count != 0)
         {
-            // From a peer that sends the hashes up front rather than with each page.
+            // From a peer that sends the hashes up front rather than with each page (a plain page list then).
             _manifestHashes = new ulong[memory.PageCount];
-            for (int i = 0; i < pages.Length; i++) _manifestHashes[pages[i]] = manifest.Hashes[i];
+            for (int i = 0; i < manifest.Pages.Count; i++) _manifestHashes[manifest.Pages[i]] = manifest.Hashes[i];
         }
-        memory.MarkAbsent(pages);
+        foreach (var (first, count) in runs) memory.MarkAbsentRange(first, count);
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
-        _host.Log($"'{_setup.Name}' post-copy: device state verified at icount {final.Icount} ({digest:x16}), {pages.Length} pages absent; ACK sent, awaiting GO");
+        _host.Log($"'{_setup.Name}' post-copy: device state verified at icount {final.Icount} ({digest:x16}), {total} pages absent; ACK sent, awaiting GO");
         return true;
     }
 
-    private int[] _manifestPages = [];
+    private int _manifestPageCount;
     private ulong[]? _manifestHashes;
 
     /// <summary>The guest touched an absent page (guest thread): ask the source and wait for it, or give up when the link is gone.</summary>
@@ -111,7 +114,7 @@ internal sealed partial class MigrationDestination
         var conn = _conn;
         var machine = _machine!;
         var memory = machine.Memory;
-        int expected = _manifestPages.Length;
+        int expected = _manifestPageCount;
         var raw = new byte[PageSender.BatchPages * GuestMemory.PageSize];
         State = "postcopy";
         _receiverIdle.Reset();
@@ -224,7 +227,7 @@ internal sealed partial class MigrationDestination
             if (!_receiverIdle.Wait(TimeSpan.FromSeconds(10))) { why = "the previous post-copy link does not let go"; return false; }
             var memory = _machine!.Memory;
             var reply = new PostcopyResumeReply { Accepted = true, VerifiedPages = (ulong)Interlocked.Read(ref _verifiedPages) };
-            foreach (int page in _manifestPages)
+            foreach (int page in ManifestPages.Expand(_manifest!, memory.PageCount))
                 if (memory.IsAbsent(page)) reply.AbsentPages.Add((uint)page);
             lock (_lock)
             {

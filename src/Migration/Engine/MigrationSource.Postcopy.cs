@@ -39,11 +39,21 @@ internal sealed partial class MigrationSource
         var memory = machine.Memory;
         // Nothing is read or hashed in the downtime: every page ever written goes (a zero one costs a
         // few bytes compressed), and each page is hashed as it is sent.
-        var listed = new List<int>();
-        for (int page = 0; page < memory.PageCount; page++)
-            if (!memory.IsUntouched(page) && !machine.Balloon.IsFreePage(page)) listed.Add(page);
+        var manifest = new PostcopyManifest();
+        var balloon = machine.Balloon;
+        foreach (var (first, count) in memory.TouchedRuns())
+        {
+            if (balloon.FreePageCount == 0) { manifest.RunFirst.Add((uint)first); manifest.RunCount.Add((uint)count); continue; }
+            int start = first; // free pages split the run
+            for (int page = first; page <= first + count; page++)
+            {
+                if (page < first + count && !balloon.IsFreePage(page)) continue;
+                if (page > start) { manifest.RunFirst.Add((uint)start); manifest.RunCount.Add((uint)(page - start)); }
+                start = page + 1;
+            }
+        }
         _tCheckpointDone = _tLogDone = Now;
-        return SendPostcopyState(new PostcopyManifest(), listed, token);
+        return SendPostcopyState(manifest, token);
     }
 
     /// <summary>
@@ -69,17 +79,17 @@ internal sealed partial class MigrationSource
         }
         sender.Flush();
         memory.RefreshRamDigest(skip); // the listed pages are not hashed now (they are hashed as they are sent)
-        return SendPostcopyState(new PostcopyManifest { PresentRamDigest = memory.RamDigestExcluding(listed) }, listed, token);
+        var manifest = new PostcopyManifest { PresentRamDigest = memory.RamDigestExcluding(listed) };
+        ManifestPages.AddRuns(manifest, listed);
+        return SendPostcopyState(manifest, token);
     }
 
     /// <summary>Manifest, then CPU and device state; the ACK will carry the device digest.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
-    private (ulong Icount, ulong Digest) SendPostcopyState(PostcopyManifest manifest, List<int> listed, CancellationToken token)
+    private (ulong Icount, ulong Digest) SendPostcopyState(PostcopyManifest manifest, CancellationToken token)
     {
         var machine = _guest.Machine;
-        ManifestPages.AddRuns(manifest, listed);
         _manifest = manifest;
-        _manifestPages = [.. listed];
         _conn!.Send(new Envelope { PostcopyManifest = manifest }, ByteCategory.State, token);
         Fault(FaultPoint.BeforeAck);
         var devices = machine.SaveDeviceState();
@@ -90,7 +100,7 @@ internal sealed partial class MigrationSource
             Mtime = Math.Max(_guest.Port.Now, machine.Clint.Time), Exited = machine.ExitCode != null,
         };
         _conn.Send(new Envelope { FinalState = final }, ByteCategory.State, token);
-        _host.Log($"migration {Id}: post-copy: device state and a manifest of {listed.Count} pages ({manifest.RunFirst.Count} runs) sent");
+        _host.Log($"migration {Id}: post-copy: device state and a manifest of {manifest.RunFirst.Count} page runs sent");
         return (machine.Icount, digest);
     }
 
@@ -101,6 +111,7 @@ internal sealed partial class MigrationSource
     private void ServePostcopy(MigrationReport report)
     {
         _phase = "postcopy";
+        _manifestPages = ManifestPages.Expand(_manifest!, _guest.Machine.Memory.PageCount); // after GO: not downtime
         var push = new PostcopyPush(this, new bool[_manifestPages.Length]);
         try
         {

@@ -115,4 +115,20 @@ public class PostcopyPageTests
         Assert.True(stops >= 1);
         Assert.Equal(whole.ComputeDigest(), dest.ComputeDigest());
     }
+
+    [Fact]
+    public void Touched_runs_and_absent_ranges_cover_exactly_their_pages()
+    {
+        using var m = new LiveMigration.Guest.Memory.GuestMemory(1 << 20); // 256 pages
+        var data = new byte[LiveMigration.Guest.Memory.GuestMemory.PageSize];
+        data[7] = 1;
+        foreach (int p in new[] { 0, 1, 2, 5, 255 }) m.WritePage(p, data);
+        Assert.Equal([(0, 3), (5, 1), (255, 1)], m.TouchedRuns());
+        m.MarkAbsentRange(1, 3);
+        m.MarkAbsentRange(2, 3); // overlapping: pages already absent count once
+        Assert.Equal(4, m.AbsentPageCount);
+        Assert.False(m.IsAbsent(0));
+        Assert.True(m.IsAbsent(1) && m.IsAbsent(4));
+        Assert.False(m.IsAbsent(5));
+    }
 }
