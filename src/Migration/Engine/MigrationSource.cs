@@ -99,6 +99,8 @@ internal sealed partial class MigrationSource
             }
             _phase = "awaiting-ack";
             double tFinal = Now;
+            CloseConsoleEarly();
+            Fault(FaultPoint.AfterFinalState);
             // The matching ACK commits and sends GO on the thread that reads it: no hand-off in the downtime.
             _onAck = ack => ack.Digest == digest && ack.Icount == icount && CommitAndSendGo();
             Ack ackMessage;
@@ -198,9 +200,37 @@ internal sealed partial class MigrationSource
             _cancel.Token.ThrowIfCancellationRequested();
             _committed = true;
         }
-        var (input, backlog) = _guest.Console.Close();
+        var (input, backlog) = _consoleClosed.Wait(TimeSpan.FromSeconds(5)) && _consoleHandoff is { } h ? h : _guest.Console.Close();
         _host.RecordOutcome(Id, new Outcome("go", input, backlog)); // journaled before GO can reach anyone
         _pendingGo = new Go { ConsoleInput = ByteString.CopyFrom(input), ConsoleBacklog = ByteString.CopyFrom(backlog) };
+    }
+
+    private (byte[] Input, byte[] Backlog)? _consoleHandoff;
+    private readonly ManualResetEventSlim _consoleClosed = new();
+
+    /// <summary>
+    /// Right after the final state, while the destination verifies it: the guest is paused, so
+    /// nothing takes console input any more; closing the console now (draining what its client
+    /// sent) keeps that work out of the ACK -> GO path. A rollback reopens it with the same bytes.
+    /// </summary>
+    private void CloseConsoleEarly()
+    {
+        _consoleHandoff = _guest.Console.Close();
+        _consoleClosed.Set();
+    }
+
+    /// <summary>A rolled-back migration gives the guest a console again, with the input it had not read.</summary>
+    private void ReopenConsole()
+    {
+        if (_consoleHandoff is not { } h) return;
+        _consoleHandoff = null;
+        var console = new ConsoleEndpoint(_host.BindAddress);
+        console.Prepend(h.Input);
+        console.AddBacklog(h.Backlog);
+        var old = _guest.Console;
+        _guest.Port.ReplaceConsole(console);
+        old.Dispose();
+        _host.Log($"migration {Id}: '{_command.Name}' has a new console at {_host.ConsoleAddress(console)}");
     }
 
     /// <summary>The bookkeeping of a commit, done once GO is on its way (it is not downtime).</summary>
@@ -276,6 +306,7 @@ internal sealed partial class MigrationSource
         StopLogging();
         ReleaseFallbackState();
         _guest.Port.Throttle = 0;
+        ReopenConsole();
         _guest.Resume(); // also when it was never paused: harmless
         _host.Log($"migration {Id}: failed ({why}); '{_command.Name}' keeps running here");
     }

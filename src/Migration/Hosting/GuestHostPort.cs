@@ -28,7 +28,7 @@ public sealed class GuestHostPort : IHostPort
 {
     public const ulong PollInterval = 16 * 1024;
 
-    private readonly ConsoleEndpoint _console;
+    private ConsoleEndpoint _console;
     private long _start = Stopwatch.GetTimestamp();
     private ulong _timeBase;
     private ulong _nextPoll;
@@ -45,6 +45,9 @@ public sealed class GuestHostPort : IHostPort
     }
 
     public ConsoleEndpoint Console => _console;
+
+    /// <summary>A new console for a paused guest (a migration that closed the old one rolled back).</summary>
+    public void ReplaceConsole(ConsoleEndpoint console) => _console = console;
 
     /// <summary>Guest time continues from <paramref name="timeBase"/> now (a port built ahead of a migration's resume).</summary>
     public void Rebase(ulong timeBase)

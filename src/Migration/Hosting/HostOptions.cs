@@ -11,6 +11,8 @@ public enum FaultPoint
     Log,
     /// <summary>In the switchover: the source is paused, the final state not yet sent (so no ACK can come).</summary>
     BeforeAck,
+    /// <summary>The final state was sent and the source's console closed; no ACK has been read (a cut rolls back and reopens the console).</summary>
+    AfterFinalState,
     /// <summary>After the ACK was received (the source has committed), before GO is sent.</summary>
     AfterAck,
     /// <summary>Post-copy only: after GO and the first batch of post-copy pages.</summary>
