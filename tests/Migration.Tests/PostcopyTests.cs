@@ -126,4 +126,30 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         Assert.Equal(0, b.FindInstance("g")!.Machine.Memory.AbsentPageCount);
         console.AssertContinuesAfterMove("progress");
     }
+
+    /// <summary>
+    /// The link dies between ACK and GO in post-copy: the source has committed, so the destination
+    /// learns GO by asking again, runs, and stalls on its first missing page. The source must keep its
+    /// pages for that (not release the guest as after a log-shipping commit); a resume completes it.
+    /// </summary>
+    [Fact]
+    public void A_lost_GO_in_post_copy_keeps_the_pages_for_a_resume()
+    {
+        int armed = 1;
+        using var hosts = new Hosts(output, fault: p => p == FaultPoint.AfterAck && Interlocked.Exchange(ref armed, 0) == 1);
+        using var c = HostClient.Connect(hosts.A.Address);
+        c.Start("g", Guests.Elf("dirty_hotcold"), 128 << 20, "dirty_hotcold");
+        using var console = new ConsoleClient(hosts.A.Address, "g");
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        var first = hosts.Migrate("g", hosts.A, hosts.B, "postcopy");
+        Assert.False(first.Success);
+        Assert.Contains("--resume", first.Error);
+        Hosts.WaitUntil(() => hosts.B.FindInstance("g") is { PageStalled: true }, 10000, "the destination to ask for GO, run and stall on a missing page");
+
+        var resumed = c.Migrate(new MigrateCommand { Name = "g", Resume = true });
+        Assert.True(resumed.Success, resumed.Error);
+        Assert.Equal(0, hosts.B.FindInstance("g")!.Machine.Memory.AbsentPageCount);
+        Assert.Equal(1, hosts.RunningCount("g"));
+        console.AssertContinuesAfterMove("progress");
+    }
 }

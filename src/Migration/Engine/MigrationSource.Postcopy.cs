@@ -111,7 +111,7 @@ internal sealed partial class MigrationSource
     private void ServePostcopy(MigrationReport report)
     {
         _phase = "postcopy";
-        _manifestPages = ManifestPages.Expand(_manifest!, _guest.Machine.Memory.PageCount); // after GO: not downtime
+        EnsureManifestPages(); // after GO: not downtime
         var push = new PostcopyPush(this, new bool[_manifestPages.Length]);
         try
         {
@@ -148,10 +148,12 @@ internal sealed partial class MigrationSource
         _host.Log($"migration {Id}: '{_command.Name}' now runs on {_target}; every post-copy page verified there, source copy released");
     }
 
-    private void HoldForResume(MigrationReport report, PostcopyPush push, Exception e)
+    private void HoldForResume(MigrationReport report, PostcopyPush? push, Exception e)
     {
+        EnsureManifestPages();
+        if (_tResumed < 0) _tResumed = Now;
         report.Success = false;
-        report.Error = $"post-copy interrupted after GO with {push.Remaining} of {_manifestPages.Length} pages unsent ({e.Message}); " +
+        report.Error = $"post-copy interrupted after GO with {push?.Remaining ?? _manifestPages.Length} of {_manifestPages.Length} pages unsent ({e.Message}); " +
             $"the destination guest stays paused on a missing page and the paused source copy is held: recover with `lm migrate {_command.Name} --from {_host.Address} --resume`";
         _phase = "postcopy-interrupted";
         _host.Log($"migration {Id}: {report.Error}");
@@ -241,6 +243,11 @@ internal sealed partial class MigrationSource
         _phase = "postcopy-abandoned";
         _guest.Dispose();
         _host.Log($"migration {Id}: the held post-copy pages of '{_command.Name}' were discarded; the destination can no longer fetch them");
+    }
+
+    private void EnsureManifestPages()
+    {
+        if (_manifestPages.Length == 0 && _manifest != null) _manifestPages = ManifestPages.Expand(_manifest, _guest.Machine.Memory.PageCount);
     }
 
     private Dictionary<int, int> SlotIndex()

@@ -284,6 +284,12 @@ internal sealed partial class MigrationSource
         }
         catch (Exception e) when (e is IOException or MigrationFailedException or OperationCanceledException)
         {
+            if (_manifest != null)
+            {
+                // Post-copy: the destination learns GO by asking again, then needs every page we hold.
+                HoldForResume(report, null, e);
+                return;
+            }
             // GO may be lost: the destination asks again (GoQuery) and gets "go" from the outcome journal.
             report.Success = true;
             report.Error = $"committed, but the destination did not confirm its resume ({e.Message}); it will ask for GO again";
