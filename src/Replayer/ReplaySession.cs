@@ -60,7 +60,7 @@ public sealed class ReplaySession : IDisposable
     public static ReplaySession FromCheckpoint(ReadOnlySpan<byte> checkpointFile, ReplayOptions options)
     {
         var events = new EventQueue();
-        var machine = CheckpointFile.Load(checkpointFile, new NullPort());
+        var machine = CheckpointFile.Load(checkpointFile, NullHostPort.Instance);
         return new ReplaySession(machine, events, options, ownsMachine: true) { StartIcount = machine.Icount };
     }
 
@@ -119,7 +119,7 @@ public sealed class ReplaySession : IDisposable
     {
         var source = file.ReadFrames(fromFrame).GetEnumerator();
         var events = new EventQueue(() => source.MoveNext() ? source.Current : null);
-        var machine = CheckpointFile.Load(checkpoint, new NullPort());
+        var machine = CheckpointFile.Load(checkpoint, NullHostPort.Instance);
         if (machine.Config.MemorySize != file.Header.Machine.MemorySize)
         {
             machine.Dispose();
@@ -242,14 +242,4 @@ public sealed class ReplaySession : IDisposable
         if (_ownsMachine) Machine.Dispose();
     }
 
-    /// <summary>The port a machine holds before the session installs the replay port.</summary>
-    private sealed class NullPort : IHostPort
-    {
-        public ulong NextPollIcount => ulong.MaxValue;
-        public void Poll(Machine machine) { }
-        public ulong ReadTime(Machine machine) => machine.Clint.Time;
-        public bool WaitForInput(Machine machine) => false;
-        public ushort ReadEntropy(Machine machine) => 0;
-        public void SerialOutput(byte value) { }
-    }
 }

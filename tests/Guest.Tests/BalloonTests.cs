@@ -13,7 +13,7 @@ public class BalloonTests
     private const ulong B = BalloonDevice.DefaultBase;
 
     private static Machine NewMachine(ulong size = 4 << 20) =>
-        new(new MachineConfig { MemorySize = size, CompileBlocks = false }, new TestPorts.Silent());
+        new(new MachineConfig { MemorySize = size, CompileBlocks = false }, NullHostPort.Instance);
 
     private static uint Command(Machine m, ulong address, uint pages, uint command)
     {

@@ -18,7 +18,7 @@ public class DebugHooksTests
 
     private static Machine Load(bool compile)
     {
-        var m = new Machine(new MachineConfig { MemorySize = 4 << 20, CompileBlocks = compile }, new TestPorts.Silent());
+        var m = new Machine(new MachineConfig { MemorySize = 4 << 20, CompileBlocks = compile }, NullHostPort.Instance);
         var bytes = new byte[Loop.Length * 4];
         Buffer.BlockCopy(Loop, 0, bytes, 0, bytes.Length);
         m.Memory.Write(0x8000_0000, bytes);
@@ -72,7 +72,7 @@ public class DebugHooksTests
     {
         // auipc x6, 0x100 (x6 = 0x80100000) ; ld x7, 0x48(x6) ; then the finisher sequence
         uint[] code = [0x00100317, 0x04833383, 0x00100437, 0x000054B7, 0x55548493, 0x00942023];
-        using var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, new TestPorts.Silent());
+        using var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance);
         var bytes = new byte[code.Length * 4];
         Buffer.BlockCopy(code, 0, bytes, 0, bytes.Length);
         m.Memory.Write(0x8000_0000, bytes);

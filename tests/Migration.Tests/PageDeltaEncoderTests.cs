@@ -22,7 +22,7 @@ public class PageDeltaEncoderTests
         return path;
     }
 
-    private static Machine NewMachine() => new(new MachineConfig(), new NoInputPort());
+    private static Machine NewMachine() => new(new MachineConfig(), NullHostPort.Instance);
 
     /// <summary>Sends every page the client has dirty; returns how many pages went.</summary>
     private static int Round(Machine src, DirtyClient client, PageDeltaEncoder enc, Machine dst, XbzrlePageCache? dstCache, byte[] buffer)
@@ -100,13 +100,4 @@ public class PageDeltaEncoderTests
         Assert.Throws<InvalidDataException>(() => PageDeltaEncoder.Apply(dst.Memory, cache, 3, PageEncoding.Delta, [0x80, 0x20, 0x01, 0xAA]));
     }
 
-    private sealed class NoInputPort : IHostPort
-    {
-        public ulong NextPollIcount => ulong.MaxValue;
-        public void Poll(Machine machine) { }
-        public ulong ReadTime(Machine machine) => 0;
-        public bool WaitForInput(Machine machine) => false;
-        public ushort ReadEntropy(Machine machine) => 0;
-        public void SerialOutput(byte value) { }
-    }
 }

@@ -301,14 +301,3 @@ internal sealed partial class MigrationDestination
     }
 }
 
-/// <summary>The port of a machine that is being built or replayed into: it never runs live.</summary>
-internal sealed class NullHostPort : IHostPort
-{
-    public static readonly NullHostPort Instance = new();
-    public ulong NextPollIcount => ulong.MaxValue;
-    public void Poll(Machine machine) { }
-    public ulong ReadTime(Machine machine) => machine.Clint.Time;
-    public bool WaitForInput(Machine machine) => false;
-    public ushort ReadEntropy(Machine machine) => 0;
-    public void SerialOutput(byte value) { }
-}

@@ -16,7 +16,7 @@ public class DirtyClientConcurrencyTests
     [InlineData(false)]
     public void RoundsOfCollectAndCopyWhileTheGuestWritesLoseNothing(bool compile)
     {
-        using var m = new Machine(new MachineConfig { CompileBlocks = compile }, new TestPorts.Silent());
+        using var m = new Machine(new MachineConfig { CompileBlocks = compile }, NullHostPort.Instance);
         ElfLoader.LoadFile(m, Repo.Guest("dirty_forever"));
         var client = m.Memory.CreateDirtyClient("copy");
         var shadow = new byte[m.Memory.PageCount][];
