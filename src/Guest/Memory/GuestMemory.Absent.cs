@@ -28,26 +28,7 @@ public sealed unsafe partial class GuestMemory
 
     public bool IsAbsent(int page) => _absent is { } a && Volatile.Read(ref a[page]);
 
-    /// <summary>Marks pages as not yet arrived (post-copy destination, before the guest resumes).</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
-    public void MarkAbsent(IEnumerable<int> pages)
-    {
-        lock (_absentLock)
-        {
-            _absent ??= new bool[PageCount];
-            int added = 0;
-            foreach (int page in pages)
-            {
-                if (_absent[page]) continue;
-                _absent[page] = true;
-                WriteFast[page] = 0; // stores must look first
-                added++;
-            }
-            Interlocked.Add(ref _absentCount, added);
-        }
-    }
-
-    /// <summary>Marks pages [first, first + count) as not yet arrived.</summary>
+    /// <summary>Marks pages [first, first + count) as not yet arrived (post-copy destination, before the guest resumes).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path
     public void MarkAbsentRange(int first, int count)
     {

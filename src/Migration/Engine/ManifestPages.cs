@@ -2,7 +2,7 @@ using LiveMigration.Migration.Protocol;
 
 namespace LiveMigration.Migration.Engine;
 
-/// <summary>The pages a post-copy manifest lists: written as runs, read back as one array.</summary>
+/// <summary>The pages a post-copy manifest lists: written as runs, read back as runs or as one array.</summary>
 internal static class ManifestPages
 {
     /// <summary>Adds <paramref name="pages"/> (ascending) to <paramref name="manifest"/> as runs.</summary>
@@ -12,10 +12,15 @@ internal static class ManifestPages
         {
             int first = pages[i], n = 1;
             while (i + n < pages.Count && pages[i + n] == first + n) n++;
-            manifest.RunFirst.Add((uint)first);
-            manifest.RunCount.Add((uint)n);
+            AddRun(manifest, first, n);
             i += n;
         }
+    }
+
+    public static void AddRun(PostcopyManifest manifest, int first, int count)
+    {
+        manifest.RunFirst.Add((uint)first);
+        manifest.RunCount.Add((uint)count);
     }
 
     /// <summary>
@@ -41,32 +46,14 @@ internal static class ManifestPages
         return runs;
     }
 
-    /// <summary>Adds runs to <paramref name="manifest"/>.</summary>
-    public static void AddRuns(PostcopyManifest manifest, List<(int First, int Count)> runs)
-    {
-        foreach (var (first, count) in runs)
-        {
-            manifest.RunFirst.Add((uint)first);
-            manifest.RunCount.Add((uint)count);
-        }
-    }
-
-    /// <summary>Every listed page, in order; throws on malformed runs or a page beyond <paramref name="pageCount"/>.</summary>
+    /// <summary>Every listed page, in order; throws as <see cref="Runs"/> does.</summary>
     public static int[] Expand(PostcopyManifest manifest, int pageCount)
     {
-        if (manifest.RunFirst.Count != manifest.RunCount.Count) throw new ProtocolException("post-copy manifest with mismatched run lists");
-        long total = manifest.Pages.Count;
-        foreach (uint n in manifest.RunCount) total += n;
-        if (total > pageCount) throw new ProtocolException($"post-copy manifest lists {total} pages, memory has {pageCount}");
+        var runs = Runs(manifest, pageCount, out int total);
         var pages = new int[total];
         int k = 0;
-        foreach (uint p in manifest.Pages) pages[k++] = Check(p, pageCount);
-        for (int r = 0; r < manifest.RunFirst.Count; r++)
-        {
-            uint first = manifest.RunFirst[r], n = manifest.RunCount[r];
-            if (n > 0) Check((ulong)first + n - 1, pageCount);
-            for (uint i = 0; i < n; i++) pages[k++] = (int)(first + i);
-        }
+        foreach (var (first, count) in runs)
+            for (int i = 0; i < count; i++) pages[k++] = first + i;
         return pages;
     }
 

@@ -42,8 +42,6 @@ internal sealed partial class MigrationDestination
         {
             try { runs = ManifestPages.Runs(manifest, memory.PageCount, out total); }
             catch (ProtocolException e) { why = e.Message; }
-            if (why == null && manifest.Hashes.Count != 0 && (manifest.Hashes.Count != total || manifest.RunFirst.Count != 0))
-                why = "post-copy manifest with mismatched lists";
         }
         ulong digest = 0;
         if (why == null && manifest!.HasPresentRamDigest)
@@ -71,12 +69,6 @@ internal sealed partial class MigrationDestination
             return false;
         }
         _manifestPageCount = total;
-        if (manifest!.Hashes.Count != 0)
-        {
-            // From a peer that sends the hashes up front rather than with each page (a plain page list then).
-            _manifestHashes = new ulong[memory.PageCount];
-            for (int i = 0; i < manifest.Pages.Count; i++) _manifestHashes[manifest.Pages[i]] = manifest.Hashes[i];
-        }
         foreach (var (first, count) in runs) memory.MarkAbsentRange(first, count);
         State = "awaiting-go";
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
@@ -85,7 +77,6 @@ internal sealed partial class MigrationDestination
     }
 
     private int _manifestPageCount;
-    private ulong[]? _manifestHashes;
 
     /// <summary>The guest touched an absent page (guest thread): ask the source and wait for it, or give up when the link is gone.</summary>
     private bool FetchPage(int page)
@@ -167,8 +158,8 @@ internal sealed partial class MigrationDestination
             int page = (int)batch.Pages[i];
             var data = raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize);
             if (page >= memory.PageCount || !memory.IsAbsent(page)) throw new ProtocolException($"post-copy page {page} was not awaited (not in the manifest, or sent twice)");
-            ulong want = batch.Hashes.Count == count ? batch.Hashes[i]
-                : _manifestHashes?[page] ?? throw new ProtocolException($"post-copy page {page} arrived without its hash");
+            if (batch.Hashes.Count != count) throw new ProtocolException($"post-copy batch of {count} pages carries {batch.Hashes.Count} hashes");
+            ulong want = batch.Hashes[i];
             ulong got = XxHash3.Hash(data);
             if (got != want)
                 throw new MigrationFailedException($"POST-COPY PAGE HASH MISMATCH: page {page} hashes to {got:x16}, the source says {want:x16}; the page is not applied");

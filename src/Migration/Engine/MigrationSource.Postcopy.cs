@@ -43,12 +43,12 @@ internal sealed partial class MigrationSource
         var balloon = machine.Balloon;
         foreach (var (first, count) in memory.TouchedRuns())
         {
-            if (balloon.FreePageCount == 0) { manifest.RunFirst.Add((uint)first); manifest.RunCount.Add((uint)count); continue; }
+            if (balloon.FreePageCount == 0) { ManifestPages.AddRun(manifest, first, count); continue; }
             int start = first; // free pages split the run
             for (int page = first; page <= first + count; page++)
             {
                 if (page < first + count && !balloon.IsFreePage(page)) continue;
-                if (page > start) { manifest.RunFirst.Add((uint)start); manifest.RunCount.Add((uint)(page - start)); }
+                if (page > start) ManifestPages.AddRun(manifest, start, page - start);
                 start = page + 1;
             }
         }

@@ -27,7 +27,8 @@ public class PostcopyPageTests
     {
         var d = new Machine(new MachineConfig { CompileBlocks = compile }, port);
         d.RestoreDeviceState(new StateReader(devices));
-        d.Memory.MarkAbsent(Enumerable.Range(0, pages.Length).Where(p => pages[p] != null));
+        for (int p = 0; p < pages.Length; p++)
+            if (pages[p] != null) d.Memory.MarkAbsentRange(p, 1);
         return d;
     }
 
