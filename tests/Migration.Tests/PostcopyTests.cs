@@ -20,9 +20,7 @@ public sealed class PostcopyTests(ITestOutputHelper output)
     {
         using var hosts = new Hosts(output);
         using var c = HostClient.Connect(hosts.A.Address);
-        c.Start("g", Guests.Elf(guest), 128 << 20, guest);
-        using var console = new ConsoleClient(hosts.A.Address, "g");
-        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        using var console = ConsoleClient.StartGuest(hosts.A, guest);
         var r = hosts.Migrate("g", hosts.A, hosts.B, "postcopy");
         output.WriteLine($"postcopy pages={r.PostcopyPages} requested={r.PostcopyRequestedPages} prepaged={r.PostcopyPrepagedPages} verified={r.PostcopyVerifiedPages} bytes={r.BytesPostcopy}");
         Assert.True(r.Success, r.Error);
@@ -52,9 +50,7 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         int cuts = 0;
         using var hosts = new Hosts(output, count: 3, fault: p => p == FaultPoint.Postcopy && Interlocked.Increment(ref cuts) == 1);
         using var c = HostClient.Connect(hosts.A.Address);
-        c.Start("g", Guests.Elf("dirty_hotcold"), 128 << 20, "dirty_hotcold");
-        using var console = new ConsoleClient(hosts.A.Address, "g");
-        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        using var console = ConsoleClient.StartGuest(hosts.A, "dirty_hotcold");
         var first = hosts.Migrate("g", hosts.A, hosts.B, "postcopy");
         Assert.False(first.Success);
         Assert.Contains("--resume", first.Error);
@@ -111,9 +107,7 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         using var a = new GuestHost(new HostOptions { Log = Log, CorruptPostcopyPage = _ => Interlocked.CompareExchange(ref damaged, 1, 0) == 0 });
         using var b = new GuestHost(new HostOptions { Log = Log });
         using var c = HostClient.Connect(a.Address);
-        c.Start("g", Guests.Elf("dirty_hotcold"), 128 << 20, "dirty_hotcold");
-        using var console = new ConsoleClient(a.Address, "g");
-        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        using var console = ConsoleClient.StartGuest(a, "dirty_hotcold");
         var first = c.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = "postcopy" });
         Assert.False(first.Success);
         Assert.Contains(log, l => l.Contains("POST-COPY PAGE HASH MISMATCH"));
@@ -138,9 +132,7 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         int armed = 1;
         using var hosts = new Hosts(output, fault: p => p == FaultPoint.AfterAck && Interlocked.Exchange(ref armed, 0) == 1);
         using var c = HostClient.Connect(hosts.A.Address);
-        c.Start("g", Guests.Elf("dirty_hotcold"), 128 << 20, "dirty_hotcold");
-        using var console = new ConsoleClient(hosts.A.Address, "g");
-        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        using var console = ConsoleClient.StartGuest(hosts.A, "dirty_hotcold");
         var first = hosts.Migrate("g", hosts.A, hosts.B, "postcopy");
         Assert.False(first.Success);
         Assert.Contains("--resume", first.Error);

@@ -17,13 +17,6 @@ public sealed class StrategyTests(ITestOutputHelper output)
     private (GuestHost A, GuestHost B) SlowReplayHosts() =>
         (new GuestHost(new HostOptions { Log = Log }), new GuestHost(new HostOptions { Log = Log, ReplayMipsCap = 2 }));
 
-    private static ConsoleClient StartAndWaitForProgress(GuestHost host, string guest, ulong memory)
-    {
-        using (var c = HostClient.Connect(host.Address)) c.Start("g", Guests.Elf(guest), memory, guest);
-        var console = new ConsoleClient(host.Address, "g");
-        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
-        return console;
-    }
 
     [Theory]
     [InlineData("precopy", "idle_forever")]
@@ -88,7 +81,7 @@ public sealed class StrategyTests(ITestOutputHelper output)
         var (a, b) = SlowReplayHosts();
         try
         {
-            using var console = StartAndWaitForProgress(a, "compute_forever", 32 << 20);
+            using var console = ConsoleClient.StartGuest(a, "compute_forever", 32 << 20);
             using var hc = HostClient.Connect(a.Address);
             var r = hc.Migrate(new Protocol.MigrateCommand { Name = "g", Target = b.Address, Strategy = "auto", DowntimeLimitMs = 20 });
             foreach (var s in r.Switches) Log($"switch at {s.T:F2} s: {s.From} -> {s.To}: {s.Reason}");
@@ -122,7 +115,7 @@ public sealed class StrategyTests(ITestOutputHelper output)
         var (a, b) = SlowReplayHosts();
         try
         {
-            using var console = StartAndWaitForProgress(a, "dirty_forever", 128 << 20);
+            using var console = ConsoleClient.StartGuest(a, "dirty_forever");
             using var hc = HostClient.Connect(a.Address);
             var r = hc.Migrate(new Protocol.MigrateCommand
             {

@@ -145,6 +145,15 @@ internal sealed class ConsoleClient : IDisposable
     public bool Connected => _reader?.IsAlive == true;
 
     /// <summary>Reattaches wherever the guest runs now.</summary>
+    /// <summary>Starts guest "g" from <paramref name="elf"/> on <paramref name="host"/> and returns its console once two numbered progress lines are out.</summary>
+    public static ConsoleClient StartGuest(GuestHost host, string elf, ulong memory = 128 << 20)
+    {
+        using (var c = HostClient.Connect(host.Address)) c.Start("g", Guests.Elf(elf), memory, elf);
+        var console = new ConsoleClient(host.Address, "g");
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^progress \d+").Count >= 2, 20000);
+        return console;
+    }
+
     /// <summary>Follows the guest to its new host and asserts its numbered lines go on without a gap.</summary>
     public void AssertContinuesAfterMove(string prefix, int more = 2)
     {
