@@ -77,7 +77,7 @@ internal sealed partial class MigrationDestination
                 lock (_sessionGate)
                 {
                     if (_takenOver) return; // the final catch-up runs the rest on the receiving thread
-                    lock (_incoming) while (_incoming.TryDequeue(out var f)) session.AddFrame(f);
+                    FeedFrames(session);
                     ulong until = Volatile.Read(ref _until);
                     ulong before = machine.Icount;
                     long t0 = Stopwatch.GetTimestamp();
@@ -129,6 +129,12 @@ internal sealed partial class MigrationDestination
         finally { _replayDone.Set(); }
     }
 
+    /// <summary>Hands the frames received so far to the session (whoever holds the session gate).</summary>
+    private void FeedFrames(ReplaySession session)
+    {
+        lock (_incoming) while (_incoming.TryDequeue(out var f)) session.AddFrame(f);
+    }
+
     private static string ReplayFailure(ReplaySession session, ReplayStatus status) =>
         session.Divergence is { } d ? $"replay diverged at icount {d.Icount}: {d.Reason}" : $"replay ended early ({status})";
 
@@ -160,7 +166,7 @@ internal sealed partial class MigrationDestination
             if (_replayDone.IsSet) return false;
             _takenOver = true;
             if (_replayError != null) throw new MigrationFailedException(_replayError);
-            lock (_incoming) while (_incoming.TryDequeue(out var f)) session.AddFrame(f);
+            FeedFrames(session);
             var status = session.Run(until);
             _replayResult = status;
             if (status != ReplayStatus.ReachedUntil || session.Machine.Icount != until)

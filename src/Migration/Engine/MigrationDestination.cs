@@ -87,7 +87,7 @@ internal sealed partial class MigrationDestination
             _host.SetEntry(_entry);
         }
         _machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize, CompileBlocks = _host.Options.CompileBlocks }, NullHostPort.Instance);
-        PrepareResume(); // the console and a parked guest thread, built now rather than in the downtime
+        PrepareResume();
         _host.Log($"receiving '{setup.Name}' from {setup.Source} ({setup.Strategy}, migration {setup.MigrationId})");
         return true;
     }
@@ -235,7 +235,9 @@ internal sealed partial class MigrationDestination
     /// </summary>
     private void PrepareResume()
     {
-        lock (_lock) if (!_resolved && _ready == null) PrepareResumeLocked();
+        var console = new ConsoleEndpoint(_host.BindAddress);
+        _ready = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, new GuestHostPort(console));
+        _ready.StartPaused();
     }
 
     private GuestInstance? _ready;
@@ -250,8 +252,7 @@ internal sealed partial class MigrationDestination
             if (_resolved) return;
             if (State != "awaiting-go" || _final == null) throw new ProtocolException("GO before the final state was verified");
             _resolved = true;
-            if (_ready == null) PrepareResumeLocked();
-            instance = _ready!;
+            instance = _ready ?? throw new InvalidOperationException("no prepared guest instance");
             instance.Port.Rebase(_final.Mtime);
             instance.Console.Prepend(consoleInput);
             instance.Console.AddBacklog(backlog);
@@ -274,12 +275,6 @@ internal sealed partial class MigrationDestination
         _host.Log($"'{_setup.Name}' resumed at icount {_final!.Icount} on {why}; console {consoleAddress}");
     }
 
-    private void PrepareResumeLocked()
-    {
-        var console = new ConsoleEndpoint(_host.BindAddress);
-        _ready = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, new GuestHostPort(console));
-        _ready.StartPaused();
-    }
 
     public void Discard(string why)
     {

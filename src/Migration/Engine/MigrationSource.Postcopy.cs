@@ -126,7 +126,6 @@ internal sealed partial class MigrationSource
         catch (Exception e) when (e is IOException or MigrationFailedException or OperationCanceledException)
         {
             push.FillReport(report);
-            if (_tResumed < 0) _tResumed = Now;
             HoldForResume(report, push, e);
         }
     }
