@@ -200,16 +200,6 @@ public class BalloonTests
 
     // ---- The guests report their unused RAM ----
 
-    private static string GuestElf(string name)
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir != null && !File.Exists(Path.Combine(dir.FullName, "LiveMigration.sln"))) dir = dir.Parent;
-        Assert.True(dir != null, "repository root not found");
-        string path = Path.Combine(dir!.FullName, "guests", "build", name + ".elf");
-        Assert.True(File.Exists(path), $"{path} is missing: run `make -C guests`");
-        return path;
-    }
-
     [Theory]
     [InlineData("hello", 0)]
     [InlineData("dirty_small", 256 << 10)]
@@ -217,7 +207,7 @@ public class BalloonTests
     public void GuestsReportTheRamTheyDoNotUse(string guest, int workingSet)
     {
         using var m = NewMachine(128 << 20);
-        m.Reset(ElfLoader.LoadFile(m, GuestElf(guest)));
+        m.Reset(ElfLoader.LoadFile(m, LiveMigration.Tests.Shared.RepoPaths.Guest(guest)));
         Assert.Equal(StopReason.Exited, m.Run(2_000_000_000));
         Assert.Equal(0, m.ExitCode);
 

@@ -12,16 +12,6 @@ namespace LiveMigration.Migration.Tests;
 /// </summary>
 public class PageDeltaEncoderTests
 {
-    private static string GuestElf(string name)
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir != null && !File.Exists(Path.Combine(dir.FullName, "LiveMigration.sln"))) dir = dir.Parent;
-        Assert.True(dir != null, "repository root not found");
-        string path = Path.Combine(dir!.FullName, "guests", "build", name + ".elf");
-        Assert.True(File.Exists(path), $"{path} is missing: run `make -C guests`");
-        return path;
-    }
-
     private static Machine NewMachine() => new(new MachineConfig(), NullHostPort.Instance);
 
     /// <summary>Sends every page the client has dirty; returns how many pages went.</summary>
@@ -45,7 +35,7 @@ public class PageDeltaEncoderTests
     {
         using var src = NewMachine();
         using var dst = NewMachine();
-        src.Reset(ElfLoader.LoadFile(src, GuestElf("dirty")));
+        src.Reset(ElfLoader.LoadFile(src, LiveMigration.Tests.Shared.RepoPaths.Guest("dirty")));
         var client = src.Memory.CreateDirtyClient("precopy"); // starts with every page dirty
         var srcCache = new XbzrlePageCache(cacheBytes);
         var dstCache = new XbzrlePageCache(cacheBytes);

@@ -9,19 +9,10 @@ namespace LiveMigration.Migration.Tests;
 
 internal static class Guests
 {
-    public static string Dir { get; } = FindDir();
+    /// <summary>guests/build (the guests are built once per test run when missing).</summary>
+    public static string Dir => Path.GetDirectoryName(LiveMigration.Tests.Shared.RepoPaths.Guest("kv"))!;
 
-    private static string FindDir()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-        {
-            string p = Path.Combine(d.FullName, "guests", "build");
-            if (File.Exists(Path.Combine(p, "kv.elf"))) return p;
-        }
-        throw new InvalidOperationException("guests/build/*.elf not found: run `make -C guests`");
-    }
-
-    public static byte[] Elf(string name) => File.ReadAllBytes(Path.Combine(Dir, name + ".elf"));
+    public static byte[] Elf(string name) => File.ReadAllBytes(LiveMigration.Tests.Shared.RepoPaths.Guest(name));
 }
 
 /// <summary>Two (or more) hosts side by side in this process, logging into the test output.</summary>
