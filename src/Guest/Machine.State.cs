@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using LiveMigration.Guest.Cpu;
 using LiveMigration.Guest.Memory;
-using LiveMigration.Guest.Native;
+using System.IO.Hashing;
 using LiveMigration.Guest.State;
 
 namespace LiveMigration.Guest;
@@ -199,7 +199,7 @@ public sealed unsafe partial class Machine
         WriteCpuFields(w, digest: true);
         foreach (var d in _devices) d.Save(w);
         w.U64(Memory.RefreshRamDigest());
-        return XxHash3.Hash(w.Stream.GetBuffer().AsSpan(0, (int)w.Stream.Length));
+        return XxHash3.HashToUInt64(w.Stream.GetBuffer().AsSpan(0, (int)w.Stream.Length));
     }
 }
 
