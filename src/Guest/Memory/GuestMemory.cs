@@ -374,9 +374,23 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     private ulong _ramDigest;
 
+    private int _disposed;
+
+    /// <summary>True once RAM has been freed; nothing may touch the memory after that.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>Frees RAM; later calls, from any thread, do nothing.</summary>
     public void Dispose()
     {
-        NativeMemory.Free(Ram);
+        FreeRam();
         GC.SuppressFinalize(this);
+    }
+
+    // A machine nobody disposed must not keep its RAM until the process exits.
+    ~GuestMemory() => FreeRam();
+
+    private void FreeRam()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) NativeMemory.Free(Ram);
     }
 }
