@@ -10,8 +10,6 @@ command -v riscv64-unknown-elf-gcc >/dev/null || need+=(gcc-riscv64-unknown-elf)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v gdb-multiarch >/dev/null || need+=(gdb-multiarch)
 command -v make >/dev/null || need+=(make)
-ldconfig -p 2>/dev/null | grep -q 'libzstd.so.1 ' || need+=(libzstd1)
-ldconfig -p 2>/dev/null | grep -q 'libxxhash.so.0 ' || need+=(libxxhash0)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}" >&2

@@ -1,12 +1,11 @@
 using System.Runtime.InteropServices;
 using LiveMigration.Guest.Cpu;
 using LiveMigration.Guest.Memory;
-using LiveMigration.Guest.Native;
 using LiveMigration.Guest.State;
 
 namespace LiveMigration.Guest;
 
-/// <summary>Save/restore of the whole machine, copy-on-write snapshots and the state digest.</summary>
+/// <summary>Save/restore of the whole machine and copy-on-write snapshots (the digest is in Machine.Digest.cs).</summary>
 public sealed unsafe partial class Machine
 {
     // Bump when a field is added to or removed from the section; readers accept 1..current.
@@ -41,15 +40,12 @@ public sealed unsafe partial class Machine
     {
         w.BeginSection("CPU ", CpuStateVersion);
         w.U8(SavedRegisters);
-        WriteCpuFields(w, digest: false);
+        WriteCpuFields(w);
         w.EndSection();
     }
 
-    /// <summary>
-    /// The CPU fields in their saved order (CPU section v2). The digest uses the same list but leaves
-    /// out an LR value that no reservation can use any more.
-    /// </summary>
-    private void WriteCpuFields(StateWriter w, bool digest)
+    /// <summary>The CPU fields in their saved order (CPU section v2).</summary>
+    private void WriteCpuFields(StateWriter w)
     {
         CpuState* s = _cpu;
         for (int i = 1; i <= SavedRegisters; i++) w.U64(s->X[i]);
@@ -67,7 +63,7 @@ public sealed unsafe partial class Machine
         w.U64(s->MinstretOffset);
         w.U64(s->Reservation);
         w.U32(s->Waiting);
-        w.U64(digest && s->Reservation == ulong.MaxValue ? 0 : s->ReservationValue);
+        w.U64(s->ReservationValue);
     }
 
     private void RestoreCpu(StateReader r)
@@ -181,26 +177,6 @@ public sealed unsafe partial class Machine
     public MachineSnapshot TakeSnapshot() => new(this, Icount, SaveDeviceState(), Memory.CreateSnapshot(), ComputeDigest());
 
     internal void SaveSnapshot(StateWriter w, MachineSnapshot s) => SaveState(w, s.DeviceState, s.Memory);
-
-    /// <summary>Bump when what the digest covers changes: digests in old traces then stop matching.</summary>
-    public const ulong DigestVersion = 1;
-
-    /// <summary>
-    /// xxh3-64 over registers, CSRs, device state and the RAM digest. It is a canonical encoding of
-    /// its own, not the save format: saved-state versions can change without changing digests.
-    /// Only pages written since the last digest are rehashed (<see cref="GuestMemory.RefreshRamDigest"/>).
-    /// </summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
-    public ulong ComputeDigest()
-    {
-        var w = new StateWriter();
-        w.U64(DigestVersion);
-        w.U64(Config.MemorySize);
-        WriteCpuFields(w, digest: true);
-        foreach (var d in _devices) d.Save(w);
-        w.U64(Memory.RefreshRamDigest());
-        return XxHash3.Hash(w.Stream.GetBuffer().AsSpan(0, (int)w.Stream.Length));
-    }
 }
 
 /// <summary>A point-in-time copy of a machine (see <see cref="Machine.TakeSnapshot"/>).</summary>

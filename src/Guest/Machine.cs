@@ -188,8 +188,15 @@ public sealed unsafe partial class Machine : IDisposable
         return null;
     }
 
+    private int _disposed;
+
+    /// <summary>True once <see cref="Dispose"/> ran; the machine may not be used after that.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>Frees the CPU state and RAM once; later calls, from any thread, do nothing.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         Memory.Dispose();
         NativeMemory.Free(_cpu);
     }

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using LiveMigration.Guest;
-using LiveMigration.Guest.Native;
+using System.IO.Hashing;
+using LiveMigration.Trace.Compression;
 using LiveMigration.Guest.State;
 
 namespace LiveMigration.Trace;
@@ -61,8 +62,8 @@ public static class CheckpointFile
         BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(24), digest);
         BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(32), memorySize);
         BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(40), (ulong)state.Length);
-        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(48), XxHash3.Hash(state));
-        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(56), XxHash3.Hash(header.AsSpan(0, 56)));
+        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(48), XxHash3.HashToUInt64(state));
+        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(56), XxHash3.HashToUInt64(header.AsSpan(0, 56)));
         var bytes = ms.ToArray();
         header.CopyTo(bytes, 0);
         return bytes;
@@ -76,7 +77,7 @@ public static class CheckpointFile
             throw new TraceTruncatedException(file.Length, "checkpoint ends inside its header");
         }
         if (!file[..8].SequenceEqual(Magic)) throw new TraceFormatException(0, "not a LiveMigration checkpoint (bad magic)");
-        if (BinaryPrimitives.ReadUInt64LittleEndian(file[56..]) != XxHash3.Hash(file[..56])) throw new TraceFormatException(0, "checkpoint header checksum mismatch");
+        if (BinaryPrimitives.ReadUInt64LittleEndian(file[56..]) != XxHash3.HashToUInt64(file[..56])) throw new TraceFormatException(0, "checkpoint header checksum mismatch");
         ushort version = BinaryPrimitives.ReadUInt16LittleEndian(file[8..]);
         if (version is < 1 or > Version) throw new TraceFormatException(8, $"checkpoint version {version}; this build reads 1..{Version}");
         ulong raw = BinaryPrimitives.ReadUInt64LittleEndian(file[40..]);
@@ -108,7 +109,7 @@ public static class CheckpointFile
             pos += 4 + n;
         }
         if (pos != file.Length) throw new TraceFormatException(pos, "bytes after the last checkpoint block");
-        if (XxHash3.Hash(state) != BinaryPrimitives.ReadUInt64LittleEndian(file[48..])) throw new TraceFormatException(HeaderSize, "checkpoint state checksum mismatch");
+        if (XxHash3.HashToUInt64(state) != BinaryPrimitives.ReadUInt64LittleEndian(file[48..])) throw new TraceFormatException(HeaderSize, "checkpoint state checksum mismatch");
         return state;
     }
 

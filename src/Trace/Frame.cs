@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
-using LiveMigration.Guest.Native;
+using System.IO.Hashing;
+using LiveMigration.Trace.Compression;
 
 namespace LiveMigration.Trace;
 
@@ -52,7 +53,7 @@ public readonly record struct FrameHeader(FrameKind Kind, FrameFlags Flags, int 
     }
 
     public static ulong ComputeChecksum(ReadOnlySpan<byte> header28, ReadOnlySpan<byte> payload) =>
-        XxHash3.Hash(payload, XxHash3.Hash(header28[..28]));
+        XxHash3.HashToUInt64(payload, (long)XxHash3.HashToUInt64(header28[..28]));
 
     public int TotalLength => TraceFormat.FrameHeaderSize + StoredLength;
 }

@@ -1,5 +1,5 @@
+using System.IO.Hashing;
 using LiveMigration.Guest;
-using LiveMigration.Guest.Native;
 using LiveMigration.Trace.Schema;
 
 namespace LiveMigration.Trace;
@@ -22,7 +22,7 @@ public static class TraceHeaders
         {
             FormatVersion = TraceFormat.CurrentVersion,
             Machine = new MachineConfigProto { MemorySize = machine.Config.MemorySize, RamBase = machine.Memory.Base, Isa = Isa, Harts = 1 },
-            ImageDigest = image.IsEmpty ? 0 : XxHash3.Hash(image),
+            ImageDigest = image.IsEmpty ? 0 : XxHash3.HashToUInt64(image),
             ImageName = imageName,
             StartIcount = info.Icount,
             StartDigest = info.Digest,

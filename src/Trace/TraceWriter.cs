@@ -1,6 +1,6 @@
 using System.Buffers;
 using Google.Protobuf;
-using LiveMigration.Guest.Native;
+using LiveMigration.Trace.Compression;
 using LiveMigration.Trace.Schema;
 
 namespace LiveMigration.Trace;

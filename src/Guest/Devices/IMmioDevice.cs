@@ -11,4 +11,11 @@ public interface IMmioDevice : IPersistent
     bool Read(ulong offset, int size, out ulong value);
     bool Write(ulong offset, int size, ulong value);
     void Reset();
+
+    /// <summary>
+    /// The device's part of the state digest: its 4-byte tag, then its state as FORMAT.md's "State
+    /// digest" encodes it, with no version. It changes only with <see cref="Machine.DigestVersion"/>,
+    /// never with the device's save section.
+    /// </summary>
+    void WriteDigestState(StateWriter writer);
 }

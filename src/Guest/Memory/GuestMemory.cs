@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using LiveMigration.Guest.Cpu;
-using LiveMigration.Guest.Native;
+using System.IO.Hashing;
 
 namespace LiveMigration.Guest.Memory;
 
@@ -52,7 +52,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         for (int page = 0; page < PageCount; page++) _ramDigest += Mix(page, ZeroPageHash);
     }
 
-    public static readonly ulong ZeroPageHash = XxHash3.Hash(new byte[PageSize]);
+    public static readonly ulong ZeroPageHash = XxHash3.HashToUInt64(new byte[PageSize]);
 
     // length is checked against Size first: Size - length would wrap for a length beyond RAM.
     public bool Contains(ulong address, int length)
@@ -342,7 +342,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
         if (pages.Count > 0) AwaitStoresInFlight();
         foreach (int page in pages)
         {
-            ulong hash = _touched[page] ? XxHash3.Hash(PagePointer(page), PageSize) : ZeroPageHash;
+            ulong hash = _touched[page] ? XxHash3.HashToUInt64(new ReadOnlySpan<byte>(PagePointer(page), PageSize)) : ZeroPageHash;
             _ramDigest += Mix(page, hash) - Mix(page, _pageHash[page]);
             _pageHash[page] = hash;
         }
@@ -374,9 +374,23 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     private ulong _ramDigest;
 
+    private int _disposed;
+
+    /// <summary>True once RAM has been freed; nothing may touch the memory after that.</summary>
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>Frees RAM; later calls, from any thread, do nothing.</summary>
     public void Dispose()
     {
-        NativeMemory.Free(Ram);
+        FreeRam();
         GC.SuppressFinalize(this);
+    }
+
+    // A machine nobody disposed must not keep its RAM until the process exits.
+    ~GuestMemory() => FreeRam();
+
+    private void FreeRam()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) NativeMemory.Free(Ram);
     }
 }

@@ -1,5 +1,6 @@
 using LiveMigration.Guest.Memory;
-using LiveMigration.Guest.Native;
+using System.IO.Hashing;
+using LiveMigration.Trace.Compression;
 using LiveMigration.Guest.State;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
@@ -160,7 +161,7 @@ internal sealed partial class MigrationDestination
             if (page >= memory.PageCount || !memory.IsAbsent(page)) throw new ProtocolException($"post-copy page {page} was not awaited (not in the manifest, or sent twice)");
             if (batch.Hashes.Count != count) throw new ProtocolException($"post-copy batch of {count} pages carries {batch.Hashes.Count} hashes");
             ulong want = batch.Hashes[i];
-            ulong got = XxHash3.Hash(data);
+            ulong got = XxHash3.HashToUInt64(data);
             if (got != want)
                 throw new MigrationFailedException($"POST-COPY PAGE HASH MISMATCH: page {page} hashes to {got:x16}, the source says {want:x16}; the page is not applied");
             if (!memory.SupplyPage(page, data)) throw new ProtocolException($"post-copy page {page} arrived twice");

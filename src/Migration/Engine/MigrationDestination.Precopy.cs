@@ -1,6 +1,6 @@
 using LiveMigration.Guest;
 using LiveMigration.Guest.Memory;
-using LiveMigration.Guest.Native;
+using LiveMigration.Trace.Compression;
 using LiveMigration.Guest.State;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Xbzrle;

@@ -1,7 +1,8 @@
 using System.Collections.Concurrent;
 using Google.Protobuf;
 using LiveMigration.Guest.Memory;
-using LiveMigration.Guest.Native;
+using System.IO.Hashing;
+using LiveMigration.Trace.Compression;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
@@ -28,7 +29,7 @@ internal sealed partial class MigrationSource
     private int[] _manifestPages = [];
 
     /// <summary>The xxh3 of the device state: what post-copy verifies before the ACK (RAM comes later, page by page).</summary>
-    internal static ulong DeviceDigest(ReadOnlySpan<byte> deviceState) => XxHash3.Hash(deviceState);
+    internal static ulong DeviceDigest(ReadOnlySpan<byte> deviceState) => XxHash3.HashToUInt64(deviceState);
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private (ulong Icount, ulong Digest) PostcopyPrepare(CancellationToken token)
@@ -335,7 +336,7 @@ internal sealed partial class MigrationSource
                 var data = _raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize);
                 _memory.PageSpan(page).CopyTo(data);
                 batch.Pages.Add((uint)page);
-                batch.Hashes.Add(XxHash3.Hash(data));
+                batch.Hashes.Add(XxHash3.HashToUInt64(data));
                 if (_owner._host.Options.CorruptPostcopyPage?.Invoke(page) == true) data[100] ^= 0x5A;
             }
             int n = Zstd.Compress(_raw.AsSpan(0, slots.Count * GuestMemory.PageSize), _compressed, PageSender.CompressionLevel);

@@ -1,6 +1,6 @@
 using Google.Protobuf;
 using LiveMigration.Guest.Memory;
-using LiveMigration.Guest.Native;
+using LiveMigration.Trace.Compression;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
 

@@ -84,9 +84,9 @@ public sealed class GuestHost : IDisposable
     private static void Warm()
     {
         var raw = new byte[Guest.Memory.GuestMemory.PageSize * 2];
-        var packed = Guest.Native.Zstd.Compress(raw, PageSender.CompressionLevel);
-        Guest.Native.Zstd.Decompress(packed, raw);
-        Guest.Native.XxHash3.Hash(raw);
+        var packed = Trace.Compression.Zstd.Compress(raw, PageSender.CompressionLevel);
+        Trace.Compression.Zstd.Decompress(packed, raw);
+        System.IO.Hashing.XxHash3.HashToUInt64(raw);
         var batch = new PageBatch { Zstd = Google.Protobuf.ByteString.CopyFrom(packed) };
         batch.Pages.Add(0);
         Envelope.Parser.ParseFrom(new Envelope { Pages = batch }.ToByteArray());

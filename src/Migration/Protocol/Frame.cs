@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using LiveMigration.Guest.Native;
+using System.IO.Hashing;
 
 namespace LiveMigration.Migration.Protocol;
 
@@ -38,7 +38,7 @@ public static class Frame
         BinaryPrimitives.WriteUInt32LittleEndian(header[12..], Checksum(payload));
     }
 
-    public static uint Checksum(ReadOnlySpan<byte> payload) => (uint)XxHash3.Hash(payload);
+    public static uint Checksum(ReadOnlySpan<byte> payload) => (uint)XxHash3.HashToUInt64(payload);
 
     /// <summary>Validates a header; returns the payload length or throws <see cref="ProtocolException"/>.</summary>
     public static int ParseHeader(ReadOnlySpan<byte> header, out ushort version, out ushort type, out uint checksum)

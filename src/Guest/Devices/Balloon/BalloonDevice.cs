@@ -159,6 +159,19 @@ public sealed class BalloonDevice : IMmioDevice
     public void Save(StateWriter w)
     {
         w.BeginSection("BALN", StateVersion);
+        WriteFields(w);
+        w.EndSection();
+    }
+
+    public void WriteDigestState(StateWriter w)
+    {
+        w.Bytes("BALN"u8);
+        WriteFields(w);
+    }
+
+    // Save section v1 and the digest encoding share these fields today; a new save version may not.
+    private void WriteFields(StateWriter w)
+    {
         w.U64(_address);
         w.U32(_count);
         w.U32(_status);
@@ -170,7 +183,6 @@ public sealed class BalloonDevice : IMmioDevice
             w.U32((uint)first);
             w.U32((uint)count);
         }
-        w.EndSection();
     }
 
     public void Restore(StateReader r)

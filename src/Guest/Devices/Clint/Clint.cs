@@ -65,10 +65,22 @@ public sealed class Clint(Machine machine) : IMmioDevice
     public void Save(StateWriter w)
     {
         w.BeginSection("CLNT", StateVersion);
+        WriteFields(w);
+        w.EndSection();
+    }
+
+    public void WriteDigestState(StateWriter w)
+    {
+        w.Bytes("CLNT"u8);
+        WriteFields(w);
+    }
+
+    // Save section v1 and the digest encoding share these fields today; a new save version may not.
+    private void WriteFields(StateWriter w)
+    {
         w.U32(Msip);
         w.U64(Mtimecmp);
         w.U64(Time);
-        w.EndSection();
     }
 
     public void Restore(StateReader r)
