@@ -20,7 +20,7 @@ internal sealed unsafe partial class Hart
         public const uint Sstatus = 0x100, Sie = 0x104, Stvec = 0x105, Scounteren = 0x106, Senvcfg = 0x10A;
         public const uint Sscratch = 0x140, Sepc = 0x141, Scause = 0x142, Stval = 0x143, Sip = 0x144, Stimecmp = 0x14D;
         public const uint Satp = 0x180;
-        public const uint PmpCfg0 = 0x3A0, PmpCfg15 = 0x3AF, PmpAddr0 = 0x3B0, PmpAddr63 = 0x3EF;
+        public const uint PmpCfg0 = 0x3A0, PmpCfg15 = 0x3AF, PmpAddr0 = 0x3B0, PmpAddr15 = 0x3BF; // pmpaddr16..63 do not exist in QEMU 7.2
         public const uint Tselect = 0x7A0, Tdata1 = 0x7A1, Tdata2 = 0x7A2, Tdata3 = 0x7A3, Tinfo = 0x7A4;
         public const uint Mcycle = 0xB00, Minstret = 0xB02, Cycle = 0xC00, Time = 0xC01, Instret = 0xC02;
         /// <summary>Zkr entropy source: reads return ES16 status with 16 bits from the host port.</summary>
@@ -120,7 +120,7 @@ internal sealed unsafe partial class Hart
             case Csr.Stimecmp: value = s->Stimecmp; return true;
             case Csr.Satp: value = s->Satp; return true;
             case >= Csr.PmpCfg0 and <= Csr.PmpCfg15: return Pmp.TryReadCfg(s, (int)(csr - Csr.PmpCfg0), out value);
-            case >= Csr.PmpAddr0 and <= Csr.PmpAddr63: value = Pmp.ReadAddr(s, (int)(csr - Csr.PmpAddr0)); return true;
+            case >= Csr.PmpAddr0 and <= Csr.PmpAddr15: value = Pmp.ReadAddr(s, (int)(csr - Csr.PmpAddr0)); return true;
             case Csr.Tselect: value = s->Tselect; return true;
             case Csr.Tdata1: value = s->Tdata1[s->Tselect]; return true;
             case Csr.Tdata2: value = s->Tdata2[s->Tselect]; return true;
@@ -188,7 +188,7 @@ internal sealed unsafe partial class Hart
             case >= Csr.PmpCfg0 and <= Csr.PmpCfg15:
                 if (Pmp.WriteCfg(s, (int)(csr - Csr.PmpCfg0), value)) FlushTlb();
                 break;
-            case >= Csr.PmpAddr0 and <= Csr.PmpAddr63:
+            case >= Csr.PmpAddr0 and <= Csr.PmpAddr15:
                 if (Pmp.WriteAddr(s, (int)(csr - Csr.PmpAddr0), value)) FlushTlb();
                 break;
             case Csr.Tselect: if (value < Triggers.Count) s->Tselect = value; break;
