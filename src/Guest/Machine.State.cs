@@ -10,7 +10,7 @@ public sealed unsafe partial class Machine
 {
     // Bump when a field is added to or removed from the section; readers accept 1..current.
     private const ushort MachineStateVersion = 1;
-    private const ushort CpuStateVersion = 2; // 2: ReservationValue
+    private const ushort CpuStateVersion = 3; // 2: ReservationValue; 3: privilege modes, S-mode CSRs, PMP, triggers
     private const ushort RamStateVersion = 1;
     private const int SavedRegisters = 31; // x1..x31, recorded so a size mismatch is caught on load
 
@@ -41,7 +41,61 @@ public sealed unsafe partial class Machine
         w.BeginSection("CPU ", CpuStateVersion);
         w.U8(SavedRegisters);
         WriteCpuFields(w);
+        WriteSupervisorFields(w);
         w.EndSection();
+    }
+
+    /// <summary>The v3 fields, in their saved order (after the v2 ones).</summary>
+    private void WriteSupervisorFields(StateWriter w)
+    {
+        CpuState* s = _cpu;
+        w.U64(s->Mstatus);
+        w.U32(s->Priv);
+        w.U64(s->Medeleg);
+        w.U64(s->Mideleg);
+        w.U64(s->MipSoft);
+        w.U64(s->Mcounteren);
+        w.U64(s->Menvcfg);
+        w.U64(s->Stvec);
+        w.U64(s->Sscratch);
+        w.U64(s->Sepc);
+        w.U64(s->Scause);
+        w.U64(s->Stval);
+        w.U64(s->Satp);
+        w.U64(s->Scounteren);
+        w.U64(s->Senvcfg);
+        w.U64(s->Stimecmp);
+        for (int i = 0; i < Pmp.Entries; i++) w.U8(s->PmpCfg[i]);
+        for (int i = 0; i < Pmp.Entries; i++) w.U64(s->PmpAddr[i]);
+        w.U64(s->Tselect);
+        for (int i = 0; i < Triggers.Count; i++) { w.U64(s->Tdata1[i]); w.U64(s->Tdata2[i]); }
+    }
+
+    private void ReadSupervisorFields(StateReader r, ref CpuState c)
+    {
+        c.Mstatus = r.U64() & (Mstatus.WritableMask | Mstatus.UXL | Mstatus.SXL);
+        c.Priv = r.U32();
+        if (c.Priv is not (Priv.M or Priv.S or Priv.U)) throw new InvalidDataException($"CPU state names privilege level {c.Priv}");
+        c.Medeleg = r.U64() & Cause.Delegable;
+        c.Mideleg = r.U64() & Irq.Delegable;
+        c.MipSoft = r.U64() & Irq.MipWritable;
+        c.Mcounteren = r.U64();
+        c.Menvcfg = r.U64() & Envcfg.MenvcfgWritable;
+        c.Stvec = r.U64();
+        c.Sscratch = r.U64();
+        c.Sepc = r.U64();
+        c.Scause = r.U64();
+        c.Stval = r.U64();
+        c.Satp = r.U64();
+        if (!Sv.IsValidMode(c.Satp)) throw new InvalidDataException($"CPU state has satp mode {c.Satp >> 60}, which this hart does not support");
+        c.Scounteren = r.U64();
+        c.Senvcfg = r.U64() & Envcfg.SenvcfgWritable;
+        c.Stimecmp = r.U64();
+        for (int i = 0; i < Pmp.Entries; i++) c.PmpCfg[i] = r.U8();
+        for (int i = 0; i < Pmp.Entries; i++) c.PmpAddr[i] = r.U64();
+        c.Tselect = r.U64();
+        if (c.Tselect >= Triggers.Count) throw new InvalidDataException($"CPU state selects trigger {c.Tselect}; there are {Triggers.Count}");
+        for (int i = 0; i < Triggers.Count; i++) { c.Tdata1[i] = r.U64(); c.Tdata2[i] = r.U64(); }
     }
 
     /// <summary>The CPU fields in their saved order (CPU section v2).</summary>
@@ -51,7 +105,7 @@ public sealed unsafe partial class Machine
         for (int i = 1; i <= SavedRegisters; i++) w.U64(s->X[i]);
         w.U64(s->Pc);
         w.U64(s->Icount);
-        w.U64(s->Mstatus);
+        w.U64(s->Mstatus & Mstatus.LegacyMask); // v2's mstatus; the rest follows in the v3 fields
         w.U64(s->Mie);
         w.U64(s->Mtvec);
         w.U64(s->Mscratch);
@@ -74,7 +128,7 @@ public sealed unsafe partial class Machine
         for (int i = 1; i <= SavedRegisters; i++) c.X[i] = r.U64();
         c.Pc = r.U64();
         c.Icount = r.U64();
-        c.Mstatus = r.U64() & Mstatus.WritableMask;
+        c.Mstatus = (r.U64() & Mstatus.LegacyMask) | Mstatus.MPP | Mstatus.Xlen64; // v1/v2 ran in M with MPP reading M
         c.Mie = r.U64() & Irq.MieWritable;
         c.Mtvec = r.U64();
         c.Mscratch = r.U64();
@@ -88,8 +142,15 @@ public sealed unsafe partial class Machine
         c.Waiting = r.U32();
         if (version >= 2) c.ReservationValue = r.U64();
         else c.Reservation = ulong.MaxValue; // v1 kept no value: drop the reservation, an SC then fails
+        if (version >= 3) ReadSupervisorFields(r, ref c);
+        else
+        {
+            c.Priv = Priv.M;
+            for (int i = 0; i < Triggers.Count; i++) c.Tdata1[i] = Triggers.ResetTdata1;
+        }
         r.CloseSection();
         *_cpu = c;
+        _hart.FlushTlb();
     }
 
     private void SaveRam(StateWriter w, MemorySnapshot? snapshot)

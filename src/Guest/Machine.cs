@@ -12,7 +12,7 @@ using LiveMigration.Guest.Memory;
 namespace LiveMigration.Guest;
 
 /// <summary>
-/// The deterministic RV64IMAC machine: one M-mode hart, DRAM and the QEMU virt devices we model.
+/// The deterministic RV64 machine: one hart (M, S and U modes, Sv39/48/57, PMP), DRAM and the QEMU virt devices we model.
 /// The state after N instructions is a pure function of the initial state and the inputs delivered
 /// through <see cref="IHostPort"/> at their icounts.
 /// </summary>
@@ -73,7 +73,10 @@ public sealed unsafe partial class Machine : IDisposable
         *_cpu = default;
         _cpu->Pc = entry;
         _cpu->Reservation = ulong.MaxValue;
-        _cpu->Mstatus = 0;
+        _cpu->Mstatus = Mstatus.Xlen64;
+        _cpu->Priv = Priv.M;
+        for (int i = 0; i < Triggers.Count; i++) _cpu->Tdata1[i] = Triggers.ResetTdata1;
+        _hart.FlushTlb();
         foreach (var d in _devices) d.Reset();
         ExitCode = null;
     }
@@ -93,8 +96,9 @@ public sealed unsafe partial class Machine : IDisposable
     public void RequestStop() => _stopRequested = true;
 
     /// <summary>The mip register as the devices drive it.</summary>
-    public ulong Mip =>
-        (Clint.Msip != 0 ? Irq.MSIP : 0) | (Clint.TimerPending ? Irq.MTIP : 0) | (Plic.MachineExternalPending ? Irq.MEIP : 0);
+    public ulong Mip => _hart.Mip(
+        (Clint.Msip != 0 ? Irq.MSIP : 0) | (Clint.TimerPending ? Irq.MTIP : 0) | (Plic.MachineExternalPending ? Irq.MEIP : 0)
+        | (Plic.SupervisorExternalPending ? Irq.SEIP : 0));
 
     /// <summary>Runs until the guest exits, <paramref name="maxIcount"/> is reached, a stop is requested or the hart idles for good.</summary>
     public StopReason Run(ulong maxIcount = ulong.MaxValue)
@@ -135,8 +139,9 @@ public sealed unsafe partial class Machine : IDisposable
             ulong pending = Mip & _cpu->Mie;
             if (pending != 0)
             {
-                _cpu->Waiting = 0; // WFI wakes on any pending enabled interrupt, even with MIE clear
-                if ((_cpu->Mstatus & Mstatus.MIE) != 0) _hart.TakeInterrupt(pending);
+                _cpu->Waiting = 0; // WFI wakes on any pending enabled interrupt, even when globally disabled
+                ulong cause = _hart.InterruptToTake(pending);
+                if (cause != 0) _hart.TakeInterrupt(cause);
             }
             if (_cpu->Waiting != 0)
             {
@@ -198,6 +203,7 @@ public sealed unsafe partial class Machine : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         Memory.Dispose();
+        _hart.Dispose();
         NativeMemory.Free(_cpu);
     }
 }

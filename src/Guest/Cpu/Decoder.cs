@@ -1,7 +1,7 @@
 namespace LiveMigration.Guest.Cpu;
 
 /// <summary>
-/// Decodes RV64IMAC + Zicsr + Zifencei into <see cref="DecodedInsn"/>. Compressed forms are
+/// Decodes RV64IMAC + Zicsr + Zifencei + the privileged instructions into <see cref="DecodedInsn"/>. Compressed forms are
 /// expanded to their base op. rd = x0 becomes the sink register so execution never tests it.
 /// </summary>
 public static class Decoder
@@ -125,12 +125,14 @@ public static class Decoder
                     switch (f3)
                     {
                         case 0:
+                            if (f7 == 0x09 && rd == 0) return Make(Op.SfenceVma, 0, rs1, rs2, 0, 4);
                             if (rd != 0 || rs1 != 0) return Illegal(b, 4);
                             return csr switch
                             {
                                 0x000 => Make(Op.Ecall, 0, 0, 0, 0, 4),
                                 0x001 => Make(Op.Ebreak, 0, 0, 0, 0, 4),
                                 0x302 => Make(Op.Mret, 0, 0, 0, 0, 4),
+                                0x102 => Make(Op.Sret, 0, 0, 0, 0, 4),
                                 0x105 => Make(Op.Wfi, 0, 0, 0, 0, 4),
                                 _ => Illegal(b, 4),
                             };

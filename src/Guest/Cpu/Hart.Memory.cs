@@ -28,23 +28,28 @@ internal sealed unsafe partial class Hart
         _ => v,
     };
 
-    /// <summary>A load outside the RAM fast path; returns the next pc (the trap vector on a fault).</summary>
+    /// <summary>A load outside the fast path (translated when paging); returns the next pc (the trap vector on a fault).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong LoadSlow(ref DecodedInsn d, ulong address, ulong pc)
     {
         int size = LoadSize(d.Op);
-        ulong o = address - _mem.Base;
-        if (address >= _mem.Base && o <= _mem.Size - (ulong)size)
+        ulong pa = address, pa2 = 0;
+        int first = size;
+        if (_paged)
         {
-            if (!_mem.EnsurePresent(o, size)) return Stall(pc);
-            if (_machine.Debug.WatchesReads) _machine.Debug.OnRead(address, size);
-            ulong v = 0;
-            new ReadOnlySpan<byte>(_mem.Ram + o, size).CopyTo(new Span<byte>(&v, size));
+            if (_triggersArmed && Triggers.AccessHit(_s, _s->Priv, address, size, store: false)) return Trap(pc, Cause.Breakpoint, address);
+            ulong r = TranslateData(address, size, Access.Read, out pa, out pa2, out first, out ulong tval);
+            if (r == StallCause) return Stall(pc);
+            if (r != FaultNone) return Trap(pc, r, tval);
+        }
+        if (ReadPhysical(pa, pa2, first, size, out ulong v, out bool stall))
+        {
+            if (stall) return Stall(pc);
             _s->X[d.Rd] = Extend(d.Op, v);
             return pc + d.Length;
         }
-        var device = _machine.FindDevice(address);
-        if (device != null && device.Read(address - device.Base, size, out ulong value))
+        var device = _machine.FindDevice(pa);
+        if (device != null && device.Read(pa - device.Base, size, out ulong value))
         {
             _s->X[d.Rd] = Extend(d.Op, value);
             _breakOut = true;
@@ -53,20 +58,23 @@ internal sealed unsafe partial class Hart
         return Trap(pc, Cause.LoadAccessFault, address);
     }
 
-    /// <summary>A store outside the fast path; returns the next pc (the trap vector on a fault).</summary>
+    /// <summary>A store outside the fast path (translated when paging); returns the next pc (the trap vector on a fault).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong StoreSlow(ulong address, int size, ulong value, ulong pc, int length)
     {
-        ulong o = address - _mem.Base;
-        if (address >= _mem.Base && o <= _mem.Size - (ulong)size)
+        ulong pa = address, pa2 = 0;
+        int first = size;
+        if (_paged)
         {
-            if (!_mem.EnsurePresent(o, size)) return Stall(pc);
-            _mem.BeforeWrite(o, size);
-            new ReadOnlySpan<byte>(&value, size).CopyTo(new Span<byte>(_mem.Ram + o, size));
-            return pc + (ulong)length;
+            if (_triggersArmed && Triggers.AccessHit(_s, _s->Priv, address, size, store: true)) return Trap(pc, Cause.Breakpoint, address);
+            ulong r = TranslateData(address, size, Access.Write, out pa, out pa2, out first, out ulong tval);
+            if (r == StallCause) return Stall(pc);
+            if (r != FaultNone) return Trap(pc, r, tval);
         }
-        var device = _machine.FindDevice(address);
-        if (device != null && device.Write(address - device.Base, size, value))
+        if (WritePhysical(pa, pa2, first, size, value, out bool stall))
+            return stall ? Stall(pc) : pc + (ulong)length;
+        var device = _machine.FindDevice(pa);
+        if (device != null && device.Write(pa - device.Base, size, value))
         {
             _breakOut = true;
             return pc + (ulong)length;
@@ -92,8 +100,15 @@ internal sealed unsafe partial class Hart
             return NoTrap;
         }
         if ((address & (ulong)(size - 1)) != 0) return Cause.LoadMisaligned;
-        ulong o = address - _mem.Base;
-        if (address < _mem.Base || o > _mem.Size - (ulong)size) return isLoad ? Cause.LoadAccessFault : Cause.StoreAccessFault;
+        ulong pa = address;
+        if (_paged)
+        {
+            if (_triggersArmed && Triggers.AccessHit(_s, _s->Priv, address, size, store: !isLoad)) return Cause.Breakpoint;
+            ulong r = Translate(address, size, isLoad ? Access.Read : Access.Write, out pa);
+            if (r != FaultNone) return r;
+        }
+        ulong o = pa - _mem.Base;
+        if (pa < _mem.Base || o > _mem.Size - (ulong)size) return isLoad ? Cause.LoadAccessFault : Cause.StoreAccessFault;
         if (!_mem.EnsurePresent(o, size)) return StallCause;
         byte* p = ram + o;
 

@@ -25,6 +25,7 @@ internal sealed unsafe partial class Hart
         _s = state;
         _mem = machine.Memory;
         if (compileBlocks) _blocks = new BlockCache(_mem);
+        _mem.PageTableWritten = OnPageTableWritten;
     }
 
     public void BreakOut() => _breakOut = true;
@@ -49,8 +50,33 @@ internal sealed unsafe partial class Hart
         return pc;
     }
 
-    [SkipLocalsInit]
+    /// <summary>Selects the loop: physical addresses (M-mode, nothing to check) or the TLB path.</summary>
     public void Execute(ulong limit)
+    {
+        _breakOut = false;
+        if (NeedsTranslation()) Run<Translated>(limit);
+        else Run<Physical>(limit);
+    }
+
+    private interface IAddressing { static abstract bool Paged { get; } }
+    private struct Physical : IAddressing { public static bool Paged => false; }
+    private struct Translated : IAddressing { public static bool Paged => true; }
+
+    /// <summary>A TLB hit for an access of <paramref name="size"/> bytes inside one page: its RAM offset.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Hit(TlbEntry* table, ulong a, int size, out ulong o)
+    {
+        TlbEntry* e = table + ((a >> GuestMemory.PageShift) & Tlb.Mask);
+        o = a + e->Addend;
+        return e->Tag == a >> GuestMemory.PageShift && (a & (GuestMemory.PageSize - 1)) <= (ulong)(GuestMemory.PageSize - size);
+    }
+
+    /// <summary>True while the loop runs with translation (read by the slow paths).</summary>
+    private bool _paged;
+    private bool _triggersArmed;
+
+    [SkipLocalsInit]
+    private void Run<T>(ulong limit) where T : struct, IAddressing
     {
         CpuState* s = _s;
         ulong* x = s->X;
@@ -75,7 +101,19 @@ internal sealed unsafe partial class Hart
         if (absentPages) { loadLimit = 0; blockCache = null; }
         if (blockCache != null && blockCache.Generation != debug.Generation) blockCache.Flush(debug.Generation);
         DecodedInsn crossPage;
-        _breakOut = false;
+        ulong codePhys = 0; // RAM offset of the code page
+        _paged = T.Paged;
+        TlbEntry* rtlb = null, wtlb = null, xtlb = null;
+        if (T.Paged)
+        {
+            uint dataPriv = DataPriv;
+            _triggersArmed = Triggers.AnyArmed(s, s->Priv);
+            _noFill = debug.WatchesReads || absentPages || _triggersArmed;
+            rtlb = _noFill ? _tlb.Empty : _tlb.Table(dataPriv, Access.Read);
+            wtlb = _noFill ? _tlb.Empty : _tlb.Table(dataPriv, Access.Write);
+            xtlb = _noFill ? _tlb.Empty : _tlb.Table(s->Priv, Access.Fetch);
+            blockCache = null; // compiled blocks run untranslated code only
+        }
 
         while (icount < limit)
         {
@@ -84,14 +122,41 @@ internal sealed unsafe partial class Hart
                 debug.Pending ??= new Debug.DebugStop(false, pc, default, 0);
                 break;
             }
+            if (T.Paged && _triggersArmed && Triggers.ExecuteHit(s, s->Priv, pc))
+            {
+                pc = Trap(pc, Cause.Breakpoint, 0);
+                icount++;
+                limit = 0;
+                continue;
+            }
             if ((pc & ~(ulong)(GuestMemory.PageSize - 1)) != codeBase)
             {
-                ulong off = pc - ramBase;
-                if (off >= ramSize)
+                ulong off;
+                if (T.Paged)
                 {
-                    pc = Trap(pc, Cause.InstructionAccessFault, pc);
-                    icount++;
-                    continue;
+                    if (!Hit(xtlb, pc, 2, out off))
+                    {
+                        ulong r = TranslateFetch(pc, out off);
+                        if (r == StallCause) { _stalled = true; break; }
+                        if (r != FaultNone)
+                        {
+                            pc = Trap(pc, r, pc);
+                            icount++;
+                            limit = 0;
+                            continue;
+                        }
+                    }
+                }
+                else
+                {
+                    off = pc - ramBase;
+                    if (off >= ramSize)
+                    {
+                        pc = Trap(pc, Cause.InstructionAccessFault, pc);
+                        icount++;
+                        limit = 0;
+                        continue;
+                    }
                 }
                 if (absentPages && !_mem.EnsurePresent(off & ~(ulong)(GuestMemory.PageSize - 1), 1))
                 {
@@ -99,6 +164,7 @@ internal sealed unsafe partial class Hart
                     break;
                 }
                 codeBase = pc & ~(ulong)(GuestMemory.PageSize - 1);
+                codePhys = off & ~(ulong)(GuestMemory.PageSize - 1);
                 code = _mem.DecodeCache[off >> GuestMemory.PageShift] ?? _mem.CodePage((int)(off >> GuestMemory.PageShift));
                 if (blockCache != null) blocks = blockCache.Page((int)(off >> GuestMemory.PageShift));
             }
@@ -128,17 +194,16 @@ internal sealed unsafe partial class Hart
             switch (d.Op)
             {
                 case Op.Undecoded:
-                    DecodeSlot(ref d, pc);
+                    DecodeSlot(ref d, codePhys + (pc & (GuestMemory.PageSize - 1)));
                     goto dispatch;
                 case Op.CrossPage:
-                    if (absentPages && !_mem.EnsurePresent(pc - ramBase + 2, 2)) { pc = Stall(pc); limit = 0; break; }
-                    if (!FetchCrossPage(pc, out crossPage))
                     {
-                        pc = Trap(pc, Cause.InstructionAccessFault, pc + 2);
-                        break;
+                        ulong r = FetchCrossPage(pc, codePhys + (pc & (GuestMemory.PageSize - 1)), out crossPage);
+                        if (r == StallCause) { pc = Stall(pc); limit = 0; break; }
+                        if (r != NoTrap) { pc = Trap(pc, r, pc + 2); limit = 0; break; }
+                        d = ref crossPage;
+                        goto dispatch;
                     }
-                    d = ref crossPage;
-                    goto dispatch;
                 case Op.Lui: x[d.Rd] = (ulong)d.Imm; pc += d.Length; break;
                 case Op.Auipc: x[d.Rd] = pc + (ulong)d.Imm; pc += d.Length; break;
                 case Op.Jal: x[d.Rd] = pc + d.Length; pc += (ulong)d.Imm; break;
@@ -158,79 +223,79 @@ internal sealed unsafe partial class Hart
 
                 case Op.Lb:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o < loadLimit) { x[d.Rd] = (ulong)*(sbyte*)(ram + o); pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(rtlb, a, 1, out o) : (o = a - ramBase) < loadLimit) { x[d.Rd] = (ulong)*(sbyte*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lh:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o < loadLimit) { x[d.Rd] = (ulong)*(short*)(ram + o); pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(rtlb, a, 2, out o) : (o = a - ramBase) < loadLimit) { x[d.Rd] = (ulong)*(short*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lw:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o < loadLimit) { x[d.Rd] = (ulong)*(int*)(ram + o); pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(rtlb, a, 4, out o) : (o = a - ramBase) < loadLimit) { x[d.Rd] = (ulong)*(int*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Ld:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o < loadLimit) { x[d.Rd] = *(ulong*)(ram + o); pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(rtlb, a, 8, out o) : (o = a - ramBase) < loadLimit) { x[d.Rd] = *(ulong*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lbu:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o < loadLimit) { x[d.Rd] = *(ram + o); pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(rtlb, a, 1, out o) : (o = a - ramBase) < loadLimit) { x[d.Rd] = *(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lhu:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o < loadLimit) { x[d.Rd] = *(ushort*)(ram + o); pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(rtlb, a, 2, out o) : (o = a - ramBase) < loadLimit) { x[d.Rd] = *(ushort*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Lwu:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o < loadLimit) { x[d.Rd] = *(uint*)(ram + o); pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(rtlb, a, 4, out o) : (o = a - ramBase) < loadLimit) { x[d.Rd] = *(uint*)(ram + o); pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = LoadSlow(ref d, a, pc); if (_breakOut) limit = 0; }
                         break;
                     }
 
                 case Op.Sb:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 1 && fast[o >> GuestMemory.PageShift] != 0) { *(byte*)(ram + o) = (byte)x[d.Rs2]; pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(wtlb, a, 1, out o) && fast[o >> GuestMemory.PageShift] != 0 : (o = a - ramBase) <= ramSize - 1 && fast[o >> GuestMemory.PageShift] != 0) { *(byte*)(ram + o) = (byte)x[d.Rs2]; pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = StoreSlow(a, 1, x[d.Rs2], pc, d.Length); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Sh:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 2 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 2) { *(ushort*)(ram + o) = (ushort)x[d.Rs2]; pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(wtlb, a, 2, out o) && fast[o >> GuestMemory.PageShift] != 0 : (o = a - ramBase) <= ramSize - 2 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 2) { *(ushort*)(ram + o) = (ushort)x[d.Rs2]; pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = StoreSlow(a, 2, x[d.Rs2], pc, d.Length); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Sw:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 4 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 4) { *(uint*)(ram + o) = (uint)x[d.Rs2]; pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(wtlb, a, 4, out o) && fast[o >> GuestMemory.PageShift] != 0 : (o = a - ramBase) <= ramSize - 4 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 4) { *(uint*)(ram + o) = (uint)x[d.Rs2]; pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = StoreSlow(a, 4, x[d.Rs2], pc, d.Length); if (_breakOut) limit = 0; }
                         break;
                     }
                 case Op.Sd:
                     {
-                        ulong a = x[d.Rs1] + (ulong)d.Imm, o = a - ramBase;
-                        if (o <= ramSize - 8 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 8) { *(ulong*)(ram + o) = (ulong)x[d.Rs2]; pc += d.Length; }
+                        ulong a = x[d.Rs1] + (ulong)d.Imm, o;
+                        if (T.Paged ? Hit(wtlb, a, 8, out o) && fast[o >> GuestMemory.PageShift] != 0 : (o = a - ramBase) <= ramSize - 8 && fast[o >> GuestMemory.PageShift] != 0 && (o & (GuestMemory.PageSize - 1)) <= GuestMemory.PageSize - 8) { *(ulong*)(ram + o) = (ulong)x[d.Rs2]; pc += d.Length; }
                         else { s->Pc = pc; s->Icount = icount; pc = StoreSlow(a, 8, x[d.Rs2], pc, d.Length); if (_breakOut) limit = 0; }
                         break;
                     }
@@ -282,18 +347,27 @@ internal sealed unsafe partial class Hart
 
                 case Op.Fence: pc += d.Length; break;
                 case Op.FenceI: pc += d.Length; break; // stores already invalidate decoded code
-                case Op.Ecall: pc = Trap(pc, Cause.EcallFromM, 0); break;
-                case Op.Ebreak: pc = Trap(pc, Cause.Breakpoint, 0); break; // QEMU 7.2 leaves mtval 0
+                case Op.Ecall: pc = Trap(pc, Cause.EcallFromU + s->Priv, 0); limit = 0; break;
+                case Op.Ebreak: pc = Trap(pc, Cause.Breakpoint, 0); limit = 0; break; // QEMU 7.2 leaves mtval 0
                 case Op.Mret:
-                    {
-                        ulong st = s->Mstatus;
-                        st = (st & ~Mstatus.MIE) | ((st & Mstatus.MPIE) != 0 ? Mstatus.MIE : 0);
-                        s->Mstatus = st | Mstatus.MPIE;
-                        pc = s->Mepc;
-                        limit = 0;
-                        break;
-                    }
-                case Op.Wfi: s->Waiting = 1; pc += d.Length; limit = 0; break;
+                    pc = s->Priv == Priv.M ? Mret() : Trap(pc, Cause.IllegalInstruction, RawBits(in d));
+                    limit = 0;
+                    break;
+                case Op.Sret:
+                    pc = s->Priv == Priv.M || (s->Priv == Priv.S && (s->Mstatus & Mstatus.TSR) == 0) ? Sret() : Trap(pc, Cause.IllegalInstruction, RawBits(in d));
+                    limit = 0;
+                    break;
+                case Op.Wfi:
+                    // U-mode never may; S-mode not while mstatus.TW is set (QEMU 7.2 traps at once, no time limit).
+                    if (s->Priv == Priv.U || (s->Priv == Priv.S && (s->Mstatus & Mstatus.TW) != 0)) pc = Trap(pc, Cause.IllegalInstruction, RawBits(in d));
+                    else { s->Waiting = 1; pc += d.Length; }
+                    limit = 0;
+                    break;
+                case Op.SfenceVma:
+                    if (s->Priv == Priv.U || (s->Priv == Priv.S && (s->Mstatus & Mstatus.TVM) != 0)) pc = Trap(pc, Cause.IllegalInstruction, RawBits(in d));
+                    else { FlushTlb(); pc += d.Length; }
+                    limit = 0;
+                    break;
 
                 case Op.Csrrw:
                 case Op.Csrrs:
@@ -303,11 +377,11 @@ internal sealed unsafe partial class Hart
                 case Op.Csrrci:
                     s->Pc = pc; s->Icount = icount;
                     if (ExecuteCsr(ref d)) pc += d.Length;
-                    else pc = Trap(pc, Cause.IllegalInstruction, IllegalBits(pc, d.Length));
+                    else pc = Trap(pc, Cause.IllegalInstruction, RawBits(in d));
                     limit = 0; // a CSR write may enable an interrupt
                     break;
 
-                case Op.Illegal: pc = Trap(pc, Cause.IllegalInstruction, (ulong)d.Imm); break;
+                case Op.Illegal: pc = Trap(pc, Cause.IllegalInstruction, (ulong)d.Imm); limit = 0; break;
 
                 default: // LR/SC and AMOs
                     {
@@ -315,7 +389,7 @@ internal sealed unsafe partial class Hart
                         ulong cause = ExecuteAtomic(ref d, ram);
                         if (cause == StallCause) { pc = Stall(pc); limit = 0; }
                         else if (cause == NoTrap) pc += d.Length;
-                        else pc = Trap(pc, cause, x[d.Rs1]);
+                        else { pc = Trap(pc, cause, x[d.Rs1]); limit = 0; }
                         break;
                     }
             }
@@ -327,9 +401,8 @@ internal sealed unsafe partial class Hart
         s->Icount = icount;
     }
 
-    private void DecodeSlot(ref DecodedInsn d, ulong pc)
+    private void DecodeSlot(ref DecodedInsn d, ulong off)
     {
-        ulong off = pc - _mem.Base;
         int page = (int)(off >> GuestMemory.PageShift);
         _mem.WriteFast[page] = 0; // from now on stores to this page must invalidate
         ushort low = *(ushort*)(_mem.Ram + off);
@@ -338,43 +411,44 @@ internal sealed unsafe partial class Hart
         d = Decoder.Decode32(*(uint*)(_mem.Ram + off));
     }
 
-    private bool FetchCrossPage(ulong pc, out DecodedInsn insn)
+    /// <summary>A 32-bit instruction whose upper half is on the next (virtual) page: fetched and decoded each time.</summary>
+    private ulong FetchCrossPage(ulong pc, ulong lowOffset, out DecodedInsn insn)
     {
-        ulong off = pc - _mem.Base;
         insn = default;
-        if (off + 4 > _mem.Size) return false;
-        insn = Decoder.Decode32(*(uint*)(_mem.Ram + off));
-        return true;
+        ulong high;
+        if (_paged)
+        {
+            ulong r = TranslateFetch(pc + 2, out high);
+            if (r != FaultNone) return r;
+        }
+        else
+        {
+            high = pc + 2 - _mem.Base;
+            if (high + 2 > _mem.Size) return Cause.InstructionAccessFault;
+        }
+        if (!_mem.EnsurePresent(high, 2)) return StallCause;
+        insn = Decoder.Decode32(*(ushort*)(_mem.Ram + lowOffset) | ((uint)*(ushort*)(_mem.Ram + high) << 16));
+        return NoTrap;
     }
 
-    /// <summary>The raw bits of the instruction at pc (QEMU reports them in mtval for illegal instructions).</summary>
-    private ulong IllegalBits(ulong pc, int length)
+    /// <summary>The encoding of a system instruction (QEMU reports it in mtval when it is illegal).</summary>
+    private static ulong RawBits(in DecodedInsn d)
     {
-        ulong off = pc - _mem.Base;
-        return length == 2 ? *(ushort*)(_mem.Ram + off) : *(uint*)(_mem.Ram + off);
+        uint rd = d.Rd == CpuState.SinkRegister ? 0u : d.Rd;
+        return d.Op switch
+        {
+            Op.Mret => 0x30200073,
+            Op.Sret => 0x10200073,
+            Op.Wfi => 0x10500073,
+            Op.SfenceVma => 0x12000073u | ((uint)d.Rs2 << 20) | ((uint)d.Rs1 << 15),
+            _ => ((uint)d.Imm << 20) | ((uint)d.Rs1 << 15) | (CsrFunct3(d.Op) << 12) | (rd << 7) | 0x73,
+        };
     }
 
-    /// <summary>Enters the trap handler; returns the new pc.</summary>
-    private ulong Trap(ulong pc, ulong cause, ulong tval)
+    private static uint CsrFunct3(Op op) => op switch
     {
-        CpuState* s = _s;
-        s->Mepc = pc & ~1UL;
-        s->Mcause = cause;
-        s->Mtval = tval;
-        ulong st = s->Mstatus;
-        s->Mstatus = (st & ~(Mstatus.MIE | Mstatus.MPIE)) | ((st & Mstatus.MIE) != 0 ? Mstatus.MPIE : 0);
-        ulong tvec = s->Mtvec;
-        ulong target = tvec & ~3UL;
-        if ((cause & Cause.InterruptBit) != 0 && (tvec & 3) == 1) target += 4 * (cause & 63);
-        return target;
-    }
+        Op.Csrrw => 1, Op.Csrrs => 2, Op.Csrrc => 3, Op.Csrrwi => 5, Op.Csrrsi => 6, _ => 7,
+    };
 
-    /// <summary>Takes the highest-priority pending interrupt (MEI &gt; MSI &gt; MTI) between instructions.</summary>
-    public void TakeInterrupt(ulong pending)
-    {
-        ulong cause = (pending & Irq.MEIP) != 0 ? Cause.MachineExternalInterrupt
-                    : (pending & Irq.MSIP) != 0 ? Cause.MachineSoftwareInterrupt
-                    : Cause.MachineTimerInterrupt;
-        _s->Pc = Trap(_s->Pc, cause, 0);
-    }
+    private void TriggersChanged() => _breakOut = true;
 }

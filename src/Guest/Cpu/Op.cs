@@ -17,7 +17,7 @@ public enum Op : ushort
     Addiw, Slliw, Srliw, Sraiw, Addw, Subw, Sllw, Srlw, Sraw,
     Mul, Mulh, Mulhsu, Mulhu, Div, Divu, Rem, Remu,
     Mulw, Divw, Divuw, Remw, Remuw,
-    Fence, FenceI, Ecall, Ebreak, Mret, Wfi,
+    Fence, FenceI, Ecall, Ebreak, Mret, Wfi, Sret, SfenceVma,
     Csrrw, Csrrs, Csrrc, Csrrwi, Csrrsi, Csrrci,
     LrW, ScW, AmoswapW, AmoaddW, AmoxorW, AmoandW, AmoorW, AmominW, AmomaxW, AmominuW, AmomaxuW,
     LrD, ScD, AmoswapD, AmoaddD, AmoxorD, AmoandD, AmoorD, AmominD, AmomaxD, AmominuD, AmomaxuD,

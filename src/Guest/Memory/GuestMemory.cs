@@ -196,6 +196,11 @@ public sealed unsafe partial class GuestMemory : IDisposable
                 WatchedWrite?.Invoke(offset, length);
                 keepSlow = true; // watched pages keep the slow path
             }
+            if (IsPageTable(page))
+            {
+                PageTableWritten?.Invoke();
+                keepSlow |= IsPageTable(page); // still marked: the write came from a walk's own A/D update
+            }
             var code = DecodeCache[page];
             if (code != null)
             {

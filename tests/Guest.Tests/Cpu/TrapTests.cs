@@ -38,7 +38,7 @@ public class TrapTests
         { "branch funct3 2", Rv.B(8, A1, A0, 2, 0x63) },
         { "load funct3 7", Rv.I(0, A1, 7, A0, 0x03) },
         { "store funct3 4", Rv.S(0, A1, A0, 4, 0x23) },
-        { "sret (no S-mode)", 0x10200073 },
+        { "hfence.vvma (no H)", 0x22000073 },
         { "ecall with rd != 0", 0x00000073 | (1u << 7) },
         { "csr funct3 4", Rv.I(0x340, 0, 4, A0, 0x73) },
         { "amo funct3 0", Rv.R(0, A2, A1, 0, A0, 0x2F) },
@@ -70,10 +70,10 @@ public class TrapTests
         rig.M.Cpu.Mtvec = Rig.TrapVector + 0x100;
         rig.M.Cpu.Mstatus = Mstatus.MIE;
         rig.Step();
-        Assert.Equal(Mstatus.MPIE, rig.M.Cpu.Mstatus); // MIE -> MPIE, MIE cleared
+        Assert.Equal(Mstatus.MPIE | Mstatus.MPP, rig.M.Cpu.Mstatus & ~Mstatus.Xlen64); // MIE -> MPIE, MIE cleared, MPP = M
         Assert.Equal(Rig.TrapVector + 0x100, rig.M.Pc);
         rig.Step(4);
-        Assert.Equal(Mstatus.MIE | Mstatus.MPIE, rig.M.Cpu.Mstatus); // MIE <- MPIE, MPIE <- 1
+        Assert.Equal(Mstatus.MIE | Mstatus.MPIE, rig.M.Cpu.Mstatus & ~Mstatus.Xlen64); // MIE <- MPIE, MPIE <- 1, MPP <- U
         Assert.Equal(Rig.Base + 4, rig.M.Pc);
         rig.Step();
         Assert.Equal(1UL, rig[A0]);
@@ -88,9 +88,9 @@ public class TrapTests
         rig.M.Cpu.Mtvec = Rig.TrapVector + 0x100;
         rig.M.Cpu.Mstatus = Mstatus.MPIE;
         rig.Step();
-        Assert.Equal(0UL, rig.M.Cpu.Mstatus);
+        Assert.Equal(Mstatus.MPP, rig.M.Cpu.Mstatus & ~Mstatus.Xlen64);
         rig.Step();
-        Assert.Equal(Mstatus.MPIE, rig.M.Cpu.Mstatus);
+        Assert.Equal(Mstatus.MPIE, rig.M.Cpu.Mstatus & ~Mstatus.Xlen64);
         Assert.Equal(Rig.Base, rig.M.Pc); // mepc pointed at the ecall
     }
 

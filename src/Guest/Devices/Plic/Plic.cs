@@ -51,6 +51,9 @@ public sealed class Plic(Machine machine) : IMmioDevice
     /// <summary>True when context 0 has a pending, enabled source above its threshold.</summary>
     public bool MachineExternalPending => BestPending(0) != 0;
 
+    /// <summary>True when context 1 (hart 0 S-mode) has a pending, enabled source above its threshold: drives SEIP.</summary>
+    public bool SupervisorExternalPending => BestPending(1) != 0;
+
     private int BestPending(int context)
     {
         int best = 0;
