@@ -33,6 +33,7 @@ public sealed unsafe partial class Machine
     {
         var w = new StateWriter();
         SaveCpu(w);
+        SaveFpu(w);
         foreach (var d in _devices) d.Save(w);
         return w.ToArray();
     }
@@ -166,6 +167,7 @@ public sealed unsafe partial class Machine
     public void RestoreDeviceState(StateReader r)
     {
         RestoreCpu(r);
+        RestoreFpu(r);
         foreach (var d in _devices)
         {
             // The balloon came after the first states were saved: without its section it starts empty.
@@ -197,6 +199,7 @@ public sealed unsafe partial class Machine
         w.U64(DigestVersion);
         w.U64(Config.MemorySize);
         WriteCpuFields(w, digest: true);
+        WriteFpuDigest(w);
         foreach (var d in _devices) d.Save(w);
         w.U64(Memory.RefreshRamDigest());
         return XxHash3.Hash(w.Stream.GetBuffer().AsSpan(0, (int)w.Stream.Length));

@@ -36,6 +36,12 @@ public unsafe struct CpuState
     /// <summary>1 while the hart sleeps in WFI.</summary>
     public uint Waiting;
     public uint Reserved0;
+
+    /// <summary>f0..f31 (F and D). Singles are NaN-boxed: the upper 32 bits all ones.</summary>
+    public fixed ulong F[32];
+    /// <summary>fcsr: fflags in bits 0..4, frm in bits 5..7.</summary>
+    public uint Fcsr;
+    public uint Reserved1;
 }
 
 /// <summary>mstatus bits we model (M-mode only: MPP reads as M).</summary>
