@@ -11,9 +11,9 @@ public class FpDifferentialTests
 {
     public const int OpsPerStream = 3000;
 
-    public static (byte[] Qemu, byte[] Ours) Run(int seed, int count, bool compile, out string[] listing)
+    public static (byte[] Qemu, byte[] Ours) Run(int seed, int count, bool compile, out string[] listing, int loops = 1)
     {
-        byte[] elf = FpStreams.Build(seed, count, out listing);
+        byte[] elf = FpStreams.Build(seed, count, out listing, loops);
         string path = Path.Combine(Path.GetTempPath(), $"lm-fp-{seed}-{Guid.NewGuid():N}.elf");
         File.WriteAllBytes(path, elf);
         try
@@ -60,6 +60,17 @@ public class FpDifferentialTests
     public void RandomFpStreamsMatchQemu(int seed)
     {
         var (q, o) = Run(seed, OpsPerStream, compile: false, out var listing);
+        AssertSame(seed, q, o, listing);
+    }
+
+    /// <summary>The same kind of stream in a loop of 80 passes: from the 64th on it runs as compiled blocks.</summary>
+    [RequiresToolTheory("qemu-system-riscv64")]
+    [InlineData(21)]
+    [InlineData(22)]
+    [InlineData(23)]
+    public void RandomFpStreamsMatchQemuInCompiledBlocks(int seed)
+    {
+        var (q, o) = Run(seed, 150, compile: true, out var listing, loops: 80);
         AssertSame(seed, q, o, listing);
     }
 }

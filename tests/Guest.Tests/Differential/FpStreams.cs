@@ -130,7 +130,11 @@ public static class FpStreams
         _ => (ulong)r.NextInt64() ^ ((ulong)r.Next(2) << 63),
     };
 
-    public static byte[] Build(int seed, int count, out string[] listing)
+    /// <summary>
+    /// A stream of <paramref name="count"/> ops, run <paramref name="loops"/> times over (hot enough to
+    /// be compiled from the second pass on when loops exceed the block cache's threshold).
+    /// </summary>
+    public static byte[] Build(int seed, int count, out string[] listing, int loops = 1)
     {
         var rng = new Random(seed);
         var code = new List<byte>();
@@ -155,17 +159,19 @@ public static class FpStreams
         W(Rv.Csrrs(0, 0x300, 5));                          // mstatus.FS = Dirty (QEMU starts with FS off)
         La(29, Table);
         for (int f = 0; f < 32; f++) W(RvFp.Fld(f, 29, rng.Next(FpValues) * 8));
-        for (int x = 1; x <= 28; x++) W(Rv.Ld(x, 29, IntTableOffset + rng.Next(IntValues) * 8));
+        for (int x = 1; x <= 27; x++) W(Rv.Ld(x, 29, IntTableOffset + rng.Next(IntValues) * 8));
         La(31, Output);
         W(Rv.Csrw(RvFp.Fcsr, Zero));
+        W(Rv.Addi(28, Zero, loops));                        // x28: passes left
+        ulong loopStart = Here();
         for (int i = 0; i < count; i++)
         {
             if (rng.Next(8) == 0) W(Rv.Csrrwi(0, RvFp.Frm, rng.Next(5)));
             if (rng.Next(3) == 0) W(RvFp.Fld(rng.Next(32), 29, rng.Next(FpValues) * 8));
-            if (rng.Next(6) == 0) W(Rv.Ld(rng.Next(1, 29), 29, IntTableOffset + rng.Next(IntValues) * 8));
+            if (rng.Next(6) == 0) W(Rv.Ld(rng.Next(1, 28), 29, IntTableOffset + rng.Next(IntValues) * 8));
             var op = Ops[rng.Next(Ops.Length)];
-            int rd = op.WritesX ? rng.Next(1, 29) : rng.Next(32);
-            int rs1 = op.ReadsX ? rng.Next(29) : rng.Next(32);
+            int rd = op.WritesX ? rng.Next(1, 28) : rng.Next(32);
+            int rs1 = op.ReadsX ? rng.Next(28) : rng.Next(32);
             int rm = rng.Next(7) switch { 5 or 6 => RvFp.Dyn, int m => m };
             W(op.Encode(rd, rs1, rng.Next(32), rng.Next(32), op.HasRm ? rm : 0));
             names.Add($"{op.Name} rd={rd} rs1={rs1} rm={(op.HasRm ? rm : -1)}");
@@ -174,8 +180,11 @@ public static class FpStreams
             W(Rv.Sd(30, 31, 8));
             W(Rv.Addi(31, 31, 16));
         }
+        W(Rv.Addi(28, 28, -1));
+        W(Rv.Beq(28, Zero, 8));
+        W(Rv.Jal(Zero, (long)(loopStart - Here())));
         La(31, Output);
-        Li(2, count * 16);
+        Li(2, count * loops * 16);
         W(Rv.Lui(3, 0x1000_0000));
         ulong loop = Here();
         W(Rv.Lbu(4, 31, 0));
@@ -196,7 +205,7 @@ public static class FpStreams
             BitConverter.GetBytes(i < FpValues / 2 ? SpecialD(rng) : SpecialS(rng)).CopyTo(image, (int)(Table - Base) + i * 8);
         for (int i = 0; i < IntValues; i++)
             BitConverter.GetBytes(SpecialInt(rng)).CopyTo(image, (int)(Table - Base) + IntTableOffset + i * 8);
-        listing = [.. names];
+        listing = [.. Enumerable.Repeat(names, loops).SelectMany(n => n)];
         return new ElfBuilder().Segment(Base, image).Build();
     }
 }

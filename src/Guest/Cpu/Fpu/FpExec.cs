@@ -12,6 +12,16 @@ internal static unsafe class FpExec
     public const uint FlagsMask = 0x1F;
     public const int FrmShift = 5;
 
+    // ---- The mstatus.FS seam: the privileged-mode work owns FS and SD. ----
+    /// <summary>False when mstatus.FS is Off: FP instructions and the FP CSRs are then illegal. FS is not modelled yet, so FP is always on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool Enabled(CpuState* s) => true;
+
+    /// <summary>Sets mstatus.FS to Dirty (and SD) once FS is modelled; every write to an f register or fcsr calls it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void MarkDirty(CpuState* s) { }
+    // ---- end of the seam ----
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong BoxS(uint v) => BoxMask | v;
 
@@ -29,13 +39,14 @@ internal static unsafe class FpExec
         return r <= 4;
     }
 
-    /// <summary>Executes the op; false (and nothing changed) when its rounding mode is illegal.</summary>
+    /// <summary>Executes the op; false (and nothing changed) when it is illegal: FP off, or a reserved rounding mode.</summary>
     public static bool Execute(CpuState* s, Op op, int rd, int rs1, int rs2, long imm)
     {
-        if (!TryRoundingMode(s, imm, out RoundingMode rm)) return false;
+        if (!Enabled(s) || !TryRoundingMode(s, imm, out RoundingMode rm)) return false;
+        MarkDirty(s);
         ulong* f = s->F;
         ulong* x = s->X;
-        uint fl = 0;
+        uint fl = s->Fcsr & FlagsMask; // FpMath skips work for flags already set
         FpFormat S = FpFormat.S, D = FpFormat.D;
         switch (op)
         {

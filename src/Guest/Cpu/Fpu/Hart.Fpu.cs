@@ -6,22 +6,15 @@ namespace LiveMigration.Guest.Cpu;
 /// <summary>Execution of the F and D instructions in the interpreter (compiled blocks call the same <see cref="FpExec"/>).</summary>
 internal sealed unsafe partial class Hart
 {
-    // ---- The mstatus.FS seam: the privileged-mode work owns FS and SD. ----
-    /// <summary>False when mstatus.FS is Off: FP instructions and the FP CSRs are then illegal. FS is not modelled yet, so FP is always on.</summary>
-    private bool FpEnabled => true;
+    private bool FpEnabled => FpExec.Enabled(_s);
 
-    /// <summary>Sets mstatus.FS to Dirty once FS is modelled; every write to an f register or fcsr calls it.</summary>
-    private void MarkFpDirty() { }
-    // ---- end of the seam ----
+    private void MarkFpDirty() => FpExec.MarkDirty(_s);
 
     /// <summary>An FP op other than a load or store; false when it is illegal (FS off, bad rounding mode).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool ExecuteFp(ref DecodedInsn d)
     {
-        if (!FpEnabled) return false;
-        if (!FpExec.Execute(_s, d.Op, d.Rd, d.Rs1, d.Rs2, d.Imm)) return false;
-        MarkFpDirty();
-        return true;
+        return FpExec.Execute(_s, d.Op, d.Rd, d.Rs1, d.Rs2, d.Imm);
     }
 
     /// <summary>FLW/FLD/FSW/FSD; returns the next pc (a trap vector on a fault, pc itself on a stall).</summary>
