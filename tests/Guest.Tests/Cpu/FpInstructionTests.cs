@@ -102,7 +102,7 @@ public unsafe class FpInstructionTests
         using var of = Run(RvFp.Op(0x09, 4, 1, 2, RvFp.Rtz), D(double.MaxValue), D(2.0));
         Assert.Equal(D(double.MaxValue), F(of, 4)); // toward zero: the largest finite
         Assert.Equal(OF | NX, Flags(of));
-        using var uf = Run(RvFp.Op(0x09, 4, 1, 2, RvFp.Rne), D(Math.Pow(2, -1000)), D(Math.Pow(2, -60) * 1.5));
+        using var uf = Run(RvFp.Op(0x09, 4, 1, 2, RvFp.Rne), D(Math.Pow(2, -1000)), D(Math.Pow(2, -60) * (1 + Math.Pow(2, -52))));
         Assert.Equal(UF | NX, Flags(uf));
         // Exact subnormal result: tiny but exact, so no underflow.
         using var exact = Run(RvFp.Op(0x09, 4, 1, 2, RvFp.Rne), D(Math.Pow(2, -1000)), D(Math.Pow(2, -60)));
