@@ -14,21 +14,14 @@ public class FpDifferentialTests
     public static (byte[] Qemu, byte[] Ours) Run(int seed, int count, bool compile, out string[] listing, int loops = 1)
     {
         byte[] elf = FpStreams.Build(seed, count, out listing, loops);
-        string path = Path.Combine(Path.GetTempPath(), $"lm-fp-{seed}-{Guid.NewGuid():N}.elf");
-        File.WriteAllBytes(path, elf);
-        try
-        {
-            var qemu = Tool.Run("qemu-system-riscv64",
-                ["-M", "virt", "-bios", "none", "-m", "128M", "-display", "none", "-serial", "stdio", "-monitor", "none", "-kernel", path], [], timeoutMs: 120_000);
-            Assert.Equal(0, qemu.ExitCode);
-            var port = new TestHostPort();
-            using var m = new Machine(new MachineConfig { CompileBlocks = compile }, port);
-            ElfLoader.Load(m, elf);
-            Assert.Equal(StopReason.Exited, m.Run(50_000_000));
-            Assert.Equal(0, m.ExitCode);
-            return (qemu.Stdout, port.Output);
-        }
-        finally { File.Delete(path); }
+        var qemu = HandWritten.RunOnQemu(elf, timeoutMs: 120_000);
+        Assert.Equal(0, qemu.ExitCode);
+        var port = new TestHostPort();
+        using var m = new Machine(new MachineConfig { CompileBlocks = compile }, port);
+        ElfLoader.Load(m, elf);
+        Assert.Equal(StopReason.Exited, m.Run(50_000_000));
+        Assert.Equal(0, m.ExitCode);
+        return (qemu.Stdout, port.Output);
     }
 
     public static void AssertSame(int seed, byte[] qemu, byte[] ours, string[] listing)
