@@ -32,6 +32,7 @@ public sealed unsafe partial class Machine
     {
         var w = new StateWriter();
         SaveCpu(w);
+        SaveFpu(w);
         foreach (var d in _devices) d.Save(w);
         return w.ToArray();
     }
@@ -223,6 +224,7 @@ public sealed unsafe partial class Machine
     public void RestoreDeviceState(StateReader r)
     {
         RestoreCpu(r);
+        RestoreFpu(r);
         foreach (var d in _devices)
         {
             // The balloon came after the first states were saved: without its section it starts empty.

@@ -9,7 +9,7 @@ public class RecordReplayTests
 {
     public const string KvScript = "SET a 1\nSET key some value\nGET a\nGET key\nGET nope\nDEL a\nGET a\nSTATS\nQUIT\n";
 
-    public static TheoryData<string> Guests => new() { "hello", "compute_small", "dirty_small", "idle", "traps" };
+    public static TheoryData<string> Guests => new() { "hello", "compute_small", "dirty_small", "idle", "traps", "fp_small" };
 
     [Theory]
     [MemberData(nameof(Guests))]

@@ -62,6 +62,11 @@ public unsafe struct CpuState
     public ulong Tselect;
     public fixed ulong Tdata1[Triggers.Count];
     public fixed ulong Tdata2[Triggers.Count];
+    /// <summary>f0..f31 (F and D). Singles are NaN-boxed: the upper 32 bits all ones.</summary>
+    public fixed ulong F[32];
+    /// <summary>fcsr: fflags in bits 0..4, frm in bits 5..7.</summary>
+    public uint Fcsr;
+    public uint Reserved2;
 }
 
 /// <summary>Privilege levels as encoded in mstatus.MPP and dcsr.</summary>

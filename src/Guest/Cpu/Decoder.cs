@@ -4,7 +4,7 @@ namespace LiveMigration.Guest.Cpu;
 /// Decodes RV64IMAC + Zicsr + Zifencei + the privileged instructions into <see cref="DecodedInsn"/>. Compressed forms are
 /// expanded to their base op. rd = x0 becomes the sink register so execution never tests it.
 /// </summary>
-public static class Decoder
+public static partial class Decoder
 {
     public static bool IsCompressed(uint lowHalf) => (lowHalf & 3) != 3;
 
@@ -166,6 +166,8 @@ public static class Decoder
                     };
                     return op == Op.Illegal ? Illegal(b, 4) : Make(op, rd, rs1, rs2, 0, 4);
                 }
+            case 0x07 or 0x27 or 0x43 or 0x47 or 0x4B or 0x4F or 0x53:
+                return DecodeFp(b);
             default:
                 return Illegal(b, 4);
         }
@@ -194,7 +196,9 @@ public static class Decoder
                     case 3: return Make(Op.Ld, rdP, rs1P, 0, CLdOffset(b), 2);
                     case 6: return Make(Op.Sw, 0, rs1P, rdP, CLwOffset(b), 2);
                     case 7: return Make(Op.Sd, 0, rs1P, rdP, CLdOffset(b), 2);
-                    default: return Illegal(b, 2); // C.FLD, C.FSD (no FPU) and the reserved slot
+                    case 1: return MakeFp(Op.Fld, rdP, rs1P, 0, CLdOffset(b), 2);
+                    case 5: return MakeFp(Op.Fsd, 0, rs1P, rdP, CLdOffset(b), 2);
+                    default: return Illegal(b, 2); // the reserved slot
                 }
             case 1:
                 switch (f3)
@@ -262,7 +266,16 @@ public static class Decoder
                             uint off = (((b >> 10) & 7) << 3) | (((b >> 7) & 7) << 6);
                             return Make(Op.Sd, 0, 2, rs2Full, off, 2);
                         }
-                    default: return Illegal(b, 2); // C.FLDSP, C.FSDSP
+                    case 1:
+                        {
+                            uint off = (((b >> 12) & 1) << 5) | (((b >> 5) & 3) << 3) | (((b >> 2) & 7) << 6);
+                            return MakeFp(Op.Fld, rdFull, 2, 0, off, 2);
+                        }
+                    default: // 5: C.FSDSP
+                        {
+                            uint off = (((b >> 10) & 7) << 3) | (((b >> 7) & 7) << 6);
+                            return MakeFp(Op.Fsd, 0, 2, rs2Full, off, 2);
+                        }
                 }
         }
     }

@@ -25,6 +25,7 @@ internal sealed unsafe partial class Hart
         public const uint Mcycle = 0xB00, Minstret = 0xB02, Cycle = 0xC00, Time = 0xC01, Instret = 0xC02;
         /// <summary>Zkr entropy source: reads return ES16 status with 16 bits from the host port.</summary>
         public const uint Seed = 0x015;
+        public const uint Fflags = 0x001, Frm = 0x002, Fcsr = 0x003;
         public const uint Mvendorid = 0xF11, Marchid = 0xF12, Mimpid = 0xF13, Mhartid = 0xF14, Mconfigptr = 0xF15;
     }
 
@@ -132,6 +133,7 @@ internal sealed unsafe partial class Hart
             case Csr.Seed: value = (2UL << 30) | _machine.HostPort.ReadEntropy(_machine); return true;
             case Csr.Marchid or Csr.Mimpid: value = ArchId; return true;
             case Csr.Mvendorid or Csr.Mhartid or Csr.Mconfigptr: return true;
+            case Csr.Fflags or Csr.Frm or Csr.Fcsr: return TryReadFpCsr(csr, out value);
         }
         return IsHpm(csr); // no extra counters: they read zero
     }
@@ -197,6 +199,7 @@ internal sealed unsafe partial class Hart
             // The written value is what the next instruction reads.
             case Csr.Mcycle: s->McycleOffset = value - (s->Icount + 1); break;
             case Csr.Minstret: s->MinstretOffset = value - (s->Icount + 1); break;
+            case Csr.Fflags or Csr.Frm or Csr.Fcsr: WriteFpCsr(csr, value); break;
         }
     }
 

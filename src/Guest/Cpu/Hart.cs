@@ -383,6 +383,16 @@ internal sealed unsafe partial class Hart
 
                 case Op.Illegal: pc = Trap(pc, Cause.IllegalInstruction, (ulong)d.Imm); limit = 0; break;
 
+                case Op.Flw or Op.Fld or Op.Fsw or Op.Fsd:
+                    s->Pc = pc; s->Icount = icount;
+                    pc = ExecuteFpMemory(ref d, pc);
+                    if (_breakOut) limit = 0;
+                    break;
+                case >= Op.FmaddS and <= Op.FmvXD:
+                    if (ExecuteFp(ref d)) pc += d.Length;
+                    else pc = Trap(pc, Cause.IllegalInstruction, IllegalBits(pc, d.Length));
+                    break;
+
                 default: // LR/SC and AMOs
                     {
                         s->Pc = pc; s->Icount = icount;

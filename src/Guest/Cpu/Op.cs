@@ -21,6 +21,22 @@ public enum Op : ushort
     Csrrw, Csrrs, Csrrc, Csrrwi, Csrrsi, Csrrci,
     LrW, ScW, AmoswapW, AmoaddW, AmoxorW, AmoandW, AmoorW, AmominW, AmomaxW, AmominuW, AmomaxuW,
     LrD, ScD, AmoswapD, AmoaddD, AmoxorD, AmoandD, AmoorD, AmominD, AmomaxD, AmominuD, AmomaxuD,
+
+    // F and D. Rd/Rs1/Rs2 name f registers except where the op moves to or from x; Imm holds
+    // rm | rs3 << 8 (rm 0 for ops without a rounding mode), or the offset for loads and stores.
+    Flw, Fld, Fsw, Fsd,
+    FmaddS, FmsubS, FnmsubS, FnmaddS, FmaddD, FmsubD, FnmsubD, FnmaddD,
+    FaddS, FsubS, FmulS, FdivS, FsqrtS, FaddD, FsubD, FmulD, FdivD, FsqrtD,
+    FsgnjS, FsgnjnS, FsgnjxS, FsgnjD, FsgnjnD, FsgnjxD,
+    FminS, FmaxS, FminD, FmaxD,
+    FcvtSD, FcvtDS,
+    FcvtSW, FcvtSWu, FcvtSL, FcvtSLu, FcvtDW, FcvtDWu, FcvtDL, FcvtDLu,
+    FmvWX, FmvDX,
+    // These write an x register (rd = x0 goes to the sink).
+    FeqS, FltS, FleS, FeqD, FltD, FleD,
+    FclassS, FclassD,
+    FcvtWS, FcvtWuS, FcvtLS, FcvtLuS, FcvtWD, FcvtWuD, FcvtLD, FcvtLuD,
+    FmvXW, FmvXD,
 }
 
 /// <summary>One pre-decoded instruction: 16 bytes, cached per guest page.</summary>

@@ -11,7 +11,7 @@ public class QemuDifferentialTests
 {
     private const string Qemu = "qemu-system-riscv64";
 
-    public static TheoryData<string> FiniteGuests => ["hello", "compute_small", "dirty_small", "dirty", "idle", "traps", "kv", "paging"];
+    public static TheoryData<string> FiniteGuests => ["hello", "compute_small", "dirty_small", "dirty", "idle", "traps", "kv", "paging", "fp_small"];
 
     [RequiresToolTheory(Qemu), MemberData(nameof(FiniteGuests))]
     public void OutputAndExitCodeMatchQemu(string guest)

@@ -14,6 +14,7 @@ public class CheckpointTests
     [InlineData("kv", 2)]
     [InlineData("idle", 3)]
     [InlineData("compute_small", 4)]
+    [InlineData("fp_small", 5)]
     public void HoppingThroughCheckpointsAtRandomStridesEndsInTheSameState(string guest, int seed)
     {
         var expected = GuestRun.Run(guest);

@@ -17,7 +17,7 @@ namespace LiveMigration.Guest.Cpu.Jit;
 /// the bailing instruction, which the interpreter then executes. So a block never has to undo.
 /// Registers live in CpuState.X; x0 reads fold to 0 and writes to x0 go to the sink slot.
 /// </summary>
-internal static unsafe class BlockCompiler
+internal static unsafe partial class BlockCompiler
 {
     public const int MaxInstructions = 64;
 
@@ -31,9 +31,9 @@ internal static unsafe class BlockCompiler
 
     public static bool IsBranch(Op op) => op is >= Op.Beq and <= Op.Bgeu;
 
-    private static bool WritesRd(Op op) => !IsBranch(op) && op is not (Op.Sb or Op.Sh or Op.Sw or Op.Sd or Op.Fence);
+    private static bool WritesRd(Op op) => !IsBranch(op) && op is not (Op.Sb or Op.Sh or Op.Sw or Op.Sd or Op.Fence) && (!IsFp(op) || FpWritesX(op));
 
-    public static bool IsCompilable(Op op) => op is >= Op.Lui and <= Op.Remuw or Op.Fence;
+    public static bool IsCompilable(Op op) => op is >= Op.Lui and <= Op.Remuw or Op.Fence || IsFp(op);
 
     /// <summary>Decodes the block at <paramref name="pc"/>; returns false when its first instruction is not compilable.</summary>
     public static bool TryCompile(GuestMemory mem, ulong pc, Func<ulong, bool>? isBreakpoint, out BlockFn? fn, out int count, out int bytes)
@@ -145,6 +145,7 @@ internal static unsafe class BlockCompiler
                 case Op.Sh: e.Store(d, offset, bails[k], 2, OpCodes.Stind_I2); usedBails[k] = true; break;
                 case Op.Sw: e.Store(d, offset, bails[k], 4, OpCodes.Stind_I4); usedBails[k] = true; break;
                 case Op.Sd: e.Store(d, offset, bails[k], 8, OpCodes.Stind_I8); usedBails[k] = true; break;
+                case >= Op.Flw and <= Op.FmvXD: e.Fp(d, offset, bails[k]); usedBails[k] = true; break;
 
                 case Op.Jal:
                     e.SetReg(d.Rd, () => e.Const(pc + d.Length));
@@ -189,7 +190,7 @@ internal static unsafe class BlockCompiler
     /// the .NET JIT can keep them in host registers): loaded once on entry, written back at each exit
     /// — only those written before that exit.
     /// </summary>
-    private sealed class Emitter
+    private sealed partial class Emitter
     {
         private readonly ILGenerator il;
         private readonly GuestMemory mem;
@@ -302,7 +303,7 @@ internal static unsafe class BlockCompiler
         });
 
         /// <summary>offset = x[rs1] + imm - ramBase; bail unless the access lies inside RAM.</summary>
-        private void RamOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size)
+        internal void RamOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size)
         {
             Reg(d.Rs1); Const((ulong)d.Imm); il.Emit(OpCodes.Add); Const(mem.Base); il.Emit(OpCodes.Sub);
             il.Emit(OpCodes.Stloc, offset);
@@ -320,7 +321,7 @@ internal static unsafe class BlockCompiler
             });
         }
 
-        public void Store(DecodedInsn d, LocalBuilder offset, Label bail, int size, OpCode store)
+        public void Store(DecodedInsn d, LocalBuilder offset, Label bail, int size, OpCode store, Action? value = null)
         {
             RamOffset(d, offset, bail, size);
             // The write barrier: bail unless stores to this page need no bookkeeping.
@@ -332,7 +333,7 @@ internal static unsafe class BlockCompiler
                 Const((ulong)(GuestMemory.PageSize - size)); il.Emit(OpCodes.Bgt_Un, bail);
             }
             il.Emit(OpCodes.Ldarg_1); il.Emit(OpCodes.Ldloc, offset); il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add);
-            Reg(d.Rs2);
+            if (value != null) value(); else Reg(d.Rs2);
             if (size < 8) il.Emit(OpCodes.Conv_U4);
             il.Emit(store);
         }
