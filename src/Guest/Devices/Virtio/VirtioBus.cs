@@ -15,6 +15,9 @@ public sealed class VirtioBus : IMmioDevice
     // Bump when a saved field is added or its meaning changes; readers accept 1..current.
     private const ushort StateVersion = 1;
 
+    /// <summary>What a kernel boot gets: entropy (virtio-rng) and free page reporting (virtio-balloon).</summary>
+    public const VirtioDevices KernelBootDevices = VirtioDevices.Rng | VirtioDevices.Balloon;
+
     private readonly VirtioMmio[] _slots = new VirtioMmio[VirtioMmio.SlotCount];
 
     public VirtioBus(Machine machine, VirtioDevices devices)
