@@ -10,6 +10,15 @@ command -v riscv64-unknown-elf-gcc >/dev/null || need+=(gcc-riscv64-unknown-elf)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v gdb-multiarch >/dev/null || need+=(gdb-multiarch)
 command -v make >/dev/null || need+=(make)
+# The Linux guest (guests/linux): kernel from Debian's source, our userland on the cross glibc, OpenSBI.
+command -v riscv64-linux-gnu-gcc >/dev/null || need+=(gcc-riscv64-linux-gnu)
+[ -f /usr/riscv64-linux-gnu/lib/libc.a ] || need+=(libc6-dev-riscv64-cross)
+[ -f /usr/src/linux-source-6.1.tar.xz ] || need+=(linux-source-6.1)
+for tool in bc flex bison cpio xz; do
+  command -v "$tool" >/dev/null || need+=("$([ "$tool" = xz ] && echo xz-utils || echo "$tool")")
+done
+[ -f /usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin ] || need+=(opensbi)
+command -v dtc >/dev/null || need+=(device-tree-compiler)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}" >&2
@@ -26,6 +35,9 @@ fi
 
 # Guests: make rebuilds only what changed.
 make -s -C "$root/guests" >&2
+# The Linux guest: the kernel only when missing or its config fragment changed (minutes; progress shown).
+nice -n 10 "$root/guests/linux/build-kernel.sh" >&2
+"$root/guests/linux/build-initramfs.sh" >&2
 
 # NuGet packages: restore once per change of the project files.
 stamp="$root/artifacts/.restored"

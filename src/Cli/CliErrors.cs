@@ -10,7 +10,7 @@ public static class CliErrors
     public static int Run(Func<int> action)
     {
         try { return action(); }
-        catch (Exception e) when (e is ElfLoadException or FormatException or InvalidDataException
+        catch (Exception e) when (e is ElfLoadException or LiveMigration.Guest.Platform.BootImageException or FormatException or InvalidDataException
                                       or LiveMigration.Trace.TraceFormatException or FileNotFoundException or IOException or UnauthorizedAccessException or System.Net.Sockets.SocketException
                                       or LiveMigration.Migration.Hosting.HostException or TimeoutException)
         {

@@ -27,6 +27,21 @@ public interface IHostPort
     /// <summary>The guest reads the Zkr <c>seed</c> CSR: 16 bits of host entropy.</summary>
     ushort ReadEntropy(Machine machine);
 
+    /// <summary>
+    /// The guest's virtio-rng asks for <paramref name="destination"/>.Length bytes of entropy. By
+    /// default they are drawn 16 bits at a time through <see cref="ReadEntropy(Machine)"/>, so every
+    /// port that logs the seed CSR logs these too; a port may deliver them in bulk instead.
+    /// </summary>
+    void ReadEntropy(Machine machine, Span<byte> destination)
+    {
+        for (int i = 0; i < destination.Length; i += 2)
+        {
+            ushort v = ReadEntropy(machine);
+            destination[i] = (byte)v;
+            if (i + 1 < destination.Length) destination[i + 1] = (byte)(v >> 8);
+        }
+    }
+
     /// <summary>A byte the guest transmitted on its UART. Output is not an input: it is never logged.</summary>
     void SerialOutput(byte value);
 }

@@ -231,6 +231,13 @@ public sealed unsafe partial class Machine
             if (d == Balloon && !r.NextSectionIs("BALN")) { d.Reset(); continue; }
             d.Restore(r);
         }
+        // A booted kernel's ROM travels with its state: a machine built from the config alone gets it here.
+        if (BootRom == null && r.NextSectionIs("BROM"))
+        {
+            var rom = Platform.BootRom.Empty();
+            rom.Restore(r);
+            InstallBootRom(rom);
+        }
     }
 
     /// <summary>

@@ -7,7 +7,9 @@ using LiveMigration.Guest.Devices.Clint;
 using LiveMigration.Guest.Devices.Finisher;
 using LiveMigration.Guest.Devices.Plic;
 using LiveMigration.Guest.Devices.Uart;
+using LiveMigration.Guest.Devices.Virtio;
 using LiveMigration.Guest.Memory;
+using LiveMigration.Guest.Platform;
 
 namespace LiveMigration.Guest;
 
@@ -23,7 +25,7 @@ public sealed unsafe partial class Machine : IDisposable
 
     private readonly CpuState* _cpu;
     private readonly Hart _hart;
-    private readonly IMmioDevice[] _devices;
+    private IMmioDevice[] _devices;
     private volatile bool _stopRequested;
 
     public Machine(MachineConfig config, IHostPort hostPort)
@@ -37,7 +39,8 @@ public sealed unsafe partial class Machine : IDisposable
         Uart = new Uart16550(this);
         Finisher = new SifiveTest(this);
         Balloon = new BalloonDevice(this);
-        _devices = [Finisher, Clint, Plic, Uart, Balloon];
+        if (config.Virtio != VirtioDevices.None) Virtio = new VirtioBus(this, config.Virtio);
+        _devices = Virtio == null ? [Finisher, Clint, Plic, Uart, Balloon] : [Finisher, Clint, Plic, Uart, Balloon, Virtio];
         Debug = new DebugHooks(this);
         _hart = new Hart(this, _cpu, config.CompileBlocks);
         Reset(Memory.Base);
@@ -51,6 +54,20 @@ public sealed unsafe partial class Machine : IDisposable
     public Uart16550 Uart { get; }
     public SifiveTest Finisher { get; }
     public DebugHooks Debug { get; }
+
+    /// <summary>The virtio-mmio slots, when the config has virtio devices.</summary>
+    public VirtioBus? Virtio { get; }
+
+    /// <summary>The boot ROM (firmware hand-off and device tree), once a kernel boot installed one.</summary>
+    public BootRom? BootRom { get; private set; }
+
+    /// <summary>Puts the boot ROM on the bus; it then saves, restores and digests with the devices.</summary>
+    internal void InstallBootRom(BootRom rom)
+    {
+        if (BootRom != null) throw new InvalidOperationException("the machine already has a boot ROM");
+        BootRom = rom;
+        _devices = [.. _devices, rom];
+    }
 
     /// <summary>True while <see cref="Run"/> executes guest code.</summary>
     public bool IsRunning { get; private set; }

@@ -7,6 +7,12 @@ public sealed record MachineConfig
 
     public ulong MemorySize { get; init; } = DefaultMemorySize;
 
+    /// <summary>
+    /// virtio-mmio devices. With any, the machine has QEMU virt's eight transports at 0x1000_1000
+    /// (empty ones answer device ID 0); with none it has no transports, as the bare-metal machine always had.
+    /// </summary>
+    public Devices.Virtio.VirtioDevices Virtio { get; init; }
+
     /// <summary>Compile hot blocks to IL. Changes speed only, never behaviour; not part of the migration handshake.</summary>
     public bool CompileBlocks { get; init; } = true;
 

@@ -39,4 +39,31 @@ public static class RepoPaths
         if (!File.Exists(path)) throw new FileNotFoundException($"guest {name} was not built", path);
         return path;
     }
+
+    /// <summary>
+    /// guests/linux/build/{Image, initramfs.cpio}, running the build scripts once per test run (they do
+    /// nothing when up to date; scripts/setup.sh has normally built the kernel already).
+    /// </summary>
+    public static (string Image, string Initramfs) LinuxGuest()
+    {
+        string dir = Path.Combine(Root, "guests", "linux");
+        lock (BuildLock)
+        {
+            if (!_linuxBuilt)
+            {
+                foreach (string script in new[] { "build-kernel.sh", "build-initramfs.sh" })
+                {
+                    using var p = Process.Start(new ProcessStartInfo(Path.Combine(dir, script)) { RedirectStandardError = true })
+                        ?? throw new InvalidOperationException($"cannot start {script}");
+                    string err = p.StandardError.ReadToEnd();
+                    p.WaitForExit();
+                    if (p.ExitCode != 0) throw new InvalidOperationException($"guests/linux/{script} failed:\n{err}");
+                }
+                _linuxBuilt = true;
+            }
+        }
+        return (Path.Combine(dir, "build", "Image"), Path.Combine(dir, "build", "initramfs.cpio"));
+    }
+
+    private static bool _linuxBuilt;
 }

@@ -2,13 +2,14 @@ using System.CommandLine;
 using System.Diagnostics;
 using LiveMigration.Guest;
 using LiveMigration.Guest.Loader;
+using LiveMigration.Guest.Platform;
 using LiveMigration.Recorder;
 using LiveMigration.Recorder.Serial;
 using LiveMigration.Trace;
 
 namespace LiveMigration.Cli.Commands;
 
-/// <summary>`lm run GUEST.elf` / `lm run --restore FILE`: runs a guest live, its UART on stdout/stdin (or a TCP port), optionally recording.</summary>
+/// <summary>`lm run GUEST.elf` / `lm run --kernel Image [--initrd F] [--append C]` / `lm run --restore FILE`: runs a guest live, its UART on stdout/stdin (or a TCP port), optionally recording.</summary>
 public static class RunCommand
 {
     public const int InstructionLimitExit = 124;
@@ -19,6 +20,8 @@ public static class RunCommand
     public sealed record RunRequest
     {
         public string? GuestPath { get; init; }
+        /// <summary>A kernel boot (firmware, Image, initrd, command line) instead of an ELF.</summary>
+        public BootImages? Boot { get; init; }
         public string? RestorePath { get; init; }
         public MachineConfig Config { get; init; } = new();
         public ulong? MaxInstructions { get; init; }
@@ -31,7 +34,8 @@ public static class RunCommand
 
     public static Command Create()
     {
-        var guest = new Argument<FileInfo?>("guest") { Description = "RISC-V ELF64 executable to run (omit with --restore)", Arity = ArgumentArity.ZeroOrOne };
+        var guest = new Argument<FileInfo?>("guest") { Description = "RISC-V ELF64 executable to run (omit with --kernel or --restore)", Arity = ArgumentArity.ZeroOrOne };
+        var kernel = new KernelBootOptions();
         var mem = new Option<string>("--mem") { HelpName = "SIZE", Description = "guest RAM size (e.g. 128M, 1G)", DefaultValueFactory = _ => "128M" };
         var maxInstructions = new Option<ulong?>("--max-instructions") { HelpName = "N", Description = "stop with exit code 124 after N instructions (the icount, counted from boot)" };
         var serial = new Option<string>("--serial") { HelpName = "SPEC", Description = "where the UART goes: stdio, or tcp:HOST:PORT (listens, waits for one client)", DefaultValueFactory = _ => "stdio" };
@@ -45,13 +49,20 @@ public static class RunCommand
         var command = new Command("run", "Run a guest program live (optionally recording a trace), or resume a checkpoint");
         command.Arguments.Add(guest);
         foreach (var o in new Option[] { mem, maxInstructions, serial, stats, record, checkpointEvery, digestEvery, saveCheckpoint, restore }) command.Options.Add(o);
+        kernel.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
+            var boot = kernel.Read(parse);
             var request = new RunRequest
             {
                 GuestPath = parse.GetValue(guest)?.FullName,
+                Boot = boot,
                 RestorePath = parse.GetValue(restore)?.FullName,
-                Config = new MachineConfig { MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!) },
+                Config = new MachineConfig
+                {
+                    MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!),
+                    Virtio = boot == null ? Guest.Devices.Virtio.VirtioDevices.None : KernelBootOptions.Devices,
+                },
                 MaxInstructions = parse.GetValue(maxInstructions),
                 Stats = parse.GetValue(stats),
                 RecordPath = parse.GetValue(record)?.FullName,
@@ -59,8 +70,10 @@ public static class RunCommand
                 DigestEvery = parse.GetValue(digestEvery),
                 SaveCheckpointPath = parse.GetValue(saveCheckpoint)?.FullName,
             };
-            if ((request.GuestPath == null) == (request.RestorePath == null))
-                throw new FormatException("give either a guest ELF or --restore FILE");
+            int sources = (request.GuestPath != null ? 1 : 0) + (request.Boot != null ? 1 : 0) + (request.RestorePath != null ? 1 : 0);
+            if (sources != 1) throw new FormatException("give one of: a guest ELF, --kernel Image, --restore FILE");
+            // A trace header names an ELF image to replay from; a kernel boot has none yet.
+            if (request.Boot != null && request.RecordPath != null) throw new FormatException("--record with --kernel is not supported yet");
             if (request.CheckpointEvery != 0 && request.RecordPath == null) throw new FormatException("--checkpoint-every needs --record");
             using var backend = OpenSerial(parse.GetValue(serial)!);
             return Execute(request, backend);
@@ -91,6 +104,12 @@ public static class RunCommand
         {
             machine = CheckpointFile.Load(File.ReadAllBytes(request.RestorePath), new LiveHostPort(backend));
             Console.Error.WriteLine($"lm: restored {Path.GetFileName(request.RestorePath)} at icount {machine.Icount}");
+        }
+        else if (request.Boot != null)
+        {
+            machine = new Machine(request.Config, new LiveHostPort(backend));
+            try { LinuxBoot.Load(machine, request.Boot); }
+            catch { machine.Dispose(); throw; }
         }
         else
         {

@@ -217,4 +217,19 @@ internal sealed unsafe partial class Hart : IDisposable
         ramOffset = pa - _mem.Base;
         return FaultNone;
     }
+
+    /// <summary>
+    /// The raw bits of the instruction at <paramref name="pc"/> (QEMU reports them in mtval for an
+    /// illegal instruction). It was just fetched, so each halfword translates; 0 if one no longer does.
+    /// </summary>
+    private ulong IllegalBits(ulong pc, int length)
+    {
+        ulong bits = 0;
+        for (int i = 0; i < length; i += 2)
+        {
+            if (TranslateFetch(pc + (ulong)i, out ulong off) != FaultNone || off + 2 > _mem.Size) return 0;
+            bits |= (ulong)*(ushort*)(_mem.Ram + off) << (8 * i);
+        }
+        return bits;
+    }
 }

@@ -190,6 +190,7 @@ public sealed unsafe partial class GuestMemory : IDisposable
             if (_snapshots.Count != 0) PreserveForSnapshots(page);
             DirtyMap[page] = _clientMask;
             _touched[page] = true;
+            if (_reportedCount != 0 && _reported![page]) Unreport(page);
             bool keepSlow = false;
             if (_watched.Length != 0 && _watched[page])
             {
@@ -306,9 +307,11 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public void ZeroPage(int page)
     {
         if (!_touched[page]) return;
+        bool reported = IsReportedFree(page); // zero is what a reported page holds: it stays reported
         BeforeWrite((ulong)page << PageShift, PageSize);
         PageSpan(page).Clear();
         _touched[page] = false;
+        if (reported) { _reported![page] = true; _reportedCount++; WriteFast[page] = 0; }
     }
 
     // ---- Digest support ----

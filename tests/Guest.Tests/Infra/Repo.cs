@@ -60,6 +60,7 @@ public sealed class RequiresToolFactAttribute : FactAttribute
     {
         "qemu-system-riscv64" => "qemu-system-misc",
         "riscv64-unknown-elf-gcc" => "gcc-riscv64-unknown-elf",
+        "dtc" => "device-tree-compiler",
         _ => tool,
     };
 }

@@ -61,21 +61,37 @@ public sealed class BalloonDevice : IMmioDevice
     public ulong Base => DefaultBase;
     public ulong Length => 0x1000;
 
-    /// <summary>True while the guest has the page (index from the start of DRAM) reported free.</summary>
-    public bool IsFreePage(int page) => _free[page];
+    /// <summary>
+    /// True while the page (index from the start of DRAM) is free: reported to this device, or
+    /// reported through virtio-balloon free page reporting and not written since
+    /// (<see cref="GuestMemory.IsReportedFree"/>).
+    /// </summary>
+    public bool IsFreePage(int page) => _free[page] || _memory.IsReportedFree(page);
 
-    /// <summary>Pages currently reported free.</summary>
-    public int FreePageCount => _free.Count;
+    /// <summary>Pages currently free (both kinds).</summary>
+    public int FreePageCount => _memory.ReportedFreeCount == 0 ? _free.Count : FreeRanges().Sum(r => r.Count);
 
     /// <summary>Free pages in ascending order.</summary>
     public IEnumerable<int> FreePages()
     {
-        foreach (var (first, count) in _free.Ranges())
+        foreach (var (first, count) in FreeRanges())
             for (int p = first; p < first + count; p++) yield return p;
     }
 
     /// <summary>Maximal runs of free pages (first page, count), ascending.</summary>
-    public IEnumerable<(int First, int Count)> FreeRanges() => _free.Ranges();
+    public IEnumerable<(int First, int Count)> FreeRanges()
+    {
+        if (_memory.ReportedFreeCount == 0) return _free.Ranges();
+        var runs = new List<(int First, int Count)>();
+        int start = -1;
+        for (int p = 0; p <= _memory.PageCount; p++)
+        {
+            bool free = p < _memory.PageCount && IsFreePage(p);
+            if (free && start < 0) start = p;
+            else if (!free && start >= 0) { runs.Add((start, p - start)); start = -1; }
+        }
+        return runs;
+    }
 
     /// <summary>Commands the guest issued (for reports and tests).</summary>
     public long Reports { get; private set; }
