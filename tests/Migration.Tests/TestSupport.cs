@@ -21,11 +21,15 @@ internal sealed class Hosts : IDisposable
     private readonly List<GuestHost> _hosts = [];
     private readonly ITestOutputHelper? _output;
 
-    public Hosts(ITestOutputHelper? output, int count = 2, Func<FaultPoint, bool>? fault = null, ulong maxMemory = 16UL << 30, int goQueryMs = 100)
+    public Hosts(ITestOutputHelper? output, int count = 2, Func<FaultPoint, bool>? fault = null, ulong maxMemory = 16UL << 30, int goQueryMs = 100,
+        Func<HostOptions, HostOptions>? configure = null)
     {
         _output = output;
         for (int i = 0; i < count; i++)
-            _hosts.Add(new GuestHost(new HostOptions { Log = Log, Fault = fault, MaxMemorySize = maxMemory, GoQueryInterval = TimeSpan.FromMilliseconds(goQueryMs) }));
+        {
+            var options = new HostOptions { Log = Log, Fault = fault, MaxMemorySize = maxMemory, GoQueryInterval = TimeSpan.FromMilliseconds(goQueryMs) };
+            _hosts.Add(new GuestHost(configure?.Invoke(options) ?? options));
+        }
     }
 
     /// <summary>Takes a host down (a crashed source); its slot stays, disposed.</summary>

@@ -73,6 +73,7 @@ internal sealed partial class MigrationDestination
         {
             while (!_stopReplay)
             {
+                WhileStalled();
                 bool wait;
                 lock (_sessionGate)
                 {

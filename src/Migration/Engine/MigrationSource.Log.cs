@@ -87,7 +87,7 @@ internal sealed partial class MigrationSource
 
         // Switchover: pause, log a digest at the pause icount (the destination's replayer checks it
         // there), flush the tail, stop recording, send the final state.
-        Pause();
+        Pause(proven: true);
         _guest.Port.Throttle = 0;
         _throttle = 0;
         ulong icount = machine.Icount;
@@ -132,6 +132,7 @@ internal sealed partial class MigrationSource
         {
             token.ThrowIfCancellationRequested();
             SendLogFrames(token);
+            _peer.Check(); // a stalled destination fails the migration here, long before any pause
             if (_inbox.TryTake(out var e)) // nothing is expected on the return path now but Abort or a lost connection
             {
                 _inbox.Add(e);
@@ -196,6 +197,7 @@ internal sealed partial class MigrationSource
             {
                 token.ThrowIfCancellationRequested();
                 SendLogFrames(token);
+                _peer.Check();
                 ulong replay = (ulong)Interlocked.Read(ref _replayIcount), source = machine.Icount;
                 double rate = Math.Max(_replayMips, 1) * 1e6;
                 if (source <= replay || (source - replay) / rate <= ApproachTailSeconds) break;

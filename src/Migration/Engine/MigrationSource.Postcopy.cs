@@ -21,7 +21,7 @@ internal sealed partial class MigrationSource
     /// <summary>Pages sent after a requested one (pre-paging: guests tend to walk forward).</summary>
     private const int PrepagePages = 4;
     private const int PushBatchPages = 64;
-    private static readonly TimeSpan PostcopyDoneTimeout = TimeSpan.FromSeconds(30);
+    private TimeSpan PostcopyDoneTimeout => _host.Options.PostcopyDoneTimeout;
 
     private readonly BlockingCollection<int> _pageRequests = new();
     private PostcopyManifest? _manifest;
@@ -139,13 +139,12 @@ internal sealed partial class MigrationSource
         if (done.VerifiedPages != (ulong)_manifestPages.Length)
             throw new MigrationFailedException($"destination verified {done.VerifiedPages} of {_manifestPages.Length} post-copy pages");
         report.Success = true;
-        _phase = "done";
-        _conn?.Dispose();
-        _host.ReleasePostcopyHold(_entry, this);
-        ReleaseFallbackState();
-        _guest.Dispose();
-        _host.Log($"migration {Id}: '{_command.Name}' now runs on {_target}; every post-copy page verified there, source copy released");
+        Interlocked.Exchange(ref _holding, 0);
+        ReleaseCopy($"'{_command.Name}' now runs on {_target}; every post-copy page verified there, source copy released");
     }
+
+    /// <summary>True when the held copy holds post-copy pages (what `--resume` sends).</summary>
+    public bool IsPostcopy => _manifest != null;
 
     private void HoldForResume(MigrationReport report, PostcopyPush? push, Exception e)
     {
@@ -157,8 +156,9 @@ internal sealed partial class MigrationSource
         _phase = "postcopy-interrupted";
         _host.Log($"migration {Id}: {report.Error}");
         _conn?.Dispose();
-        // Deliberately not disposing _guest: its memory is the only copy of the unsent pages.
-        _host.HoldForPostcopyResume(_entry, this);
+        // Deliberately not disposing _guest: its memory is the only copy of the unsent pages. The
+        // watcher lets it go if the destination turns out to have them all (a transient stall).
+        StartHolding();
     }
 
     /// <summary>Where the guest went (a resume may reach the same destination host at a new address).</summary>
@@ -201,7 +201,17 @@ internal sealed partial class MigrationSource
                 conn.Send(new Envelope { PostcopyResume = new PostcopyResume { MigrationId = Id, Name = _command.Name } });
                 new Thread(() => ReadReturnPath(conn)) { IsBackground = true, Name = $"migrate-{Id}-rx" }.Start();
                 var reply = Expect(Envelope.BodyOneofCase.PostcopyResumeReply, TimeSpan.FromSeconds(10), CancellationToken.None).PostcopyResumeReply;
-                if (!reply.Accepted) throw new MigrationFailedException($"the destination refused the resume: {reply.Error}");
+                if (!reply.Accepted)
+                {
+                    if (QueryArrival() is { State: ArrivalState.ArrivalResumed } && Interlocked.Exchange(ref _holding, 0) == 1)
+                    {
+                        // It got every page after all (the link failed after the last one): nothing to resume.
+                        report.Success = true;
+                        ReleaseCopy($"{target} already has every post-copy page of '{_command.Name}'; the held copy is released");
+                        return report;
+                    }
+                    throw new MigrationFailedException($"the destination refused the resume: {reply.Error}");
+                }
                 var sent = new bool[_manifestPages.Length];
                 Array.Fill(sent, true);
                 var slotOf = SlotIndex();
@@ -233,15 +243,6 @@ internal sealed partial class MigrationSource
         if (_conn is { } c) report.BytesPostcopy = (ulong)c.Sent(ByteCategory.Postcopy);
         report.BytesProtocol = (ulong)(_conn?.Sent(ByteCategory.Protocol) ?? 0);
         return report;
-    }
-
-    /// <summary>`lm stop` on the source of an interrupted post-copy: the operator gives up on resuming.</summary>
-    public void DiscardHeldCopy()
-    {
-        if (Interlocked.Exchange(ref _resuming, 1) != 0) throw new HostException($"a resume of '{_command.Name}' is in progress");
-        _phase = "postcopy-abandoned";
-        _guest.Dispose();
-        _host.Log($"migration {Id}: the held post-copy pages of '{_command.Name}' were discarded; the destination can no longer fetch them");
     }
 
     private void EnsureManifestPages()

@@ -91,6 +91,8 @@ internal sealed partial class MigrationSource
                 double t0 = Now;
                 foreach (int page in pages) sender.Send(page, c0);
                 sender.Flush();
+                // A round counts when the destination has it, not when it sits in a socket buffer.
+                _peer.WaitCaughtUp(conn.SentTotal, token, () => CheckReturnPath(token));
                 if (c0 != null) { c0.Dispose(); c0 = null; _retainedC0 = null; } // only round 1 after a fallback needs it
                 if (_tCheckpointDone == 0) { _tCheckpointDone = Now; Fault(FaultPoint.Checkpoint); }
                 CheckReturnPath(token);
