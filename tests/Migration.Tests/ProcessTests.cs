@@ -103,13 +103,14 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
     {
         var (a, source) = StartHostProcess();
         string b = StartHost();
-        Assert.Equal(0, Lm_("start", "--host", a, Path.Combine(Guests.Dir, "dirty_hotcold.elf"), "--name", "g", "--mem", "64M").Code);
+        Assert.Equal(0, Lm_("start", "--host", a, Path.Combine(Guests.Dir, "dirty_hotcold.elf"), "--name", "g", "--mem", "128M").Code);
         Thread.Sleep(500);
         try
         {
             // During: a slow link keeps the migration going while the source stops.
             var migration = Task.Run(() => Lm_("migrate", "g", "--from", a, "--to", b, "--strategy", "precopy", "--bandwidth", "20mbit", "--json"));
-            Thread.Sleep(1500);
+            Hosts.WaitUntil(() => { using var c = HostClient.Connect(a); return c.Status("g").Guests.Single().State == "migrating-out"; }, 30000, "the migration to start");
+            Thread.Sleep(300);
             Signal(source, "STOP");
             var t0 = Stopwatch.StartNew();
             var during = migration.Result;

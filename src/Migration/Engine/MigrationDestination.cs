@@ -89,7 +89,15 @@ internal sealed partial class MigrationDestination
             _entry = new GuestEntry(setup.Name) { Arriving = this, ArrivedBy = setup.MigrationId };
             _host.SetEntry(_entry);
         }
-        _machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize, CompileBlocks = _host.Options.CompileBlocks }, NullHostPort.Instance);
+        var machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize, CompileBlocks = _host.Options.CompileBlocks }, NullHostPort.Instance);
+        why = MachineIdentities.Mismatch(MachineIdentities.Of(machine), setup.Machine);
+        if (why != null)
+        {
+            machine.Dispose();
+            lock (_host.Lock) _host.RemoveEntry(_entry);
+            return false;
+        }
+        _machine = machine;
         PrepareResume();
         _host.Log($"receiving '{setup.Name}' from {setup.Source} ({setup.Strategy}, migration {setup.MigrationId})");
         return true;

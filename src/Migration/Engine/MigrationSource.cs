@@ -150,6 +150,7 @@ internal sealed partial class MigrationSource
             {
                 MigrationId = Id, Name = _command.Name, MemorySize = _guest.Machine.Config.MemorySize, Strategy = Strategy,
                 PageCount = (uint)_guest.Machine.Memory.PageCount, Source = _host.Address, ImageName = _guest.ImageName,
+                Machine = _host.Options.SentIdentity?.Invoke(MachineIdentities.Of(_guest.Machine)) ?? MachineIdentities.Of(_guest.Machine),
             },
         });
         var conn = _conn;

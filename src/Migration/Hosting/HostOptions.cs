@@ -60,6 +60,8 @@ public sealed record HostOptions
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromMilliseconds(10);
     /// <summary>Test hook: while it returns true a destination's migration threads stand still (SIGSTOP in-process).</summary>
     public Func<bool>? Stalled { get; init; }
+    /// <summary>Test hook: a source sends this instead of its machine's identity (a peer of another build).</summary>
+    public Func<Protocol.MachineIdentity, Protocol.MachineIdentity>? SentIdentity { get; init; }
     /// <summary>Test hook: returning true stops the destination dead at that point (the test takes the host down).</summary>
     public Func<DestinationFaultPoint, bool>? DestinationFault { get; init; }
 }
