@@ -63,7 +63,7 @@ internal sealed class Hosts : IDisposable
     public MigrationReport Migrate(string name, GuestHost from, GuestHost to, string strategy, ulong bandwidth = 0, uint downtimeMs = 0)
     {
         using var c = HostClient.Connect(from.Address);
-        var r = c.Migrate(new MigrateCommand { Name = name, Target = to.Address, Strategy = strategy, BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = downtimeMs });
+        var r = c.Migrate(new MigrateCommand { Name = name, Target = to.Address, Strategy = Engine.Strategies.Parse(strategy), BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = downtimeMs });
         Log($"report: success={r.Success} error='{r.Error}' downtime={r.DowntimeSeconds * 1000:F1} ms total={r.TotalSeconds * 1000:F1} ms digest={r.Digest:x16} icount={r.Icount}");
         return r;
     }

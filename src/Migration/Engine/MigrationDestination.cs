@@ -75,8 +75,8 @@ internal sealed partial class MigrationDestination
             why = $"machine config not supported: {setup.MemorySize >> 20} MiB of RAM (this host allows up to {_host.Options.MaxMemorySize >> 20} MiB)";
         else if (setup.PageCount != setup.MemorySize / 4096)
             why = $"machine config mismatch: {setup.PageCount} pages for {setup.MemorySize} bytes";
-        else if (setup.Strategy is not ("log" or "stopcopy" or "precopy" or "auto" or "postcopy"))
-            why = $"unknown strategy '{setup.Strategy}'";
+        else if (!Strategies.IsKnown(setup.Strategy))
+            why = $"unknown strategy {(int)setup.Strategy} (a peer of a newer build)";
         if (why != null) return false;
         lock (_host.Lock)
         {
@@ -99,7 +99,7 @@ internal sealed partial class MigrationDestination
         }
         _machine = machine;
         PrepareResume();
-        _host.Log($"receiving '{setup.Name}' from {setup.Source} ({setup.Strategy}, migration {setup.MigrationId})");
+        _host.Log($"receiving '{setup.Name}' from {setup.Source} ({Strategies.Name(setup.Strategy)}, migration {setup.MigrationId})");
         return true;
     }
 

@@ -73,7 +73,7 @@ internal sealed partial class MigrationSource
     /// <summary>Committed, not confirmed: keep the paused copy under the name and watch the destination.</summary>
     private void HoldUnconfirmed(MigrationReport report)
     {
-        _phase = "committed-unconfirmed";
+        _phase = MigrationPhase.CommittedUnconfirmed;
         report.Error = $"committed (GO), but {_target} did not confirm that the guest runs there within {ResumedTimeout.TotalSeconds:F0} s; " +
             $"the paused copy is held on {_host.Address} until it does: `lm resolve {_command.Name} --host {_host.Address}` asks again " +
             "(and resumes the guest here if the destination has no copy)";
@@ -117,7 +117,7 @@ internal sealed partial class MigrationSource
                 : _manifest != null
                     ? $"`lm migrate {_command.Name} --from {_host.Address} --resume` recovers it; `lm resolve {_command.Name} --host {_host.Address} --decision abort` resumes it here if {_target} is gone for good"
                     : $"`lm resolve {_command.Name} --host {_host.Address}` asks {_target} again; --decision abort resumes it here, go lets this copy go";
-            return $"{_phase}: the paused copy is held here; {exits}";
+            return $"{Strategies.Name(_phase)}: the paused copy is held here; {exits}";
         }
     }
 
@@ -173,7 +173,7 @@ internal sealed partial class MigrationSource
         _guest.Port.Throttle = 0;
         ReopenConsole();
         _host.Reinstate(_entry, this, _guest);
-        _phase = "rolled-back";
+        _phase = MigrationPhase.RolledBack;
         _guest.Resume();
         _host.Log($"migration {Id}: '{_command.Name}' resumed here from its held copy ({why})");
     }
@@ -183,7 +183,7 @@ internal sealed partial class MigrationSource
     {
         if (Interlocked.Exchange(ref _resuming, 1) != 0) throw new HostException($"a resume of '{_command.Name}' is in progress");
         Interlocked.Exchange(ref _holding, 0);
-        _phase = "abandoned";
+        _phase = MigrationPhase.Abandoned;
         _host.ReleaseHold(_entry, this);
         _guest.Dispose();
         _host.Log($"migration {Id}: the held copy of '{_command.Name}' was discarded; the destination can no longer fetch pages from it");

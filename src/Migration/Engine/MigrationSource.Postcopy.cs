@@ -33,7 +33,7 @@ internal sealed partial class MigrationSource
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private (ulong Icount, ulong Digest) PostcopyPrepare(CancellationToken token)
     {
-        _phase = "postcopy-switchover";
+        _phase = MigrationPhase.PostcopySwitchover;
         Pause();
         var machine = _guest.Machine;
         var memory = machine.Memory;
@@ -63,9 +63,9 @@ internal sealed partial class MigrationSource
     /// them before the ACK, and each post-copy page is verified against its hash on arrival.
     /// </summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
-    private (ulong Icount, ulong Digest) PostcopyAfterPrecopy(List<int> dirty, DeltaPageSender sender, CancellationToken token)
+    private (ulong Icount, ulong Digest) PostcopyAfterPrecopy(List<int> dirty, PrecopyPageEncoder sender, CancellationToken token)
     {
-        _phase = "postcopy-switchover";
+        _phase = MigrationPhase.PostcopySwitchover;
         var machine = _guest.Machine;
         var memory = machine.Memory;
         var listed = new List<int>(dirty.Count);
@@ -110,7 +110,7 @@ internal sealed partial class MigrationSource
     /// </summary>
     private void ServePostcopy(MigrationReport report)
     {
-        _phase = "postcopy";
+        _phase = MigrationPhase.Postcopy;
         EnsureManifestPages(); // after GO: not downtime
         var push = new PostcopyPush(this, new bool[_manifestPages.Length]);
         try
@@ -153,7 +153,7 @@ internal sealed partial class MigrationSource
         report.Success = false;
         report.Error = $"post-copy interrupted after GO with {push?.Remaining ?? _manifestPages.Length} of {_manifestPages.Length} pages unsent ({e.Message}); " +
             $"the destination guest stays paused on a missing page and the paused source copy is held: recover with `lm migrate {_command.Name} --from {_host.Address} --resume`";
-        _phase = "postcopy-interrupted";
+        _phase = MigrationPhase.PostcopyInterrupted;
         _host.Log($"migration {Id}: {report.Error}");
         _conn?.Dispose();
         // Deliberately not disposing _guest: its memory is the only copy of the unsent pages. The
@@ -180,14 +180,14 @@ internal sealed partial class MigrationSource
         string target = string.IsNullOrEmpty(command.Target) ? _target : command.Target;
         var report = new MigrationReport
         {
-            Name = _command.Name, Strategy = "postcopy", Source = _host.Address, Destination = target, MigrationId = Id,
+            Name = _command.Name, Strategy = Strategy.Postcopy, Source = _host.Address, Destination = target, MigrationId = Id,
             MemorySize = _guest.Machine.Config.MemorySize, ResumedPostcopy = true,
         };
         double t0 = Now;
         while (_inbox.TryTake(out _)) { }
         while (_pageRequests.TryTake(out _)) { }
         _readerError = null;
-        _phase = "postcopy-resume";
+        _phase = MigrationPhase.PostcopyResume;
         PostcopyPush? push = null;
         using (var reporter = new ProgressReporter(this, progress))
         {
@@ -220,7 +220,7 @@ internal sealed partial class MigrationSource
                     if (!slotOf.TryGetValue((int)page, out int slot)) throw new MigrationFailedException($"the destination lacks page {page}, which is not in the manifest");
                     sent[slot] = false;
                 }
-                _phase = "postcopy";
+                _phase = MigrationPhase.Postcopy;
                 _host.Log($"migration {Id}: the destination lacks {reply.AbsentPages.Count} of {sent.Length} pages ({reply.VerifiedPages} verified before the link failed)");
                 push = new PostcopyPush(this, sent);
                 push.Run(conn);
@@ -233,7 +233,7 @@ internal sealed partial class MigrationSource
                 push?.FillReport(report);
                 report.Success = false;
                 report.Error = $"resume failed: {e.Message}; the source copy is still held, try `lm migrate {_command.Name} --from {_host.Address} --resume` again";
-                _phase = "postcopy-interrupted";
+                _phase = MigrationPhase.PostcopyInterrupted;
                 _host.Log($"migration {Id}: {report.Error}");
                 _conn?.Dispose();
             }

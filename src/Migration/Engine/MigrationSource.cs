@@ -32,7 +32,7 @@ internal sealed partial class MigrationSource
     private readonly PageSender _pages = new();
     private bool Committed => _decision.Value == Decision.Go;
     private Connection? _conn;
-    private string _phase = "setup";
+    private string _phase = MigrationPhase.Setup;
     private double _tSetupDone, _tCheckpointDone, _tLogDone, _tPause = -1, _tResumed = -1;
     private volatile Exception? _readerError;
     private long _replayIcount;
@@ -48,13 +48,13 @@ internal sealed partial class MigrationSource
         _command = command;
         _target = command.Target;
         _peer = new PeerLiveness(host.Options.PeerSilenceLimit);
-        Strategy = command.Strategy is "" or null ? "auto" : command.Strategy;
-        if (Strategy is not ("log" or "stopcopy" or "precopy" or "auto" or "postcopy")) throw new HostException($"unknown strategy '{command.Strategy}' (expected auto, log, precopy, stopcopy or postcopy)");
+        Strategy = command.Strategy;
+        if (!Strategies.IsKnown(Strategy)) throw new HostException($"unknown strategy {(int)command.Strategy} (expected {string.Join(", ", Strategies.Names)})");
     }
 
     public string Id { get; } = Guid.NewGuid().ToString("N")[..16];
-    public string Strategy { get; }
-    public string Phase => _phase;
+    public Strategy Strategy { get; }
+    public MigrationPhase Phase => _phase;
 
     /// <summary>Cancels unless the migration has committed; returns false when it is too late.</summary>
     public bool Cancel()
@@ -86,18 +86,18 @@ internal sealed partial class MigrationSource
         ulong digest = 0, icount = 0;
         try
         {
-            _host.Log($"migration {Id}: '{_command.Name}' to {_command.Target} ({Strategy})");
+            _host.Log($"migration {Id}: '{_command.Name}' to {_command.Target} ({Strategies.Name(Strategy)})");
             Setup(token);
             Fault(FaultPoint.Setup);
-            if (Strategy == "stopcopy") (icount, digest) = StopAndCopy(token);
-            else if (Strategy == "precopy") { SwitchStrategy("precopy", "chosen"); (icount, digest) = Precopy(token); }
-            else if (Strategy == "postcopy") { SwitchStrategy("postcopy", "chosen"); (icount, digest) = PostcopyPrepare(token); }
+            if (Strategy == Strategy.Stopcopy) (icount, digest) = StopAndCopy(token);
+            else if (Strategy == Strategy.Precopy) { SwitchStrategy(Strategy.Precopy, "chosen"); (icount, digest) = Precopy(token); }
+            else if (Strategy == Strategy.Postcopy) { SwitchStrategy(Strategy.Postcopy, "chosen"); (icount, digest) = PostcopyPrepare(token); }
             else
             {
-                SwitchStrategy("log", Strategy == "auto" ? "auto starts with log shipping" : "chosen");
+                SwitchStrategy(Strategy.Log, Strategy == Strategy.Auto ? "auto starts with log shipping" : "chosen");
                 (icount, digest) = LogShipping(token);
             }
-            _phase = "awaiting-ack";
+            _phase = MigrationPhase.AwaitingAck;
             double tFinal = Now;
             CloseConsoleEarly();
             Fault(FaultPoint.AfterFinalState);
@@ -162,7 +162,7 @@ internal sealed partial class MigrationSource
 
     private (ulong Icount, ulong Digest) StopAndCopy(CancellationToken token)
     {
-        _phase = "stop-and-copy";
+        _phase = MigrationPhase.StopAndCopy;
         Pause();
         var machine = _guest.Machine;
         var memory = machine.Memory;
@@ -197,7 +197,7 @@ internal sealed partial class MigrationSource
 
     private void SendFinalState(CancellationToken token, ulong digest)
     {
-        _phase = "switchover";
+        _phase = MigrationPhase.Switchover;
         Fault(FaultPoint.BeforeAck); // paused, the final state not yet sent: the destination cannot ACK
         var machine = _guest.Machine;
         var final = new FinalState
@@ -284,7 +284,7 @@ internal sealed partial class MigrationSource
 
     private void FinishAfterCommit(MigrationReport report)
     {
-        _phase = "go";
+        _phase = MigrationPhase.Go;
         Exception? goLost = _goFailure;
         if (goLost == null && !_goSent)
         {
@@ -312,7 +312,7 @@ internal sealed partial class MigrationSource
     /// <summary>Lets the paused source copy go (the destination runs the guest).</summary>
     private void ReleaseCopy(string why)
     {
-        _phase = "done";
+        _phase = MigrationPhase.Done;
         _conn?.Dispose();
         _host.ReleaseHold(_entry, this);
         ReleaseFallbackState(); // after the resume, not in the downtime: freeing C0's preserved pages takes a while
@@ -322,7 +322,7 @@ internal sealed partial class MigrationSource
 
     private void RollBack(string why)
     {
-        _phase = "rolled-back";
+        _phase = MigrationPhase.RolledBack;
         _host.RecordOutcome(Id, new Outcome(Decision.Abort, [], []));
         try { _conn?.Send(new Envelope { Abort = new Abort { Reason = why } }); } catch (IOException) { }
         _conn?.Dispose();

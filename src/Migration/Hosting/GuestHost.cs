@@ -215,7 +215,7 @@ public sealed class GuestHost : IDisposable
                     info.Console = ConsoleAddress(g.Console);
                     info.ImageName = g.ImageName;
                     if (g.Machine.ExitCode is int code) { info.ExitCode = code; info.HasExitCode = true; }
-                    if (e.Outgoing != null) info.Migration = e.Outgoing.Phase;
+                    if (e.Outgoing != null) info.Migration = Engine.Strategies.Name(e.Outgoing.Phase);
                     else if (e.PostcopyIncoming is { } pc) info.Migration = pc.PostcopyStatus;
                     if (e.PostcopyIncoming is { PostcopyFailure: not null })
                         info.Migration += $"; if its source is gone for good, `lm stop {e.Name} --host {Address}` discards it";
