@@ -44,7 +44,7 @@ public sealed class KvClient : IDisposable
                 var (host, info) = HostClient.Locate(_host, _name);
                 if (info.State == "running")
                 {
-                    var (h, p) = Transport.Address.Parse(info.Console);
+                    var (h, p) = LiveMigration.Migration.Transport.Address.Parse(info.Console);
                     var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = 5000 };
                     tcp.Connect(h, p);
                     _tcp = tcp;

@@ -32,7 +32,7 @@ internal sealed partial class MigrationSource
     private readonly PageSender _pages = new();
     private bool Committed => _decision.Value == Decision.Go;
     private Connection? _conn;
-    private string _phase = MigrationPhase.Setup;
+    private volatile MigrationPhase _phase = MigrationPhase.Setup;
     private double _tSetupDone, _tCheckpointDone, _tLogDone, _tPause = -1, _tResumed = -1;
     private volatile Exception? _readerError;
     private long _replayIcount;
