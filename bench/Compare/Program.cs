@@ -1,8 +1,10 @@
 using System.Globalization;
 using System.Text.Json;
-using LiveMigration.Migration.Demo;
+using LiveMigration.Cli.Demo;
+using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Reports;
 
 // Side-by-side comparison (issue 5): migrates idle_forever, compute_forever, dirty_forever (64 MiB),
@@ -13,7 +15,7 @@ using LiveMigration.Migration.Reports;
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 string bandwidthText = Arg("--bandwidth", "1gbit");
 double warmup = double.Parse(Arg("--warmup", "3"), CultureInfo.InvariantCulture);
-ulong bandwidth = Rate.Parse(bandwidthText);
+ulong bandwidth = Bandwidth.Parse(bandwidthText);
 var guests = Arg("--guests", "idle_forever,compute_forever,dirty_forever,dirty_hotcold,kv").Split(',');
 var strategies = Arg("--strategies", "stopcopy,log,precopy,precopy+ac,postcopy,auto").Split(',');
 string root = FindRoot();
@@ -53,7 +55,7 @@ foreach (var guest in guests)
         using (var client = HostClient.Connect(a.Address))
             r = client.Migrate(new MigrateCommand
             {
-                Name = "g", Target = b.Address, Strategy = strategy.Replace("+ac", ""), AutoConverge = strategy.EndsWith("+ac"),
+                Name = "g", Target = b.Address, Strategy = Strategies.Parse(strategy.Replace("+ac", "")), AutoConverge = strategy.EndsWith("+ac"),
                 BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10,
             });
         wall.Stop();
@@ -68,14 +70,14 @@ foreach (var guest in guests)
             kv.Dispose();
         }
         ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy;
-        bool postcopy = r.Strategy == "postcopy" || r.Switches.Any(s => s.To == "postcopy") || r.PostcopyPages > 0;
+        bool postcopy = r.Strategy == Strategy.Postcopy || r.Switches.Any(s => s.To == Strategy.Postcopy) || r.PostcopyPages > 0;
         bool converged = postcopy
             // Post-copy always "converges" on the switchover; what matters is that every manifest page got there.
             ? r.Success && r.PostcopyPages > 0 && r.PostcopyVerifiedPages == r.PostcopyPages
             : r.Success && !r.Error.Contains("did not converge") && !r.ConvergedBy.StartsWith("iteration cap") && !r.ConvergedBy.StartsWith("no progress");
         var notes = new List<string>();
-        var switches = r.Switches.Where(s => s.From != "").ToList(); // the first entry is the start ("" -> strategy)
-        if (switches.Count > 0) notes.Add(string.Join("; ", switches.Select(s => $"{s.From}->{s.To} at {s.T:F1} s")));
+        var switches = r.Switches.Where(s => s.HasFrom).ToList(); // the first entry is the start (no from)
+        if (switches.Count > 0) notes.Add(string.Join("; ", switches.Select(s => $"{Strategies.Name(s.From)}->{Strategies.Name(s.To)} at {s.T:F1} s")));
         if (r.ConvergedBy != "") notes.Add($"{r.PrecopyRounds} rounds, {Short(r.ConvergedBy)}");
         if (r.MaxThrottle > 0) notes.Add($"throttle max {r.MaxThrottle:P0}");
         if (postcopy)

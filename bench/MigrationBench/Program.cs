@@ -1,8 +1,10 @@
 using System.Diagnostics;
 using System.Globalization;
-using LiveMigration.Migration.Demo;
+using LiveMigration.Cli.Demo;
+using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Reports;
 
 // Migrates idle, compute, dirty and kv-under-load guests with both strategies between two hosts on
@@ -12,7 +14,7 @@ CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 string bandwidthText = Arg("--bandwidth", "1gbit");
 double warmup = double.Parse(Arg("--warmup", "2"), CultureInfo.InvariantCulture);
 var selected = Arg("--guests", "idle,compute,dirty,kv").Split(',');
-ulong bandwidth = Rate.Parse(bandwidthText);
+ulong bandwidth = Bandwidth.Parse(bandwidthText);
 string dir = FindGuests();
 
 var cases = new (string Label, string Elf, ulong Mem, bool Kv)[]
@@ -48,7 +50,7 @@ foreach (var c in cases.Where(c => selected.Contains(c.Label)))
         MigrationReport r;
         var sw = Stopwatch.StartNew();
         using (var client = HostClient.Connect(a.Address))
-            r = client.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = strategy, BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10 });
+            r = client.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = Strategies.Parse(strategy), BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10 });
         string lost = "";
         if (kv != null)
         {

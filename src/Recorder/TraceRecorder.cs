@@ -23,7 +23,7 @@ public sealed record RecorderOptions
 /// on schedule, and the end marker. A port calls it at each place an input enters the machine.
 /// Logging appends to a pooled buffer; only digests (O(dirty pages)) and chunk writes cost more.
 /// </summary>
-public sealed class TraceRecorder : IDisposable
+public sealed class TraceRecorder : IInputLog, IDisposable
 {
     private readonly RecorderOptions _options;
     private readonly long _flushTicks;

@@ -3,7 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Google.Protobuf;
-using LiveMigration.Migration.Demo;
+using LiveMigration.Cli.Demo;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
@@ -186,7 +186,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         using var big = new GuestHost(new HostOptions());
         using var bc = HostClient.Connect(big.Address);
         bc.Start("big", Guests.Elf("idle_forever"), 128 << 20, "idle_forever");
-        var r = bc.Migrate(new MigrateCommand { Name = "big", Target = hosts.B.Address, Strategy = "stopcopy" });
+        var r = bc.Migrate(new MigrateCommand { Name = "big", Target = hosts.B.Address, Strategy = Strategy.Stopcopy });
         Assert.False(r.Success);
         Assert.Contains("machine config not supported", r.Error);
         Assert.Equal("running", big.FindInstance("big")!.State);

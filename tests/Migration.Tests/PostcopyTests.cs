@@ -108,7 +108,7 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         using var b = new GuestHost(new HostOptions { Log = Log });
         using var c = HostClient.Connect(a.Address);
         using var console = ConsoleClient.StartGuest(a, "dirty_hotcold");
-        var first = c.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = "postcopy" });
+        var first = c.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = Strategy.Postcopy });
         Assert.False(first.Success);
         Assert.Contains(log, l => l.Contains("POST-COPY PAGE HASH MISMATCH"));
         var hosts = new Hosts(null, count: 0);

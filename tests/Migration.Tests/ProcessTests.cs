@@ -22,7 +22,9 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
         return p;
     }
 
-    private string StartHost()
+    private string StartHost() => StartHostProcess().Address;
+
+    private (string Address, Process Process) StartHostProcess()
     {
         var p = Spawn("host", "--listen", "127.0.0.1:0");
         p.ErrorDataReceived += (_, e) => { if (e.Data != null) try { output.WriteLine("host: " + e.Data); } catch (InvalidOperationException) { } };
@@ -30,7 +32,13 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
         string line = p.StandardOutput.ReadLine() ?? throw new InvalidOperationException("lm host printed nothing");
         var m = Regex.Match(line, @"listening on (\S+)");
         Assert.True(m.Success, line);
-        return m.Groups[1].Value;
+        return (m.Groups[1].Value, p);
+    }
+
+    private static void Signal(Process p, string signal)
+    {
+        using var kill = Process.Start("kill", $"-{signal} {p.Id}");
+        kill.WaitForExit();
     }
 
     private (int Code, string Out, string Err) Lm_(params string[] args)
@@ -84,6 +92,44 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(2, noTarget.Code);
         Assert.Contains("--to HOST:PORT is required", noTarget.Err);
         Assert.Equal(0, Lm_("stop", "--host", b, "idle").Code);
+    }
+
+    /// <summary>
+    /// `lm migrate` against a source host that is SIGSTOPped, before and during the migration, returns
+    /// within its silence limit with one line saying what happened (no socket text, no hang).
+    /// </summary>
+    [Fact]
+    public void Lm_migrate_against_a_stopped_source_returns_with_one_clear_line()
+    {
+        var (a, source) = StartHostProcess();
+        string b = StartHost();
+        Assert.Equal(0, Lm_("start", "--host", a, Path.Combine(Guests.Dir, "dirty_hotcold.elf"), "--name", "g", "--mem", "128M").Code);
+        Thread.Sleep(500);
+        try
+        {
+            // During: a slow link keeps the migration going while the source stops.
+            var migration = Task.Run(() => Lm_("migrate", "g", "--from", a, "--to", b, "--strategy", "precopy", "--bandwidth", "20mbit", "--json"));
+            Hosts.WaitUntil(() => { using var c = HostClient.Connect(a); return c.Status("g").Guests.Single().State == "migrating-out"; }, 30000, "the migration to start");
+            Thread.Sleep(300);
+            Signal(source, "STOP");
+            var t0 = Stopwatch.StartNew();
+            var during = migration.Result;
+            Assert.True(t0.Elapsed < TimeSpan.FromSeconds(20), $"lm migrate took {t0.Elapsed.TotalSeconds:F0} s to give up");
+            Assert.NotEqual(0, during.Code);
+            string line = during.Err.Trim();
+            Assert.DoesNotContain('\n', line);
+            Assert.Contains($"lost the source host {a}", line);
+            Assert.Contains("has sent nothing for 10 s", line);
+            Assert.Contains("outcome is unknown", line);
+
+            // Before: it accepts (the kernel does) but never answers.
+            var before = Lm_("migrate", "g", "--from", a, "--to", b);
+            Assert.Equal(2, before.Code);
+            line = before.Err.Trim();
+            Assert.DoesNotContain('\n', line);
+            Assert.Contains($"the host {a} accepted the connection but does not answer", line);
+        }
+        finally { Signal(source, "CONT"); }
     }
 
     [Fact]

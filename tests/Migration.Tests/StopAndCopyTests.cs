@@ -1,6 +1,6 @@
 using System.Text.RegularExpressions;
 using LiveMigration.Migration.Hosting;
-using LiveMigration.Migration.Demo;
+using LiveMigration.Cli.Demo;
 using Xunit.Abstractions;
 
 namespace LiveMigration.Migration.Tests;

@@ -1,5 +1,5 @@
 using System.Text.RegularExpressions;
-using LiveMigration.Migration.Demo;
+using LiveMigration.Cli.Demo;
 using LiveMigration.Migration.Hosting;
 using Xunit.Abstractions;
 
@@ -61,7 +61,7 @@ public sealed class StrategyTests(ITestOutputHelper output)
         using var hc = HostClient.Connect(hosts.A.Address);
         var r = hc.Migrate(new Protocol.MigrateCommand
         {
-            Name = "g", Target = hosts.B.Address, Strategy = "precopy", BandwidthBytesPerSecond = 200_000_000,
+            Name = "g", Target = hosts.B.Address, Strategy = Protocol.Strategy.Precopy, BandwidthBytesPerSecond = 200_000_000,
             DowntimeLimitMs = 30, XbzrleCacheBytes = 256 << 10, AutoConverge = true,
         });
         Log($"{r.Error} rounds={r.PrecopyRounds} xbzrle={r.XbzrlePages} full={r.FullPages} unchanged={r.UnchangedPages} by={r.ConvergedBy}");
@@ -83,13 +83,13 @@ public sealed class StrategyTests(ITestOutputHelper output)
         {
             using var console = ConsoleClient.StartGuest(a, "compute_forever", 32 << 20);
             using var hc = HostClient.Connect(a.Address);
-            var r = hc.Migrate(new Protocol.MigrateCommand { Name = "g", Target = b.Address, Strategy = "auto", DowntimeLimitMs = 20 });
+            var r = hc.Migrate(new Protocol.MigrateCommand { Name = "g", Target = b.Address, Strategy = Protocol.Strategy.Auto, DowntimeLimitMs = 20 });
             foreach (var s in r.Switches) Log($"switch at {s.T:F2} s: {s.From} -> {s.To}: {s.Reason}");
             Assert.True(r.Success, r.Error);
             Assert.True(r.DigestVerified);
             Assert.Equal(2, r.Switches.Count);
-            Assert.Equal("log", r.Switches[0].To);
-            Assert.Equal("precopy", r.Switches[1].To);
+            Assert.Equal(Protocol.Strategy.Log, r.Switches[0].To);
+            Assert.Equal(Protocol.Strategy.Precopy, r.Switches[1].To);
             Assert.Contains("replay falls behind", r.Switches[1].Reason);
             Assert.True(r.PrecopyRounds >= 1);
             Assert.NotNull(b.FindInstance("g"));
@@ -119,13 +119,13 @@ public sealed class StrategyTests(ITestOutputHelper output)
             using var hc = HostClient.Connect(a.Address);
             var r = hc.Migrate(new Protocol.MigrateCommand
             {
-                Name = "g", Target = b.Address, Strategy = "auto", DowntimeLimitMs = 10, BandwidthBytesPerSecond = 100_000_000, MaxThrottlePercent = 0,
+                Name = "g", Target = b.Address, Strategy = Protocol.Strategy.Auto, DowntimeLimitMs = 10, BandwidthBytesPerSecond = 100_000_000, MaxThrottlePercent = 0,
             });
             foreach (var s in r.Switches) Log($"switch at {s.T:F2} s: {s.From} -> {s.To}: {s.Reason}");
             Log($"rounds={r.PrecopyRounds} postcopy pages={r.PostcopyPages} requested={r.PostcopyRequestedPages} verified={r.PostcopyVerifiedPages} downtime={r.DowntimeSeconds * 1000:F1} ms");
             Assert.True(r.Success, r.Error);
             Assert.True(r.DigestVerified);
-            Assert.Equal(["log", "precopy", "postcopy"], r.Switches.Select(s => s.To));
+            Assert.Equal([Protocol.Strategy.Log, Protocol.Strategy.Precopy, Protocol.Strategy.Postcopy], r.Switches.Select(s => s.To));
             Assert.Contains("pre-copy does not converge", r.Switches[2].Reason);
             Assert.True(r.PostcopyPages > 64, "the hot pages go post-copy");
             Assert.Equal(r.PostcopyPages, r.PostcopyVerifiedPages);

@@ -21,11 +21,15 @@ internal sealed class Hosts : IDisposable
     private readonly List<GuestHost> _hosts = [];
     private readonly ITestOutputHelper? _output;
 
-    public Hosts(ITestOutputHelper? output, int count = 2, Func<FaultPoint, bool>? fault = null, ulong maxMemory = 16UL << 30, int goQueryMs = 100)
+    public Hosts(ITestOutputHelper? output, int count = 2, Func<FaultPoint, bool>? fault = null, ulong maxMemory = 16UL << 30, int goQueryMs = 100,
+        Func<HostOptions, HostOptions>? configure = null)
     {
         _output = output;
         for (int i = 0; i < count; i++)
-            _hosts.Add(new GuestHost(new HostOptions { Log = Log, Fault = fault, MaxMemorySize = maxMemory, GoQueryInterval = TimeSpan.FromMilliseconds(goQueryMs) }));
+        {
+            var options = new HostOptions { Log = Log, Fault = fault, MaxMemorySize = maxMemory, GoQueryInterval = TimeSpan.FromMilliseconds(goQueryMs) };
+            _hosts.Add(new GuestHost(configure?.Invoke(options) ?? options));
+        }
     }
 
     /// <summary>Takes a host down (a crashed source); its slot stays, disposed.</summary>
@@ -59,7 +63,7 @@ internal sealed class Hosts : IDisposable
     public MigrationReport Migrate(string name, GuestHost from, GuestHost to, string strategy, ulong bandwidth = 0, uint downtimeMs = 0)
     {
         using var c = HostClient.Connect(from.Address);
-        var r = c.Migrate(new MigrateCommand { Name = name, Target = to.Address, Strategy = strategy, BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = downtimeMs });
+        var r = c.Migrate(new MigrateCommand { Name = name, Target = to.Address, Strategy = Engine.Strategies.Parse(strategy), BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = downtimeMs });
         Log($"report: success={r.Success} error='{r.Error}' downtime={r.DowntimeSeconds * 1000:F1} ms total={r.TotalSeconds * 1000:F1} ms digest={r.Digest:x16} icount={r.Icount}");
         return r;
     }

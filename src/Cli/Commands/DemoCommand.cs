@@ -1,8 +1,10 @@
 using System.CommandLine;
 using System.Diagnostics;
-using LiveMigration.Migration.Demo;
+using LiveMigration.Cli.Demo;
+using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Reports;
 using Spectre.Console;
 
@@ -17,8 +19,8 @@ public static class DemoCommand
 {
     public static Command Create()
     {
-        var strategy = new Option<string>("--strategy") { Description = "auto, log, precopy, stopcopy or postcopy (resume at once, pages on demand)", DefaultValueFactory = _ => "auto" };
-        strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy", "postcopy");
+        var strategy = new Option<string>("--strategy") { Description = Strategies.Help, DefaultValueFactory = _ => "auto" };
+        strategy.AcceptOnlyFromAmong([.. Strategies.Names]);
         var guest = new Option<FileInfo?>("--guest") { Description = "kv guest ELF (default: guests/build/kv.elf)" };
         var bandwidth = new Option<string>("--bandwidth") { Description = "rate limit (default 1gbit)", DefaultValueFactory = _ => "1gbit" };
         var command = new Command("demo", "Migrate a kv server under load between two local hosts and prove nothing was lost");
@@ -27,7 +29,7 @@ public static class DemoCommand
         command.Options.Add(bandwidth);
         var verbose = new Option<bool>("--verbose") { Description = "print the hosts' event log to stderr" };
         command.Options.Add(verbose);
-        command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(strategy)!, parse.GetValue(guest), Rate.Parse(parse.GetValue(bandwidth)!), parse.GetValue(verbose))));
+        command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(strategy)!, parse.GetValue(guest), Bandwidth.Parse(parse.GetValue(bandwidth)!), parse.GetValue(verbose))));
         return command;
     }
 
@@ -75,7 +77,7 @@ public static class DemoCommand
         using (var c = HostClient.Connect(a.Address))
             report = MigrateCommands.RunWithProgress(c, new MigrateCommand
             {
-                Name = "kv", Target = b.Address, Strategy = strategy, BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10,
+                Name = "kv", Target = b.Address, Strategy = Strategies.Parse(strategy), BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10,
             }, showProgress: true);
         string svg = $"demo-migration-{report.MigrationId}.svg";
         File.WriteAllText(svg, TimelineSvg.Render(report));

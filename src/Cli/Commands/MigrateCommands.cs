@@ -1,7 +1,9 @@
 using System.CommandLine;
 using Google.Protobuf;
+using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Reports;
 using Spectre.Console;
 
@@ -18,12 +20,13 @@ public static class MigrateCommands
         var from = new Option<string>("--from") { Description = "source host (HOST:PORT)", Required = true };
         var to = new Option<string>("--to") { Description = "destination host (HOST:PORT); with --resume, a new address of the same destination" };
         var resume = new Option<bool>("--resume") { Description = "recover a post-copy migration whose link failed: send the destination the pages it still lacks (QEMU's migrate-recover)" };
-        var strategy = new Option<string>("--strategy") { Description = "auto (log shipping, falling back to pre-copy, then post-copy), log (log shipping), precopy (XBZRLE pre-copy), stopcopy or postcopy (resume at once, pages on demand)", DefaultValueFactory = _ => "auto" };
-        strategy.AcceptOnlyFromAmong("auto", "log", "precopy", "stopcopy", "postcopy");
+        var strategy = new Option<string>("--strategy") { Description = Strategies.Help, DefaultValueFactory = _ => "auto" };
+        strategy.AcceptOnlyFromAmong([.. Strategies.Names]);
         var xbzrleCache = new Option<string>("--xbzrle-cache") { Description = "pre-copy: XBZRLE page cache size (64MiB, 0 = default 64 MiB)", DefaultValueFactory = _ => "0" };
         var autoConverge = new Option<bool>("--auto-converge") { Description = "pre-copy: throttle the guest when it dirties memory faster than the link sends it (always on for auto)" };
         var maxThrottle = new Option<uint?>("--max-throttle") { Description = "cap on how much auto-converge may hold the guest back, in percent (QEMU's max-cpu-throttle; default 95 for log shipping, 99 for pre-copy; 0 = never throttle)" };
         var bandwidth = new Option<string>("--bandwidth") { Description = "rate limit on the wire (1gbit, 100mbit, 125MB; 0 = unlimited)", DefaultValueFactory = _ => "0" };
+        var adaptive = new Option<string?>("--adaptive-bandwidth") { Description = "rate-adaptive pre-copy (Clark et al. NSDI'05): MIN[,INCREMENT]; round 1 at MIN, each later round at the last round's dirty rate + INCREMENT (default 50mbit), up to --bandwidth" };
         var downtime = new Option<uint>("--downtime-limit") { Description = "downtime budget in ms (log shipping switches over when the predicted tail fits)", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "print the report as JSON" };
         var svg = new Option<string?>("--svg") { Description = "where to write the timeline SVG (default: migration-NAME-ID.svg in the current directory)" };
@@ -35,6 +38,7 @@ public static class MigrateCommands
         command.Options.Add(strategy);
         command.Options.Add(bandwidth);
         command.Options.Add(downtime);
+        command.Options.Add(adaptive);
         command.Options.Add(xbzrleCache);
         command.Options.Add(autoConverge);
         command.Options.Add(maxThrottle);
@@ -46,10 +50,18 @@ public static class MigrateCommands
             if (!isResume && string.IsNullOrEmpty(parse.GetValue(to))) throw new FormatException("--to HOST:PORT is required (only --resume may leave it out)");
             var cmd = new MigrateCommand
             {
-                Name = parse.GetValue(name)!, Target = parse.GetValue(to) ?? "", Resume = isResume, Strategy = parse.GetValue(strategy)!,
-                BandwidthBytesPerSecond = Rate.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = parse.GetValue(downtime),
+                Name = parse.GetValue(name)!, Target = parse.GetValue(to) ?? "", Resume = isResume, Strategy = Strategies.Parse(parse.GetValue(strategy)!),
+                BandwidthBytesPerSecond = Bandwidth.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = parse.GetValue(downtime),
                 XbzrleCacheBytes = parse.GetValue(xbzrleCache)!.Trim() == "0" ? 0 : LiveMigration.Guest.MachineConfig.ParseSize(parse.GetValue(xbzrleCache)!), AutoConverge = parse.GetValue(autoConverge),
             };
+            if (parse.GetValue(adaptive) is { } adaptiveText)
+            {
+                var parts = adaptiveText.Split(',');
+                if (parts.Length > 2) throw new FormatException("--adaptive-bandwidth is MIN[,INCREMENT] (e.g. 100mbit,50mbit)");
+                cmd.AdaptiveMinBytesPerSecond = Bandwidth.Parse(parts[0]);
+                if (cmd.AdaptiveMinBytesPerSecond == 0) throw new FormatException("--adaptive-bandwidth needs a floor above 0");
+                if (parts.Length == 2) cmd.AdaptiveIncrementBytesPerSecond = Bandwidth.Parse(parts[1]);
+            }
             if (parse.GetValue(maxThrottle) is uint cap)
             {
                 if (cap > 99) throw new FormatException("--max-throttle is a percentage from 0 to 99");
@@ -97,7 +109,7 @@ public static class MigrateCommands
             {
                 if (p.ElapsedSeconds - lastPrint < 0.5) return;
                 lastPrint = p.ElapsedSeconds;
-                Console.Error.WriteLine($"lm migrate: {p.ElapsedSeconds,6:F2} s  {p.Phase,-14} {Sent(p)} at {TimelineSvg.Human(p.RateBytesPerSecond)}/s  lag {p.ReplayLagSeconds * 1000:F1} ms  throttle {p.Throttle:P0}");
+                Console.Error.WriteLine($"lm migrate: {p.ElapsedSeconds,6:F2} s  {Strategies.Name(p.Phase),-14} {Sent(p)} at {TimelineSvg.Human(p.RateBytesPerSecond)}/s  lag {p.ReplayLagSeconds * 1000:F1} ms  throttle {p.Throttle:P0}");
             });
         }
         MigrationReport? report = null;
@@ -117,12 +129,12 @@ public static class MigrateCommands
 
     private static Table ProgressTable(MigrationProgress? p, MigrateCommand cmd)
     {
-        var t = new Table().Border(TableBorder.Rounded).Title(cmd.Resume ? $"resuming the post-copy of [bold]{Markup.Escape(cmd.Name)}[/]" : $"migrating [bold]{Markup.Escape(cmd.Name)}[/] to {Markup.Escape(cmd.Target)} ({cmd.Strategy})");
+        var t = new Table().Border(TableBorder.Rounded).Title(cmd.Resume ? $"resuming the post-copy of [bold]{Markup.Escape(cmd.Name)}[/]" : $"migrating [bold]{Markup.Escape(cmd.Name)}[/] to {Markup.Escape(cmd.Target)} ({Strategies.Name(cmd.Strategy)})");
         t.AddColumns("strategy", "phase", "elapsed", "checkpoint", "log", "state+proto", "rate", "pages", "replay lag", "throttle");
         if (p == null) { t.AddRow("", "setup", "", "", "", "", "", "", "", ""); return t; }
         string bar = p.PagesTotal > 0 ? $"{100.0 * p.PagesSent / p.PagesTotal:F0}%" : "";
-        string strategy = p.Strategy == "precopy" ? $"precopy r{p.Round} ({p.DirtyPages} dirty)" : p.Strategy;
-        t.AddRow(Markup.Escape(strategy), p.Phase, $"{p.ElapsedSeconds:F2} s", TimelineSvg.Human(p.BytesCheckpoint), TimelineSvg.Human(p.BytesLog),
+        string strategy = p.Strategy == Strategy.Precopy ? $"precopy r{p.Round} ({p.DirtyPages} dirty)" : Strategies.Name(p.Strategy);
+        t.AddRow(Markup.Escape(strategy), Strategies.Name(p.Phase), $"{p.ElapsedSeconds:F2} s", TimelineSvg.Human(p.BytesCheckpoint), TimelineSvg.Human(p.BytesLog),
             TimelineSvg.Human(p.BytesState + p.BytesProtocol), $"{TimelineSvg.Human(p.RateBytesPerSecond)}/s", bar,
             $"{p.ReplayLagSeconds * 1000:F1} ms", $"{p.Throttle:P0}");
         return t;
@@ -143,7 +155,7 @@ public static class MigrateCommands
             AnsiConsole.Write(t);
             return;
         }
-        Row("route", $"{r.Source} -> {r.Destination} ({r.Strategy})");
+        Row("route", $"{r.Source} -> {r.Destination} ({Strategies.Name(r.Strategy)})");
         Row("setup", Ms(r.SetupSeconds));
         Row("checkpoint", Ms(r.CheckpointSeconds));
         Row("log", Ms(r.LogSeconds));
@@ -159,7 +171,9 @@ public static class MigrateCommands
         if (r.BytesPostcopy > 0) Row("bytes: post-copy", TimelineSvg.Human(r.BytesPostcopy));
         Row("bytes: total", TimelineSvg.Human(r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy));
         Row("throttle", $"max {r.MaxThrottle:P0}, mean {r.MeanThrottle:P0}");
-        foreach (var s in r.Switches) Row($"strategy @ {Ms(s.T)}", $"{(s.From == "" ? "" : s.From + " -> ")}{s.To}: {s.Reason}");
+        foreach (var s in r.Switches) Row($"strategy @ {Ms(s.T)}", $"{(s.HasFrom ? Strategies.Name(s.From) + " -> " : "")}{Strategies.Name(s.To)}: {s.Reason}");
+        if (r.RoundRateBytesPerSecond.Count > 0)
+            Row("round rates", string.Join(", ", r.RoundRateBytesPerSecond.Select(x => x > 0 ? $"{TimelineSvg.Human(x)}/s" : "unlimited")));
         if (r.PrecopyRounds > 0)
             Row("pre-copy", $"{r.PrecopyRounds} rounds, {r.XbzrlePages} XBZRLE pages ({TimelineSvg.Human(r.XbzrleBytes)} of deltas), {r.FullPages} whole, {r.UnchangedPages} unchanged, {r.FreePages} free skipped; ended by {r.ConvergedBy}");
         if (r.PostcopyPages > 0 || r.PostcopyVerifiedPages > 0)

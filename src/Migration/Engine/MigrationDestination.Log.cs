@@ -34,7 +34,7 @@ internal sealed partial class MigrationDestination
         ulong digest = machine.ComputeDigest();
         if (machine.Icount != done.Icount || digest != done.Digest)
             throw new MigrationFailedException($"checkpoint C0 does not verify: digest {digest:x16} at icount {machine.Icount}, source sent {done.Digest:x16} at {done.Icount}");
-        if (_setup.Strategy == "auto") KeepC0(machine, done);
+        if (_setup.Strategy == Strategy.Auto) KeepC0(machine, done);
         _session = ReplaySession.FromMachine(machine, new ReplayOptions { Verify = true });
         _host.Log($"'{_setup.Name}': checkpoint C0 verified at icount {done.Icount}; replaying the log");
         State = "replaying";
@@ -73,6 +73,7 @@ internal sealed partial class MigrationDestination
         {
             while (!_stopReplay)
             {
+                WhileStalled();
                 bool wait;
                 lock (_sessionGate)
                 {

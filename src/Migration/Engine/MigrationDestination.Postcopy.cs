@@ -131,8 +131,12 @@ internal sealed partial class MigrationDestination
             memory.PageFetcher = null;
             lock (_host.Lock) if (_entry!.PostcopyIncoming == this) _entry.PostcopyIncoming = null;
             WakeStalledGuest();
-            conn.Send(new Envelope { PostcopyDone = new PostcopyDone { VerifiedPages = (ulong)_verifiedPages } });
+            WhileStalled();
+            _host.Options.DestinationFault?.Invoke(DestinationFaultPoint.BeforePostcopyDone); // a hook may hold this (a transient stall)
             State = "running";
+            // Complete either way: a source that missed this learns it by asking (ArrivalQuery).
+            try { conn.Send(new Envelope { PostcopyDone = new PostcopyDone { VerifiedPages = (ulong)_verifiedPages } }); }
+            catch (IOException e) { _host.Log($"'{_setup.Name}' post-copy complete, but the source did not hear it ({e.Message}); it will ask"); }
             _host.Log($"'{_setup.Name}' post-copy complete: {_verifiedPages} pages verified ({_requestedPages} requested by the guest)");
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidDataException or ProtocolException or MigrationFailedException)
@@ -181,6 +185,15 @@ internal sealed partial class MigrationDestination
         _host.Log($"'{_setup.Name}' POST-COPY FAILED: {why}; {absent} pages still absent. The guest runs until it touches one, then stays paused until the source resumes post-copy (`lm migrate {_setup.Name} --from {_setup.Source} --resume`)");
         try { conn.Abort(); } catch (Exception e) when (e is IOException or ObjectDisposedException) { }
     }
+
+    /// <summary>`lm stop` of a post-copy guest whose pages may never come: cut the link; the guest thread stops waiting.</summary>
+    public void AbandonPostcopy(string why)
+    {
+        PostcopyFailed(why, _conn);
+        lock (_lock) State = "abandoned";
+    }
+
+    public int PostcopyAbsentPages => _machine?.Memory.AbsentPageCount ?? 0;
 
     /// <summary>For status: the post-copy phase and how many pages are still missing.</summary>
     public string PostcopyStatus => $"{State}, {_machine?.Memory.AbsentPageCount ?? 0} pages absent";

@@ -20,11 +20,11 @@ internal sealed partial class MigrationDestination
     private bool _fellBack;
     private MachineSnapshot? _destC0;
     private DirtyClient? _destSinceC0;
-    private byte[] _deltaRaw = [];
+    private readonly PrecopyPageDecoder _deltaDecoder = new();
     private readonly byte[] _pageScratch = new byte[GuestMemory.PageSize];
 
     /// <summary>True when the final state's device state is applied as is (nothing replays to it).</summary>
-    private bool RestoresFinalDeviceState => _setup.Strategy is "stopcopy" or "precopy" || _fellBack;
+    private bool RestoresFinalDeviceState => _setup.Strategy is Strategy.Stopcopy or Strategy.Precopy || _fellBack;
 
     private void KeepC0(Machine machine, CheckpointDone done)
     {
@@ -36,40 +36,7 @@ internal sealed partial class MigrationDestination
     private void OnDeltaPages(DeltaPages batch)
     {
         var memory = _machine!.Memory;
-        int count = batch.Pages.Count;
-        if (count != batch.Lengths.Count || count != batch.Kinds.Length) throw new ProtocolException("delta page batch with mismatched lists");
-        if (batch.RawLength > 64u << 20) throw new ProtocolException($"delta page batch of {batch.RawLength} bytes");
-        if (_deltaRaw.Length < batch.RawLength) _deltaRaw = new byte[batch.RawLength];
-        int n = Zstd.Decompress(batch.Zstd.Span, _deltaRaw.AsSpan(0, (int)batch.RawLength));
-        if (n != batch.RawLength) throw new ProtocolException($"delta page batch decompressed to {n} bytes, expected {batch.RawLength}");
-        int offset = 0;
-        var kinds = batch.Kinds.Span;
-        for (int i = 0; i < count; i++)
-        {
-            int page = (int)batch.Pages[i];
-            int length = (int)batch.Lengths[i];
-            if ((uint)page >= (uint)memory.PageCount) throw new ProtocolException($"page {page} is beyond the end of memory");
-            if (length > GuestMemory.PageSize || offset + length > n) throw new ProtocolException($"page {page}: payload of {length} bytes overruns the batch");
-            var payload = _deltaRaw.AsSpan(offset, length);
-            offset += length;
-            switch ((PageEncoding)kinds[i])
-            {
-                case PageEncoding.Full:
-                    if (length != GuestMemory.PageSize) throw new ProtocolException($"page {page}: a full page of {length} bytes");
-                    memory.WritePage(page, payload);
-                    break;
-                case PageEncoding.Delta:
-                case PageEncoding.DeltaBase:
-                    memory.PageSpan(page).CopyTo(_pageScratch);
-                    if (!XbzrleCodec.TryDecode(payload, _pageScratch, out var error, out int at))
-                        throw new ProtocolException($"page {page}: bad XBZRLE delta ({XbzrleCodec.Describe(error)} at byte {at})");
-                    memory.WritePage(page, _pageScratch);
-                    break;
-                default:
-                    throw new ProtocolException($"page {page}: unexpected encoding {kinds[i]} in a delta batch");
-            }
-        }
-        if (offset != n) throw new ProtocolException($"delta page batch has {n - offset} trailing bytes");
+        _deltaDecoder.Apply(memory, batch);
         memory.RefreshRamDigest(); // hash as pages arrive, not all at the verification in the downtime
     }
 
@@ -85,7 +52,7 @@ internal sealed partial class MigrationDestination
     /// <summary>The source gave up on log shipping: stop replaying and return to C0, exactly.</summary>
     private void OnPrecopyFallback(PrecopyFallback fallback)
     {
-        if (_setup.Strategy != "auto" || _destC0 == null || _destSinceC0 == null)
+        if (_setup.Strategy != Strategy.Auto || _destC0 == null || _destSinceC0 == null)
             throw new ProtocolException("fallback to pre-copy without a retained checkpoint C0");
         StopReplay();
         if (_replayThread != null && _replayThread.IsAlive) throw new MigrationFailedException("the replay did not stop for the fallback to pre-copy");

@@ -33,6 +33,8 @@ internal sealed partial class MigrationDestination
 
     public string State { get; private set; } = "arriving";
     public ulong MemorySize => _setup.MemorySize;
+    /// <summary>True once the ACK went: only the source (or an operator) can settle it now.</summary>
+    public bool AwaitingGo => State == "awaiting-go";
 
     public void Run()
     {
@@ -56,6 +58,7 @@ internal sealed partial class MigrationDestination
                 return;
             }
             _conn.Send(new Envelope { SetupReply = new SetupReply { Accepted = true } });
+            new Thread(Heartbeats) { IsBackground = true, Name = $"heartbeat-{_setup.Name}" }.Start();
             Receive();
         }
         catch (Exception e) when (e is IOException or InvalidDataException or ProtocolException or MigrationFailedException)
@@ -72,8 +75,8 @@ internal sealed partial class MigrationDestination
             why = $"machine config not supported: {setup.MemorySize >> 20} MiB of RAM (this host allows up to {_host.Options.MaxMemorySize >> 20} MiB)";
         else if (setup.PageCount != setup.MemorySize / 4096)
             why = $"machine config mismatch: {setup.PageCount} pages for {setup.MemorySize} bytes";
-        else if (setup.Strategy is not ("log" or "stopcopy" or "precopy" or "auto" or "postcopy"))
-            why = $"unknown strategy '{setup.Strategy}'";
+        else if (!Strategies.IsKnown(setup.Strategy))
+            why = $"unknown strategy {(int)setup.Strategy} (a peer of a newer build)";
         if (why != null) return false;
         lock (_host.Lock)
         {
@@ -83,12 +86,20 @@ internal sealed partial class MigrationDestination
                 why = $"a guest named '{setup.Name}' already {busy} on this host";
                 return false;
             }
-            _entry = new GuestEntry(setup.Name) { Arriving = this };
+            _entry = new GuestEntry(setup.Name) { Arriving = this, ArrivedBy = setup.MigrationId };
             _host.SetEntry(_entry);
         }
-        _machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize, CompileBlocks = _host.Options.CompileBlocks }, NullHostPort.Instance);
+        var machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize, CompileBlocks = _host.Options.CompileBlocks }, NullHostPort.Instance);
+        why = MachineIdentities.Mismatch(MachineIdentities.Of(machine), setup.Machine);
+        if (why != null)
+        {
+            machine.Dispose();
+            lock (_host.Lock) _host.RemoveEntry(_entry);
+            return false;
+        }
+        _machine = machine;
         PrepareResume();
-        _host.Log($"receiving '{setup.Name}' from {setup.Source} ({setup.Strategy}, migration {setup.MigrationId})");
+        _host.Log($"receiving '{setup.Name}' from {setup.Source} ({Strategies.Name(setup.Strategy)}, migration {setup.MigrationId})");
         return true;
     }
 
@@ -96,6 +107,7 @@ internal sealed partial class MigrationDestination
     {
         while (true)
         {
+            WhileStalled();
             var e = _conn.Receive();
             switch (e.BodyCase)
             {
@@ -114,6 +126,7 @@ internal sealed partial class MigrationDestination
                     if (!Verify(e.FinalState)) return;
                     break;
                 case Envelope.BodyOneofCase.Go:
+                    if (_host.Options.DestinationFault?.Invoke(DestinationFaultPoint.BeforeResume) == true) return; // crashed here (the test took the host down)
                     Start(e.Go.ConsoleInput.ToByteArray(), e.Go.ConsoleBacklog.ToByteArray(), "GO");
                     if (_manifest != null) ReceivePostcopyPages();
                     return;
@@ -202,14 +215,14 @@ internal sealed partial class MigrationDestination
     {
         switch (answer.Decision)
         {
-            case "go": Start(answer.ConsoleInput.ToByteArray(), answer.ConsoleBacklog.ToByteArray(), "GO (asked again)"); return true;
-            case "abort": Discard("the source resumed the guest"); return true;
+            case Decision.Go: Start(answer.ConsoleInput.ToByteArray(), answer.ConsoleBacklog.ToByteArray(), "GO (asked again)"); return true;
+            case Decision.Abort: Discard("the source resumed the guest"); return true;
             default: return false; // pending, or unknown (a restarted source): keep asking; an operator can decide
         }
     }
 
-    /// <summary>`lm resolve`: "" asks the source now; "go" / "abort" is the operator's decision.</summary>
-    public string Resolve(string decision)
+    /// <summary>`lm resolve`: pending asks the source now; go / abort is the operator's decision.</summary>
+    public string Resolve(Decision decision)
     {
         lock (_lock)
         {
@@ -218,13 +231,13 @@ internal sealed partial class MigrationDestination
         }
         switch (decision)
         {
-            case "go": Start([], [], "operator's resolve"); return $"'{_setup.Name}' runs here (operator's decision)";
-            case "abort": Discard("operator's resolve"); return $"discarded the incoming copy of '{_setup.Name}'";
-            case "":
+            case Decision.Go: Start([], [], "operator's resolve"); return $"'{_setup.Name}' runs here (operator's decision)";
+            case Decision.Abort: Discard("operator's resolve"); return $"discarded the incoming copy of '{_setup.Name}'";
+            case Decision.Pending:
                 var answer = QuerySource() ?? throw new HostException($"the source {_setup.Source} is unreachable; decide with --decision go (only if the source is gone for good) or abort");
                 if (!Apply(answer)) throw new HostException($"the source answers '{answer.Decision}'; try again later or decide with --decision");
-                return answer.Decision == "go" ? $"'{_setup.Name}' runs here (source said go)" : $"discarded: the source kept '{_setup.Name}'";
-            default: throw new HostException($"unknown decision '{decision}' (expected go or abort)");
+                return answer.Decision == Decision.Go ? $"'{_setup.Name}' runs here (source said go)" : $"discarded: the source kept '{_setup.Name}'";
+            default: throw new HostException($"decision {decision} does not apply here (expected go or abort)");
         }
     }
 
@@ -275,6 +288,30 @@ internal sealed partial class MigrationDestination
         _host.Log($"'{_setup.Name}' resumed at icount {_final!.Icount} on {why}; console {consoleAddress}");
     }
 
+
+    /// <summary>
+    /// Proof of life for the source, with the bytes taken off the connection so far, until the guest
+    /// runs here or is discarded. A stalled host (SIGSTOP) stops beating, and the source sees it.
+    /// </summary>
+    private void Heartbeats()
+    {
+        var conn = _conn;
+        var interval = _host.Options.HeartbeatInterval;
+        while (!_host.ShuttingDown.IsCancellationRequested)
+        {
+            Thread.Sleep(interval);
+            WhileStalled();
+            lock (_lock) if (_resolved) return;
+            try { conn.Send(new Envelope { Heartbeat = new Heartbeat { ReceivedBytes = (ulong)conn.ReceivedTotal } }); }
+            catch (IOException) { return; }
+        }
+    }
+
+    /// <summary>Test hook (<see cref="HostOptions.Stalled"/>): the migration's threads stand still, as under SIGSTOP.</summary>
+    private void WhileStalled()
+    {
+        while (_host.Options.Stalled?.Invoke() == true) Thread.Sleep(5);
+    }
 
     public void Discard(string why)
     {

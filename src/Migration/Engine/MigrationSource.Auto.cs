@@ -35,7 +35,7 @@ internal sealed partial class MigrationSource
     /// <summary>Called by the log-shipping control loop every step with the replay lag in seconds.</summary>
     private bool ShouldFallBack(double now, double lag, double limit, bool outOfTime)
     {
-        if (Strategy != "auto") return false;
+        if (Strategy != Strategy.Auto) return false;
         if (outOfTime)
         {
             _fallbackReason = $"log shipping did not converge in {MaxLogPhase.TotalSeconds:F0} s (replay lag {lag * 1000:F0} ms)";
@@ -68,7 +68,7 @@ internal sealed partial class MigrationSource
         {
             PrecopyFallback = new PrecopyFallback { C0Icount = _c0Icount, Reason = _fallbackReason ?? "", XbzrleCacheBytes = cacheBytes },
         }, ByteCategory.Protocol, token);
-        SwitchStrategy("precopy", _fallbackReason ?? "fallback");
+        SwitchStrategy(Strategy.Precopy, _fallbackReason ?? "fallback");
         var c0 = _retainedC0;
         var since = _sinceC0;
         _sinceC0 = null;

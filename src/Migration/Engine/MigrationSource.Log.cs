@@ -37,13 +37,13 @@ internal sealed partial class MigrationSource
     {
         var machine = _guest.Machine;
         var conn = _conn!;
-        _phase = "checkpoint";
+        _phase = MigrationPhase.Checkpoint;
 
         // C0: stop for an instant so the snapshot and the first logged input share one icount.
         _guest.Pause();
         _c0 = machine.TakeSnapshot();
         _c0Icount = _c0.Icount;
-        if (Strategy == "auto") StartFallbackTracking();
+        if (Strategy == Strategy.Auto) StartFallbackTracking();
         var header = new TraceHeader
         {
             FormatVersion = TraceFormat.CurrentVersion,
@@ -67,12 +67,12 @@ internal sealed partial class MigrationSource
         {
             CheckpointDone = new CheckpointDone { Icount = c0.Icount, DeviceState = ByteString.CopyFrom(c0.DeviceState), Digest = c0.Digest },
         }, ByteCategory.State, token);
-        if (Strategy == "auto") _retainedC0 = c0; // kept for a fallback to pre-copy
+        if (Strategy == Strategy.Auto) _retainedC0 = c0; // kept for a fallback to pre-copy
         else c0.Dispose(); // no more copy-on-write work for the guest
         _c0 = null;
         _tCheckpointDone = Now;
 
-        _phase = "log";
+        _phase = MigrationPhase.Log;
         ShipLogUntilConverged(c0.Icount, token);
         if (_fallbackReason != null) return FallBackToPrecopy(token);
         ApproachSwitchover(token);
@@ -87,7 +87,7 @@ internal sealed partial class MigrationSource
 
         // Switchover: pause, log a digest at the pause icount (the destination's replayer checks it
         // there), flush the tail, stop recording, send the final state.
-        Pause();
+        Pause(proven: true);
         _guest.Port.Throttle = 0;
         _throttle = 0;
         ulong icount = machine.Icount;
@@ -132,6 +132,7 @@ internal sealed partial class MigrationSource
         {
             token.ThrowIfCancellationRequested();
             SendLogFrames(token);
+            _peer.Check(); // a stalled destination fails the migration here, long before any pause
             if (_inbox.TryTake(out var e)) // nothing is expected on the return path now but Abort or a lost connection
             {
                 _inbox.Add(e);
@@ -196,6 +197,7 @@ internal sealed partial class MigrationSource
             {
                 token.ThrowIfCancellationRequested();
                 SendLogFrames(token);
+                _peer.Check();
                 ulong replay = (ulong)Interlocked.Read(ref _replayIcount), source = machine.Icount;
                 double rate = Math.Max(_replayMips, 1) * 1e6;
                 if (source <= replay || (source - replay) / rate <= ApproachTailSeconds) break;

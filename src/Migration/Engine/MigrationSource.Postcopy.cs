@@ -22,7 +22,7 @@ internal sealed partial class MigrationSource
     /// <summary>Pages sent after a requested one (pre-paging: guests tend to walk forward).</summary>
     private const int PrepagePages = 4;
     private const int PushBatchPages = 64;
-    private static readonly TimeSpan PostcopyDoneTimeout = TimeSpan.FromSeconds(30);
+    private TimeSpan PostcopyDoneTimeout => _host.Options.PostcopyDoneTimeout;
 
     private readonly BlockingCollection<int> _pageRequests = new();
     private PostcopyManifest? _manifest;
@@ -34,7 +34,7 @@ internal sealed partial class MigrationSource
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private (ulong Icount, ulong Digest) PostcopyPrepare(CancellationToken token)
     {
-        _phase = "postcopy-switchover";
+        _phase = MigrationPhase.PostcopySwitchover;
         Pause();
         var machine = _guest.Machine;
         var memory = machine.Memory;
@@ -64,9 +64,9 @@ internal sealed partial class MigrationSource
     /// them before the ACK, and each post-copy page is verified against its hash on arrival.
     /// </summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
-    private (ulong Icount, ulong Digest) PostcopyAfterPrecopy(List<int> dirty, DeltaPageSender sender, CancellationToken token)
+    private (ulong Icount, ulong Digest) PostcopyAfterPrecopy(List<int> dirty, PrecopyPageEncoder sender, CancellationToken token)
     {
-        _phase = "postcopy-switchover";
+        _phase = MigrationPhase.PostcopySwitchover;
         var machine = _guest.Machine;
         var memory = machine.Memory;
         var listed = new List<int>(dirty.Count);
@@ -111,7 +111,7 @@ internal sealed partial class MigrationSource
     /// </summary>
     private void ServePostcopy(MigrationReport report)
     {
-        _phase = "postcopy";
+        _phase = MigrationPhase.Postcopy;
         EnsureManifestPages(); // after GO: not downtime
         var push = new PostcopyPush(this, new bool[_manifestPages.Length]);
         try
@@ -140,13 +140,12 @@ internal sealed partial class MigrationSource
         if (done.VerifiedPages != (ulong)_manifestPages.Length)
             throw new MigrationFailedException($"destination verified {done.VerifiedPages} of {_manifestPages.Length} post-copy pages");
         report.Success = true;
-        _phase = "done";
-        _conn?.Dispose();
-        _host.ReleasePostcopyHold(_entry, this);
-        ReleaseFallbackState();
-        _guest.Dispose();
-        _host.Log($"migration {Id}: '{_command.Name}' now runs on {_target}; every post-copy page verified there, source copy released");
+        Interlocked.Exchange(ref _holding, 0);
+        ReleaseCopy($"'{_command.Name}' now runs on {_target}; every post-copy page verified there, source copy released");
     }
+
+    /// <summary>True when the held copy holds post-copy pages (what `--resume` sends).</summary>
+    public bool IsPostcopy => _manifest != null;
 
     private void HoldForResume(MigrationReport report, PostcopyPush? push, Exception e)
     {
@@ -155,11 +154,12 @@ internal sealed partial class MigrationSource
         report.Success = false;
         report.Error = $"post-copy interrupted after GO with {push?.Remaining ?? _manifestPages.Length} of {_manifestPages.Length} pages unsent ({e.Message}); " +
             $"the destination guest stays paused on a missing page and the paused source copy is held: recover with `lm migrate {_command.Name} --from {_host.Address} --resume`";
-        _phase = "postcopy-interrupted";
+        _phase = MigrationPhase.PostcopyInterrupted;
         _host.Log($"migration {Id}: {report.Error}");
         _conn?.Dispose();
-        // Deliberately not disposing _guest: its memory is the only copy of the unsent pages.
-        _host.HoldForPostcopyResume(_entry, this);
+        // Deliberately not disposing _guest: its memory is the only copy of the unsent pages. The
+        // watcher lets it go if the destination turns out to have them all (a transient stall).
+        StartHolding();
     }
 
     /// <summary>Where the guest went (a resume may reach the same destination host at a new address).</summary>
@@ -181,14 +181,14 @@ internal sealed partial class MigrationSource
         string target = string.IsNullOrEmpty(command.Target) ? _target : command.Target;
         var report = new MigrationReport
         {
-            Name = _command.Name, Strategy = "postcopy", Source = _host.Address, Destination = target, MigrationId = Id,
+            Name = _command.Name, Strategy = Strategy.Postcopy, Source = _host.Address, Destination = target, MigrationId = Id,
             MemorySize = _guest.Machine.Config.MemorySize, ResumedPostcopy = true,
         };
         double t0 = Now;
         while (_inbox.TryTake(out _)) { }
         while (_pageRequests.TryTake(out _)) { }
         _readerError = null;
-        _phase = "postcopy-resume";
+        _phase = MigrationPhase.PostcopyResume;
         PostcopyPush? push = null;
         using (var reporter = new ProgressReporter(this, progress))
         {
@@ -202,7 +202,17 @@ internal sealed partial class MigrationSource
                 conn.Send(new Envelope { PostcopyResume = new PostcopyResume { MigrationId = Id, Name = _command.Name } });
                 new Thread(() => ReadReturnPath(conn)) { IsBackground = true, Name = $"migrate-{Id}-rx" }.Start();
                 var reply = Expect(Envelope.BodyOneofCase.PostcopyResumeReply, TimeSpan.FromSeconds(10), CancellationToken.None).PostcopyResumeReply;
-                if (!reply.Accepted) throw new MigrationFailedException($"the destination refused the resume: {reply.Error}");
+                if (!reply.Accepted)
+                {
+                    if (QueryArrival() is { State: ArrivalState.ArrivalResumed } && Interlocked.Exchange(ref _holding, 0) == 1)
+                    {
+                        // It got every page after all (the link failed after the last one): nothing to resume.
+                        report.Success = true;
+                        ReleaseCopy($"{target} already has every post-copy page of '{_command.Name}'; the held copy is released");
+                        return report;
+                    }
+                    throw new MigrationFailedException($"the destination refused the resume: {reply.Error}");
+                }
                 var sent = new bool[_manifestPages.Length];
                 Array.Fill(sent, true);
                 var slotOf = SlotIndex();
@@ -211,7 +221,7 @@ internal sealed partial class MigrationSource
                     if (!slotOf.TryGetValue((int)page, out int slot)) throw new MigrationFailedException($"the destination lacks page {page}, which is not in the manifest");
                     sent[slot] = false;
                 }
-                _phase = "postcopy";
+                _phase = MigrationPhase.Postcopy;
                 _host.Log($"migration {Id}: the destination lacks {reply.AbsentPages.Count} of {sent.Length} pages ({reply.VerifiedPages} verified before the link failed)");
                 push = new PostcopyPush(this, sent);
                 push.Run(conn);
@@ -224,7 +234,7 @@ internal sealed partial class MigrationSource
                 push?.FillReport(report);
                 report.Success = false;
                 report.Error = $"resume failed: {e.Message}; the source copy is still held, try `lm migrate {_command.Name} --from {_host.Address} --resume` again";
-                _phase = "postcopy-interrupted";
+                _phase = MigrationPhase.PostcopyInterrupted;
                 _host.Log($"migration {Id}: {report.Error}");
                 _conn?.Dispose();
             }
@@ -234,15 +244,6 @@ internal sealed partial class MigrationSource
         if (_conn is { } c) report.BytesPostcopy = (ulong)c.Sent(ByteCategory.Postcopy);
         report.BytesProtocol = (ulong)(_conn?.Sent(ByteCategory.Protocol) ?? 0);
         return report;
-    }
-
-    /// <summary>`lm stop` on the source of an interrupted post-copy: the operator gives up on resuming.</summary>
-    public void DiscardHeldCopy()
-    {
-        if (Interlocked.Exchange(ref _resuming, 1) != 0) throw new HostException($"a resume of '{_command.Name}' is in progress");
-        _phase = "postcopy-abandoned";
-        _guest.Dispose();
-        _host.Log($"migration {Id}: the held post-copy pages of '{_command.Name}' were discarded; the destination can no longer fetch them");
     }
 
     private void EnsureManifestPages()

@@ -5,6 +5,7 @@ using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Xbzrle;
+using LiveMigration.Recorder;
 
 namespace LiveMigration.Migration.Engine;
 
@@ -24,20 +25,21 @@ internal sealed partial class MigrationSource
     /// <summary>"Few dirty pages left": a stop-and-copy of this many is cheap whatever the budget.</summary>
     private const int FewDirtyPages = 64;
     public const ulong DefaultXbzrleCacheBytes = 64UL << 20;
-    private const int DeltaBatchBytes = 1 << 20;
 
     private readonly List<StrategySwitch> _switches = [];
-    private string _currentStrategy = "";
+    private Strategy? _currentStrategy;
     private int _round;
     private int _lastDirty;
     private string _convergedBy = "";
-    private long _xbzrlePages, _xbzrleBytes, _fullPages, _unchangedPages, _freePages, _zeroMarkerPages;
+    private readonly PrecopyCounts _counts = new();
+    private readonly List<double> _roundRates = [];
 
-    private void SwitchStrategy(string to, string reason)
+    private void SwitchStrategy(Strategy to, string reason)
     {
-        var s = new StrategySwitch { T = Now, From = _currentStrategy, To = to, Reason = reason };
+        var s = new StrategySwitch { T = Now, To = to, Reason = reason };
+        if (_currentStrategy is { } from) s.From = from;
         lock (_switches) _switches.Add(s);
-        _host.Log($"migration {Id}: strategy {(_currentStrategy == "" ? "" : _currentStrategy + " -> ")}{to}: {reason}");
+        _host.Log($"migration {Id}: strategy {(_currentStrategy is { } f ? Strategies.Name(f) + " -> " : "")}{Strategies.Name(to)}: {reason}");
         _currentStrategy = to;
     }
 
@@ -51,12 +53,14 @@ internal sealed partial class MigrationSource
         var machine = _guest.Machine;
         var memory = machine.Memory;
         var conn = _conn!;
-        _phase = "precopy";
+        _phase = MigrationPhase.Precopy;
         double limit = Math.Max(1, _command.DowntimeLimitMs == 0 ? 10 : _command.DowntimeLimitMs) / 1000.0;
         ulong cacheBytes = _command.XbzrleCacheBytes == 0 ? DefaultXbzrleCacheBytes : _command.XbzrleCacheBytes;
         var cache = new XbzrlePageCache((long)cacheBytes);
-        var sender = new DeltaPageSender(this, conn, cache, token);
+        var sender = new PrecopyPageEncoder(machine, cache, _counts, e => conn.Send(e, ByteCategory.Checkpoint, token));
         var refresher = new DigestRefresher();
+        var adaptive = AdaptiveRate.For(_command);
+        var capBucket = conn.Limiter;
         _guest.Port.Log ??= refresher; // log shipping is over (or never ran) when pre-copy starts
 
         DirtyClient client;
@@ -87,10 +91,15 @@ internal sealed partial class MigrationSource
                 token.ThrowIfCancellationRequested();
                 _round++;
                 long wireBefore = conn.SentTotal;
-                long transmittedBefore = _xbzrlePages + _fullPages + _zeroMarkerPages + _freePages;
+                long transmittedBefore = _counts.Transmitted;
+                sender.Round = _round;
+                if (adaptive != null) conn.Limiter = new TokenBucket((long)adaptive.Rate);
+                _roundRates.Add(conn.Limiter?.Rate ?? 0);
                 double t0 = Now;
                 foreach (int page in pages) sender.Send(page, c0);
                 sender.Flush();
+                // A round counts when the destination has it, not when it sits in a socket buffer.
+                _peer.WaitCaughtUp(conn.SentTotal, token, () => CheckReturnPath(token));
                 if (c0 != null) { c0.Dispose(); c0 = null; _retainedC0 = null; } // only round 1 after a fallback needs it
                 if (_tCheckpointDone == 0) { _tCheckpointDone = Now; Fault(FaultPoint.Checkpoint); }
                 CheckReturnPath(token);
@@ -98,11 +107,12 @@ internal sealed partial class MigrationSource
                 long wire = conn.SentTotal - wireBefore;
                 // Price a dirty page at what a transmitted page cost this round (unchanged pages cost nothing
                 // but say nothing about the next ones); with too few to go by, at a whole page.
-                long transmitted = _xbzrlePages + _fullPages + _zeroMarkerPages + _freePages - transmittedBefore;
+                long transmitted = _counts.Transmitted - transmittedBefore;
                 double bytesPerPage = transmitted >= 16 ? Math.Max(64, wire / (double)transmitted) : GuestMemory.PageSize;
                 double rate = conn.Limiter is { } l ? Math.Min(l.Rate, Math.Max(wire / seconds, 1)) : Math.Max(wire / seconds, 1);
                 if (wire < 256 * 1024 && conn.Limiter is { } l2) rate = l2.Rate; // a short round measures nothing
                 else if (wire < 256 * 1024) rate = Math.Max(rate, 100e6);
+                if (adaptive != null) rate = capBucket?.Rate ?? Math.Max(rate, 100e6); // the stop-and-copy goes at the cap
 
                 pages.Clear();
                 // Keep the RAM digest current while the guest runs, so the digest at the pause rehashes
@@ -111,6 +121,7 @@ internal sealed partial class MigrationSource
                 refresher.Request(TimeSpan.FromMilliseconds(50));
                 int dirty = client.CountDirty();
                 _lastDirty = dirty;
+                adaptive?.AfterRound(dirty, seconds);
                 double predicted = dirty * bytesPerPage / rate;
                 if (dirty <= FewDirtyPages) { _convergedBy = $"few dirty pages ({dirty}) after round {_round}"; break; }
                 if (predicted <= limit) { _convergedBy = $"downtime budget: {dirty} dirty pages, predicted {predicted * 1000:F1} ms <= {limit * 1000:F0} ms after round {_round}"; break; }
@@ -120,7 +131,7 @@ internal sealed partial class MigrationSource
                 previous = Math.Min(previous, dirty);
                 if (noProgress >= 2)
                 {
-                    if ((_command.AutoConverge || Strategy == "auto") && _throttle < PrecopyThrottleCap - 1e-9)
+                    if ((_command.AutoConverge || Strategy == Strategy.Auto) && _throttle < PrecopyThrottleCap - 1e-9)
                     {
                         SetThrottle(Math.Min(PrecopyThrottleCap, _throttle == 0 ? 0.2 : _throttle + 0.1));
                         _host.Log($"migration {Id}: auto-converge: throttle {_throttle:P0} ({dirty} pages dirty, no progress)");
@@ -135,19 +146,22 @@ internal sealed partial class MigrationSource
             _host.Log($"migration {Id}: pre-copy ends: {_convergedBy}");
             _tLogDone = Now;
 
+            if (adaptive != null) conn.Limiter = capBucket; // the last pages go at the cap (Clark et al.)
+            _roundRates.Add(conn.Limiter?.Rate ?? 0);
             Pause();
             if (_guest.Port.Log == refresher) _guest.Port.Log = null;
             _guest.Port.Throttle = 0;
             _throttle = 0;
-            _phase = "switchover";
+            _phase = MigrationPhase.Switchover;
             client.CollectAndClear(pages);
-            if (gaveUp && Strategy == "auto")
+            if (gaveUp && Strategy == Strategy.Auto)
             {
-                SwitchStrategy("postcopy", $"pre-copy does not converge either: {_convergedBy}");
+                SwitchStrategy(Strategy.Postcopy, $"pre-copy does not converge either: {_convergedBy}");
                 return PostcopyAfterPrecopy(pages, sender, token);
             }
-            foreach (int page in pages) sender.Send(page, null);
             _round++;
+            sender.Round = _round;
+            foreach (int page in pages) sender.Send(page, null);
             sender.Flush();
             double tPages = Now;
             ulong digest = machine.ComputeDigest();
@@ -167,16 +181,17 @@ internal sealed partial class MigrationSource
     {
         lock (_switches) r.Switches.AddRange(_switches);
         r.PrecopyRounds = (uint)_round;
-        r.XbzrlePages = (ulong)_xbzrlePages;
-        r.XbzrleBytes = (ulong)_xbzrleBytes;
-        r.FullPages = (ulong)_fullPages;
-        r.UnchangedPages = (ulong)_unchangedPages;
-        r.FreePages = (ulong)_freePages;
+        r.XbzrlePages = (ulong)_counts.Xbzrle;
+        r.XbzrleBytes = (ulong)_counts.XbzrleBytes;
+        r.FullPages = (ulong)_counts.Full;
+        r.UnchangedPages = (ulong)_counts.Unchanged;
+        r.FreePages = (ulong)_counts.Free;
         r.ConvergedBy = _convergedBy;
+        r.RoundRateBytesPerSecond.AddRange(_roundRates);
         if (_round > 0)
         {
-            r.PagesSent += (uint)(_xbzrlePages + _fullPages);
-            r.ZeroPages += (uint)_zeroMarkerPages;
+            r.PagesSent += (uint)(_counts.Xbzrle + _counts.Full);
+            r.ZeroPages += (uint)_counts.Zero;
         }
     }
 
@@ -217,120 +232,6 @@ internal sealed partial class MigrationSource
         {
             _inbox.Add(e);
             Expect(Envelope.BodyOneofCase.Ack, TimeSpan.Zero, token);
-        }
-    }
-
-    /// <summary>Encodes pages one by one into <see cref="DeltaPages"/> batches and zero-page runs.</summary>
-    private sealed class DeltaPageSender(MigrationSource owner, Connection conn, XbzrlePageCache cache, CancellationToken token)
-    {
-        private readonly byte[] _current = new byte[GuestMemory.PageSize];
-        private readonly byte[] _base = new byte[GuestMemory.PageSize];
-        private byte[] _payload = new byte[DeltaBatchBytes + GuestMemory.PageSize];
-        private byte[] _compressed = new byte[Zstd.CompressBound(DeltaBatchBytes + GuestMemory.PageSize)];
-        private int _used;
-        private DeltaPages _batch = new();
-        private readonly List<byte> _kinds = [];
-        private ZeroPages _zeros = new();
-
-        public void Send(int page, LiveMigration.Guest.MachineSnapshot? c0)
-        {
-            var machine = owner._guest.Machine;
-            var memory = machine.Memory;
-            if (machine.Balloon.IsFreePage(page))
-            {
-                cache.Remove(page);
-                owner._freePages++;
-                AddZero(page);
-                return;
-            }
-            if (memory.IsZeroPage(page))
-            {
-                cache.Remove(page);
-                owner._zeroMarkerPages++;
-                AddZero(page);
-                return;
-            }
-            // One copy of the page: the guest may write it while we encode; the dirty bit brings it back.
-            memory.PageSpan(page).CopyTo(_current);
-            var slot = _payload.AsSpan(_used, GuestMemory.PageSize);
-            PageEncoding kind;
-            int length;
-            if (cache.TryGet(page, out var old))
-            {
-                var status = XbzrleCodec.Encode(old, _current, slot, out length);
-                _current.CopyTo(old);
-                if (status == XbzrleEncodeStatus.Unchanged) { owner._unchangedPages++; return; }
-                kind = status == XbzrleEncodeStatus.Encoded ? PageEncoding.Delta : PageEncoding.Full;
-            }
-            else if (c0 != null)
-            {
-                c0.Memory.ReadPage(page, _base);
-                var status = XbzrleCodec.Encode(_base, _current, slot, out length);
-                cache.Insert(page, _current);
-                if (status == XbzrleEncodeStatus.Unchanged) { owner._unchangedPages++; return; }
-                kind = status == XbzrleEncodeStatus.Encoded ? PageEncoding.DeltaBase : PageEncoding.Full;
-            }
-            else
-            {
-                cache.Insert(page, _current);
-                kind = PageEncoding.Full;
-                length = 0;
-            }
-            if (kind == PageEncoding.Full)
-            {
-                _current.CopyTo(slot);
-                length = GuestMemory.PageSize;
-                owner._fullPages++;
-            }
-            else
-            {
-                owner._xbzrlePages++;
-                owner._xbzrleBytes += length;
-            }
-            _batch.Pages.Add((uint)page);
-            _batch.Lengths.Add((uint)length);
-            _kinds.Add((byte)kind);
-            _used += length;
-            if (_used >= DeltaBatchBytes || _batch.Pages.Count >= 4096) FlushBatch();
-        }
-
-        private void AddZero(int page)
-        {
-            int n = _zeros.First.Count;
-            if (n > 0 && _zeros.First[n - 1] + _zeros.Count[n - 1] == (uint)page) _zeros.Count[n - 1]++;
-            else
-            {
-                _zeros.First.Add((uint)page);
-                _zeros.Count.Add(1);
-                if (_zeros.First.Count >= 4096) FlushZeros();
-            }
-        }
-
-        private void FlushZeros()
-        {
-            if (_zeros.First.Count == 0) return;
-            conn.Send(new Envelope { ZeroPages = _zeros }, ByteCategory.Checkpoint, token);
-            _zeros = new ZeroPages();
-        }
-
-        private void FlushBatch()
-        {
-            if (_batch.Pages.Count == 0) return;
-            int n = Zstd.Compress(_payload.AsSpan(0, _used), _compressed, PageSender.CompressionLevel);
-            _batch.Round = (uint)owner._round;
-            _batch.RawLength = (uint)_used;
-            _batch.Kinds = ByteString.CopyFrom(_kinds.ToArray());
-            _batch.Zstd = ByteString.CopyFrom(_compressed, 0, n);
-            conn.Send(new Envelope { DeltaPages = _batch }, ByteCategory.Checkpoint, token);
-            _batch = new DeltaPages();
-            _kinds.Clear();
-            _used = 0;
-        }
-
-        public void Flush()
-        {
-            FlushZeros();
-            FlushBatch();
         }
     }
 }

@@ -22,11 +22,11 @@ internal sealed partial class MigrationSource
             Throttle = _throttle,
             PagesSent = (uint)_pages.PagesDone,
             PagesTotal = (uint)_guest.Machine.Memory.PageCount,
-            Strategy = _currentStrategy,
+            Strategy = _currentStrategy ?? Strategy,
             Round = (uint)_round,
             DirtyPages = (uint)_lastDirty,
         };
-        if (_phase.StartsWith("postcopy", StringComparison.Ordinal)) { p.PagesSent = (uint)_postcopySent; p.PagesTotal = (uint)_postcopyToSend; }
+        if (_phase is MigrationPhase.PostcopySwitchover or MigrationPhase.Postcopy or MigrationPhase.PostcopyResume or MigrationPhase.PostcopyInterrupted) { p.PagesSent = (uint)_postcopySent; p.PagesTotal = (uint)_postcopyToSend; }
         p.ReplayLagSeconds = ReplayLagSeconds(p.SourceIcount, p.ReplayIcount);
         return p;
     }
@@ -34,7 +34,7 @@ internal sealed partial class MigrationSource
     /// <summary>Seconds the destination needs to replay what it has not yet, at its measured speed.</summary>
     private double ReplayLagSeconds(ulong source, ulong replay)
     {
-        if (_currentStrategy != "log" || replay == 0 || source <= replay) return 0;
+        if (_currentStrategy != Strategy.Log || replay == 0 || source <= replay) return 0;
         double mips = _replayMips > 1 ? _replayMips : 100;
         return (source - replay) / (mips * 1e6);
     }
@@ -46,7 +46,7 @@ internal sealed partial class MigrationSource
         r.CheckpointSeconds = _tCheckpointDone > 0 ? _tCheckpointDone - _tSetupDone : 0;
         r.LogSeconds = _tLogDone > 0 ? Math.Max(0, _tLogDone - _tCheckpointDone) : 0;
         r.SwitchoverSeconds = _tPause >= 0 && r.Success ? end - Math.Max(_tPause, _tLogDone) : 0;
-        if (Strategy == "stopcopy" && _tPause >= 0 && r.Success) r.SwitchoverSeconds = end - _tPause;
+        if (Strategy == Strategy.Stopcopy && _tPause >= 0 && r.Success) r.SwitchoverSeconds = end - _tPause;
         r.TotalSeconds = end;
         r.DowntimeSeconds = _tPause >= 0 && r.Success ? end - _tPause : 0;
         r.DowntimeSourceViewSeconds = r.DowntimeSeconds;
@@ -109,8 +109,12 @@ internal sealed partial class MigrationSource
                 lastBytes = bytes;
                 lastT = p.ElapsedSeconds;
                 lock (_owner._timeline)
-                    _owner._timeline.Add(new TimelineSample { T = p.ElapsedSeconds, BytesPerSecond = p.RateBytesPerSecond, ReplayLagSeconds = p.ReplayLagSeconds, Throttle = p.Throttle });
-                if (_owner._phase is "log" or "checkpoint")
+                    _owner._timeline.Add(new TimelineSample
+                    {
+                        T = p.ElapsedSeconds, BytesPerSecond = p.RateBytesPerSecond, ReplayLagSeconds = p.ReplayLagSeconds, Throttle = p.Throttle,
+                        RateLimitBytesPerSecond = _owner._conn?.Limiter?.Rate ?? 0,
+                    });
+                if (_owner._phase is MigrationPhase.Log or MigrationPhase.Checkpoint)
                 {
                     _owner._throttleSum += p.Throttle;
                     _owner._throttleSamples++;

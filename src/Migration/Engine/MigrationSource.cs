@@ -9,28 +9,30 @@ namespace LiveMigration.Migration.Engine;
 
 /// <summary>
 /// The sending half of one migration, run on the source host on behalf of `lm migrate`. See
-/// Protocol/PROTOCOL.md for the message sequence diagram and the failure table. Invariant: until <see cref="_committed"/> is set (on the
-/// destination's ACK) every failure or cancel resumes the guest here; after it the guest belongs
-/// to the destination, whether or not GO arrives there (it asks again).
+/// Protocol/PROTOCOL.md for the message sequence diagram and the failure table. Invariant: until
+/// <see cref="_decision"/> is GO (taken on the destination's matching ACK) every failure or cancel
+/// resumes the guest here; after it the guest belongs to the destination, whether or not GO arrives
+/// there (it asks again), and this side keeps its paused copy until the destination confirms it runs.
 /// </summary>
 internal sealed partial class MigrationSource
 {
-    private static readonly TimeSpan AckTimeout = TimeSpan.FromSeconds(30);
-    private static readonly TimeSpan ResumedTimeout = TimeSpan.FromSeconds(10);
+    private TimeSpan AckTimeout => _host.Options.AckTimeout;
+    private TimeSpan ResumedTimeout => _host.Options.ResumeConfirmTimeout;
 
     private readonly GuestHost _host;
     private readonly GuestEntry _entry;
     private readonly GuestInstance _guest;
     private readonly MigrateCommand _command;
     private readonly CancellationTokenSource _cancel = new();
-    private readonly object _decision = new();
+    private readonly SwitchoverDecision _decision = new();
+    private readonly PeerLiveness _peer;
     private readonly BlockingCollection<Envelope> _inbox = new();
     private readonly Stopwatch _clock = new();
     private readonly List<TimelineSample> _timeline = [];
     private readonly PageSender _pages = new();
-    private bool _committed;
+    private bool Committed => _decision.Value == Decision.Go;
     private Connection? _conn;
-    private string _phase = "setup";
+    private volatile MigrationPhase _phase = MigrationPhase.Setup;
     private double _tSetupDone, _tCheckpointDone, _tLogDone, _tPause = -1, _tResumed = -1;
     private volatile Exception? _readerError;
     private long _replayIcount;
@@ -45,32 +47,30 @@ internal sealed partial class MigrationSource
         _guest = entry.Instance!;
         _command = command;
         _target = command.Target;
-        Strategy = command.Strategy is "" or null ? "auto" : command.Strategy;
-        if (Strategy is not ("log" or "stopcopy" or "precopy" or "auto" or "postcopy")) throw new HostException($"unknown strategy '{command.Strategy}' (expected auto, log, precopy, stopcopy or postcopy)");
+        _peer = new PeerLiveness(host.Options.PeerSilenceLimit);
+        Strategy = command.Strategy;
+        if (!Strategies.IsKnown(Strategy)) throw new HostException($"unknown strategy {(int)command.Strategy} (expected {string.Join(", ", Strategies.Names)})");
     }
 
     public string Id { get; } = Guid.NewGuid().ToString("N")[..16];
-    public string Strategy { get; }
-    public string Phase => _phase;
+    public Strategy Strategy { get; }
+    public MigrationPhase Phase => _phase;
 
     /// <summary>Cancels unless the migration has committed; returns false when it is too late.</summary>
     public bool Cancel()
     {
-        lock (_decision)
-        {
-            if (_committed) return false;
-            _cancel.Cancel();
-            return true;
-        }
+        if (!_decision.Take(Decision.Abort)) return false;
+        _cancel.Cancel();
+        return true;
     }
 
-    private void Fault(FaultPoint point)
+    /// <returns>True when the test hook cut the connection here.</returns>
+    private bool Fault(FaultPoint point)
     {
-        if (_host.Options.Fault?.Invoke(point) == true)
-        {
-            _host.Log($"fault injection: cutting the migration connection at {point}");
-            _conn?.Abort();
-        }
+        if (_host.Options.Fault?.Invoke(point) != true) return false;
+        _host.Log($"fault injection: cutting the migration connection at {point}");
+        _conn?.Abort();
+        return true;
     }
 
     public MigrationReport Run(Action<MigrationProgress>? progress)
@@ -83,21 +83,21 @@ internal sealed partial class MigrationSource
             MigrationId = Id, MemorySize = _guest.Machine.Config.MemorySize,
         };
         using var reporter = new ProgressReporter(this, progress);
+        ulong digest = 0, icount = 0;
         try
         {
-            _host.Log($"migration {Id}: '{_command.Name}' to {_command.Target} ({Strategy})");
+            _host.Log($"migration {Id}: '{_command.Name}' to {_command.Target} ({Strategies.Name(Strategy)})");
             Setup(token);
             Fault(FaultPoint.Setup);
-            ulong digest, icount;
-            if (Strategy == "stopcopy") (icount, digest) = StopAndCopy(token);
-            else if (Strategy == "precopy") { SwitchStrategy("precopy", "chosen"); (icount, digest) = Precopy(token); }
-            else if (Strategy == "postcopy") { SwitchStrategy("postcopy", "chosen"); (icount, digest) = PostcopyPrepare(token); }
+            if (Strategy == Strategy.Stopcopy) (icount, digest) = StopAndCopy(token);
+            else if (Strategy == Strategy.Precopy) { SwitchStrategy(Strategy.Precopy, "chosen"); (icount, digest) = Precopy(token); }
+            else if (Strategy == Strategy.Postcopy) { SwitchStrategy(Strategy.Postcopy, "chosen"); (icount, digest) = PostcopyPrepare(token); }
             else
             {
-                SwitchStrategy("log", Strategy == "auto" ? "auto starts with log shipping" : "chosen");
+                SwitchStrategy(Strategy.Log, Strategy == Strategy.Auto ? "auto starts with log shipping" : "chosen");
                 (icount, digest) = LogShipping(token);
             }
-            _phase = "awaiting-ack";
+            _phase = MigrationPhase.AwaitingAck;
             double tFinal = Now;
             CloseConsoleEarly();
             Fault(FaultPoint.AfterFinalState);
@@ -109,20 +109,29 @@ internal sealed partial class MigrationSource
             if (ackMessage.Digest != digest || ackMessage.Icount != icount)
                 throw new MigrationFailedException($"destination verified icount {ackMessage.Icount} digest {ackMessage.Digest:x16}, source has {icount} {digest:x16}");
 
-            if (!_committed) { Commit(); RecordMove(); Fault(FaultPoint.AfterAck); } // the reader could not commit (a cancel wins: this throws)
+            if (!Committed) { Commit(); RecordMove(); Fault(FaultPoint.AfterAck); } // the reader could not commit (an abort that won: this throws)
             _host.Log($"migration {Id}: switchover: final state sent {(tFinal - _tPause) * 1000:F2} ms after the pause, ACK and GO {(_tGo - _tPause) * 1000:F2} ms after it");
-            report.Icount = icount;
-            report.Digest = digest;
-            report.DigestVerified = true;
-            FinishAfterCommit(report);
         }
-        catch (Exception e) when (!_committed && e is OperationCanceledException or IOException or MigrationFailedException or HostException or InvalidOperationException)
+        catch (Exception e) when (e is OperationCanceledException or IOException or MigrationFailedException or HostException or InvalidOperationException)
         {
             string why = e is OperationCanceledException ? "cancelled" : e.Message;
-            RollBack(why);
-            report.Success = false;
-            report.Error = why;
+            if (_decision.Take(Decision.Abort))
+            {
+                RollBack(why);
+                report.Success = false;
+                report.Error = why;
+                reporter.Stop();
+                FillReport(report);
+                return report;
+            }
+            // The matching ACK committed first (on the return-path reader): the guest is the destination's now.
+            _host.Log($"migration {Id}: committed before '{why}' could abort it");
         }
+        report.Icount = icount;
+        report.Digest = digest;
+        report.DigestVerified = true;
+        report.Committed = true;
+        FinishAfterCommit(report);
         reporter.Stop();
         FillReport(report);
         return report;
@@ -132,6 +141,8 @@ internal sealed partial class MigrationSource
     {
         _conn = Connection.Connect(_command.Target);
         _conn.ClientHandshake(Purpose.Migrate);
+        _conn.SendTimeout = _peer.Limit; // a peer that stops reading fails the send, it does not hang it
+        _peer.Heard();
         if (_command.BandwidthBytesPerSecond > 0) _conn.Limiter = new TokenBucket((long)_command.BandwidthBytesPerSecond);
         _conn.Send(new Envelope
         {
@@ -139,6 +150,7 @@ internal sealed partial class MigrationSource
             {
                 MigrationId = Id, Name = _command.Name, MemorySize = _guest.Machine.Config.MemorySize, Strategy = Strategy,
                 PageCount = (uint)_guest.Machine.Memory.PageCount, Source = _host.Address, ImageName = _guest.ImageName,
+                Machine = _host.Options.SentIdentity?.Invoke(MachineIdentities.Of(_guest.Machine)) ?? MachineIdentities.Of(_guest.Machine),
             },
         });
         var conn = _conn;
@@ -150,7 +162,7 @@ internal sealed partial class MigrationSource
 
     private (ulong Icount, ulong Digest) StopAndCopy(CancellationToken token)
     {
-        _phase = "stop-and-copy";
+        _phase = MigrationPhase.StopAndCopy;
         Pause();
         var machine = _guest.Machine;
         var memory = machine.Memory;
@@ -162,8 +174,13 @@ internal sealed partial class MigrationSource
         return (_guest.Machine.Icount, digest);
     }
 
-    private void Pause()
+    /// <summary>
+    /// Every strategy's pause: only toward a peer heard from lately that has taken what was sent (log
+    /// shipping's replay progress already proves that: <paramref name="proven"/>).
+    /// </summary>
+    private void Pause(bool proven = false)
     {
+        _peer.WaitCaughtUp(proven ? 0 : _conn!.SentTotal, _cancel.Token);
         _guest.Pause();
         _tPause = Now;
         _pauseTimestamp = Stopwatch.GetTimestamp();
@@ -180,7 +197,7 @@ internal sealed partial class MigrationSource
 
     private void SendFinalState(CancellationToken token, ulong digest)
     {
-        _phase = "switchover";
+        _phase = MigrationPhase.Switchover;
         Fault(FaultPoint.BeforeAck); // paused, the final state not yet sent: the destination cannot ACK
         var machine = _guest.Machine;
         var final = new FinalState
@@ -195,13 +212,9 @@ internal sealed partial class MigrationSource
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private void Commit()
     {
-        lock (_decision)
-        {
-            _cancel.Token.ThrowIfCancellationRequested();
-            _committed = true;
-        }
+        if (!_decision.Take(Decision.Go)) throw new OperationCanceledException("the migration was already decided: abort");
         var (input, backlog) = _consoleClosed.Wait(TimeSpan.FromSeconds(5)) && _consoleHandoff is { } h ? h : _guest.Console.Close();
-        _host.RecordOutcome(Id, new Outcome("go", input, backlog)); // journaled before GO can reach anyone
+        _host.RecordOutcome(Id, new Outcome(Decision.Go, input, backlog)); // journaled before GO can reach anyone
         _pendingGo = new Go { ConsoleInput = ByteString.CopyFrom(input), ConsoleBacklog = ByteString.CopyFrom(backlog) };
     }
 
@@ -271,41 +284,46 @@ internal sealed partial class MigrationSource
 
     private void FinishAfterCommit(MigrationReport report)
     {
-        _phase = "go";
-        try
+        _phase = MigrationPhase.Go;
+        Exception? goLost = _goFailure;
+        if (goLost == null && !_goSent)
         {
-            if (_goFailure != null) throw new IOException(_goFailure.Message, _goFailure);
-            if (!_goSent) { _conn!.Send(new Envelope { Go = _pendingGo }); _tGo = Now; }
-            if (_manifest != null) { ServePostcopy(report); return; } // releases the source guest only when every page arrived
-            var resumed = Expect(Envelope.BodyOneofCase.Resumed, ResumedTimeout, CancellationToken.None).Resumed;
-            OnResumed(resumed);
-            report.Console = resumed.Console;
-            report.Success = true;
+            try { _conn!.Send(new Envelope { Go = _pendingGo }); _tGo = Now; }
+            catch (IOException e) { goLost = e; }
         }
-        catch (Exception e) when (e is IOException or MigrationFailedException or OperationCanceledException)
+        if (_manifest != null)
         {
-            if (_manifest != null)
-            {
-                // Post-copy: the destination learns GO by asking again, then needs every page we hold.
-                HoldForResume(report, null, e);
-                return;
-            }
-            // GO may be lost: the destination asks again (GoQuery) and gets "go" from the outcome journal.
-            report.Success = true;
-            report.Error = $"committed, but the destination did not confirm its resume ({e.Message}); it will ask for GO again";
-            _tResumed = Now;
+            // Post-copy: the destination learns GO by asking again, then needs every page we hold.
+            if (goLost == null) ServePostcopy(report);
+            else HoldForResume(report, null, goLost);
+            return;
         }
-        _phase = "done";
+        // Success only once the destination said the guest runs there; until then this paused copy is the guest.
+        if (AwaitResumeConfirmation(report, goLost))
+        {
+            report.Success = true;
+            ReleaseCopy($"'{_command.Name}' now runs on {_target}");
+            return;
+        }
+        report.Success = false;
+        HoldUnconfirmed(report);
+    }
+
+    /// <summary>Lets the paused source copy go (the destination runs the guest).</summary>
+    private void ReleaseCopy(string why)
+    {
+        _phase = MigrationPhase.Done;
         _conn?.Dispose();
+        _host.ReleaseHold(_entry, this);
         ReleaseFallbackState(); // after the resume, not in the downtime: freeing C0's preserved pages takes a while
         _guest.Dispose();
-        _host.Log($"migration {Id}: '{_command.Name}' now runs on {_command.Target}");
+        _host.Log($"migration {Id}: {why}");
     }
 
     private void RollBack(string why)
     {
-        _phase = "rolled-back";
-        _host.RecordOutcome(Id, new Outcome("abort", [], []));
+        _phase = MigrationPhase.RolledBack;
+        _host.RecordOutcome(Id, new Outcome(Decision.Abort, [], []));
         try { _conn?.Send(new Envelope { Abort = new Abort { Reason = why } }); } catch (IOException) { }
         _conn?.Dispose();
         _guest.Pause(); // the recorder is the guest thread's: stop it only while the guest stands still
@@ -324,12 +342,22 @@ internal sealed partial class MigrationSource
             while (true)
             {
                 var e = conn.Receive();
+                _peer.Heard();
+                if (e.BodyCase == Envelope.BodyOneofCase.Heartbeat)
+                {
+                    _peer.Heartbeat(e.Heartbeat.ReceivedBytes);
+                    continue;
+                }
                 if (e.BodyCase == Envelope.BodyOneofCase.PageRequest)
                 {
                     _pageRequests.Add((int)e.PageRequest.Page);
                     continue;
                 }
-                if (e.BodyCase == Envelope.BodyOneofCase.Ack) _onAck?.Invoke(e.Ack);
+                if (e.BodyCase == Envelope.BodyOneofCase.Ack)
+                {
+                    if (Fault(FaultPoint.AckArrived)) continue; // the cut loses this ACK: the source never read it
+                    _onAck?.Invoke(e.Ack);
+                }
                 if (e.BodyCase == Envelope.BodyOneofCase.ReplayProgress)
                 {
                     Interlocked.Exchange(ref _replayIcount, (long)e.ReplayProgress.Icount);
@@ -347,10 +375,16 @@ internal sealed partial class MigrationSource
         }
     }
 
+    /// <summary>The next message from the destination, which must be <paramref name="kind"/>; a peer silent past its limit fails it early.</summary>
     private Envelope Expect(Envelope.BodyOneofCase kind, TimeSpan timeout, CancellationToken token)
     {
-        if (!_inbox.TryTake(out var e, (int)timeout.TotalMilliseconds, token))
-            throw new MigrationFailedException($"timed out waiting for {kind} from the destination");
+        var until = DateTime.UtcNow + timeout;
+        Envelope? e;
+        while (!_inbox.TryTake(out e, (int)Math.Clamp((until - DateTime.UtcNow).TotalMilliseconds, 0, 50), token))
+        {
+            if (DateTime.UtcNow >= until) throw new MigrationFailedException($"timed out after {timeout.TotalSeconds:F1} s waiting for {kind} from the destination");
+            _peer.Check();
+        }
         if (e.BodyCase == kind) return e;
         if (e.BodyCase == Envelope.BodyOneofCase.Abort) throw new MigrationFailedException($"destination aborted: {e.Abort.Reason}");
         if (e.BodyCase == Envelope.BodyOneofCase.None)

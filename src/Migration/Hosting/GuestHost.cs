@@ -18,18 +18,23 @@ internal sealed class GuestEntry(string name)
     public string? MovedTo;
     public MigrationSource? Outgoing;
     public MigrationDestination? Arriving;
-    /// <summary>Source side of an interrupted post-copy: the paused copy whose pages the destination still lacks.</summary>
-    public MigrationSource? PostcopyHeld;
+    /// <summary>Destination side: the migration this guest arrived by (what an <see cref="ArrivalQuery"/> names).</summary>
+    public string? ArrivedBy;
+    /// <summary>
+    /// Source side, after commit: the paused copy, held until the destination confirms it runs the
+    /// guest (with every post-copy page), or an operator decides.
+    /// </summary>
+    public MigrationSource? Held;
     /// <summary>Destination side: the guest runs here while its post-copy pages are still arriving.</summary>
     public MigrationDestination? PostcopyIncoming;
 
     /// <summary>Why the name cannot be taken by a new or arriving guest, or null.</summary>
     public string? Busy() =>
-        Instance != null ? "runs" : Arriving != null ? "is arriving" : PostcopyHeld != null ? "has post-copy pages held here for a resume" : null;
+        Instance != null ? "runs" : Arriving != null ? "is arriving" : Held != null ? "has a paused copy held here until its migration settles" : null;
 }
 
 /// <summary>What a source decided for a migration; a destination that lost GO asks for it.</summary>
-internal sealed record Outcome(string Decision, byte[] ConsoleInput, byte[] ConsoleBacklog);
+internal sealed record Outcome(Decision Decision, byte[] ConsoleInput, byte[] ConsoleBacklog);
 
 /// <summary>
 /// `lm host`: runs guests, each on its own thread, and serves the framed protocol on one listener:
@@ -145,6 +150,7 @@ public sealed class GuestHost : IDisposable
                     Envelope.BodyOneofCase.Cancel => Ok(Cancel(request.Cancel.Name)),
                     Envelope.BodyOneofCase.Resolve => Ok(Resolve(request.Resolve.Name, request.Resolve.Decision)),
                     Envelope.BodyOneofCase.GoQuery => new Envelope { GoAnswer = AnswerGoQuery(request.GoQuery.MigrationId) },
+                    Envelope.BodyOneofCase.ArrivalQuery => new Envelope { ArrivalAnswer = AnswerArrivalQuery(request.ArrivalQuery) },
                     _ => throw new HostException($"unexpected control message {request.BodyCase}"),
                 };
             }
@@ -209,8 +215,10 @@ public sealed class GuestHost : IDisposable
                     info.Console = ConsoleAddress(g.Console);
                     info.ImageName = g.ImageName;
                     if (g.Machine.ExitCode is int code) { info.ExitCode = code; info.HasExitCode = true; }
-                    if (e.Outgoing != null) info.Migration = e.Outgoing.Phase;
+                    if (e.Outgoing != null) info.Migration = Engine.Strategies.Name(e.Outgoing.Phase);
                     else if (e.PostcopyIncoming is { } pc) info.Migration = pc.PostcopyStatus;
+                    if (e.PostcopyIncoming is { PostcopyFailure: not null })
+                        info.Migration += $"; if its source is gone for good, `lm stop {e.Name} --host {Address}` discards it";
                 }
                 else if (e.Arriving != null)
                 {
@@ -222,8 +230,7 @@ public sealed class GuestHost : IDisposable
                 {
                     info.State = "moved";
                     info.MovedTo = e.MovedTo;
-                    if (e.PostcopyHeld is { } held)
-                        info.Migration = $"{held.Phase}: the pages the destination lacks are held here; `lm migrate {e.Name} --from {Address} --resume` recovers it";
+                    if (e.Held is { } held) info.Migration = held.HeldStatus;
                 }
                 reply.Guests.Add(info);
             }
@@ -238,26 +245,30 @@ public sealed class GuestHost : IDisposable
         MigrationSource? held = null;
         lock (Lock)
         {
-            if (_guests.TryGetValue(name, out var h) && h.Instance == null && h.PostcopyHeld != null) held = h.PostcopyHeld;
+            if (_guests.TryGetValue(name, out var h) && h.Instance == null && h.Held != null) held = h.Held;
         }
         if (held != null)
         {
             held.DiscardHeldCopy();
-            lock (Lock) if (_guests.TryGetValue(name, out var h)) h.PostcopyHeld = null;
-            return $"discarded the post-copy pages of '{name}' held here; its destination can no longer fetch the pages it lacks";
+            return $"discarded the paused copy of '{name}' held here; its destination can no longer fetch pages from it";
         }
+        MigrationDestination? incoming = null;
         lock (Lock)
         {
             if (!_guests.TryGetValue(name, out var e) || e.Instance == null) throw new HostException($"no guest named '{name}' runs on this host");
             if (e.Outgoing != null) throw new HostException($"'{name}' is migrating; cancel the migration first");
-            if (e.PostcopyIncoming != null) throw new HostException($"'{name}' is still receiving its post-copy pages");
+            incoming = e.PostcopyIncoming;
+            e.PostcopyIncoming = null;
             instance = e.Instance;
             _guests.Remove(name);
         }
+        // A post-copy guest whose pages may never come (its source died): the operator's exit. The link goes first.
+        incoming?.AbandonPostcopy("stopped by the operator");
         ulong icount = instance.Machine.Icount;
         instance.Dispose();
-        Log($"stopped '{name}' at icount {icount}");
-        return $"stopped '{name}' at icount {icount}";
+        string lost = incoming != null ? $" (post-copy incomplete: {incoming.PostcopyAbsentPages} pages never arrived)" : "";
+        Log($"stopped '{name}' at icount {icount}{lost}");
+        return $"stopped '{name}' at icount {icount}{lost}";
     }
 
     public MigrationReport Migrate(MigrateCommand command, Action<MigrationProgress>? progress = null)
@@ -281,19 +292,31 @@ public sealed class GuestHost : IDisposable
     private MigrationReport ResumePostcopy(MigrateCommand command, Action<MigrationProgress>? progress)
     {
         MigrationSource? held;
-        lock (Lock) held = _guests.TryGetValue(command.Name, out var e) ? e.PostcopyHeld : null;
-        if (held == null) throw new HostException($"no interrupted post-copy migration of '{command.Name}' is held on this host (nothing to resume)");
+        lock (Lock) held = _guests.TryGetValue(command.Name, out var e) ? e.Held : null;
+        if (held == null || !held.IsPostcopy) throw new HostException($"no interrupted post-copy migration of '{command.Name}' is held on this host (nothing to resume)");
         return held.ResumePostcopy(command, progress);
     }
 
-    internal void HoldForPostcopyResume(GuestEntry entry, MigrationSource source)
+    internal void Hold(GuestEntry entry, MigrationSource source)
     {
-        lock (Lock) entry.PostcopyHeld = source;
+        lock (Lock) entry.Held = source;
     }
 
-    internal void ReleasePostcopyHold(GuestEntry entry, MigrationSource source)
+    internal void ReleaseHold(GuestEntry entry, MigrationSource source)
     {
-        lock (Lock) if (entry.PostcopyHeld == source) entry.PostcopyHeld = null;
+        lock (Lock) if (entry.Held == source) entry.Held = null;
+    }
+
+    /// <summary>A held copy runs here again (the operator's resolve): the entry stops forwarding.</summary>
+    internal void Reinstate(GuestEntry entry, MigrationSource source, GuestInstance instance)
+    {
+        lock (Lock)
+        {
+            if (entry.Held == source) entry.Held = null;
+            entry.Instance = instance;
+            entry.MovedTo = null;
+            if (!_guests.ContainsKey(entry.Name)) _guests[entry.Name] = entry;
+        }
     }
 
     private void e_ClearOutgoing(string name, MigrationSource source)
@@ -310,12 +333,35 @@ public sealed class GuestHost : IDisposable
         return $"cancelled the migration of '{name}'; it keeps running here";
     }
 
-    public string Resolve(string name, string decision)
+    /// <summary>`lm resolve`: a destination waiting for GO, or a source holding a paused copy after commit.</summary>
+    public string Resolve(string name, Decision decision)
     {
         MigrationDestination? arriving;
-        lock (Lock) arriving = _guests.TryGetValue(name, out var e) ? e.Arriving : null;
-        if (arriving == null) throw new HostException($"no migration of '{name}' awaits GO on this host");
+        MigrationSource? held;
+        lock (Lock)
+        {
+            _guests.TryGetValue(name, out var e);
+            arriving = e?.Arriving;
+            held = e?.Held;
+        }
+        if (held != null) return held.ResolveHeld(decision);
+        if (arriving == null) throw new HostException($"no migration of '{name}' awaits GO or holds a paused copy on this host");
         return arriving.Resolve(decision);
+    }
+
+    /// <summary>What became of an incoming migration here (a source holding its paused copy asks).</summary>
+    internal ArrivalAnswer AnswerArrivalQuery(ArrivalQuery query)
+    {
+        lock (Lock)
+        {
+            if (!_guests.TryGetValue(query.Name, out var e) || e.ArrivedBy != query.MigrationId)
+                return new ArrivalAnswer { State = ArrivalState.ArrivalUnknown, Detail = $"no migration {query.MigrationId} of '{query.Name}' here" };
+            if (e.Arriving is { } a)
+                return new ArrivalAnswer { State = a.AwaitingGo ? ArrivalState.ArrivalAwaitingGo : ArrivalState.ArrivalReceiving, Detail = a.State };
+            if (e.PostcopyIncoming is { } pc) return new ArrivalAnswer { State = ArrivalState.ArrivalPostcopy, Detail = pc.PostcopyStatus };
+            string console = e.Instance is { } g ? ConsoleAddress(g.Console) : "";
+            return new ArrivalAnswer { State = ArrivalState.ArrivalResumed, Detail = console }; // ran here (and may have moved on since)
+        }
     }
 
     internal GoAnswer AnswerGoQuery(string migrationId)
@@ -325,9 +371,9 @@ public sealed class GuestHost : IDisposable
         lock (Lock)
         {
             foreach (var e in _guests.Values)
-                if (e.Outgoing?.Id == migrationId) return new GoAnswer { Decision = "pending" };
+                if (e.Outgoing?.Id == migrationId) return new GoAnswer { Decision = Decision.Pending };
         }
-        return new GoAnswer { Decision = "unknown" };
+        return new GoAnswer { Decision = Decision.Unknown };
     }
 
     /// <summary>A restarted source still answers a destination's GoQuery from its journal (console bytes are not journaled).</summary>
@@ -337,7 +383,8 @@ public sealed class GuestHost : IDisposable
         foreach (var line in File.ReadLines(path))
         {
             var parts = line.Split(' ');
-            if (parts.Length == 2 && parts[1] is "go" or "abort") _outcomes[parts[0]] = new Outcome(parts[1], [], []);
+            if (parts.Length == 2 && Enum.TryParse<Decision>(parts[1], ignoreCase: true, out var d) && d is Decision.Go or Decision.Abort)
+                _outcomes[parts[0]] = new Outcome(d, [], []); // the last line of a migration wins (an operator may reverse a go)
         }
     }
 
@@ -346,7 +393,7 @@ public sealed class GuestHost : IDisposable
         _outcomes[migrationId] = outcome;
         if (Options.DataDir != null)
         {
-            try { File.AppendAllText(Path.Combine(Options.DataDir, "outcomes.log"), $"{migrationId} {outcome.Decision}\n"); }
+            try { File.AppendAllText(Path.Combine(Options.DataDir, "outcomes.log"), $"{migrationId} {outcome.Decision.ToString().ToLowerInvariant()}\n"); }
             catch (IOException) { }
         }
     }
@@ -379,7 +426,7 @@ public sealed class GuestHost : IDisposable
             e.Outgoing?.Cancel();
             e.Arriving?.Discard("host shutting down");
             e.Instance?.Dispose();
-            try { e.PostcopyHeld?.DiscardHeldCopy(); } catch (HostException) { }
+            try { e.Held?.DiscardHeldCopy(); } catch (HostException) { }
         }
         lock (_connections) foreach (var c in _connections.ToArray()) c.Abort();
     }

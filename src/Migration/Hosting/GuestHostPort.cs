@@ -2,22 +2,9 @@ using System.Diagnostics;
 using LiveMigration.Guest;
 using LiveMigration.Guest.Cpu;
 using LiveMigration.Guest.Devices.Clint;
+using LiveMigration.Recorder;
 
 namespace LiveMigration.Migration.Hosting;
-
-/// <summary>
-/// Where every nondeterministic input a hosted guest sees is logged, for log shipping
-/// (implemented over the trace recorder). Calls come from the guest's thread, at the icount the
-/// input takes effect.
-/// </summary>
-public interface IInputLog
-{
-    void OnPoll(Machine machine);
-    void TimeDelivered(Machine machine, ulong time);
-    void TimeRead(Machine machine, ulong time);
-    void SerialInput(Machine machine, ReadOnlySpan<byte> data);
-    void Entropy(Machine machine, ushort value);
-}
 
 /// <summary>
 /// The live host port of a hosted guest: host clock at 10 MHz, console input, entropy. Unlike a

@@ -13,10 +13,21 @@ public sealed class HostClient : IDisposable
 
     public string Address { get; private init; } = "";
 
+    /// <summary>
+    /// A host answers a request, or sends migration progress, well within this; silence this long
+    /// means it is stopped (SIGSTOP), hung or cut off, and the call fails with a line saying so.
+    /// </summary>
+    public static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(10);
+
     public static HostClient Connect(string address)
     {
         var conn = Connection.Connect(address);
-        try { conn.ClientHandshake(Purpose.Control); }
+        try
+        {
+            conn.ClientHandshake(Purpose.Control);
+            conn.ReceiveTimeout = SilenceLimit;
+        }
+        catch (IOException e) when (e is not ProtocolException) { conn.Dispose(); throw new IOException($"the host {address} accepted the connection but does not answer ({e.Message})", e); }
         catch { conn.Dispose(); throw; }
         return new HostClient(conn) { Address = address };
     }
@@ -50,7 +61,16 @@ public sealed class HostClient : IDisposable
 
     public string Cancel(string name) => Check(Call(new Envelope { Cancel = new CancelMigration { Name = name } }));
 
-    public string Resolve(string name, string decision = "") => Check(Call(new Envelope { Resolve = new Resolve { Name = name, Decision = decision } }));
+    /// <summary>`lm resolve`: decision "" (ask the other host), "go" or "abort".</summary>
+    public string Resolve(string name, string decision = "") => Check(Call(new Envelope { Resolve = new Resolve { Name = name, Decision = ParseDecision(decision) } }));
+
+    public static Decision ParseDecision(string decision) => decision switch
+    {
+        "" or "ask" => Decision.Pending,
+        "go" => Decision.Go,
+        "abort" => Decision.Abort,
+        _ => throw new FormatException($"unknown decision '{decision}' (expected ask, go or abort)"),
+    };
 
     /// <summary>Runs a migration on this (source) host; progress arrives every ~200 ms until the report.</summary>
     public MigrationReport Migrate(MigrateCommand command, Action<MigrationProgress>? progress = null)
@@ -58,7 +78,14 @@ public sealed class HostClient : IDisposable
         _conn.Send(new Envelope { MigrateCommand = command });
         while (true)
         {
-            var e = _conn.Receive();
+            Envelope e;
+            try { e = _conn.Receive(); }
+            catch (IOException x) when (x is not ProtocolException)
+            {
+                // Progress comes every 200 ms: this silence is a stopped or lost source, not a slow migration.
+                throw new IOException($"lost the source host {Address} during the migration of '{command.Name}': {x.Message}; " +
+                    $"its outcome is unknown here: `lm status {command.Name} --host {Address}` tells once it answers", x);
+            }
             switch (e.BodyCase)
             {
                 case Envelope.BodyOneofCase.Progress: progress?.Invoke(e.Progress); break;

@@ -17,6 +17,17 @@ public enum FaultPoint
     AfterAck,
     /// <summary>Post-copy only: after GO and the first batch of post-copy pages.</summary>
     Postcopy,
+    /// <summary>On the return-path reader, an ACK in hand and not yet acted on: a cut here loses that ACK.</summary>
+    AckArrived,
+}
+
+/// <summary>Where a fault test stops a destination dead (a crash: the hook takes the host down and returns true).</summary>
+public enum DestinationFaultPoint
+{
+    /// <summary>GO received, the guest not yet resumed, Resumed not sent.</summary>
+    BeforeResume = 1,
+    /// <summary>Post-copy: every page verified, PostcopyDone not yet sent (a hook that sleeps here is a transient stall).</summary>
+    BeforePostcopyDone = 2,
 }
 
 public sealed record HostOptions
@@ -37,4 +48,20 @@ public sealed record HostOptions
     public bool CompileBlocks { get; init; } = true;
     /// <summary>Test hook: a destination replays the migration log at most this fast (guest MIPS; 0 = no cap).</summary>
     public double ReplayMipsCap { get; init; }
+    /// <summary>Source: how long to wait for the destination's ACK once the final state went.</summary>
+    public TimeSpan AckTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Source: how long `lm migrate` waits after GO for the destination's word that the guest runs there (then the paused copy is held).</summary>
+    public TimeSpan ResumeConfirmTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Source, post-copy: how long to wait for PostcopyDone after the last page went.</summary>
+    public TimeSpan PostcopyDoneTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Source: a destination silent this long (no heartbeat, no progress) is stalled; before commit that rolls back.</summary>
+    public TimeSpan PeerSilenceLimit { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Destination: how often it sends its Heartbeat while a migration is in flight.</summary>
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromMilliseconds(10);
+    /// <summary>Test hook: while it returns true a destination's migration threads stand still (SIGSTOP in-process).</summary>
+    public Func<bool>? Stalled { get; init; }
+    /// <summary>Test hook: a source sends this instead of its machine's identity (a peer of another build).</summary>
+    public Func<Protocol.MachineIdentity, Protocol.MachineIdentity>? SentIdentity { get; init; }
+    /// <summary>Test hook: returning true stops the destination dead at that point (the test takes the host down).</summary>
+    public Func<DestinationFaultPoint, bool>? DestinationFault { get; init; }
 }

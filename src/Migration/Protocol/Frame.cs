@@ -23,8 +23,10 @@ public static class Frame
     /// message in the switchover, a changed meaning); an added optional field does not bump it.
     /// A host accepts peers whose version lies in [<see cref="MinProtocolVersion"/>, <see cref="ProtocolVersion"/>].
     /// </summary>
-    public const ushort ProtocolVersion = 1;
-    public const ushort MinProtocolVersion = 1;
+    /// 2: the destination's Heartbeat is required (a source refuses to pause toward a silent peer),
+    /// and a source holding a paused copy asks its destination with ArrivalQuery. Version-1 peers are refused.
+    public const ushort ProtocolVersion = 2;
+    public const ushort MinProtocolVersion = 2;
 
     /// <summary>Largest payload accepted: a page batch of 256 pages compresses to at most ~1 MiB.</summary>
     public const int MaxPayload = 64 << 20;

@@ -26,7 +26,7 @@ public static class TimelineSvg
         var sb = new StringBuilder();
         sb.Append(inv, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"11\">\n");
         sb.Append("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
-        sb.Append(inv, $"<text x=\"{L}\" y=\"20\" font-size=\"14\">Migration of {Escape(r.Name)} ({r.Strategy}): {r.TotalSeconds:F2} s total, downtime {r.DowntimeSeconds * 1000:F1} ms</text>\n");
+        sb.Append(inv, $"<text x=\"{L}\" y=\"20\" font-size=\"14\">Migration of {Escape(r.Name)} ({Engine.Strategies.Name(r.Strategy)}): {r.TotalSeconds:F2} s total, downtime {r.DowntimeSeconds * 1000:F1} ms</text>\n");
         sb.Append(inv, $"<line x1=\"{L}\" y1=\"{H - B}\" x2=\"{W - R}\" y2=\"{H - B}\" stroke=\"black\"/>\n");
         sb.Append(inv, $"<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{H - B}\" stroke=\"black\"/>\n");
         sb.Append(inv, $"<line x1=\"{W - R}\" y1=\"{T}\" x2=\"{W - R}\" y2=\"{H - B}\" stroke=\"black\"/>\n");

@@ -42,6 +42,9 @@ public sealed class Connection : IDisposable
 
     public long Sent(ByteCategory c) => Interlocked.Read(ref _sent[(int)c]);
     public long SentTotal => _sent.Sum();
+    private long _received;
+    /// <summary>Bytes of whole frames received (headers included), the same measure as <see cref="SentTotal"/>.</summary>
+    public long ReceivedTotal => Interlocked.Read(ref _received);
 
     public static Connection Connect(string address, TimeSpan? timeout = null)
     {
@@ -81,6 +84,7 @@ public sealed class Connection : IDisposable
             Interlocked.Add(ref _sent[(int)category], size + Frame.HeaderSize);
         }
         catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
+        catch (IOException e) when (e is not ProtocolException) { throw Explain(e, sending: true); }
         finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
@@ -101,11 +105,29 @@ public sealed class Connection : IDisposable
                 try { e = Envelope.Parser.ParseFrom(buffer, 0, length); }
                 catch (InvalidProtocolBufferException ex) { throw new ProtocolException($"undecodable message of type {type}: {ex.Message}", ex); }
                 if ((ushort)e.BodyCase != type) throw new ProtocolException($"frame type {type} does not match its message ({e.BodyCase})");
+                Interlocked.Add(ref _received, length + Frame.HeaderSize);
                 return e;
             }
             finally { ArrayPool<byte>.Shared.Return(buffer); }
         }
         catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
+        catch (IOException e) when (e is not ProtocolException and not EndOfStreamException) { throw Explain(e, sending: false); }
+    }
+
+    /// <summary>Says what happened instead of the socket's text ("Broken pipe", "Connection reset by peer").</summary>
+    private IOException Explain(IOException e, bool sending)
+    {
+        var error = (e.InnerException as SocketException)?.SocketErrorCode;
+        string what = error switch
+        {
+            SocketError.TimedOut or SocketError.WouldBlock => sending
+                ? $"{Remote} has taken nothing off the connection for {_socket.SendTimeout / 1000.0:F0} s (the host is stopped, stalled or overloaded)"
+                : $"{Remote} has sent nothing for {_socket.ReceiveTimeout / 1000.0:F0} s (the host is stopped, stalled or overloaded)",
+            SocketError.ConnectionReset or SocketError.ConnectionAborted => $"{Remote} cut the connection (its process died or it gave up)",
+            SocketError.Shutdown or SocketError.NotConnected => $"the connection to {Remote} is closed (the peer went away)",
+            _ => e.Message,
+        };
+        return new IOException(what, e);
     }
 
     private void ReadExactly(Span<byte> destination, string eofMessage)
@@ -121,6 +143,9 @@ public sealed class Connection : IDisposable
 
     /// <summary>Receive timeout (infinite by default).</summary>
     public TimeSpan ReceiveTimeout { set => _socket.ReceiveTimeout = value == Timeout.InfiniteTimeSpan ? 0 : (int)value.TotalMilliseconds; }
+
+    /// <summary>Send timeout (infinite by default): a peer that stops reading fails a send instead of blocking it forever.</summary>
+    public TimeSpan SendTimeout { set => _socket.SendTimeout = value == Timeout.InfiniteTimeSpan ? 0 : (int)value.TotalMilliseconds; }
 
     /// <summary>Cuts the connection at once (RST): the peer sees an error, not an orderly end. Fault tests use it.</summary>
     public void Abort()

@@ -1,6 +1,7 @@
-namespace LiveMigration.Migration.Reports;
+namespace LiveMigration.Migration.Transport;
 
-public static class Rate
+/// <summary>Link rates as the user writes them (what <see cref="TokenBucket"/> enforces).</summary>
+public static class Bandwidth
 {
     /// <summary>
     /// Parses a bandwidth: "1gbit", "100mbit", "1Gbps" are bits per second; "125MB", "10MiB", "65536"

@@ -2,10 +2,11 @@ using System.Net.Sockets;
 using System.Text;
 using LiveMigration.Migration.Hosting;
 
-namespace LiveMigration.Migration.Demo;
+namespace LiveMigration.Cli.Demo;
 
 /// <summary>
-/// A kv client over the guest's console that follows it across hosts. A SET counts as acknowledged
+/// The demo workload (the `kv` guest under load), shared by `lm demo`, the benches and the tests; not
+/// part of the engine. A kv client over the guest's console that follows it across hosts. A SET counts as acknowledged
 /// only once "OK" came back; a request whose answer was lost with a moving console is retried
 /// (SET and GET are idempotent) after a resync: the client sets a fresh nonce, reads it back and
 /// drops every line before it, so answers to requests that did reach the guest twice (once through
@@ -43,7 +44,7 @@ public sealed class KvClient : IDisposable
                 var (host, info) = HostClient.Locate(_host, _name);
                 if (info.State == "running")
                 {
-                    var (h, p) = Transport.Address.Parse(info.Console);
+                    var (h, p) = LiveMigration.Migration.Transport.Address.Parse(info.Console);
                     var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = 5000 };
                     tcp.Connect(h, p);
                     _tcp = tcp;
