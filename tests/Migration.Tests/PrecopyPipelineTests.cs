@@ -172,7 +172,7 @@ public sealed class PrecopyPipelineTests
 
     private static DeltaPages Batch(uint page, PageEncoding kind, byte[] payload, int lengthOverride = -1)
     {
-        var b = new DeltaPages { RawLength = (uint)payload.Length, Kinds = ByteString.CopyFrom([(byte)kind]), Zstd = ByteString.CopyFrom(Guest.Native.Zstd.Compress(payload, 1)) };
+        var b = new DeltaPages { RawLength = (uint)payload.Length, Kinds = ByteString.CopyFrom([(byte)kind]), Zstd = ByteString.CopyFrom(LiveMigration.Trace.Compression.Zstd.Compress(payload, 1)) };
         b.Pages.Add(page);
         b.Lengths.Add((uint)(lengthOverride >= 0 ? lengthOverride : payload.Length));
         return b;

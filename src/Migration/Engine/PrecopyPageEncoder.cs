@@ -1,7 +1,7 @@
 using Google.Protobuf;
 using LiveMigration.Guest;
 using LiveMigration.Guest.Memory;
-using LiveMigration.Guest.Native;
+using LiveMigration.Trace.Compression;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Xbzrle;
 
