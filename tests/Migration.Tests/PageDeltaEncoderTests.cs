@@ -35,7 +35,7 @@ public class PageDeltaEncoderTests
     {
         using var src = NewMachine();
         using var dst = NewMachine();
-        src.Reset(ElfLoader.LoadFile(src, LiveMigration.Tests.Shared.RepoPaths.Guest("dirty")));
+        src.Reset(ElfLoader.Load(src, File.ReadAllBytes(LiveMigration.Tests.Shared.RepoPaths.Guest("dirty"))));
         var client = src.Memory.CreateDirtyClient("precopy"); // starts with every page dirty
         var srcCache = new XbzrlePageCache(cacheBytes);
         var dstCache = new XbzrlePageCache(cacheBytes);

@@ -86,7 +86,7 @@ internal sealed partial class MigrationDestination
             _entry = new GuestEntry(setup.Name) { Arriving = this };
             _host.SetEntry(_entry);
         }
-        _machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize, CompileBlocks = _host.Options.CompileBlocks }, NullHostPort.Instance);
+        _machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize }, NullHostPort.Instance, _host.Options.CompileBlocks);
         PrepareResume();
         _host.Log($"receiving '{setup.Name}' from {setup.Source} ({setup.Strategy}, migration {setup.MigrationId})");
         return true;
