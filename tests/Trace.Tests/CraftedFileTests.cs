@@ -76,6 +76,23 @@ public class CraftedFileTests
         Assert.DoesNotContain('\n', e!.Message);
     }
 
+    [Fact]
+    public void A_checkpoint_whose_digest_does_not_match_leaves_the_target_machine_as_it_was()
+    {
+        byte[] forged = Reseal(RealCheckpoint(), 24, 0xBAD);
+        using var m = new Machine(new MachineConfig { MemorySize = 1 << 20 }, NullHostPort.Instance);
+        m.Memory.Write(m.Memory.Base + 0x7000, [7, 7]);
+        m.SetRegister(5, 55);
+        ulong before = m.ComputeDigest();
+        var e = Assert.Throws<InvalidDataException>(() => CheckpointFile.Restore(m, forged));
+        Assert.Contains("digest", e.Message);
+        Assert.Equal(before, m.ComputeDigest());
+        Assert.Equal(55UL, m.GetRegister(5));
+        // The genuine checkpoint restores into the same machine.
+        CheckpointFile.Restore(m, RealCheckpoint());
+        Assert.NotEqual(before, m.ComputeDigest());
+    }
+
     private static (int Code, string Err) Lm(params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
