@@ -39,8 +39,8 @@ static double Best(int n, Func<double> run)
 static (ulong Icount, string Output) RunOurs(string elf, bool compile, out double seconds)
 {
     var port = new CapturePort();
-    using var m = new Machine(new MachineConfig { CompileBlocks = compile }, port);
-    ElfLoader.LoadFile(m, elf);
+    using var m = new Machine(new MachineConfig(), port, compile);
+    ElfLoader.Load(m, File.ReadAllBytes(elf));
     var sw = Stopwatch.StartNew();
     var reason = m.Run();
     seconds = sw.Elapsed.TotalSeconds;

@@ -39,8 +39,8 @@ public sealed unsafe partial class Machine
         w.U32(s->Fcsr);
     }
 
-    /// <summary>Reads the FPU section if present (validated whole before applying), else zeros the FP state.</summary>
-    private void RestoreFpu(StateReader r)
+    /// <summary>Reads and checks the FPU section if present; the action sets the FP state (zeros without the section).</summary>
+    private Action PrepareFpu(StateReader r)
     {
         var f = new ulong[SavedFpRegisters];
         uint fcsr = 0;
@@ -53,8 +53,11 @@ public sealed unsafe partial class Machine
             if (fcsr > 0xFF) throw new InvalidDataException($"FPU state has fcsr 0x{fcsr:x}, beyond its 8 bits");
             r.CloseSection();
         }
-        CpuState* s = _cpu;
-        for (int i = 0; i < SavedFpRegisters; i++) s->F[i] = f[i];
-        s->Fcsr = fcsr;
+        return () =>
+        {
+            CpuState* s = _cpu;
+            for (int i = 0; i < SavedFpRegisters; i++) s->F[i] = f[i];
+            s->Fcsr = fcsr;
+        };
     }
 }

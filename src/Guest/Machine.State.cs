@@ -121,7 +121,7 @@ public sealed unsafe partial class Machine
         w.U64(s->ReservationValue);
     }
 
-    private void RestoreCpu(StateReader r)
+    private Action PrepareCpu(StateReader r)
     {
         ushort version = r.OpenSection("CPU ", 1, CpuStateVersion);
         if (r.U8() != SavedRegisters) throw new InvalidDataException("CPU state has a different register count");
@@ -150,8 +150,9 @@ public sealed unsafe partial class Machine
             for (int i = 0; i < Triggers.Count; i++) c.Tdata1[i] = Triggers.ResetTdata1;
         }
         r.CloseSection();
-        *_cpu = c;
-        _hart.FlushTlb();
+        if (c.Waiting > 1) throw new InvalidDataException($"CPU state has WFI flag {c.Waiting}");
+        CpuState parsed = c; // a copy the apply step may hold (the fixed buffers of c stay on the stack)
+        return () => { *_cpu = parsed; _hart.FlushTlb(); };
     }
 
     private void SaveRam(StateWriter w, MemorySnapshot? snapshot)
@@ -187,22 +188,34 @@ public sealed unsafe partial class Machine
         w.EndSection();
     }
 
-    private void RestoreRam(StateReader r)
+    private const int RamEntrySize = 4 + GuestMemory.PageSize; // page number, contents
+
+    /// <summary>Checks the RAM section (page numbers in range, none twice, every byte there); the action writes it.</summary>
+    private Action PrepareRam(StateReader r)
     {
         r.OpenSection("RAM ", 1, RamStateVersion);
         if (r.U32() != Memory.PageCount) throw new InvalidDataException("saved RAM has a different page count");
         uint count = r.U32();
+        if (count > Memory.PageCount) throw new InvalidDataException($"saved RAM holds {count} pages; memory has {Memory.PageCount}");
+        var entries = r.Slice((long)count * RamEntrySize);
+        r.CloseSection();
         var present = new bool[Memory.PageCount];
-        for (uint n = 0; n < count; n++)
+        var span = entries.Span;
+        for (int at = 0; at < span.Length; at += RamEntrySize)
         {
-            uint page = r.U32();
+            uint page = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(span[at..]);
             if (page >= Memory.PageCount) throw new InvalidDataException($"saved RAM names page {page}, beyond the end of memory");
-            Memory.WritePage((int)page, r.Bytes(GuestMemory.PageSize));
+            if (present[page]) throw new InvalidDataException($"saved RAM holds page {page} twice");
             present[page] = true;
         }
-        for (int i = 0; i < Memory.PageCount; i++)
-            if (!present[i]) Memory.ZeroPage(i);
-        r.CloseSection();
+        return () =>
+        {
+            var data = entries.Span;
+            for (int at = 0; at < data.Length; at += RamEntrySize)
+                Memory.WritePage((int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(data[at..]), data.Slice(at + 4, GuestMemory.PageSize));
+            for (int i = 0; i < Memory.PageCount; i++)
+                if (!present[i]) Memory.ZeroPage(i);
+        };
     }
 
     /// <summary>Restores a state saved by <see cref="SaveState(StateWriter)"/> or a snapshot into this machine.</summary>
@@ -213,31 +226,40 @@ public sealed unsafe partial class Machine
         r.CloseSection();
         if (size != Config.MemorySize || ramBase != Memory.Base)
             throw new InvalidDataException($"saved machine has {size >> 20} MiB of RAM at 0x{ramBase:x}; this machine has {Config.MemorySize >> 20} MiB at 0x{Memory.Base:x}");
-        RestoreDeviceState(r);
-        RestoreRam(r);
+        // Every section is read and checked before the first one is applied.
+        var devices = PrepareDeviceState(r);
+        var ram = PrepareRam(r);
+        devices();
+        ram();
         Memory.FlushDecodeCache();
         ExitCode = null;
     }
 
     /// <summary>Restores CPU and device sections (the output of <see cref="SaveDeviceState"/>).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
-    public void RestoreDeviceState(StateReader r)
+    public void RestoreDeviceState(StateReader r) => PrepareDeviceState(r)();
+
+    /// <summary>Checks the CPU and every device section; the action applies them all, in bus order.</summary>
+    private Action PrepareDeviceState(StateReader r)
     {
-        RestoreCpu(r);
-        RestoreFpu(r);
-        foreach (var d in _devices)
+        var steps = new List<Action>(_devices.Length + 3) { PrepareCpu(r), PrepareFpu(r) };
+        for (int i = 0; i < _devices.Length; i++)
         {
+            var d = _devices[i];
             // The balloon came after the first states were saved: without its section it starts empty.
-            if (d == Balloon && !r.NextSectionIs("BALN")) { d.Reset(); continue; }
-            d.Restore(r);
+            steps.Add(d == Balloon && !r.NextSectionIs("BALN") ? d.Reset : d.PrepareRestore(r));
         }
         // A booted kernel's ROM travels with its state: a machine built from the config alone gets it here.
         if (BootRom == null && r.NextSectionIs("BROM"))
         {
             var rom = Platform.BootRom.Empty();
-            rom.Restore(r);
-            InstallBootRom(rom);
+            steps.Add(rom.PrepareRestore(r));
+            steps.Add(() => InstallBootRom(rom));
         }
+        return () =>
+        {
+            foreach (var step in steps) step();
+        };
     }
 
     /// <summary>

@@ -28,8 +28,10 @@ public sealed unsafe partial class Machine : IDisposable
     private IMmioDevice[] _devices;
     private volatile bool _stopRequested;
 
-    public Machine(MachineConfig config, IHostPort hostPort)
+    /// <param name="compileBlocks">Compile hot blocks to IL: a host's choice that changes speed, never behaviour, so it is not part of <see cref="MachineConfig"/>.</param>
+    public Machine(MachineConfig config, IHostPort hostPort, bool compileBlocks = true)
     {
+        if (MachineConfig.MemorySizeProblem(config.MemorySize) is { } problem) throw new ArgumentException(problem, nameof(config));
         Config = config;
         HostPort = hostPort;
         Memory = new GuestMemory(config.MemorySize);
@@ -42,7 +44,7 @@ public sealed unsafe partial class Machine : IDisposable
         if (config.Virtio != VirtioDevices.None) Virtio = new VirtioBus(this, config.Virtio);
         _devices = Virtio == null ? [Finisher, Clint, Plic, Uart, Balloon] : [Finisher, Clint, Plic, Uart, Balloon, Virtio];
         Debug = new DebugHooks(this);
-        _hart = new Hart(this, _cpu, config.CompileBlocks);
+        _hart = new Hart(this, _cpu, compileBlocks);
         Reset(Memory.Base);
     }
 

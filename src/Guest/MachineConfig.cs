@@ -5,6 +5,9 @@ public sealed record MachineConfig
 {
     public const ulong DefaultMemorySize = 128UL << 20;
 
+    /// <summary>The largest DRAM a machine may have (and a checkpoint or trace may ask for).</summary>
+    public const ulong MaxMemorySize = 16UL << 30;
+
     public ulong MemorySize { get; init; } = DefaultMemorySize;
 
     /// <summary>
@@ -13,8 +16,12 @@ public sealed record MachineConfig
     /// </summary>
     public Devices.Virtio.VirtioDevices Virtio { get; init; }
 
-    /// <summary>Compile hot blocks to IL. Changes speed only, never behaviour; not part of the migration handshake.</summary>
-    public bool CompileBlocks { get; init; } = true;
+    /// <summary>Why <paramref name="size"/> cannot be a machine's DRAM size, or null when it can.</summary>
+    public static string? MemorySizeProblem(ulong size) =>
+        size == 0 ? "memory size is 0"
+        : size % 4096 != 0 ? $"memory size {size} is not a multiple of 4 KiB"
+        : size > MaxMemorySize ? $"memory size {size} is larger than 16 GiB"
+        : null;
 
     /// <summary>Parses sizes such as 128M, 1G, 65536 or 64KiB.</summary>
     public static ulong ParseSize(string text)
@@ -30,7 +37,7 @@ public sealed record MachineConfig
         if (n > ulong.MaxValue / mult) throw new FormatException($"memory size {text} is larger than 16 GiB");
         ulong size = n * mult;
         if (size % 4096 != 0) throw new FormatException($"memory size {text} is not a multiple of 4 KiB");
-        if (size > 16UL << 30) throw new FormatException($"memory size {text} is larger than 16 GiB");
+        if (size > MaxMemorySize) throw new FormatException($"memory size {text} is larger than 16 GiB");
         return size;
     }
 }

@@ -80,11 +80,21 @@ public static class CheckpointFile
         if (BinaryPrimitives.ReadUInt64LittleEndian(file[56..]) != XxHash3.HashToUInt64(file[..56])) throw new TraceFormatException(0, "checkpoint header checksum mismatch");
         ushort version = BinaryPrimitives.ReadUInt16LittleEndian(file[8..]);
         if (version is < 1 or > Version) throw new TraceFormatException(8, $"checkpoint version {version}; this build reads 1..{Version}");
+        ulong memory = BinaryPrimitives.ReadUInt64LittleEndian(file[32..]);
+        if (MachineConfig.MemorySizeProblem(memory) is { } problem) throw new TraceFormatException(32, $"checkpoint {problem}");
         ulong raw = BinaryPrimitives.ReadUInt64LittleEndian(file[40..]);
-        if (raw > 64UL << 30) throw new TraceFormatException(40, "checkpoint state length is absurd");
+        ulong most = MaxStateLength(memory);
+        if (raw > most) throw new TraceFormatException(40, $"checkpoint state length {raw} is more than a machine of {memory >> 10} KiB can save ({most})");
+        if (raw > (ulong)Array.MaxLength) throw new TraceFormatException(40, $"checkpoint state length {raw} is more than this build reads ({Array.MaxLength} bytes)");
         return new CheckpointInfo(version, BinaryPrimitives.ReadUInt64LittleEndian(file[16..]), BinaryPrimitives.ReadUInt64LittleEndian(file[24..]),
-            BinaryPrimitives.ReadUInt64LittleEndian(file[32..]), (long)raw, file.Length);
+            memory, (long)raw, file.Length);
     }
+
+    /// <summary>
+    /// An upper bound on <see cref="Machine.SaveState(StateWriter)"/>'s length: a few KiB of CPU and
+    /// device sections plus, per page, its stored copy (4 + 4096 bytes) and a balloon range (8 bytes).
+    /// </summary>
+    private static ulong MaxStateLength(ulong memorySize) => (64 << 10) + memorySize / 4096 * (4 + 4096 + 8);
 
     /// <summary>Decompresses and checks the machine state held in a checkpoint.</summary>
     public static byte[] ReadState(ReadOnlySpan<byte> file, out CheckpointInfo info)
@@ -92,47 +102,91 @@ public static class CheckpointFile
         info = ReadInfo(file);
         uint blockSize = BinaryPrimitives.ReadUInt32LittleEndian(file[12..]);
         if (blockSize == 0 || blockSize > 64 << 20) throw new TraceFormatException(12, "bad checkpoint block size");
+        // Walk the block list first: the state buffer is allocated only once every block is there.
+        WalkBlocks(file, blockSize, info, null);
         var state = new byte[info.RawLength];
-        int pos = HeaderSize;
-        long at = 0;
-        while (at < info.RawLength)
-        {
-            if (file.Length - pos < 4) throw new TraceTruncatedException(pos, "checkpoint ends before its last block");
-            int n = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(file[pos..]), int.MaxValue);
-            if (n > file.Length - pos - 4) throw new TraceTruncatedException(pos, "checkpoint block runs past the end of the data");
-            var block = file.Slice(pos + 4, n);
-            int want = (int)Math.Min(blockSize, info.RawLength - at);
-            if (Zstd.FrameContentSize(block) != want) throw new TraceFormatException(pos, "checkpoint block has the wrong size");
-            try { Zstd.Decompress(block, state.AsSpan((int)at, want)); }
-            catch (InvalidDataException e) { throw new TraceFormatException(pos, $"checkpoint block: {e.Message}"); }
-            at += want;
-            pos += 4 + n;
-        }
-        if (pos != file.Length) throw new TraceFormatException(pos, "bytes after the last checkpoint block");
+        WalkBlocks(file, blockSize, info, state);
         if (XxHash3.HashToUInt64(state) != BinaryPrimitives.ReadUInt64LittleEndian(file[48..])) throw new TraceFormatException(HeaderSize, "checkpoint state checksum mismatch");
         return state;
     }
 
-    /// <summary>Restores a checkpoint into <paramref name="machine"/> and checks the resulting state digest.</summary>
+    /// <summary>Checks every block's length and recorded size; decompresses them into <paramref name="state"/> when given.</summary>
+    private static void WalkBlocks(ReadOnlySpan<byte> file, uint blockSize, CheckpointInfo info, byte[]? state)
+    {
+        int pos = HeaderSize;
+        for (long at = 0; at < info.RawLength; at += blockSize)
+        {
+            if (file.Length - pos < 4) throw new TraceTruncatedException(pos, "checkpoint ends before its last block");
+            uint stored = BinaryPrimitives.ReadUInt32LittleEndian(file[pos..]);
+            if (stored > file.Length - pos - 4) throw new TraceTruncatedException(pos, "checkpoint block runs past the end of the data");
+            var block = file.Slice(pos + 4, (int)stored);
+            int want = (int)Math.Min(blockSize, info.RawLength - at);
+            if (Zstd.FrameContentSize(block) != want) throw new TraceFormatException(pos, "checkpoint block has the wrong size");
+            if (state != null)
+            {
+                try
+                {
+                    if (Zstd.Decompress(block, state.AsSpan((int)at, want)) != want) throw new TraceFormatException(pos, "checkpoint block is shorter than its recorded size");
+                }
+                catch (InvalidDataException e) { throw new TraceFormatException(pos, $"checkpoint block: {e.Message}"); }
+            }
+            pos += 4 + (int)stored;
+        }
+        if (pos != file.Length) throw new TraceFormatException(pos, "bytes after the last checkpoint block");
+    }
+
+    /// <summary>
+    /// Restores a checkpoint into <paramref name="machine"/> and checks the resulting state digest.
+    /// A checkpoint that fails any check, the digest included, leaves the machine as it was.
+    /// </summary>
     public static CheckpointInfo Restore(Machine machine, ReadOnlySpan<byte> file)
     {
         var state = ReadState(file, out var info);
-        if (info.MemorySize != machine.Config.MemorySize)
-            throw new InvalidDataException($"checkpoint is of a machine with {info.MemorySize >> 20} MiB of RAM; this one has {machine.Config.MemorySize >> 20} MiB");
-        machine.RestoreState(new StateReader(state));
-        ulong digest = machine.ComputeDigest();
-        if (digest != info.Digest || machine.Icount != info.Icount)
-            throw new InvalidDataException($"restored checkpoint has digest 0x{digest:x16} at icount {machine.Icount}; its header says 0x{info.Digest:x16} at {info.Icount}");
+        CheckFits(info, machine);
+        // The digest can only be checked on the restored state: keep the current one to go back to.
+        var before = new StateWriter();
+        machine.SaveState(before);
+        try { Apply(machine, state, info); }
+        catch (InvalidDataException)
+        {
+            machine.RestoreState(new StateReader(before.ToArray()));
+            throw;
+        }
         return info;
     }
 
     /// <summary>Creates a machine of the checkpoint's configuration and restores it.</summary>
-    public static Machine Load(ReadOnlySpan<byte> file, IHostPort port)
+    public static Machine Load(ReadOnlySpan<byte> file, IHostPort port, bool compileBlocks = true)
     {
-        var info = ReadInfo(file);
-        var machine = new Machine(new MachineConfig { MemorySize = info.MemorySize }, port);
-        try { Restore(machine, file); }
+        var state = ReadState(file, out var info);
+        CheckMachineSection(state, info);
+        var machine = new Machine(new MachineConfig { MemorySize = info.MemorySize }, port, compileBlocks);
+        try { Apply(machine, state, info); }
         catch { machine.Dispose(); throw; }
         return machine;
+    }
+
+    /// <summary>The state's MACH section must describe the machine the header names (checked before one is made).</summary>
+    private static void CheckMachineSection(byte[] state, CheckpointInfo info)
+    {
+        var r = new StateReader(state);
+        r.OpenSection("MACH", 1, ushort.MaxValue);
+        ulong size = r.U64();
+        if (size != info.MemorySize) throw new TraceFormatException(HeaderSize, $"checkpoint header says {info.MemorySize} bytes of RAM, its state {size}");
+    }
+
+    private static void CheckFits(CheckpointInfo info, Machine machine)
+    {
+        if (info.MemorySize != machine.Config.MemorySize)
+            throw new InvalidDataException($"checkpoint is of a machine with {info.MemorySize >> 20} MiB of RAM; this one has {machine.Config.MemorySize >> 20} MiB");
+    }
+
+    private static void Apply(Machine machine, byte[] state, CheckpointInfo info)
+    {
+        CheckFits(info, machine);
+        machine.RestoreState(new StateReader(state));
+        ulong digest = machine.ComputeDigest();
+        if (digest != info.Digest || machine.Icount != info.Icount)
+            throw new InvalidDataException($"restored checkpoint has digest 0x{digest:x16} at icount {machine.Icount}; its header says 0x{info.Digest:x16} at {info.Icount} (made before digest version {Machine.DigestVersion}?)");
     }
 }

@@ -1,3 +1,4 @@
+using LiveMigration.Guest;
 using LiveMigration.Trace.Schema;
 
 namespace LiveMigration.Trace;
@@ -58,6 +59,7 @@ public static class TraceInspector
             var info = CheckpointFile.ReadInfo(file.Header.InitialCheckpoint.Span);
             if (info.Icount != file.Header.StartIcount || info.Digest != file.Header.StartDigest)
                 throw new TraceFormatException(file.Frames[0].Offset, "header's initial checkpoint does not match its start icount/digest");
+            if (strict) CheckRestores(file.Header.InitialCheckpoint.Span, file.Header.Machine.MemorySize, file.Frames[0].Offset, "initial checkpoint");
         }
         ulong last = file.Header.StartIcount;
         bool ended = false, anyTime = false;
@@ -97,7 +99,7 @@ public static class TraceInspector
                     break;
                 case FrameKind.Checkpoint:
                     var cp = CheckpointFile.ReadInfo(frame.Payload.Span);
-                    if (strict) CheckpointFile.ReadState(frame.Payload.Span, out _);
+                    if (strict) CheckRestores(frame.Payload.Span, file.Header.Machine.MemorySize, info.Offset, "checkpoint frame");
                     if (cp.Icount != info.FirstIcount) throw new TraceFormatException(info.Offset, $"checkpoint frame at icount {info.FirstIcount} holds a checkpoint at {cp.Icount}");
                     s.Checkpoints.Add((cp.Icount, info.StoredLength, info.Offset));
                     break;
@@ -119,6 +121,25 @@ public static class TraceInspector
         s.FinalIcount = Math.Max(last, s.FinalIcount);
         s.TimeSpanTicks = lastTime - firstTime;
         return s;
+    }
+
+    /// <summary>
+    /// What a replay does with a checkpoint, short of running it: decode, restore into a machine of the
+    /// trace's size and compare the digest. Any failure is reported at the frame that holds it.
+    /// </summary>
+    private static void CheckRestores(ReadOnlySpan<byte> checkpoint, ulong memorySize, long offset, string what)
+    {
+        try
+        {
+            var info = CheckpointFile.ReadInfo(checkpoint);
+            if (info.MemorySize != memorySize)
+                throw new InvalidDataException($"it is of a machine with {info.MemorySize} bytes of RAM; the trace's has {memorySize}");
+            CheckpointFile.Load(checkpoint, NullHostPort.Instance, compileBlocks: false).Dispose();
+        }
+        catch (Exception e) when (e is TraceFormatException or InvalidDataException)
+        {
+            throw new TraceFormatException(offset, $"{what} does not restore: {(e is TraceFormatException t ? t.Reason : e.Message)}");
+        }
     }
 
     /// <summary>The stable text of `lm trace dump`: a header comment, then one event per line.</summary>

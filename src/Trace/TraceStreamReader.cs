@@ -142,6 +142,9 @@ public sealed class TraceStreamReader
         if (header.FormatVersion < TraceFormat.MinReadableVersion || header.FormatVersion > TraceFormat.CurrentVersion)
             throw new TraceFormatException(frame.Offset, $"trace format version {header.FormatVersion}; this build reads {TraceFormat.MinReadableVersion}..{TraceFormat.CurrentVersion}");
         if (header.Machine == null || header.Machine.MemorySize == 0) throw new TraceFormatException(frame.Offset, "header has no machine config");
+        if (Guest.MachineConfig.MemorySizeProblem(header.Machine.MemorySize) is { } problem) throw new TraceFormatException(frame.Offset, $"header's {problem}");
+        if (header.Machine.RamBase != Guest.Memory.GuestMemory.DefaultBase)
+            throw new TraceFormatException(frame.Offset, $"header puts RAM at 0x{header.Machine.RamBase:x}; this machine has it at 0x{Guest.Memory.GuestMemory.DefaultBase:x}");
         return header;
     }
 

@@ -13,7 +13,7 @@ public class BalloonTests
     private const ulong B = BalloonDevice.DefaultBase;
 
     private static Machine NewMachine(ulong size = 4 << 20) =>
-        new(new MachineConfig { MemorySize = size, CompileBlocks = false }, NullHostPort.Instance);
+        new(new MachineConfig { MemorySize = size }, NullHostPort.Instance, compileBlocks: false);
 
     private static uint Command(Machine m, ulong address, uint pages, uint command)
     {
@@ -207,7 +207,7 @@ public class BalloonTests
     public void GuestsReportTheRamTheyDoNotUse(string guest, int workingSet)
     {
         using var m = NewMachine(128 << 20);
-        m.Reset(ElfLoader.LoadFile(m, LiveMigration.Tests.Shared.RepoPaths.Guest(guest)));
+        m.Reset(ElfLoader.Load(m, File.ReadAllBytes(LiveMigration.Tests.Shared.RepoPaths.Guest(guest))));
         Assert.Equal(StopReason.Exited, m.Run(2_000_000_000));
         Assert.Equal(0, m.ExitCode);
 

@@ -18,7 +18,7 @@ public class DebugHooksTests
 
     private static Machine Load(bool compile)
     {
-        var m = new Machine(new MachineConfig { MemorySize = 4 << 20, CompileBlocks = compile }, NullHostPort.Instance);
+        var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance, compile);
         var bytes = new byte[Loop.Length * 4];
         Buffer.BlockCopy(Loop, 0, bytes, 0, bytes.Length);
         m.Memory.Write(0x8000_0000, bytes);

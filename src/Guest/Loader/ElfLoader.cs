@@ -79,15 +79,4 @@ public static class ElfLoader
         machine.SetRegister(11, 0);
         return entry;
     }
-
-    public static ulong LoadFile(Machine machine, string path)
-    {
-        byte[] image;
-        try { image = File.ReadAllBytes(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ElfLoadException($"cannot read {path}: {e.Message}");
-        }
-        return Load(machine, image);
-    }
 }

@@ -79,13 +79,16 @@ public sealed class BootRom : IMmioDevice
         w.Blob(_contents);
     }
 
-    public void Restore(StateReader r)
+    public void Restore(StateReader r) => PrepareRestore(r)();
+
+    public Action PrepareRestore(StateReader r)
     {
         r.OpenSection("BROM", 1, StateVersion);
         var contents = r.Blob();
         r.CloseSection();
         if ((ulong)contents.Length > Size) throw new InvalidDataException($"boot ROM state has {contents.Length} bytes; the ROM holds {Size}");
         if (contents.Length != 0 && contents.Length < DeviceTreeOffset) throw new InvalidDataException("boot ROM state is cut short");
-        _contents = contents.ToArray();
+        var parsed = contents.ToArray();
+        return () => _contents = parsed;
     }
 }

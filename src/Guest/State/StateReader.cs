@@ -15,13 +15,15 @@ public sealed class StateReader
     public int Position => _pos;
     public bool AtEnd => _pos >= _data.Length;
 
-    private ReadOnlySpan<byte> Take(int n)
+    private ReadOnlySpan<byte> Take(int n) => _data.Span.Slice(Advance(n), n);
+
+    private int Advance(long n)
     {
         int limit = _sectionEnds.Count > 0 ? _sectionEnds.Peek() : _data.Length;
         if (n < 0 || _pos + n > limit) throw new InvalidDataException($"state truncated at byte {_pos} (wanted {n} more)");
-        var span = _data.Span.Slice(_pos, n);
-        _pos += n;
-        return span;
+        int start = _pos;
+        _pos += (int)n;
+        return start;
     }
 
     /// <summary>True when the next section carries <paramref name="tag"/> (for optional sections).</summary>
@@ -57,6 +59,9 @@ public sealed class StateReader
     public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Take(4));
     public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Take(8));
     public ReadOnlySpan<byte> Bytes(int n) => Take(n);
+
+    /// <summary>The next <paramref name="n"/> bytes without copying them (they stay valid as long as the input).</summary>
+    public ReadOnlyMemory<byte> Slice(long n) => _data.Slice(Advance(n), (int)n);
     public ReadOnlySpan<byte> Blob()
     {
         uint n = U32();

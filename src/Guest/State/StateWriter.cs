@@ -37,6 +37,21 @@ public sealed class StateWriter
         _stream.Position = end;
     }
 
+    /// <summary>A whole section: header, what <paramref name="writeFields"/> writes, its length.</summary>
+    public void Section(string tag, ushort version, Action<StateWriter> writeFields)
+    {
+        BeginSection(tag, version);
+        writeFields(this);
+        EndSection();
+    }
+
+    /// <summary>A component's part of the state digest: its tag, then its fields, with no version or length.</summary>
+    public void Tagged(string tag, Action<StateWriter> writeFields)
+    {
+        Bytes(Encoding.ASCII.GetBytes(tag));
+        writeFields(this);
+    }
+
     public void U8(byte v) => _stream.WriteByte(v);
 
     public void Bool(bool v) => _stream.WriteByte(v ? (byte)1 : (byte)0);

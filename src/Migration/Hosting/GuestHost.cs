@@ -178,7 +178,7 @@ public sealed class GuestHost : IDisposable
         }
         var console = new ConsoleEndpoint(BindAddress);
         var port = new GuestHostPort(console);
-        var machine = new Machine(new MachineConfig { MemorySize = mem, CompileBlocks = Options.CompileBlocks }, port);
+        var machine = new Machine(new MachineConfig { MemorySize = mem }, port, Options.CompileBlocks);
         try { ElfLoader.Load(machine, request.Elf.Span); }
         catch { machine.Dispose(); console.Dispose(); throw; }
         var instance = new GuestInstance(name, request.ImageName, machine, port);

@@ -23,7 +23,7 @@ public static class GuestRun
     public static Machine Load(string guest, TestHostPort port)
     {
         var m = new Machine(new MachineConfig(), port);
-        ElfLoader.LoadFile(m, Repo.Guest(guest));
+        ElfLoader.Load(m, File.ReadAllBytes(Repo.Guest(guest)));
         return m;
     }
 

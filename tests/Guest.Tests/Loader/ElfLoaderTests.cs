@@ -80,14 +80,6 @@ public class ElfLoaderTests
         => Assert.Contains("p_filesz", Refused(new ElfBuilder().Segment(0x8000_0000, ElfBuilder.Code(Rv.Nop, Rv.Nop), memSize: 4).Build()).Message);
 
     [Fact]
-    public void MissingFile()
-    {
-        using var m = new Machine(new MachineConfig { MemorySize = 1 << 20 }, new TestHostPort());
-        var e = Assert.Throws<ElfLoadException>(() => ElfLoader.LoadFile(m, "/nonexistent/guest.elf"));
-        Assert.Contains("/nonexistent/guest.elf", e.Message);
-    }
-
-    [Fact]
     public void LoadsSegmentsZeroesBssAndSetsEntry()
     {
         using var m = new Machine(new MachineConfig { MemorySize = 1 << 20 }, new TestHostPort());

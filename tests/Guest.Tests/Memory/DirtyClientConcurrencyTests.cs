@@ -16,8 +16,8 @@ public class DirtyClientConcurrencyTests
     [InlineData(false)]
     public void RoundsOfCollectAndCopyWhileTheGuestWritesLoseNothing(bool compile)
     {
-        using var m = new Machine(new MachineConfig { CompileBlocks = compile }, NullHostPort.Instance);
-        ElfLoader.LoadFile(m, Repo.Guest("dirty_forever"));
+        using var m = new Machine(new MachineConfig(), NullHostPort.Instance, compile);
+        ElfLoader.Load(m, File.ReadAllBytes(Repo.Guest("dirty_forever")));
         var client = m.Memory.CreateDirtyClient("copy");
         var shadow = new byte[m.Memory.PageCount][];
         var pages = new List<int>();

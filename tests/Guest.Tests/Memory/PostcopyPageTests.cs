@@ -15,7 +15,7 @@ public class PostcopyPageTests
     private static (Machine Source, byte[] Devices, byte[][] Pages) RunSourceTo(string guest, ulong icount, TestHostPort port)
     {
         var m = new Machine(new MachineConfig(), port);
-        ElfLoader.LoadFile(m, Repo.Guest(guest));
+        ElfLoader.Load(m, File.ReadAllBytes(Repo.Guest(guest)));
         Assert.Equal(StopReason.InstructionLimit, m.Run(icount));
         var pages = new byte[m.Memory.PageCount][];
         for (int p = 0; p < pages.Length; p++)
@@ -25,7 +25,7 @@ public class PostcopyPageTests
 
     private static Machine Destination(byte[] devices, byte[][] pages, TestHostPort port, bool compile)
     {
-        var d = new Machine(new MachineConfig { CompileBlocks = compile }, port);
+        var d = new Machine(new MachineConfig(), port, compile);
         d.RestoreDeviceState(new StateReader(devices));
         for (int p = 0; p < pages.Length; p++)
             if (pages[p] != null) d.Memory.MarkAbsentRange(p, 1);
@@ -40,7 +40,7 @@ public class PostcopyPageTests
     {
         var reference = new TestHostPort();
         using var whole = new Machine(new MachineConfig(), reference);
-        ElfLoader.LoadFile(whole, Repo.Guest(guest));
+        ElfLoader.Load(whole, File.ReadAllBytes(Repo.Guest(guest)));
         Assert.Equal(StopReason.Exited, whole.Run());
 
         var sourcePort = new TestHostPort();
@@ -90,7 +90,7 @@ public class PostcopyPageTests
     {
         var reference = new TestHostPort();
         using var whole = new Machine(new MachineConfig(), reference);
-        ElfLoader.LoadFile(whole, Repo.Guest("dirty_small"));
+        ElfLoader.Load(whole, File.ReadAllBytes(Repo.Guest("dirty_small")));
         Assert.Equal(StopReason.Exited, whole.Run());
 
         var (source, devices, pages) = RunSourceTo("dirty_small", 300_000, new TestHostPort());

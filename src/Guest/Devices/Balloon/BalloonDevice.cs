@@ -172,18 +172,9 @@ public sealed class BalloonDevice : IMmioDevice
             throw new ArgumentOutOfRangeException(nameof(firstPage), $"pages {firstPage}..+{count} are outside DRAM ({_memory.PageCount} pages)");
     }
 
-    public void Save(StateWriter w)
-    {
-        w.BeginSection("BALN", StateVersion);
-        WriteFields(w);
-        w.EndSection();
-    }
+    public void Save(StateWriter w) => w.Section("BALN", StateVersion, WriteFields);
 
-    public void WriteDigestState(StateWriter w)
-    {
-        w.Bytes("BALN"u8);
-        WriteFields(w);
-    }
+    public void WriteDigestState(StateWriter w) => w.Tagged("BALN", WriteFields);
 
     // Save section v1 and the digest encoding share these fields today; a new save version may not.
     private void WriteFields(StateWriter w)
@@ -201,7 +192,9 @@ public sealed class BalloonDevice : IMmioDevice
         }
     }
 
-    public void Restore(StateReader r)
+    public void Restore(StateReader r) => PrepareRestore(r)();
+
+    public Action PrepareRestore(StateReader r)
     {
         r.OpenSection("BALN", 1, StateVersion);
         ulong address = r.U64();
@@ -221,10 +214,14 @@ public sealed class BalloonDevice : IMmioDevice
             previousEnd = first + n;
         }
         r.CloseSection();
-        _address = address;
-        _count = count;
-        _status = status;
-        _free.Clear();
-        foreach (var (first, n) in ranges) _free.SetRange(first, n, true);
+        if (status > StatusBadCommand) throw new InvalidDataException($"balloon state has status {status}, which no command returns");
+        return () =>
+        {
+            _address = address;
+            _count = count;
+            _status = status;
+            _free.Clear();
+            foreach (var (first, n) in ranges) _free.SetRange(first, n, true);
+        };
     }
 }

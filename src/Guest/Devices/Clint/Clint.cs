@@ -62,18 +62,9 @@ public sealed class Clint(Machine machine) : IMmioDevice
         return true;
     }
 
-    public void Save(StateWriter w)
-    {
-        w.BeginSection("CLNT", StateVersion);
-        WriteFields(w);
-        w.EndSection();
-    }
+    public void Save(StateWriter w) => w.Section("CLNT", StateVersion, WriteFields);
 
-    public void WriteDigestState(StateWriter w)
-    {
-        w.Bytes("CLNT"u8);
-        WriteFields(w);
-    }
+    public void WriteDigestState(StateWriter w) => w.Tagged("CLNT", WriteFields);
 
     // Save section v1 and the digest encoding share these fields today; a new save version may not.
     private void WriteFields(StateWriter w)
@@ -83,12 +74,20 @@ public sealed class Clint(Machine machine) : IMmioDevice
         w.U64(Time);
     }
 
-    public void Restore(StateReader r)
+    public Action PrepareRestore(StateReader r)
     {
         r.OpenSection("CLNT", 1, StateVersion);
-        Msip = r.U32();
-        Mtimecmp = r.U64();
-        Time = r.U64();
+        uint msip = r.U32();
+        ulong mtimecmp = r.U64(), time = r.U64();
         r.CloseSection();
+        if (msip > 1) throw new InvalidDataException($"CLINT state has msip {msip}; the register holds one bit");
+        return () =>
+        {
+            Msip = msip;
+            Mtimecmp = mtimecmp;
+            Time = time;
+        };
     }
+
+    public void Restore(StateReader r) => PrepareRestore(r)();
 }

@@ -43,9 +43,12 @@ public sealed class SifiveTest(Machine machine) : IMmioDevice
         w.EndSection();
     }
 
-    public void Restore(StateReader r)
+    public Action PrepareRestore(StateReader r)
     {
         r.OpenSection("FINI", 1, StateVersion);
         r.CloseSection();
+        return static () => { };
     }
+
+    public void Restore(StateReader r) => PrepareRestore(r)();
 }

@@ -138,18 +138,9 @@ public sealed class Plic(Machine machine) : IMmioDevice
         return true;
     }
 
-    public void Save(StateWriter w)
-    {
-        w.BeginSection("PLIC", StateVersion);
-        WriteFields(w);
-        w.EndSection();
-    }
+    public void Save(StateWriter w) => w.Section("PLIC", StateVersion, WriteFields);
 
-    public void WriteDigestState(StateWriter w)
-    {
-        w.Bytes("PLIC"u8);
-        WriteFields(w);
-    }
+    public void WriteDigestState(StateWriter w) => w.Tagged("PLIC", WriteFields);
 
     private uint[][] Arrays => [_priority, _pending, _claimed, _level, _enable, _threshold];
 
@@ -163,14 +154,28 @@ public sealed class Plic(Machine machine) : IMmioDevice
         }
     }
 
-    public void Restore(StateReader r)
+    public Action PrepareRestore(StateReader r)
     {
         r.OpenSection("PLIC", 1, StateVersion);
-        foreach (var a in new[] { _priority, _pending, _claimed, _level, _enable, _threshold })
+        var targets = Arrays;
+        var values = new uint[targets.Length][];
+        for (int k = 0; k < targets.Length; k++)
         {
-            if (r.U32() != a.Length) throw new InvalidDataException("PLIC state has a different source or context count");
-            for (int i = 0; i < a.Length; i++) a[i] = r.U32();
+            if (r.U32() != targets[k].Length) throw new InvalidDataException("PLIC state has a different source or context count");
+            values[k] = new uint[targets[k].Length];
+            for (int i = 0; i < values[k].Length; i++) values[k][i] = r.U32();
         }
         r.CloseSection();
+        // Only values a guest can write: priorities and thresholds are 3 bits, source 0 does not exist.
+        if (values[0][0] != 0 || values[0].Any(p => p > 7) || values[5].Any(t => t > 7))
+            throw new InvalidDataException("PLIC state has a priority or threshold outside 0..7");
+        for (int ctx = 0; ctx < Contexts; ctx++)
+            if ((values[4][ctx * Words] & 1) != 0) throw new InvalidDataException("PLIC state enables source 0");
+        return () =>
+        {
+            for (int k = 0; k < targets.Length; k++) values[k].CopyTo(targets[k], 0);
+        };
     }
+
+    public void Restore(StateReader r) => PrepareRestore(r)();
 }

@@ -129,18 +129,9 @@ public sealed class Uart16550(Machine machine) : IMmioDevice
     /// <summary>The version <see cref="Save"/> writes: a test stands in for a later build with it.</summary>
     internal ushort SaveVersion = StateVersion;
 
-    public void Save(StateWriter w)
-    {
-        w.BeginSection("UART", SaveVersion);
-        WriteFields(w);
-        w.EndSection();
-    }
+    public void Save(StateWriter w) => w.Section("UART", SaveVersion, WriteFields);
 
-    public void WriteDigestState(StateWriter w)
-    {
-        w.Bytes("UART"u8);
-        WriteFields(w);
-    }
+    public void WriteDigestState(StateWriter w) => w.Tagged("UART", WriteFields);
 
     // Save section v1 and the digest encoding share these fields today; a new save version may not.
     private void WriteFields(StateWriter w)
@@ -151,17 +142,28 @@ public sealed class Uart16550(Machine machine) : IMmioDevice
         w.Bool(_thrInterrupt);
     }
 
-    public void Restore(StateReader r)
+    public Action PrepareRestore(StateReader r)
     {
         r.OpenSection("UART", 1, StateVersion);
         int count = r.U8();
         if (count > FifoSize) throw new InvalidDataException("UART state holds more bytes than its FIFO");
-        _rxHead = 0;
-        _rxCount = count;
-        for (int i = 0; i < count; i++) _rx[i] = r.U8();
-        _ier = r.U8(); _lcr = r.U8(); _mcr = r.U8(); _scr = r.U8(); _fcr = r.U8(); _dll = r.U8(); _dlm = r.U8();
-        _thrInterrupt = r.Bool();
+        byte[] rx = r.Bytes(count).ToArray();
+        byte ier = r.U8(), lcr = r.U8(), mcr = r.U8(), scr = r.U8(), fcr = r.U8(), dll = r.U8(), dlm = r.U8();
+        bool thr = r.Bool();
         r.CloseSection();
-        UpdateIrq();
+        // Bits the register writes mask off can only come from a corrupt or forged state.
+        if ((ier & ~0x0F) != 0 || (mcr & ~0x1F) != 0 || (fcr & ~0xC9) != 0)
+            throw new InvalidDataException("UART state has register bits the device never sets");
+        return () =>
+        {
+            _rxHead = 0;
+            _rxCount = count;
+            rx.CopyTo(_rx, 0);
+            (_ier, _lcr, _mcr, _scr, _fcr, _dll, _dlm) = (ier, lcr, mcr, scr, fcr, dll, dlm);
+            _thrInterrupt = thr;
+            UpdateIrq();
+        };
     }
+
+    public void Restore(StateReader r) => PrepareRestore(r)();
 }

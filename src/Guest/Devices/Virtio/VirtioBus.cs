@@ -84,7 +84,9 @@ public sealed class VirtioBus : IMmioDevice
             if (s.Device != null) s.WriteDigestState(w);
     }
 
-    public void Restore(StateReader r)
+    public void Restore(StateReader r) => PrepareRestore(r)();
+
+    public Action PrepareRestore(StateReader r)
     {
         r.OpenSection("VIRT", 1, StateVersion);
         var devices = (VirtioDevices)r.U32();
@@ -93,6 +95,9 @@ public sealed class VirtioBus : IMmioDevice
         foreach (var s in _slots)
             if (s.Device != null) apply.Add(s.Restore(r));
         r.CloseSection();
-        foreach (var a in apply) a(); // every slot validated: now nothing can fail
+        return () =>
+        {
+            foreach (var a in apply) a(); // every slot validated: now nothing can fail
+        };
     }
 }
