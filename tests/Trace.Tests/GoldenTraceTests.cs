@@ -62,6 +62,16 @@ public class GoldenTraceTests
     }
 
     [Fact]
+    public void Trace_with_a_version_2_cpu_checkpoint_replays()
+    {
+        // Recorded before the hart had privilege modes (CPU state v2, M-mode only): it must keep replaying.
+        var replay = Record.Replay(File.ReadAllBytes(Path.Combine(Repo.Traces, "hello.cpu2.lmtrace")));
+        Assert.Null(replay.Divergence);
+        Assert.Equal(ReplayStatus.Finished, replay.Status);
+        Assert.Contains("Hello", Encoding.ASCII.GetString(replay.Output));
+    }
+
+    [Fact]
     public void Version_1_trace_has_no_version_2_fields_and_reads()
     {
         byte[] trace = File.ReadAllBytes(Path.Combine(Repo.Traces, "idle.v1.lmtrace"));

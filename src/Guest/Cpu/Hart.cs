@@ -112,7 +112,8 @@ internal sealed unsafe partial class Hart
             rtlb = _noFill ? _tlb.Empty : _tlb.Table(dataPriv, Access.Read);
             wtlb = _noFill ? _tlb.Empty : _tlb.Table(dataPriv, Access.Write);
             xtlb = _noFill ? _tlb.Empty : _tlb.Table(s->Priv, Access.Fetch);
-            blockCache = null; // compiled blocks run untranslated code only
+            // Without a TLB to hit (every access must be checked) compiled code has no fast path to take.
+            if (_noFill) blockCache = null;
         }
 
         while (icount < limit)
@@ -171,11 +172,12 @@ internal sealed unsafe partial class Hart
             if (blockCache != null)
             {
                 ref BlockEntry be = ref blocks[(pc & (GuestMemory.PageSize - 1)) >> 1];
-                if (be.Fn != null)
+                ulong tag = T.Paged ? codeBase | 1 : 0;
+                if (be.Fn != null && be.Tag == tag)
                 {
                     if (icount + (ulong)be.Count <= limit)
                     {
-                        ulong done = be.Fn(x, ram, fastPtr, s, limit - icount);
+                        ulong done = be.Fn(x, ram, fastPtr, s, limit - icount, (byte*)rtlb);
                         icount += done & ~BlockCompiler.BailFlag;
                         pc = s->Pc;
                         if ((done & BlockCompiler.BailFlag) == 0) continue;
@@ -185,7 +187,12 @@ internal sealed unsafe partial class Hart
                 }
                 else if (be.Hits >= 0 && ++be.Hits >= BlockCache.CompileThreshold)
                 {
-                    if (BlockCompiler.TryCompile(_mem, pc, isBreakpoint, out be.Fn, out be.Count, out int bytes)) { be.Bytes = (ushort)bytes; continue; }
+                    if (BlockCompiler.TryCompile(_mem, pc, codePhys + (pc & (GuestMemory.PageSize - 1)), T.Paged, isBreakpoint, out be.Fn, out be.Count, out int bytes))
+                    {
+                        be.Bytes = (ushort)bytes;
+                        be.Tag = tag;
+                        continue;
+                    }
                     be.Hits = -1;
                 }
             }

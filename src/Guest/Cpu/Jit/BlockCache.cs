@@ -6,13 +6,17 @@ namespace LiveMigration.Guest.Cpu.Jit;
 /// A compiled block: returns the instructions it retired (never more than <paramref name="budget"/>),
 /// with <see cref="BlockCompiler.BailFlag"/> set when it stopped before an instruction the
 /// interpreter must execute; s->Pc is the next pc either way. Needs budget ≥ its length.
+/// Translated blocks find each load's and store's RAM offset in the TLB (<paramref name="tlb"/>: the read
+/// table, the write table follows it); untranslated ones ignore it.
 /// </summary>
-internal unsafe delegate ulong BlockFn(ulong* x, byte* ram, byte* fast, CpuState* s, ulong budget);
+internal unsafe delegate ulong BlockFn(ulong* x, byte* ram, byte* fast, CpuState* s, ulong budget, byte* tlb);
 
 /// <summary>Per-slot entry: hit counter until compiled, then the block.</summary>
 internal struct BlockEntry
 {
     public BlockFn? Fn;
+    /// <summary>0 for a block of untranslated code; else the virtual page it was compiled at, | 1 (its pcs are virtual).</summary>
+    public ulong Tag;
     public int Count;
     /// <summary>Bytes the block covers from its start (for invalidation).</summary>
     public ushort Bytes;
@@ -21,7 +25,8 @@ internal struct BlockEntry
 }
 
 /// <summary>
-/// Compiled blocks per guest page, indexed by 2-byte slot like the decode cache. Cold code stays
+/// Compiled blocks per guest-physical page, indexed by 2-byte slot like the decode cache (so a store
+/// through any virtual alias invalidates them). Cold code stays
 /// interpreted: a block start is compiled only after <see cref="CompileThreshold"/> entries, so short
 /// runs (tests, boot) never pay for the IL compiler.
 /// </summary>

@@ -22,7 +22,7 @@ internal static unsafe partial class BlockCompiler
     public const int MaxInstructions = 64;
 
     private static readonly FieldInfo PcField = typeof(CpuState).GetField(nameof(CpuState.Pc))!;
-    private static readonly Type[] Parameters = [typeof(ulong*), typeof(byte*), typeof(byte*), typeof(CpuState*), typeof(ulong)];
+    private static readonly Type[] Parameters = [typeof(ulong*), typeof(byte*), typeof(byte*), typeof(CpuState*), typeof(ulong), typeof(byte*)];
 
     /// <summary>Set in a block's result when it stopped before an instruction the interpreter must run.</summary>
     public const ulong BailFlag = 1UL << 63;
@@ -36,14 +36,18 @@ internal static unsafe partial class BlockCompiler
     public static bool IsCompilable(Op op) => op is >= Op.Lui and <= Op.Remuw or Op.Fence || IsFp(op);
 
     /// <summary>Decodes the block at <paramref name="pc"/>; returns false when its first instruction is not compilable.</summary>
-    public static bool TryCompile(GuestMemory mem, ulong pc, Func<ulong, bool>? isBreakpoint, out BlockFn? fn, out int count, out int bytes)
+    /// <remarks>
+    /// <paramref name="ramOffset"/> is where pc's instruction lies in RAM (pc itself is virtual when
+    /// <paramref name="translated"/>: loads and stores then go through the TLB).
+    /// </remarks>
+    public static bool TryCompile(GuestMemory mem, ulong pc, ulong ramOffset, bool translated, Func<ulong, bool>? isBreakpoint, out BlockFn? fn, out int count, out int bytes)
     {
         var insns = new List<(DecodedInsn D, ulong Pc)>();
         ulong pageEnd = (pc | (GuestMemory.PageSize - 1)) + 1;
         ulong at = pc;
         while (insns.Count < MaxInstructions && at < pageEnd)
         {
-            ulong off = at - mem.Base;
+            ulong off = ramOffset + (at - pc);
             ushort low = *(ushort*)(mem.Ram + off);
             if (!Decoder.IsCompressed(low) && at + 4 > pageEnd) break; // straddles the page
             var d = Decoder.Decode(Decoder.IsCompressed(low) ? low : *(uint*)(mem.Ram + off));
@@ -57,11 +61,11 @@ internal static unsafe partial class BlockCompiler
         count = insns.Count;
         bytes = (int)(at - pc);
         if (count == 0) return false;
-        fn = Emit(mem, insns, at, isBreakpoint != null && isBreakpoint(pc));
+        fn = Emit(mem, insns, at, isBreakpoint != null && isBreakpoint(pc), translated);
         return true;
     }
 
-    private static BlockFn Emit(GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, ulong endPc, bool startIsBreakpoint)
+    private static BlockFn Emit(GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, ulong endPc, bool startIsBreakpoint, bool translated)
     {
         var method = new DynamicMethod($"block_{insns[0].Pc:x}", typeof(ulong), Parameters, typeof(BlockCompiler).Module, skipVisibility: true);
         var il = method.GetILGenerator();
@@ -70,7 +74,7 @@ internal static unsafe partial class BlockCompiler
         var bails = new Label[insns.Count];
         for (int i = 0; i < bails.Length; i++) bails[i] = il.DefineLabel();
         var usedBails = new bool[insns.Count];
-        var e = new Emitter(il, mem, insns);
+        var e = new Emitter(il, mem, insns, translated);
         var taken = new List<(Label Label, ulong Target, int Completed)>();
         var positions = new Dictionary<ulong, int>();
         // A jump back to a breakpointed start must leave, so the dispatcher sees the breakpoint.
@@ -194,6 +198,8 @@ internal static unsafe partial class BlockCompiler
     {
         private readonly ILGenerator il;
         private readonly GuestMemory mem;
+        private readonly bool _translated;
+        private readonly LocalBuilder _va, _entry;
         private readonly LocalBuilder?[] _regs = new LocalBuilder?[CpuState.RegisterSlots];
         /// <summary>Correction from static position to instructions retired (see the class comment).</summary>
         private readonly LocalBuilder _done;
@@ -204,10 +210,13 @@ internal static unsafe partial class BlockCompiler
         /// </summary>
         public ulong Written { get; }
 
-        public Emitter(ILGenerator il, GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns)
+        public Emitter(ILGenerator il, GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, bool translated)
         {
             this.il = il;
             this.mem = mem;
+            _translated = translated;
+            _va = il.DeclareLocal(typeof(ulong));
+            _entry = il.DeclareLocal(typeof(byte*));
             foreach (var (d, _) in insns)
             {
                 foreach (int r in new[] { d.Rd, d.Rs1, d.Rs2 })
@@ -302,12 +311,37 @@ internal static unsafe partial class BlockCompiler
             il.Emit(OpCodes.Call, typeof(ArithmeticOps).GetMethod(helper, BindingFlags.Public | BindingFlags.Static)!);
         });
 
-        /// <summary>offset = x[rs1] + imm - ramBase; bail unless the access lies inside RAM.</summary>
-        internal void RamOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size)
+        /// <summary>
+        /// offset = x[rs1] + imm - ramBase; bail unless the access lies inside RAM. Translated: the TLB
+        /// entry of the page must match and the access stay in the page, offset = va + its addend.
+        /// </summary>
+        internal void RamOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size, bool write = false)
         {
+            if (_translated) { TlbOffset(d, offset, bail, size, write); return; }
             Reg(d.Rs1); Const((ulong)d.Imm); il.Emit(OpCodes.Add); Const(mem.Base); il.Emit(OpCodes.Sub);
             il.Emit(OpCodes.Stloc, offset);
             il.Emit(OpCodes.Ldloc, offset); Const(mem.Size - (ulong)size); il.Emit(OpCodes.Bgt_Un, bail);
+        }
+
+        private void TlbOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size, bool write)
+        {
+            Reg(d.Rs1); Const((ulong)d.Imm); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, _va);
+            il.Emit(OpCodes.Ldarg, 5);
+            il.Emit(OpCodes.Ldloc, _va); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
+            Const(Tlb.Mask); il.Emit(OpCodes.And); Const((ulong)sizeof(TlbEntry)); il.Emit(OpCodes.Mul);
+            if (write) { Const((ulong)(Tlb.Size * sizeof(TlbEntry))); il.Emit(OpCodes.Add); }
+            il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, _entry);
+            il.Emit(OpCodes.Ldloc, _entry); il.Emit(OpCodes.Ldind_I8);
+            il.Emit(OpCodes.Ldloc, _va); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
+            il.Emit(OpCodes.Bne_Un, bail);
+            if (size > 1)
+            {
+                il.Emit(OpCodes.Ldloc, _va); Const(GuestMemory.PageSize - 1); il.Emit(OpCodes.And);
+                Const((ulong)(GuestMemory.PageSize - size)); il.Emit(OpCodes.Bgt_Un, bail);
+            }
+            il.Emit(OpCodes.Ldloc, _va);
+            il.Emit(OpCodes.Ldloc, _entry); il.Emit(OpCodes.Ldc_I4, 8); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I8);
+            il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, offset);
         }
 
         public void Load(DecodedInsn d, LocalBuilder offset, Label bail, int size, OpCode load, bool signed)
@@ -323,7 +357,7 @@ internal static unsafe partial class BlockCompiler
 
         public void Store(DecodedInsn d, LocalBuilder offset, Label bail, int size, OpCode store, Action? value = null)
         {
-            RamOffset(d, offset, bail, size);
+            RamOffset(d, offset, bail, size, write: true);
             // The write barrier: bail unless stores to this page need no bookkeeping.
             il.Emit(OpCodes.Ldarg_2); il.Emit(OpCodes.Ldloc, offset); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
             il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_U1); il.Emit(OpCodes.Brfalse, bail);
