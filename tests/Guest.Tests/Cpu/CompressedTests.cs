@@ -198,8 +198,6 @@ public class CompressedTests
     [Theory]
     [InlineData((ushort)0x0000)] // all zeros (c.unimp)
     [InlineData((ushort)0x0004)] // c.addi4spn with nzuimm = 0
-    [InlineData((ushort)0x2000)] // c.fld (no FPU)
-    [InlineData((ushort)0xA000)] // c.fsd
     [InlineData((ushort)0x2001)] // c.addiw with rd = x0 (RV64: this slot is not c.jal)
     [InlineData((ushort)0x6101)] // c.addi16sp with imm = 0
     [InlineData((ushort)0x6501)] // c.lui a0, 0
@@ -208,8 +206,6 @@ public class CompressedTests
     [InlineData((ushort)0x8002)] // c.jr x0
     [InlineData((ushort)0x9C41)] // CA with bit12=1, funct2=2 (reserved)
     [InlineData((ushort)0x9C61)] // CA with bit12=1, funct2=3 (reserved)
-    [InlineData((ushort)0x2002)] // c.fldsp
-    [InlineData((ushort)0xA002)] // c.fsdsp
     public void ReservedEncodingsAreIllegal(ushort insn)
     {
         using var rig = One(insn);

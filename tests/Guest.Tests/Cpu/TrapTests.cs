@@ -43,7 +43,9 @@ public class TrapTests
         { "csr funct3 4", Rv.I(0x340, 0, 4, A0, 0x73) },
         { "amo funct3 0", Rv.R(0, A2, A1, 0, A0, 0x2F) },
         { "lr with rs2 != 0", Rv.Amo(0x02, true, A0, A1, A2) },
-        { "float load (no FPU)", Rv.I(0, A1, 3, A0, 0x07) },
+        { "float load funct3 7", Rv.I(0, A1, 7, A0, 0x07) },
+        { "fmadd.q (no Q)", Rv.R(0x3 | (2 << 2), A2, A1, 0, A0, 0x43) },
+        { "fsqrt.d with rs2 != 0", Rv.R(0x2D, 1, A1, 0, A0, 0x53) },
     };
 
     [Theory, MemberData(nameof(IllegalWide))]

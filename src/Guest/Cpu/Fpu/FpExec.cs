@@ -41,7 +41,7 @@ internal static unsafe class FpExec
     public static bool Execute(CpuState* s, Op op, int rd, int rs1, int rs2, long imm)
     {
         if (!Enabled(s) || !TryRoundingMode(s, imm, out RoundingMode rm)) return false;
-        MarkDirty(s);
+        if (op < Op.FeqS) MarkDirty(s); // as QEMU 7.2: an f-register write dirties FS; accrued flags alone do not
         ulong* f = s->F;
         ulong* x = s->X;
         uint fl = s->Fcsr & FlagsMask; // FpMath skips work for flags already set
