@@ -32,30 +32,41 @@ internal sealed unsafe partial class Hart
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ulong LoadSlow(ref DecodedInsn d, ulong address, ulong pc)
     {
-        int size = LoadSize(d.Op);
+        if (!TryLoad(address, LoadSize(d.Op), pc, out ulong v, out ulong next)) return next;
+        _s->X[d.Rd] = Extend(d.Op, v);
+        return pc + d.Length;
+    }
+
+    /// <summary>
+    /// A load outside the fast path (translated when paging, RAM or device): true with the value, or
+    /// false with the pc to go on at (the trap vector, or the same pc for a stall on an absent page).
+    /// </summary>
+    private bool TryLoad(ulong address, int size, ulong pc, out ulong value, out ulong next)
+    {
+        next = 0;
         ulong pa = address, pa2 = 0;
         int first = size;
         if (_paged)
         {
-            if (_triggersArmed && Triggers.AccessHit(_s, _s->Priv, address, size, store: false)) return Trap(pc, Cause.Breakpoint, address);
+            value = 0;
+            if (_triggersArmed && Triggers.AccessHit(_s, _s->Priv, address, size, store: false)) { next = Trap(pc, Cause.Breakpoint, address); return false; }
             ulong r = TranslateData(address, size, Access.Read, out pa, out pa2, out first, out ulong tval);
-            if (r == StallCause) return Stall(pc);
-            if (r != FaultNone) return Trap(pc, r, tval);
+            if (r == StallCause) { next = Stall(pc); return false; }
+            if (r != FaultNone) { next = Trap(pc, r, tval); return false; }
         }
-        if (ReadPhysical(pa, pa2, first, size, out ulong v, out bool stall))
+        if (ReadPhysical(pa, pa2, first, size, out value, out bool stall))
         {
-            if (stall) return Stall(pc);
-            _s->X[d.Rd] = Extend(d.Op, v);
-            return pc + d.Length;
+            if (stall) { next = Stall(pc); return false; }
+            return true;
         }
         var device = _machine.FindDevice(pa);
-        if (device != null && device.Read(pa - device.Base, size, out ulong value))
+        if (device != null && device.Read(pa - device.Base, size, out value))
         {
-            _s->X[d.Rd] = Extend(d.Op, value);
             _breakOut = true;
-            return pc + d.Length;
+            return true;
         }
-        return Trap(pc, Cause.LoadAccessFault, address);
+        next = Trap(pc, Cause.LoadAccessFault, address);
+        return false;
     }
 
     /// <summary>A store outside the fast path (translated when paging); returns the next pc (the trap vector on a fault).</summary>

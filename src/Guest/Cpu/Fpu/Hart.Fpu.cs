@@ -27,20 +27,7 @@ internal sealed unsafe partial class Hart
             ulong next = StoreSlow(address, size, single ? (uint)s->F[d.Rs2] : s->F[d.Rs2], pc, d.Length);
             return next;
         }
-        ulong o = address - _mem.Base;
-        ulong value;
-        if (address >= _mem.Base && o <= _mem.Size - (ulong)size)
-        {
-            if (!_mem.EnsurePresent(o, size)) return Stall(pc);
-            if (_machine.Debug.WatchesReads) _machine.Debug.OnRead(address, size);
-            value = single ? *(uint*)(_mem.Ram + o) : *(ulong*)(_mem.Ram + o);
-        }
-        else
-        {
-            var device = _machine.FindDevice(address);
-            if (device == null || !device.Read(address - device.Base, size, out value)) return Trap(pc, Cause.LoadAccessFault, address);
-            _breakOut = true;
-        }
+        if (!TryLoad(address, size, pc, out ulong value, out ulong trapped)) return trapped;
         s->F[d.Rd] = single ? FpExec.BoxS((uint)value) : value;
         MarkFpDirty();
         return pc + d.Length;
