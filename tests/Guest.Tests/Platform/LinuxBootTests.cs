@@ -10,7 +10,7 @@ public class LinuxBootTests
     private static readonly byte[] Firmware = new byte[115_328]; // the size of Debian's fw_dynamic.bin
 
     private static Machine NewMachine(ulong mem = 256UL << 20) =>
-        new(new MachineConfig { MemorySize = mem, CompileBlocks = false, Virtio = VirtioDevices.Rng | VirtioDevices.Balloon }, NullHostPort.Instance);
+        new(new MachineConfig { MemorySize = mem, Virtio = VirtioDevices.Rng | VirtioDevices.Balloon }, NullHostPort.Instance, compileBlocks: false);
 
     private static BootImages Images(byte[]? kernel = null, byte[]? initrd = null) => new()
     {

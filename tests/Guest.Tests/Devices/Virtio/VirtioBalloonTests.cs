@@ -13,7 +13,7 @@ public class VirtioBalloonTests
     private const ulong Dram = GuestMemory.DefaultBase;
 
     private static Machine NewMachine() =>
-        new(new MachineConfig { MemorySize = 1 << 20, CompileBlocks = false, Virtio = VirtioDevices.Rng | VirtioDevices.Balloon }, new TestHostPort());
+        new(new MachineConfig { MemorySize = 1 << 20, Virtio = VirtioDevices.Rng | VirtioDevices.Balloon }, new TestHostPort(), compileBlocks: false);
 
     private static VirtioDriver Driver(Machine m)
     {

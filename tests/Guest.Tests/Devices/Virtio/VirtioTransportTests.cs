@@ -11,7 +11,7 @@ public class VirtioTransportTests
     private const int RngSlot = 7, BalloonSlot = 6;
 
     private static Machine NewMachine(IHostPort? port = null, VirtioDevices devices = VirtioDevices.Rng | VirtioDevices.Balloon) =>
-        new(new MachineConfig { MemorySize = 1 << 20, CompileBlocks = false, Virtio = devices }, port ?? new TestHostPort());
+        new(new MachineConfig { MemorySize = 1 << 20, Virtio = devices }, port ?? new TestHostPort(), compileBlocks: false);
 
     private static bool IrqPending(Machine m, int source)
     {
