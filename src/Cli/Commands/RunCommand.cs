@@ -165,11 +165,18 @@ public static class RunCommand
                 Console.Error.WriteLine($"lm: instruction limit reached at icount {machine.Icount}");
                 return InstructionLimitExit;
             case StopReason.Idle:
-                Console.Error.WriteLine($"lm: guest waits in WFI at pc 0x{machine.Pc:x} with no interrupt source left (input closed)");
+                Console.Error.WriteLine($"lm: guest waits in WFI at pc 0x{machine.Pc:x} with no interrupt source left (input closed){LastTrap(machine)}");
                 return IdleExit;
             default:
                 Console.Error.WriteLine($"lm: interrupted at icount {machine.Icount}");
                 return InterruptedExit;
         }
+    }
+
+    /// <summary>The trap the guest last took, if any: where a firmware that gave up (and sleeps for good) went wrong.</summary>
+    private static string LastTrap(Machine machine)
+    {
+        ref var c = ref machine.Cpu;
+        return c.Mcause == 0 && c.Mepc == 0 ? "" : $"; last trap mcause 0x{c.Mcause:x} at mepc 0x{c.Mepc:x}, mtval 0x{c.Mtval:x}";
     }
 }

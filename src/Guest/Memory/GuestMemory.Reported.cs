@@ -33,24 +33,7 @@ public sealed unsafe partial class GuestMemory
     }
 
     /// <summary>The reported pages as maximal runs (first, count), ascending.</summary>
-    public List<(int First, int Count)> ReportedRuns()
-    {
-        var runs = new List<(int, int)>();
-        if (_reportedCount == 0) return runs;
-        ReadOnlySpan<bool> r = _reported;
-        int at = 0;
-        while (at < r.Length)
-        {
-            int start = r[at..].IndexOf(true);
-            if (start < 0) break;
-            start += at;
-            int len = r[start..].IndexOf(false);
-            if (len < 0) len = r.Length - start;
-            runs.Add((start, len));
-            at = start + len;
-        }
-        return runs;
-    }
+    public List<(int First, int Count)> ReportedRuns() => _reportedCount == 0 ? [] : Runs(_reported);
 
     /// <summary>Replaces the reported set (restore): the pages must already be zero, or become so with the RAM that follows.</summary>
     internal void SetReportedRuns(IReadOnlyList<(int First, int Count)> runs)

@@ -71,18 +71,20 @@ public sealed unsafe partial class GuestMemory : IDisposable
     public bool IsUntouched(int page) => !_touched[page];
 
     /// <summary>The runs (first, count) of pages ever written, ascending; the scan is vectorized.</summary>
-    public List<(int First, int Count)> TouchedRuns()
+    public List<(int First, int Count)> TouchedRuns() => Runs(_touched);
+
+    /// <summary>The maximal runs (first, count) of set entries, ascending; the scan is vectorized.</summary>
+    private static List<(int First, int Count)> Runs(ReadOnlySpan<bool> flags)
     {
         var runs = new List<(int, int)>();
-        ReadOnlySpan<bool> t = _touched;
         int at = 0;
-        while (at < t.Length)
+        while (at < flags.Length)
         {
-            int start = t[at..].IndexOf(true);
+            int start = flags[at..].IndexOf(true);
             if (start < 0) break;
             start += at;
-            int len = t[start..].IndexOf(false);
-            if (len < 0) len = t.Length - start;
+            int len = flags[start..].IndexOf(false);
+            if (len < 0) len = flags.Length - start;
             runs.Add((start, len));
             at = start + len;
         }
