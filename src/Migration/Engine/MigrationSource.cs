@@ -130,7 +130,7 @@ internal sealed partial class MigrationSource
 
     private void Setup(CancellationToken token)
     {
-        _conn = Connection.Connect(_command.Target);
+        _conn = _host.Connect(_command.Target);
         _conn.ClientHandshake(Purpose.Migrate);
         if (_command.BandwidthBytesPerSecond > 0) _conn.Limiter = new TokenBucket((long)_command.BandwidthBytesPerSecond);
         _conn.Send(new Envelope
@@ -224,7 +224,7 @@ internal sealed partial class MigrationSource
     {
         if (_consoleHandoff is not { } h) return;
         _consoleHandoff = null;
-        var console = new ConsoleEndpoint(_host.BindAddress);
+        var console = _host.CreateConsole();
         console.Prepend(h.Input);
         console.AddBacklog(h.Backlog);
         var old = _guest.Console;
