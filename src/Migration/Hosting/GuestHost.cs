@@ -146,11 +146,11 @@ public sealed class GuestHost : IDisposable
     private void Serve(Socket socket)
     {
         Connection conn;
+        string from = "?";
+        try { from = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception x) when (x is SocketException or ObjectDisposedException) { }
         try { conn = Connection.Accept(socket, Options.Tls, Options.HandshakeTimeout); }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
         {
-            string from = "?";
-            try { from = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception x) when (x is SocketException or ObjectDisposedException) { }
             socket.Dispose();
             Interlocked.Decrement(ref _open);
             Log($"refused a connection from {from}: {e.Message}");

@@ -262,6 +262,10 @@ public sealed class Connection : IDisposable
         Envelope reply;
         try { reply = Receive(); }
         catch (ProtocolException e) { throw new ProtocolException($"{Remote} is not a LiveMigration host: {e.Message}", e); }
+        catch (EndOfStreamException e) when (!Encrypted)
+        {
+            throw new ProtocolException($"{Remote} closed the connection at the handshake: a host with TLS accepts only TLS clients (--tls DIR or LM_TLS_DIR)", e);
+        }
         ReceiveTimeout = Timeout.InfiniteTimeSpan;
         if (reply.BodyCase != Envelope.BodyOneofCase.HelloReply)
             throw new ProtocolException($"{Remote} answered the handshake with {reply.BodyCase}");

@@ -34,8 +34,7 @@ public static class CertificateAuthority
         using var ca = request.CreateSelfSigned(now.AddMinutes(-5), now.AddDays(validDays));
         File.WriteAllText(Path.Combine(dir, CaCertFile), ca.ExportCertificatePem() + "\n");
         WriteSecret(Path.Combine(dir, CaKeyFile), key.ExportPkcs8PrivateKeyPem() + "\n");
-        using var caWithKey = ca.CopyWithPrivateKey(key);
-        WriteIdentity(dir, caWithKey, Role.Operator, operatorName, [], validDays);
+        WriteIdentity(dir, ca, Role.Operator, operatorName, [], validDays); // a self-signed certificate carries its key already
     }
 
     /// <summary>Issues a certificate for <paramref name="role"/> into <c>dir/name</c>; returns that directory.</summary>

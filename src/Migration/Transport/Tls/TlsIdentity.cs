@@ -74,7 +74,7 @@ public sealed class TlsIdentity : IDisposable
         catch (Exception e) when (e is AuthenticationException or IOException or System.ComponentModel.Win32Exception)
         {
             ssl.Dispose();
-            throw new TlsRefusedException(error ?? $"TLS handshake failed: {e.Message}", e);
+            throw new TlsRefusedException(error ?? $"TLS handshake failed (a plaintext or non-TLS-1.3 client, or no certificate): {e.Message}", e);
         }
         return (ssl, peer ?? throw new TlsRefusedException("the client presented no certificate"));
     }
