@@ -21,11 +21,12 @@ internal sealed class IncomingStreamRules(GuestHost host, Connection conn)
 
     public void Check(Envelope e)
     {
+        bool first = !_started;
         try { CheckMessage(e); }
         catch (ProtocolException ex)
         {
             // Tell the source why before the stream closes (it would otherwise see only a closed connection).
-            var refusal = e.BodyCase == BodyOneofCase.Setup
+            var refusal = first && e.BodyCase == BodyOneofCase.Setup
                 ? new Envelope { SetupReply = new SetupReply { Accepted = false, Error = ex.Message } }
                 : new Envelope { Abort = new Abort { Reason = $"the destination refused a {e.BodyCase}: {ex.Message}" } };
             try { conn.Send(refusal); } catch (IOException) { }
