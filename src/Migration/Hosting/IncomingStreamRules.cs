@@ -67,7 +67,7 @@ internal sealed class IncomingStreamRules(GuestHost host, Connection conn)
         try { Address.Parse(s.Source); }
         catch (FormatException ex) { throw new ProtocolException($"refused migration: source {ex.Message}"); }
         if (s.MemorySize == 0 || s.MemorySize % GuestMemory.PageSize != 0 || s.MemorySize > host.Options.MaxMemorySize)
-            throw new ProtocolException($"refused migration: memory size {s.MemorySize} is not supported here (4 KiB multiples up to {host.Options.MaxMemorySize >> 20} MiB)");
+            throw new ProtocolException($"machine config not supported: memory size {s.MemorySize} is not supported here (4 KiB multiples up to {host.Options.MaxMemorySize >> 20} MiB)");
         if (s.PageCount != s.MemorySize / GuestMemory.PageSize) throw new ProtocolException($"refused migration: {s.PageCount} pages for {s.MemorySize} bytes");
         _pageCount = s.PageCount;
     }
