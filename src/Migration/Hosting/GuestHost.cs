@@ -229,7 +229,8 @@ public sealed class GuestHost : IDisposable
             catch (Exception e) when (e is HostException or ElfLoadException or FormatException or InvalidDataException)
             {
                 reply = new Envelope { Result = new Result { Ok = false, Error = e.Message } };
-                if (request.BodyCase is Envelope.BodyOneofCase.StartGuest or Envelope.BodyOneofCase.MigrateCommand)
+                if (request.BodyCase is Envelope.BodyOneofCase.StartGuest or Envelope.BodyOneofCase.MigrateCommand
+                    && Authorization.For(request.BodyCase) is { } asked && Authorization.Allows(conn.Peer, asked)) // a denial is logged where it is made
                     Log($"refused {request.BodyCase} from {conn.Remote} ({conn.Peer}): {e.Message}");
             }
             conn.Send(reply);
