@@ -140,8 +140,57 @@ Console.WriteLine();
 Console.WriteLine("| case | result | RSS before -> after | threads | host log |");
 Console.WriteLine("|---|---|---|---|---|");
 foreach (var r in rows) Console.WriteLine("| " + string.Join(" | ", r) + " |");
+Console.WriteLine();
+Console.WriteLine("transport cost of TLS on loopback (one connection, this process): bulk 1 MiB page frames, and small-frame round trips (the switchover's ACK/GO pattern)");
+Console.WriteLine("| link | bulk MiB/s | round trip µs (median of 2000) |");
+Console.WriteLine("|---|---|---|");
+using (var hostB = TlsIdentity.Load(Path.Combine(fleet, "peer")))
+using (var hostA2 = TlsIdentity.Load(Path.Combine(fleet, "hostA")))
+    foreach (bool tls in new[] { false, true, false, true })
+    {
+        var (mibps, rttUs) = Transport(tls ? hostA2 : null, tls ? hostB : null);
+        Console.WriteLine($"| {(tls ? "TLS 1.3" : "plain")} | {mibps:F0} | {rttUs:F1} |");
+    }
 Directory.Delete(fleet, true);
 return 0;
+
+static (double MiBps, double RttUs) Transport(TlsIdentity? server, TlsIdentity? client)
+{
+    var listener = new TcpListener(IPAddress.Loopback, 0);
+    listener.Start();
+    int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+    Connection? accepted = null;
+    var acceptor = new Thread(() => accepted = Connection.Accept(listener.AcceptSocket(), server, TimeSpan.FromSeconds(5)));
+    acceptor.Start();
+    using var c = Connection.Connect($"127.0.0.1:{port}", tls: client);
+    acceptor.Join();
+    using var a = accepted!;
+    listener.Stop();
+    var payload = new byte[1 << 20];
+    Random.Shared.NextBytes(payload);
+    var batch = new Envelope { Pages = new PageBatch { Zstd = ByteString.CopyFrom(payload) } };
+    batch.Pages.Pages.Add(0);
+    const int frames = 300;
+    var sink = new Thread(() => { for (int i = 0; i < frames; i++) a.Receive(); });
+    var sw = Stopwatch.StartNew();
+    sink.Start();
+    for (int i = 0; i < frames; i++) c.Send(batch);
+    sink.Join();
+    double mibps = frames / sw.Elapsed.TotalSeconds;
+    var echo = new Thread(() => { for (int i = 0; i < 2100; i++) { a.Receive(); a.Send(new Envelope { Ack = new Ack { Icount = (ulong)i } }); } });
+    echo.Start();
+    var rtts = new List<double>();
+    for (int i = 0; i < 2100; i++)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        c.Send(new Envelope { Go = new Go() });
+        c.Receive();
+        if (i >= 100) rtts.Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
+    }
+    echo.Join();
+    rtts.Sort();
+    return (mibps, rtts[rtts.Count / 2]);
+}
 
 void Case(string name, Func<string> run)
 {
