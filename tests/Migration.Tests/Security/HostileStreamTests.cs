@@ -26,6 +26,7 @@ public sealed class HostileStreamTests(ITestOutputHelper output)
     private static void AssertDiscarded(TargetHost t, string name)
     {
         Hosts.WaitUntil(() => t.Status().Guests.Count == 0, what: $"'{name}' to be discarded");
+        t.WaitForLog($"discarded incoming '{name}'"); // the line comes once the machine and console are disposed, after the name was freed
         Assert.Single(t.LogLines, l => l.Contains($"discarded incoming '{name}'"));
         using var again = Arriving(t, name);
     }
