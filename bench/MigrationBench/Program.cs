@@ -9,11 +9,24 @@ using LiveMigration.Migration.Reports;
 
 // Migrates idle, compute, dirty and kv-under-load guests with both strategies between two hosts on
 // loopback with a 1 Gbit/s cap, and prints downtime, total time, bytes and throttle.
-// Usage: dotnet run -c Release --project bench/MigrationBench [-- --bandwidth 1gbit --warmup 2 --guests idle,compute,dirty,kv]
+// Usage: dotnet run -c Release --project bench/MigrationBench [-- --bandwidth 1gbit --warmup 2 --guests idle,compute,dirty,kv --strategies stopcopy,log --tls off|on|both]
+// --tls on runs the hosts with mutual TLS 1.3 (a fleet made for the run); both runs every case without and with it.
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 string bandwidthText = Arg("--bandwidth", "1gbit");
 double warmup = double.Parse(Arg("--warmup", "2"), CultureInfo.InvariantCulture);
 var selected = Arg("--guests", "idle,compute,dirty,kv").Split(',');
+var strategies = Arg("--strategies", "stopcopy,log").Split(',');
+string tlsMode = Arg("--tls", "off");
+bool[] tlsRuns = tlsMode switch { "off" => [false], "on" => [true], "both" => [false, true], _ => throw new FormatException("--tls takes off, on or both") };
+string? fleet = null;
+if (tlsRuns.Contains(true))
+{
+    fleet = Path.Combine(Path.GetTempPath(), $"lm-bench-fleet-{Environment.ProcessId}");
+    LiveMigration.Migration.Transport.Tls.CertificateAuthority.Init(fleet, "op");
+    foreach (var h in new[] { "a", "b" }) LiveMigration.Migration.Transport.Tls.CertificateAuthority.Issue(fleet, LiveMigration.Migration.Transport.Tls.Role.Host, h, [System.Net.IPAddress.Loopback]);
+}
+LiveMigration.Migration.Transport.Tls.TlsIdentity? Identity(bool on, string who) =>
+    on ? LiveMigration.Migration.Transport.Tls.TlsIdentity.Load(who == "op" ? fleet! : Path.Combine(fleet!, who)) : null;
 ulong bandwidth = Bandwidth.Parse(bandwidthText);
 string dir = FindGuests();
 
@@ -31,17 +44,19 @@ Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:
 MigrationWarmUp.Run();
 Console.WriteLine($"migration benchmark: loopback, bandwidth cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), warm-up {warmup} s, {Environment.ProcessorCount} cores");
 foreach (var c in cases.Where(c => selected.Contains(c.Label)))
-    foreach (var strategy in new[] { "stopcopy", "log" })
+    foreach (var strategy in strategies)
+    foreach (bool tls in tlsRuns)
     {
-        using var a = new GuestHost(new HostOptions { Log = log });
-        using var b = new GuestHost(new HostOptions { Log = log });
-        using (var client = HostClient.Connect(a.Address)) client.Start("g", File.ReadAllBytes(Path.Combine(dir, c.Elf + ".elf")), c.Mem, c.Elf);
+        using var op = Identity(tls, "op");
+        using var a = new GuestHost(new HostOptions { Log = log, Tls = Identity(tls, "a") });
+        using var b = new GuestHost(new HostOptions { Log = log, Tls = Identity(tls, "b") });
+        using (var client = HostClient.Connect(a.Address, op)) client.Start("g", File.ReadAllBytes(Path.Combine(dir, c.Elf + ".elf")), c.Mem, c.Elf);
         KvClient? kv = null;
         using var stopLoad = new CancellationTokenSource();
         Thread? load = null;
         if (c.Kv)
         {
-            kv = new KvClient(a.Address, "g");
+            kv = new KvClient(a.Address, "g", op);
             kv.WaitReady();
             load = new Thread(() => { try { kv.RunLoad(stopLoad.Token); } catch (Exception e) { Console.Error.WriteLine($"kv load: {e.Message}"); } }) { IsBackground = true };
             load.Start();
@@ -49,7 +64,7 @@ foreach (var c in cases.Where(c => selected.Contains(c.Label)))
         Thread.Sleep(TimeSpan.FromSeconds(warmup));
         MigrationReport r;
         var sw = Stopwatch.StartNew();
-        using (var client = HostClient.Connect(a.Address))
+        using (var client = HostClient.Connect(a.Address, op))
             r = client.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = Strategies.Parse(strategy), BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10 });
         string lost = "";
         if (kv != null)
@@ -61,14 +76,15 @@ foreach (var c in cases.Where(c => selected.Contains(c.Label)))
             kv.Dispose();
         }
         ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol;
-        rows.Add([c.Label, strategy, r.Success ? "ok" : "FAILED", $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds:F2}",
+        double throughput = r.TotalSeconds > 0 ? (r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy) / r.TotalSeconds : 0;
+        rows.Add([c.Label, strategy, tls ? "TLS" : "plain", TimelineSvg.Human(throughput) + "/s", TimelineSvg.Human(r.RawBytesCheckpoint / Math.Max(r.CheckpointSeconds, 1e-9)) + "/s", r.Success ? "ok" : "FAILED", $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds:F2}",
             TimelineSvg.Human(total), TimelineSvg.Human(r.BytesCheckpoint), TimelineSvg.Human(r.BytesLog), $"{r.MaxThrottle:P0}/{r.MeanThrottle:P0}",
             r.DigestVerified ? $"{r.Digest:x16}" : "-"]);
-        Console.WriteLine($"  {c.Label,-8} {strategy,-8} {(r.Success ? "ok" : "FAILED: " + r.Error)} downtime {r.DowntimeSeconds * 1000:F1} ms, total {r.TotalSeconds:F2} s, {TimelineSvg.Human(total)}{lost}{(r.Success && r.Error != "" ? " (" + r.Error + ")" : "")}");
-        File.WriteAllText($"bench-{c.Label}-{strategy}.svg", TimelineSvg.Render(r));
+        Console.WriteLine($"  {c.Label,-8} {strategy,-8} {(tls ? "TLS" : "plain"),-5} {(r.Success ? "ok" : "FAILED: " + r.Error)} downtime {r.DowntimeSeconds * 1000:F1} ms, total {r.TotalSeconds:F2} s, {TimelineSvg.Human(total)}{lost}{(r.Success && r.Error != "" ? " (" + r.Error + ")" : "")}");
+        File.WriteAllText($"bench-{c.Label}-{strategy}{(tls ? "-tls" : "")}.svg", TimelineSvg.Render(r));
     }
 
-string[] head = ["guest", "strategy", "result", "downtime ms", "total s", "bytes", "checkpoint", "log", "throttle max/mean", "verified digest"];
+string[] head = ["guest", "strategy", "link", "wire rate", "checkpoint rate (raw)", "result", "downtime ms", "total s", "bytes", "checkpoint", "log", "throttle max/mean", "verified digest"];
 var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
 string Line(string[] cells) => "| " + string.Join(" | ", cells.Select((x, i) => x.PadRight(widths[i]))) + " |";
 Console.WriteLine();

@@ -12,6 +12,7 @@ root.Subcommands.Add(HostCommands.Resolve());
 root.Subcommands.Add(MigrateCommands.Migrate());
 root.Subcommands.Add(MigrateCommands.Cancel());
 root.Subcommands.Add(DemoCommand.Create());
+root.Subcommands.Add(CertsCommand.Create());
 root.Subcommands.Add(ReplayCommand.Create());
 root.Subcommands.Add(TraceCommand.Create());
 root.Subcommands.Add(SnapshotCommands.CreateSnapshot());

@@ -23,10 +23,12 @@ public sealed record MachineConfig
         : size > MaxMemorySize ? $"memory size {size} is larger than 16 GiB"
         : null;
 
-    /// <summary>Parses sizes such as 128M, 1G, 65536 or 64KiB.</summary>
+    /// <summary>Parses sizes such as 128M, 1G, 65536, 64KiB or 128MB; nothing else (no inner spaces, no stray letters).</summary>
     public static ulong ParseSize(string text)
     {
-        string t = text.Trim().ToUpperInvariant().Replace("IB", "").Replace("B", "");
+        var m = System.Text.RegularExpressions.Regex.Match(text.Trim().ToUpperInvariant(), @"^([0-9]{1,20})(?:([KMG])(?:IB|B)?|B)?\z");
+        if (!m.Success) throw new FormatException($"'{text}' is not a size (examples: 128M, 1G, 65536)");
+        string t = m.Groups[1].Value + m.Groups[2].Value;
         ulong mult = 1;
         if (t.EndsWith('K')) mult = 1UL << 10;
         else if (t.EndsWith('M')) mult = 1UL << 20;

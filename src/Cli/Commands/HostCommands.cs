@@ -18,25 +18,55 @@ public static class HostCommands
         Required = required,
     };
 
+    /// <summary>Adds --tls to a client command and returns how to connect with it.</summary>
+    internal static Func<ParseResult, string, HostClient> Client(Command command)
+    {
+        var tls = TlsOptions.Create();
+        command.Options.Add(tls);
+        return (parse, address) => HostClient.Connect(address, TlsOptions.Load(parse, tls));
+    }
+
     public static Command Host()
     {
         var listen = new Option<string>("--listen") { Description = "HOST:PORT to listen on", DefaultValueFactory = _ => "127.0.0.1:7070" };
         var data = new Option<string?>("--data") { Description = "directory for the host's log and journal of migration outcomes" };
         var quiet = new Option<bool>("--quiet") { Description = "do not log events to stderr" };
+        var tls = TlsOptions.Create("TLS directory of this host's identity (from `lm certs issue --host NAME`): mutual TLS on every connection; required to listen beyond loopback");
+        var defaults = new HostOptions();
+        var maxConnections = new Option<int>("--max-connections") { Description = "connections served at once", DefaultValueFactory = _ => defaults.MaxConnections };
+        var handshake = new Option<double>("--handshake-timeout") { Description = "seconds for a new connection's TLS handshake and Hello", DefaultValueFactory = _ => defaults.HandshakeTimeout.TotalSeconds };
+        var read = new Option<double>("--read-timeout") { Description = "seconds for a frame's payload to arrive once its header did", DefaultValueFactory = _ => defaults.ReadTimeout.TotalSeconds };
+        var idle = new Option<double>("--idle-timeout") { Description = "seconds a control connection may stay silent", DefaultValueFactory = _ => defaults.IdleTimeout.TotalSeconds };
+        var maxGuests = new Option<int>("--max-guests") { Description = "guests running or arriving at once", DefaultValueFactory = _ => defaults.MaxGuests };
+        var memFraction = new Option<double>("--max-memory-fraction") { Description = "all guests' RAM stays below this fraction of the host's memory", DefaultValueFactory = _ => defaults.MaxMemoryFraction };
+        var maxIncoming = new Option<int>("--max-incoming") { Description = "incoming migrations at once", DefaultValueFactory = _ => defaults.MaxIncomingMigrations };
         var command = new Command("host", "Run a host: runs guests and accepts migrations and control commands");
-        command.Options.Add(listen);
-        command.Options.Add(data);
-        command.Options.Add(quiet);
+        foreach (var o in new Option[] { listen, data, quiet, tls, maxConnections, handshake, read, idle, maxGuests, memFraction, maxIncoming }) command.Options.Add(o);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             bool q = parse.GetValue(quiet);
+            static TimeSpan Seconds(double s, string flag) => s > 0 && s < 86400 ? TimeSpan.FromSeconds(s) : throw new FormatException($"{flag} takes seconds between 0 and 86400");
+            static int Positive(int n, string flag) => n > 0 ? n : throw new FormatException($"{flag} must be at least 1");
+            double fraction = parse.GetValue(memFraction);
+            if (fraction is <= 0 or > 1) throw new FormatException("--max-memory-fraction is a fraction in (0, 1]");
+            using var identity = TlsOptions.Load(parse, tls);
+            if (identity != null && identity.Role != Migration.Transport.Tls.Role.Host)
+                throw new FormatException($"--tls {identity.Directory} holds a {identity.Role} certificate; a host needs one from `lm certs issue --host NAME`");
             using var host = new GuestHost(new HostOptions
             {
                 Listen = parse.GetValue(listen)!,
                 DataDir = parse.GetValue(data),
                 Log = q ? null : m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}"),
+                Tls = identity,
+                MaxConnections = Positive(parse.GetValue(maxConnections), "--max-connections"),
+                HandshakeTimeout = Seconds(parse.GetValue(handshake), "--handshake-timeout"),
+                ReadTimeout = Seconds(parse.GetValue(read), "--read-timeout"),
+                IdleTimeout = Seconds(parse.GetValue(idle), "--idle-timeout"),
+                MaxGuests = Positive(parse.GetValue(maxGuests), "--max-guests"),
+                MaxMemoryFraction = fraction,
+                MaxIncomingMigrations = Positive(parse.GetValue(maxIncoming), "--max-incoming"),
             });
-            Console.WriteLine($"lm host listening on {host.Address}");
+            Console.WriteLine($"lm host listening on {host.Address}{(identity == null ? " (no TLS: loopback only)" : $" (mutual TLS as '{identity.Name}')")}");
             // In the background: the host serves at once; its first migration finds the paths warm.
             new Thread(() => MigrationWarmUp.Run(host.Options.Log)) { IsBackground = true, Name = "warm-up", Priority = ThreadPriority.BelowNormal }.Start();
             using var done = new ManualResetEventSlim();
@@ -60,12 +90,15 @@ public static class HostCommands
         command.Arguments.Add(guest);
         command.Options.Add(name);
         command.Options.Add(mem);
+        var connect = Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             var file = parse.GetValue(guest)!;
+            Names.Check(parse.GetValue(name));
+            ulong size = MachineConfig.ParseSize(parse.GetValue(mem)!);
             var elf = File.ReadAllBytes(file.FullName);
-            using var c = HostClient.Connect(parse.GetValue(host)!);
-            string console = c.Start(parse.GetValue(name)!, elf, MachineConfig.ParseSize(parse.GetValue(mem)!), Path.GetFileNameWithoutExtension(file.Name));
+            using var c = connect(parse, parse.GetValue(host)!);
+            string console = c.Start(parse.GetValue(name)!, elf, size, Path.GetFileNameWithoutExtension(file.Name));
             Console.WriteLine($"started '{parse.GetValue(name)}' on {parse.GetValue(host)}; console tcp:{console}");
             return 0;
         }));
@@ -81,9 +114,10 @@ public static class HostCommands
         command.Options.Add(host);
         command.Arguments.Add(name);
         command.Options.Add(json);
+        var connect = Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            using var c = HostClient.Connect(parse.GetValue(host)!);
+            using var c = connect(parse, parse.GetValue(host)!);
             var reply = c.Status(parse.GetValue(name));
             if (parse.GetValue(json))
             {
@@ -109,9 +143,10 @@ public static class HostCommands
         var command = new Command("stop", "Stop a guest and forget it");
         command.Options.Add(host);
         command.Arguments.Add(name);
+        var connect = Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            using var c = HostClient.Connect(parse.GetValue(host)!);
+            using var c = connect(parse, parse.GetValue(host)!);
             Console.WriteLine(c.Stop(parse.GetValue(name)!));
             return 0;
         }));
@@ -127,9 +162,10 @@ public static class HostCommands
         command.Options.Add(host);
         command.Arguments.Add(name);
         command.Options.Add(decision);
+        var connect = Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            using var c = HostClient.Connect(parse.GetValue(host)!);
+            using var c = connect(parse, parse.GetValue(host)!);
             string d = parse.GetValue(decision)!;
             Console.WriteLine(c.Resolve(parse.GetValue(name)!, d == "ask" ? "" : d));
             return 0;
@@ -144,11 +180,13 @@ public static class HostCommands
         var command = new Command("console", "Attach stdin/stdout to a guest's UART; follows the guest when it migrates");
         command.Options.Add(host);
         command.Arguments.Add(name);
-        command.SetAction(parse => CliErrors.Run(() => RunConsole(parse.GetValue(host)!, parse.GetValue(name)!)));
+        var tls = TlsOptions.Create();
+        command.Options.Add(tls);
+        command.SetAction(parse => CliErrors.Run(() => RunConsole(parse.GetValue(host)!, parse.GetValue(name)!, TlsOptions.Load(parse, tls))));
         return command;
     }
 
-    private static int RunConsole(string startHost, string name)
+    private static int RunConsole(string startHost, string name, Migration.Transport.Tls.TlsIdentity? tls)
     {
         string at = startHost;
         var stdout = Console.OpenStandardOutput();
@@ -168,7 +206,7 @@ public static class HostCommands
 
         while (true)
         {
-            var (where, info) = HostClient.Locate(at, name);
+            var (where, info) = HostClient.Locate(at, name, tls: tls);
             at = where;
             if (info.State is not ("running" or "exited" or "idle"))
             {
@@ -178,8 +216,8 @@ public static class HostCommands
             var (h, p) = Address.Parse(info.Console);
             using var tcp = new TcpClient { NoDelay = true };
             tcp.Connect(h, p);
-            Console.Error.WriteLine($"lm console: attached to '{name}' on {where} (tcp:{info.Console})");
-            var stream = tcp.GetStream();
+            Stream stream = tls == null ? tcp.GetStream() : tls.AuthenticateAsClient(tcp.GetStream(), h).Stream;
+            Console.Error.WriteLine($"lm console: attached to '{name}' on {where} (tcp:{info.Console}{(tls != null ? ", TLS" : "")})");
             var closed = new ManualResetEventSlim();
             var reader = new Thread(() =>
             {

@@ -44,8 +44,10 @@ public static class MigrateCommands
         command.Options.Add(maxThrottle);
         command.Options.Add(json);
         command.Options.Add(svg);
+        var connect = HostCommands.Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
+            Names.Check(parse.GetValue(name));
             bool isResume = parse.GetValue(resume);
             if (!isResume && string.IsNullOrEmpty(parse.GetValue(to))) throw new FormatException("--to HOST:PORT is required (only --resume may leave it out)");
             var cmd = new MigrateCommand
@@ -67,7 +69,7 @@ public static class MigrateCommands
                 if (cap > 99) throw new FormatException("--max-throttle is a percentage from 0 to 99");
                 cmd.MaxThrottlePercent = cap;
             }
-            using var c = HostClient.Connect(parse.GetValue(from)!);
+            using var c = connect(parse, parse.GetValue(from)!);
             bool asJson = parse.GetValue(json);
             var report = RunWithProgress(c, cmd, showProgress: !asJson);
             string svgPath = parse.GetValue(svg) ?? $"migration-{cmd.Name}-{report.MigrationId}.svg";
@@ -86,9 +88,10 @@ public static class MigrateCommands
         var command = new Command("cancel", "Cancel a migration before GO; the guest keeps running on the source");
         command.Arguments.Add(name);
         command.Options.Add(host);
+        var connect = HostCommands.Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            using var c = HostClient.Connect(parse.GetValue(host)!);
+            using var c = connect(parse, parse.GetValue(host)!);
             Console.WriteLine(c.Cancel(parse.GetValue(name)!));
             return 0;
         }));

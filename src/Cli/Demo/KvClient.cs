@@ -18,11 +18,15 @@ public sealed class KvClient : IDisposable
     private readonly string _name;
     private string _host;
     private TcpClient? _tcp;
+    private Stream? _stream;
     private LineReader? _reader;
     private readonly object _lock = new();
+    private readonly Transport.Tls.TlsIdentity? _tls;
 
-    public KvClient(string host, string name)
+    /// <param name="tls">An operator identity when the hosts run with TLS (the console needs one).</param>
+    public KvClient(string host, string name, Transport.Tls.TlsIdentity? tls = null)
     {
+        _tls = tls;
         _startHost = host;
         _host = host;
         _name = name;
@@ -41,14 +45,15 @@ public sealed class KvClient : IDisposable
         {
             try
             {
-                var (host, info) = HostClient.Locate(_host, _name);
+                var (host, info) = HostClient.Locate(_host, _name, tls: _tls);
                 if (info.State == "running")
                 {
                     var (h, p) = LiveMigration.Migration.Transport.Address.Parse(info.Console);
                     var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = 5000 };
                     tcp.Connect(h, p);
                     _tcp = tcp;
-                    _reader = new LineReader(tcp.GetStream());
+                    _stream = _tls == null ? tcp.GetStream() : _tls.AuthenticateAsClient(tcp.GetStream(), h).Stream;
+                    _reader = new LineReader(_stream);
                     _host = host;
                     return;
                 }
@@ -82,7 +87,7 @@ public sealed class KvClient : IDisposable
                 try
                 {
                     if (_tcp == null) { Connect(); Reconnects++; Resync(); }
-                    _tcp!.GetStream().Write(Encoding.ASCII.GetBytes(line + "\n"));
+                    _stream!.Write(Encoding.ASCII.GetBytes(line + "\n"));
                     while (true)
                     {
                         string? answer = _reader!.ReadLine() ?? throw new IOException("console closed");
@@ -105,7 +110,7 @@ public sealed class KvClient : IDisposable
     private void Resync()
     {
         string nonce = $"sync{Environment.TickCount64}-{++_nonce}";
-        _tcp!.GetStream().Write(Encoding.ASCII.GetBytes($"SET __sync {nonce}\nGET __sync\n"));
+        _stream!.Write(Encoding.ASCII.GetBytes($"SET __sync {nonce}\nGET __sync\n"));
         while (true)
         {
             string? line = _reader!.ReadLine() ?? throw new IOException("console closed during resync");

@@ -65,6 +65,11 @@ internal sealed partial class MigrationDestination
         {
             ConnectionLost(e.Message);
         }
+        catch (Exception e)
+        {
+            // Whatever a hostile or broken stream trips on, the incoming copy goes entirely (name, machine, console).
+            ConnectionLost($"{e.GetType().Name}: {e.Message}");
+        }
     }
 
     private bool Accept(MigrateSetup setup, out string? why)
@@ -84,6 +89,11 @@ internal sealed partial class MigrationDestination
             if (existing?.Busy() is { } busy)
             {
                 why = $"a guest named '{setup.Name}' already {busy} on this host";
+                return false;
+            }
+            if (_host.AdmitIncoming(setup, _conn.Peer) is { } full)
+            {
+                why = full;
                 return false;
             }
             _entry = new GuestEntry(setup.Name) { Arriving = this, ArrivedBy = setup.MigrationId };
@@ -200,7 +210,7 @@ internal sealed partial class MigrationDestination
     {
         try
         {
-            using var c = Connection.Connect(_setup.Source, TimeSpan.FromSeconds(2));
+            using var c = _host.Connect(_setup.Source, TimeSpan.FromSeconds(2), expect: _conn.Peer);
             c.ClientHandshake(Purpose.Control);
             c.ReceiveTimeout = TimeSpan.FromSeconds(5);
             c.Send(new Envelope { GoQuery = new GoQuery { MigrationId = _setup.MigrationId } });
@@ -248,7 +258,7 @@ internal sealed partial class MigrationDestination
     /// </summary>
     private void PrepareResume()
     {
-        var console = new ConsoleEndpoint(_host.BindAddress);
+        var console = _host.CreateConsole();
         _ready = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, new GuestHostPort(console));
         _ready.StartPaused();
     }

@@ -195,7 +195,7 @@ internal sealed partial class MigrationSource
             try
             {
                 _host.Log($"migration {Id}: resuming post-copy of '{_command.Name}' to {target}");
-                var conn = Connection.Connect(target);
+                var conn = _host.Connect(target);
                 _conn = conn;
                 conn.ClientHandshake(Purpose.Migrate);
                 if (command.BandwidthBytesPerSecond > 0) conn.Limiter = new TokenBucket((long)command.BandwidthBytesPerSecond);

@@ -139,7 +139,7 @@ internal sealed partial class MigrationSource
 
     private void Setup(CancellationToken token)
     {
-        _conn = Connection.Connect(_command.Target);
+        _conn = _host.Connect(_command.Target);
         _conn.ClientHandshake(Purpose.Migrate);
         _conn.SendTimeout = _peer.Limit; // a peer that stops reading fails the send, it does not hang it
         _peer.Heard();
@@ -237,7 +237,7 @@ internal sealed partial class MigrationSource
     {
         if (_consoleHandoff is not { } h) return;
         _consoleHandoff = null;
-        var console = new ConsoleEndpoint(_host.BindAddress);
+        var console = _host.CreateConsole();
         console.Prepend(h.Input);
         console.AddBacklog(h.Backlog);
         var old = _guest.Console;

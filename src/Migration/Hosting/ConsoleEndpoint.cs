@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using LiveMigration.Recorder.Serial;
+using LiveMigration.Migration.Transport.Tls;
 
 namespace LiveMigration.Migration.Hosting;
 
@@ -10,6 +11,8 @@ namespace LiveMigration.Migration.Hosting;
 /// handed to the next client, so a console that follows a migrated guest misses nothing.
 /// Input is queued by a pump thread; at switchover <see cref="Close"/> returns what the guest has
 /// not consumed yet, and the destination's endpoint starts with it (<see cref="Prepend"/>).
+/// On a host with TLS a client must complete mutual TLS and hold a role that may attach consoles
+/// (<see cref="Authorization"/>); it is refused with one line otherwise.
 /// </summary>
 public sealed class ConsoleEndpoint : ISerialBackend
 {
@@ -22,12 +25,35 @@ public sealed class ConsoleEndpoint : ISerialBackend
     private readonly byte[] _out = new byte[4096];
     private readonly AutoResetEvent _arrived = new(false);
     private int _outCount;
-    private Socket? _client;
+    private readonly TlsIdentity? _tls;
+    private readonly TimeSpan _handshakeTimeout;
+    private readonly Action<string>? _log;
+    private Client? _client;
     private Thread? _pump;
     private bool _closed;
 
-    public ConsoleEndpoint(IPAddress address)
+    /// <summary>An attached client: the socket (for shutdown) and the stream its bytes go through (TLS or plain).</summary>
+    private sealed class Client(Socket socket, Stream stream, PeerIdentity peer) : IDisposable
     {
+        public Socket Socket { get; } = socket;
+        public Stream Stream { get; } = stream;
+        public PeerIdentity Peer { get; } = peer;
+
+        public void Send(ReadOnlySpan<byte> data) => Stream.Write(data);
+        public void Dispose()
+        {
+            try { Stream.Dispose(); } catch (IOException) { } catch (ObjectDisposedException) { }
+            Socket.Dispose();
+        }
+    }
+
+    public ConsoleEndpoint(IPAddress address) : this(address, null, TimeSpan.FromSeconds(5), null) { }
+
+    public ConsoleEndpoint(IPAddress address, TlsIdentity? tls, TimeSpan handshakeTimeout, Action<string>? log)
+    {
+        _tls = tls;
+        _handshakeTimeout = handshakeTimeout;
+        _log = log;
         _listener = new TcpListener(address, 0);
         _listener.Start();
         EndPoint = (IPEndPoint)_listener.LocalEndpoint;
@@ -43,22 +69,22 @@ public sealed class ConsoleEndpoint : ISerialBackend
     {
         while (true)
         {
-            Socket client;
-            try { client = _listener.AcceptSocket(); }
+            Socket socket;
+            try { socket = _listener.AcceptSocket(); }
             catch (SocketException) { return; }
             catch (ObjectDisposedException) { return; }
-            try { client.NoDelay = true; }
-            catch (SocketException) { client.Dispose(); continue; }
+            var client = Authenticate(socket);
+            if (client == null) continue;
             lock (_lock)
             {
                 if (_closed) { client.Dispose(); return; }
-                try { _client?.Shutdown(SocketShutdown.Both); } catch (SocketException) { }
+                try { _client?.Socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
                 _client?.Dispose();
                 _client = client;
                 // Hand over what was written while nobody listened.
                 if (_backlog.Count > 0)
                 {
-                    try { client.Send(_backlog.ToArray()); } catch (SocketException) { }
+                    try { client.Send(_backlog.ToArray()); } catch (IOException) { }
                     _backlog.Clear();
                 }
                 var pump = new Thread(() => Pump(client)) { IsBackground = true, Name = "console-input" };
@@ -68,15 +94,46 @@ public sealed class ConsoleEndpoint : ISerialBackend
         }
     }
 
-    private void Pump(Socket client)
+    /// <summary>The TLS handshake and the role check of a new console client; null (and the socket closed) when refused.</summary>
+    private Client? Authenticate(Socket socket)
+    {
+        try
+        {
+            socket.NoDelay = true;
+            // A client that stops reading must not hold the guest's output path for long.
+            socket.SendTimeout = 5000;
+            if (_tls == null) return new Client(socket, new NetworkStream(socket, ownsSocket: false), PeerIdentity.Loopback);
+            socket.ReceiveTimeout = (int)_handshakeTimeout.TotalMilliseconds;
+            var (ssl, peer) = _tls.AuthenticateAsServer(new NetworkStream(socket, ownsSocket: false));
+            socket.ReceiveTimeout = 0;
+            if (Authorization.Denial(peer, Request.Console) is { } denied)
+            {
+                _log?.Invoke($"refused a console client ({peer}): {denied}");
+                try { ssl.Write(System.Text.Encoding.UTF8.GetBytes($"lm: refused: {denied}\n")); } catch (IOException) { }
+                ssl.Dispose();
+                socket.Dispose();
+                return null;
+            }
+            return new Client(socket, ssl, peer);
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            _log?.Invoke($"refused a console client: {e.Message}");
+            socket.Dispose();
+            return null;
+        }
+    }
+
+    private void Pump(Client client)
     {
         var buffer = new byte[4096];
         while (true)
         {
             int n;
-            try { n = client.Receive(buffer); }
-            catch (SocketException) { break; }
+            try { n = client.Stream.Read(buffer); }
+            catch (IOException) { break; }
             catch (ObjectDisposedException) { break; }
+            catch (InvalidOperationException) { break; }
             if (n == 0) break;
             lock (_lock) for (int i = 0; i < n; i++) _input.Enqueue(buffer[i]);
             _arrived.Set();
@@ -138,8 +195,9 @@ public sealed class ConsoleEndpoint : ISerialBackend
             if (_client != null)
             {
                 try { _client.Send(chunk); sent = true; }
-                catch (SocketException) { }
+                catch (IOException) { }
                 catch (ObjectDisposedException) { }
+                catch (InvalidOperationException) { }
             }
             if (!sent && _backlog.Count + chunk.Length <= BacklogLimit) _backlog.AddRange(chunk.ToArray());
             _outCount = 0;
@@ -154,7 +212,7 @@ public sealed class ConsoleEndpoint : ISerialBackend
     public (byte[] Input, byte[] Backlog) Close()
     {
         Flush();
-        Socket? client;
+        Client? client;
         Thread? pump;
         lock (_lock)
         {
@@ -166,8 +224,8 @@ public sealed class ConsoleEndpoint : ISerialBackend
         if (client != null)
         {
             // Read side first, so the pump drains what the kernel already holds before the socket goes.
-            try { client.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
-            try { client.Shutdown(SocketShutdown.Receive); } catch (SocketException) { } catch (ObjectDisposedException) { }
+            try { client.Socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
+            try { client.Socket.Shutdown(SocketShutdown.Receive); } catch (SocketException) { } catch (ObjectDisposedException) { }
             pump?.Join(1000);
             client.Dispose();
         }
@@ -186,7 +244,7 @@ public sealed class ConsoleEndpoint : ISerialBackend
     {
         lock (_lock)
         {
-            if (_client != null) { try { _client.Send(data); return; } catch (SocketException) { } }
+            if (_client != null) { try { _client.Send(data); return; } catch (IOException) { } catch (InvalidOperationException) { } }
             _backlog.AddRange(data.ToArray());
         }
     }

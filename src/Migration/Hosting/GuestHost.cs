@@ -7,6 +7,7 @@ using LiveMigration.Guest.Loader;
 using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
+using LiveMigration.Migration.Transport.Tls;
 
 namespace LiveMigration.Migration.Hosting;
 
@@ -48,6 +49,9 @@ public sealed class GuestHost : IDisposable
     private readonly ConcurrentDictionary<string, Outcome> _outcomes = new();
     private readonly CancellationTokenSource _shutdown = new();
     private readonly List<Connection> _connections = [];
+    private readonly ConcurrentDictionary<string, PeerIdentity> _owners = new();
+    private int _open; // connections being served (accepted, not yet closed)
+    private long _lastRefusalLog;
     internal readonly object Lock = new();
 
     public GuestHost(HostOptions options)
@@ -55,6 +59,8 @@ public sealed class GuestHost : IDisposable
         Options = options;
         var (host, port) = Transport.Address.Parse(options.Listen);
         BindAddress = Transport.Address.Resolve(host);
+        if (options.Tls == null && !IPAddress.IsLoopback(BindAddress))
+            throw new HostException($"listening on {options.Listen} requires TLS (--tls DIR); without it a host listens on loopback only");
         _listener = new TcpListener(BindAddress, port);
         _listener.Start();
         int bound = ((IPEndPoint)_listener.LocalEndpoint).Port;
@@ -66,6 +72,9 @@ public sealed class GuestHost : IDisposable
             LoadOutcomes(Path.Combine(options.DataDir, "outcomes.log"));
         }
         Warm();
+        Log(options.Tls is { } tls
+            ? $"mutual TLS 1.3 on every connection as host '{tls.Name}'; trusting only the CA in {tls.Directory}"
+            : "no TLS: listening on loopback only, where every local process may drive this host (use --tls DIR for anything else)");
         new Thread(AcceptLoop) { IsBackground = true, Name = $"host-{bound}" }.Start();
     }
 
@@ -77,6 +86,7 @@ public sealed class GuestHost : IDisposable
 
     internal void Log(string message)
     {
+        message = message.ReplaceLineEndings("\\n"); // one event, one line, whatever a peer put in it
         Options.Log?.Invoke($"[{Address}] {message}");
         if (Options.DataDir != null)
         {
@@ -105,19 +115,68 @@ public sealed class GuestHost : IDisposable
             try { socket = _listener.AcceptSocket(); }
             catch (SocketException) { return; }
             catch (ObjectDisposedException) { return; }
+            if (Interlocked.Increment(ref _open) > Options.MaxConnections)
+            {
+                Interlocked.Decrement(ref _open);
+                string from = "?";
+                try { from = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (SocketException) { }
+                socket.Close(0);
+                long now = Environment.TickCount64;
+                if (now - Interlocked.Read(ref _lastRefusalLog) > 1000)
+                {
+                    Interlocked.Exchange(ref _lastRefusalLog, now);
+                    Log($"refused a connection from {from}: {Options.MaxConnections} connections are open (--max-connections)");
+                }
+                continue;
+            }
             new Thread(() => Serve(socket)) { IsBackground = true, Name = "host-conn" }.Start();
         }
     }
 
+    /// <summary>An outgoing connection to another host (a migration, a GO query), in TLS when this host has it.</summary>
+    internal Connection Connect(string address, TimeSpan? timeout = null, PeerIdentity? expect = null)
+    {
+        var conn = Connection.Connect(address, timeout, Options.Tls);
+        if (expect is { Authenticated: true } && conn.Peer.Name != expect.Name)
+        {
+            conn.Dispose();
+            throw new Transport.Tls.TlsRefusedException($"{address} is {conn.Peer}, not {expect}");
+        }
+        return conn;
+    }
+
+    /// <summary>A console for a guest of this host: TLS and the Console role when this host has TLS.</summary>
+    internal ConsoleEndpoint CreateConsole() => new(BindAddress, Options.Tls, Options.HandshakeTimeout, Log);
+
     private void Serve(Socket socket)
     {
-        using var conn = new Connection(socket);
+        Connection conn;
+        string from = "?";
+        try { from = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception x) when (x is SocketException or ObjectDisposedException) { }
+        try { conn = Connection.Accept(socket, Options.Tls, Options.HandshakeTimeout); }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            socket.Dispose();
+            Interlocked.Decrement(ref _open);
+            Log($"refused a connection from {from}: {e.Message}");
+            return;
+        }
         lock (_connections) _connections.Add(conn);
         try
         {
-            var purpose = conn.ServerHandshake();
-            if (purpose == Purpose.Migrate) new MigrationDestination(this, conn).Run();
-            else ControlLoop(conn);
+            conn.SendTimeout = Options.ReadTimeout;
+            var purpose = conn.ServerHandshake(Options.HandshakeTimeout, p => Authorization.Denial(conn.Peer, p));
+            conn.FrameTimeout = Options.ReadTimeout;
+            if (purpose == Purpose.Migrate)
+            {
+                conn.Validate = new IncomingStreamRules(this, conn).Check;
+                new MigrationDestination(this, conn).Run();
+            }
+            else
+            {
+                conn.ReceiveTimeout = Options.IdleTimeout;
+                ControlLoop(conn);
+            }
         }
         catch (ProtocolException e) { Log($"connection from {conn.Remote}: {e.Message}"); }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { }
@@ -126,7 +185,12 @@ public sealed class GuestHost : IDisposable
             // One connection's bug must not take the host and its guests down: log it loudly.
             Log($"internal error serving {conn.Remote}: {e}");
         }
-        finally { lock (_connections) _connections.Remove(conn); }
+        finally
+        {
+            lock (_connections) _connections.Remove(conn);
+            conn.Dispose();
+            Interlocked.Decrement(ref _open);
+        }
     }
 
     // ---- Control ----
@@ -138,9 +202,23 @@ public sealed class GuestHost : IDisposable
             Envelope request;
             try { request = conn.Receive(); }
             catch (EndOfStreamException) { return; }
+            catch (FrameTooLargeException e)
+            {
+                // Say why before closing, and take in what the client is still writing, so it reads this instead of a reset.
+                try { conn.Send(new Envelope { Result = new Result { Ok = false, Error = $"refused: {e.Message}" } }); } catch (IOException) { }
+                Log($"refused a request from {conn.Remote} ({conn.Peer}): {e.Message}");
+                conn.Discard(Math.Min(e.Length, 2L * FrameLimits.MaxElf), Options.ReadTimeout);
+                return;
+            }
             Envelope reply;
             try
             {
+                if (Authorization.For(request.BodyCase) is not { } kind) throw new HostException($"unexpected control message {request.BodyCase}");
+                if (Authorization.Denial(conn.Peer, kind) is { } denied)
+                {
+                    Log($"refused {request.BodyCase} from {conn.Remote}: {denied}");
+                    throw new HostException(denied);
+                }
                 reply = request.BodyCase switch
                 {
                     Envelope.BodyOneofCase.StartGuest => Ok(StartGuest(request.StartGuest)),
@@ -157,6 +235,9 @@ public sealed class GuestHost : IDisposable
             catch (Exception e) when (e is HostException or ElfLoadException or FormatException or InvalidDataException)
             {
                 reply = new Envelope { Result = new Result { Ok = false, Error = e.Message } };
+                if (request.BodyCase is Envelope.BodyOneofCase.StartGuest or Envelope.BodyOneofCase.MigrateCommand
+                    && Authorization.For(request.BodyCase) is { } asked && Authorization.Allows(conn.Peer, asked)) // a denial is logged where it is made
+                    Log($"refused {request.BodyCase} from {conn.Remote} ({conn.Peer}): {e.Message}");
             }
             conn.Send(reply);
         }
@@ -167,16 +248,18 @@ public sealed class GuestHost : IDisposable
     /// <summary>Loads an ELF into a new machine and starts it.</summary>
     public string StartGuest(StartGuest request)
     {
-        string name = request.Name;
-        if (string.IsNullOrWhiteSpace(name)) throw new HostException("a guest needs a name");
-        ulong mem = request.MemorySize == 0 ? MachineConfig.DefaultMemorySize : request.MemorySize;
-        if (mem > Options.MaxMemorySize || mem % 4096 != 0) throw new HostException($"memory size {mem} is not supported here");
+        string name = Names.Check(request.Name);
+        if (request.ImageName.Length > 256 || request.ImageName.Any(char.IsControl)) throw new HostException("an image name must be printable and at most 256 characters");
+        ulong mem = request.MemorySize;
+        if (mem == 0) throw new HostException("memory size 0: a guest needs RAM (e.g. --mem 128M)");
+        if (mem > Options.MaxMemorySize || mem % 4096 != 0) throw new HostException($"memory size {mem} is not supported here (4 KiB multiples up to {Options.MaxMemorySize >> 20} MiB)");
         lock (Lock)
         {
             if (_guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy)
                 throw new HostException($"a guest named '{name}' already {busy} on this host");
+            if (CapacityProblem(mem, incoming: false) is { } full) throw new HostException(full);
         }
-        var console = new ConsoleEndpoint(BindAddress);
+        var console = CreateConsole();
         var port = new GuestHostPort(console);
         var machine = new Machine(new MachineConfig { MemorySize = mem }, port, Options.CompileBlocks);
         try { ElfLoader.Load(machine, request.Elf.Span); }
@@ -184,10 +267,12 @@ public sealed class GuestHost : IDisposable
         var instance = new GuestInstance(name, request.ImageName, machine, port);
         lock (Lock)
         {
-            if (_guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy)
+            string? refusal = _guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy
+                ? $"a guest named '{name}' already {busy} on this host" : CapacityProblem(mem, incoming: false);
+            if (refusal != null)
             {
                 instance.Dispose();
-                throw new HostException($"a guest named '{name}' already {busy} on this host");
+                throw new HostException(refusal);
             }
             _guests[name] = new GuestEntry(name) { Instance = instance };
         }
@@ -200,6 +285,7 @@ public sealed class GuestHost : IDisposable
 
     public StatusReply Status(string? name = null)
     {
+        if (!string.IsNullOrEmpty(name)) Names.Check(name);
         var reply = new StatusReply();
         lock (Lock)
         {
@@ -241,6 +327,7 @@ public sealed class GuestHost : IDisposable
 
     public string StopGuest(string name)
     {
+        Names.Check(name);
         GuestInstance instance;
         MigrationSource? held = null;
         lock (Lock)
@@ -273,6 +360,8 @@ public sealed class GuestHost : IDisposable
 
     public MigrationReport Migrate(MigrateCommand command, Action<MigrationProgress>? progress = null)
     {
+        Names.Check(command.Name);
+        if (!string.IsNullOrEmpty(command.Target) || !command.Resume) Transport.Address.Parse(command.Target);
         if (command.Resume) return ResumePostcopy(command, progress);
         MigrationSource source;
         lock (Lock)
@@ -326,6 +415,7 @@ public sealed class GuestHost : IDisposable
 
     public string Cancel(string name)
     {
+        Names.Check(name);
         MigrationSource? source;
         lock (Lock) source = _guests.TryGetValue(name, out var e) ? e.Outgoing : null;
         if (source == null) throw new HostException($"no migration of '{name}' is in progress on this host");
@@ -336,6 +426,7 @@ public sealed class GuestHost : IDisposable
     /// <summary>`lm resolve`: a destination waiting for GO, or a source holding a paused copy after commit.</summary>
     public string Resolve(string name, Decision decision)
     {
+        Names.Check(name);
         MigrationDestination? arriving;
         MigrationSource? held;
         lock (Lock)
@@ -396,6 +487,45 @@ public sealed class GuestHost : IDisposable
             try { File.AppendAllText(Path.Combine(Options.DataDir, "outcomes.log"), $"{migrationId} {outcome.Decision.ToString().ToLowerInvariant()}\n"); }
             catch (IOException) { }
         }
+    }
+
+    // ---- Limits and ownership ----
+
+    /// <summary>Why one more guest of <paramref name="memory"/> bytes cannot come (caller holds <see cref="Lock"/>), or null.</summary>
+    internal string? CapacityProblem(ulong memory, bool incoming)
+    {
+        int guests = 0, arriving = 0;
+        ulong total = 0;
+        foreach (var e in _guests.Values)
+        {
+            if (e.Instance != null) { guests++; total += e.Instance.Machine.Config.MemorySize; }
+            else if (e.Arriving != null) { guests++; arriving++; total += e.Arriving.MemorySize; }
+        }
+        if (guests >= Options.MaxGuests) return $"this host holds {guests} guests, its limit (--max-guests)";
+        if (incoming && arriving >= Options.MaxIncomingMigrations) return $"{arriving} migrations are arriving already, this host's limit (--max-incoming)";
+        ulong budget = Options.GuestMemoryBudget;
+        if (total + memory > budget)
+            return $"{memory >> 20} MiB more would bring guest RAM to {(total + memory) >> 20} MiB, over this host's budget of {budget >> 20} MiB ({Options.MaxMemoryFraction:0.##} of its memory, --max-memory-fraction)";
+        return null;
+    }
+
+    /// <summary>
+    /// Admits an incoming migration (caller holds <see cref="Lock"/>) and remembers which source owns
+    /// it: only that host may resume its post-copy later. Null when admitted, else why not.
+    /// </summary>
+    internal string? AdmitIncoming(MigrateSetup setup, PeerIdentity source)
+    {
+        if (CapacityProblem(setup.MemorySize, incoming: true) is { } full) return full;
+        _owners[setup.MigrationId] = source;
+        return null;
+    }
+
+    internal PeerIdentity? OwnerOf(string migrationId) => _owners.GetValueOrDefault(migrationId);
+
+    /// <summary>Pages of the guest running here under <paramref name="name"/> (0 when none).</summary>
+    internal uint PageCountOf(string name)
+    {
+        lock (Lock) return _guests.TryGetValue(name, out var e) && e.Instance != null ? (uint)e.Instance.Machine.Memory.PageCount : 0;
     }
 
     // ---- Entries, for the migration engine ----

@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
+using LiveMigration.Migration.Transport.Tls;
 
 namespace LiveMigration.Migration.Hosting;
 
@@ -19,9 +20,10 @@ public sealed class HostClient : IDisposable
     /// </summary>
     public static readonly TimeSpan SilenceLimit = TimeSpan.FromSeconds(10);
 
-    public static HostClient Connect(string address)
+    /// <summary>Connects and shakes hands; with <paramref name="tls"/> in mutual TLS as that identity (no plaintext fallback).</summary>
+    public static HostClient Connect(string address, TlsIdentity? tls = null)
     {
-        var conn = Connection.Connect(address);
+        var conn = Connection.Connect(address, tls: tls);
         try
         {
             conn.ClientHandshake(Purpose.Control);
@@ -29,12 +31,21 @@ public sealed class HostClient : IDisposable
         }
         catch (IOException e) when (e is not ProtocolException) { conn.Dispose(); throw new IOException($"the host {address} accepted the connection but does not answer ({e.Message})", e); }
         catch { conn.Dispose(); throw; }
-        return new HostClient(conn) { Address = address };
+        return new HostClient(conn) { Address = address, Tls = tls };
     }
+
+    public TlsIdentity? Tls { get; private init; }
 
     private Envelope Call(Envelope request)
     {
-        _conn.Send(request);
+        try { _conn.Send(request); }
+        catch (IOException sendError) when (request.BodyCase == Envelope.BodyOneofCase.StartGuest)
+        {
+            // The host may have refused the request while it was still being written: its reason is what to show.
+            _conn.ReceiveTimeout = TimeSpan.FromSeconds(2);
+            try { return _conn.Receive(); }
+            catch (IOException) { throw sendError; }
+        }
         return _conn.Receive();
     }
 
@@ -46,8 +57,12 @@ public sealed class HostClient : IDisposable
     }
 
     /// <summary>Starts a guest; returns its console address.</summary>
-    public string Start(string name, byte[] elf, ulong memorySize = 0, string imageName = "") =>
-        Check(Call(new Envelope { StartGuest = new StartGuest { Name = name, Elf = ByteString.CopyFrom(elf), MemorySize = memorySize, ImageName = imageName } }));
+    public string Start(string name, byte[] elf, ulong memorySize = Guest.MachineConfig.DefaultMemorySize, string imageName = "")
+    {
+        Names.Check(name);
+        if (elf.Length > FrameLimits.MaxElf) throw new HostException($"the guest image is {elf.Length >> 20} MiB; a host accepts images up to {FrameLimits.MaxElf >> 20} MiB");
+        return Check(Call(new Envelope { StartGuest = new StartGuest { Name = name, Elf = ByteString.CopyFrom(elf), MemorySize = memorySize, ImageName = imageName } }));
+    }
 
     public StatusReply Status(string? name = null)
     {
@@ -99,12 +114,12 @@ public sealed class HostClient : IDisposable
     /// Follows a guest across hosts: asks <paramref name="address"/>, and while the answer is
     /// "moved to X", asks X. Returns the host that runs it and its status there.
     /// </summary>
-    public static (string Host, GuestInfo Info) Locate(string address, string name, int maxHops = 8)
+    public static (string Host, GuestInfo Info) Locate(string address, string name, int maxHops = 8, TlsIdentity? tls = null)
     {
         string at = address;
         for (int hop = 0; hop < maxHops; hop++)
         {
-            using var c = Connect(at);
+            using var c = Connect(at, tls);
             var info = c.Status(name).Guests.Single();
             if (info.State == "moved" && !string.IsNullOrEmpty(info.MovedTo)) { at = info.MovedTo; continue; }
             return (at, info);

@@ -36,7 +36,31 @@ public sealed record HostOptions
     public string Listen { get; init; } = "127.0.0.1:0";
     /// <summary>Directory for the host's journal of migration outcomes (optional).</summary>
     public string? DataDir { get; init; }
+    /// <summary>Largest single guest.</summary>
     public ulong MaxMemorySize { get; init; } = 16UL << 30;
+    /// <summary>Mutual TLS for every connection (control, migration, console); null: plaintext, loopback only.</summary>
+    public Transport.Tls.TlsIdentity? Tls { get; init; }
+
+    // ---- Limits (`lm host --max-...`) ----
+    /// <summary>Connections served at once (control, migration); more are closed at accept.</summary>
+    public int MaxConnections { get; init; } = 64;
+    /// <summary>TLS handshake plus Hello must complete within this.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>Once a frame's header arrived, its payload must arrive within this.</summary>
+    public TimeSpan ReadTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>A control connection with no request for this long is closed.</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>Guests running or arriving here at once.</summary>
+    public int MaxGuests { get; init; } = 32;
+    /// <summary>The RAM of all guests (running and arriving) stays below this fraction of the host's memory.</summary>
+    public double MaxMemoryFraction { get; init; } = 0.75;
+    /// <summary>The host memory the fraction applies to (0: what the runtime reports, the machine or its cgroup limit).</summary>
+    public ulong HostMemory { get; init; }
+    /// <summary>Incoming migrations at once.</summary>
+    public int MaxIncomingMigrations { get; init; } = 4;
+
+    /// <summary>Total guest RAM this host admits.</summary>
+    public ulong GuestMemoryBudget => (ulong)(MaxMemoryFraction * (HostMemory != 0 ? HostMemory : (ulong)GC.GetGCMemoryInfo().TotalAvailableMemoryBytes));
     public Action<string>? Log { get; init; }
     /// <summary>How often a destination that lost its source after ACK asks it again for GO.</summary>
     public TimeSpan GoQueryInterval { get; init; } = TimeSpan.FromMilliseconds(200);

@@ -28,8 +28,8 @@ public static class Frame
     public const ushort ProtocolVersion = 2;
     public const ushort MinProtocolVersion = 2;
 
-    /// <summary>Largest payload accepted: a page batch of 256 pages compresses to at most ~1 MiB.</summary>
-    public const int MaxPayload = 64 << 20;
+    /// <summary>Largest payload of any type (an ELF image); each type has its own, smaller limit in <see cref="FrameLimits"/>.</summary>
+    public const int MaxPayload = FrameLimits.MaxElf + FrameLimits.Small;
 
     public static void WriteHeader(Span<byte> header, ushort type, ReadOnlySpan<byte> payload)
     {
@@ -42,7 +42,10 @@ public static class Frame
 
     public static uint Checksum(ReadOnlySpan<byte> payload) => (uint)XxHash3.HashToUInt64(payload);
 
-    /// <summary>Validates a header; returns the payload length or throws <see cref="ProtocolException"/>.</summary>
+    /// <summary>
+    /// Validates a header (magic, version, type, the type's size limit); returns the payload length or
+    /// throws <see cref="ProtocolException"/> (<see cref="FrameTooLargeException"/> for a size over the limit).
+    /// </summary>
     public static int ParseHeader(ReadOnlySpan<byte> header, out ushort version, out ushort type, out uint checksum)
     {
         uint magic = BinaryPrimitives.ReadUInt32LittleEndian(header);
@@ -52,7 +55,11 @@ public static class Frame
         checksum = BinaryPrimitives.ReadUInt32LittleEndian(header[12..]);
         if (magic != Magic)
             throw new ProtocolException($"the peer is not speaking the LiveMigration protocol (expected magic \"LMIG\", got {Printable(header[..4])})");
-        if (length > MaxPayload) throw new ProtocolException($"frame of {length} bytes exceeds the {MaxPayload >> 20} MiB limit");
+        if (version < MinProtocolVersion || version > ProtocolVersion)
+            throw new ProtocolException($"frame header version {version} is not supported (this side speaks {MinProtocolVersion}..{ProtocolVersion})");
+        if (type == 0 || !Enum.IsDefined((Envelope.BodyOneofCase)type)) throw new ProtocolException($"unknown message type {type}");
+        int max = FrameLimits.Max(type);
+        if (length > (uint)max) throw new FrameTooLargeException(type, length, max);
         return (int)length;
     }
 
@@ -64,5 +71,13 @@ public static class Frame
     }
 }
 
+/// <summary>A frame header announced more payload than its message type may carry.</summary>
+public sealed class FrameTooLargeException(ushort type, uint length, int max)
+    : ProtocolException($"a {(Envelope.BodyOneofCase)type} message of {length:N0} bytes exceeds its limit of {max:N0} bytes")
+{
+    public ushort Type { get; } = type;
+    public uint Length { get; } = length;
+}
+
 /// <summary>The peer broke the protocol or refused us; the message is meant for a user.</summary>
-public sealed class ProtocolException(string message, Exception? inner = null) : IOException(message, inner);
+public class ProtocolException(string message, Exception? inner = null) : IOException(message, inner);

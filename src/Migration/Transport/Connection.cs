@@ -1,8 +1,10 @@
 using System.Buffers;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using Google.Protobuf;
 using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport.Tls;
 
 namespace LiveMigration.Migration.Transport;
 
@@ -10,35 +12,50 @@ namespace LiveMigration.Migration.Transport;
 public enum ByteCategory { Checkpoint = 0, Log = 1, State = 2, Protocol = 3, Postcopy = 4 }
 
 /// <summary>
-/// One framed, full-duplex TCP connection: any thread may <see cref="Send"/> (sends are serialized),
-/// one thread receives. Counts bytes per <see cref="ByteCategory"/>, headers included; bulk sends
-/// pass the optional <see cref="TokenBucket"/>.
+/// One framed, full-duplex connection over TCP, in mutual TLS 1.3 when the host has credentials
+/// (<see cref="TlsIdentity"/>): any thread may <see cref="Send"/> (sends are serialized), one thread
+/// receives. Counts bytes per <see cref="ByteCategory"/>, headers included; bulk sends pass the
+/// optional <see cref="TokenBucket"/>. A received frame's buffer grows only as its bytes arrive,
+/// and the whole frame must arrive within <see cref="FrameTimeout"/> once its header did.
 /// </summary>
 public sealed class Connection : IDisposable
 {
+    private const int InitialBuffer = 64 << 10;
+
     private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private readonly Stream _stream;
     private readonly object _sendLock = new();
     private readonly long[] _sent = new long[5];
     private readonly byte[] _rxHeader = new byte[Frame.HeaderSize];
     private int _closed;
+    private int _idleTimeoutMs; // 0: infinite
+    private int _socketTimeoutMs;
 
-    public Connection(Socket socket)
+    public Connection(Socket socket) : this(socket, null, PeerIdentity.Loopback) { }
+
+    private Connection(Socket socket, Stream? stream, PeerIdentity peer)
     {
         _socket = socket;
+        Peer = peer;
         try
         {
             _socket.NoDelay = true;
             Remote = socket.RemoteEndPoint?.ToString() ?? "?";
         }
         catch (SocketException) { Remote = "?"; } // already reset by the peer: the first read says so
-        _stream = new NetworkStream(socket, ownsSocket: true);
+        catch (ObjectDisposedException) { Remote = "?"; }
+        _stream = stream ?? new NetworkStream(socket, ownsSocket: true);
     }
 
     public string Remote { get; } = "?";
+    /// <summary>Who the peer proved to be (its certificate), or <see cref="PeerIdentity.Loopback"/> without TLS.</summary>
+    public PeerIdentity Peer { get; }
+    public bool Encrypted => _stream is SslStream;
     public TokenBucket? Limiter { get; set; }
     /// <summary>Version the peer announced in its Hello (or its reply).</summary>
     public uint PeerVersion { get; private set; } = Frame.ProtocolVersion;
+    /// <summary>Once a frame's header arrived, the rest of it must arrive within this (infinite by default).</summary>
+    public TimeSpan FrameTimeout { get; set; } = Timeout.InfiniteTimeSpan;
 
     public long Sent(ByteCategory c) => Interlocked.Read(ref _sent[(int)c]);
     public long SentTotal => _sent.Sum();
@@ -46,13 +63,14 @@ public sealed class Connection : IDisposable
     /// <summary>Bytes of whole frames received (headers included), the same measure as <see cref="SentTotal"/>.</summary>
     public long ReceivedTotal => Interlocked.Read(ref _received);
 
-    public static Connection Connect(string address, TimeSpan? timeout = null)
+    public static Connection Connect(string address, TimeSpan? timeout = null, TlsIdentity? tls = null)
     {
         var (host, port) = Address.Parse(address);
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        var limit = timeout ?? TimeSpan.FromSeconds(5);
         try
         {
-            using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(5));
+            using var cts = new CancellationTokenSource(limit);
             socket.ConnectAsync(host, port, cts.Token).AsTask().GetAwaiter().GetResult();
         }
         catch (OperationCanceledException)
@@ -65,7 +83,39 @@ public sealed class Connection : IDisposable
             socket.Dispose();
             throw new IOException($"cannot connect to {address}: {e.Message}", e);
         }
-        return new Connection(socket);
+        if (tls == null) return new Connection(socket);
+        var net = new NetworkStream(socket, ownsSocket: true);
+        socket.ReceiveTimeout = socket.SendTimeout = (int)Math.Max(limit.TotalMilliseconds, 10_000);
+        try
+        {
+            var (ssl, peer) = tls.AuthenticateAsClient(net, host);
+            socket.ReceiveTimeout = socket.SendTimeout = 0;
+            return new Connection(socket, ssl, peer);
+        }
+        catch (TlsRefusedException e)
+        {
+            net.Dispose();
+            throw new TlsRefusedException($"{address}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Server side of a new connection: the TLS handshake (when <paramref name="tls"/> is set) within <paramref name="handshakeTimeout"/>.</summary>
+    public static Connection Accept(Socket socket, TlsIdentity? tls, TimeSpan handshakeTimeout)
+    {
+        if (tls == null) return new Connection(socket);
+        var net = new NetworkStream(socket, ownsSocket: true);
+        try
+        {
+            socket.ReceiveTimeout = socket.SendTimeout = (int)handshakeTimeout.TotalMilliseconds;
+            var (ssl, peer) = tls.AuthenticateAsServer(net);
+            socket.ReceiveTimeout = socket.SendTimeout = 0;
+            return new Connection(socket, ssl, peer);
+        }
+        catch
+        {
+            net.Dispose();
+            throw;
+        }
     }
 
     public void Send(Envelope message, ByteCategory category = ByteCategory.Protocol, CancellationToken cancel = default)
@@ -85,33 +135,56 @@ public sealed class Connection : IDisposable
         }
         catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
         catch (IOException e) when (e is not ProtocolException) { throw Explain(e, sending: true); }
+        catch (InvalidOperationException e) { throw new IOException($"connection unusable: {e.Message}", e); } // SslStream after a failed write
         finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
     /// <summary>Reads the next envelope; EOF, garbage and timeouts are <see cref="IOException"/>s.</summary>
     public Envelope Receive()
     {
+        byte[]? buffer = null;
         try
         {
+            SetSocketTimeout(_idleTimeoutMs);
             ReadExactly(_rxHeader, eofMessage: "the peer closed the connection");
             int length = Frame.ParseHeader(_rxHeader, out _, out ushort type, out uint checksum);
-            var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
-            try
+            long deadline = FrameTimeout == Timeout.InfiniteTimeSpan ? 0 : Environment.TickCount64 + (long)FrameTimeout.TotalMilliseconds;
+            // Grown as bytes arrive: a header's claim alone never pins memory.
+            buffer = ArrayPool<byte>.Shared.Rent(Math.Clamp(length, 1, InitialBuffer));
+            int done = 0;
+            while (done < length)
             {
-                ReadExactly(buffer.AsSpan(0, length), eofMessage: "the peer closed the connection mid-frame");
-                if (Frame.Checksum(buffer.AsSpan(0, length)) != checksum)
-                    throw new ProtocolException("frame checksum mismatch: the stream is corrupt");
-                Envelope e;
-                try { e = Envelope.Parser.ParseFrom(buffer, 0, length); }
-                catch (InvalidProtocolBufferException ex) { throw new ProtocolException($"undecodable message of type {type}: {ex.Message}", ex); }
-                if ((ushort)e.BodyCase != type) throw new ProtocolException($"frame type {type} does not match its message ({e.BodyCase})");
-                Interlocked.Add(ref _received, length + Frame.HeaderSize);
-                return e;
+                if (done == buffer.Length)
+                {
+                    var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)length, 2L * buffer.Length));
+                    buffer.AsSpan(0, done).CopyTo(bigger);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = bigger;
+                }
+                if (deadline != 0)
+                {
+                    long left = deadline - Environment.TickCount64;
+                    if (left <= 0) throw new IOException($"timed out: a {(Envelope.BodyOneofCase)type} frame did not arrive within {FrameTimeout.TotalSeconds:0.#} s");
+                    SetSocketTimeout((int)Math.Max(1, left));
+                }
+                int n = _stream.Read(buffer.AsSpan(done, Math.Min(length, buffer.Length) - done));
+                if (n == 0) throw new EndOfStreamException("the peer closed the connection mid-frame");
+                done += n;
             }
-            finally { ArrayPool<byte>.Shared.Return(buffer); }
+            if (Frame.Checksum(buffer.AsSpan(0, length)) != checksum)
+                throw new ProtocolException("frame checksum mismatch: the stream is corrupt");
+            Envelope e;
+            try { e = Envelope.Parser.ParseFrom(buffer, 0, length); }
+            catch (InvalidProtocolBufferException ex) { throw new ProtocolException($"undecodable message of type {type}: {ex.Message}", ex); }
+            if ((ushort)e.BodyCase != type) throw new ProtocolException($"frame type {type} does not match its message ({e.BodyCase})");
+            Interlocked.Add(ref _received, length + Frame.HeaderSize);
+            Validate?.Invoke(e);
+            return e;
         }
         catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
         catch (IOException e) when (e is not ProtocolException and not EndOfStreamException) { throw Explain(e, sending: false); }
+        catch (InvalidOperationException e) { throw new IOException($"connection unusable: {e.Message}", e); }
+        finally { if (buffer != null) ArrayPool<byte>.Shared.Return(buffer); }
     }
 
     /// <summary>Says what happened instead of the socket's text ("Broken pipe", "Connection reset by peer").</summary>
@@ -130,6 +203,39 @@ public sealed class Connection : IDisposable
         return new IOException(what, e);
     }
 
+
+    /// <summary>Checks every received message before anyone acts on it; throws <see cref="ProtocolException"/> to refuse it.</summary>
+    public Action<Envelope>? Validate { get; set; }
+
+    /// <summary>
+    /// After refusing an oversized frame: reads and drops up to <paramref name="bytes"/> (bounded by
+    /// <paramref name="within"/>) so the peer finishes its write and reads the refusal instead of a reset.
+    /// </summary>
+    public void Discard(long bytes, TimeSpan within)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(InitialBuffer);
+        long until = Environment.TickCount64 + (long)within.TotalMilliseconds;
+        try
+        {
+            while (bytes > 0 && Environment.TickCount64 < until)
+            {
+                SetSocketTimeout((int)Math.Max(1, until - Environment.TickCount64));
+                int n = _stream.Read(buffer.AsSpan(0, (int)Math.Min(bytes, buffer.Length)));
+                if (n == 0) return;
+                bytes -= n;
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException) { }
+        finally { ArrayPool<byte>.Shared.Return(buffer); }
+    }
+
+    private void SetSocketTimeout(int ms)
+    {
+        if (ms == _socketTimeoutMs) return;
+        _socket.ReceiveTimeout = ms;
+        _socketTimeoutMs = ms;
+    }
+
     private void ReadExactly(Span<byte> destination, string eofMessage)
     {
         int done = 0;
@@ -141,11 +247,11 @@ public sealed class Connection : IDisposable
         }
     }
 
-    /// <summary>Receive timeout (infinite by default).</summary>
-    public TimeSpan ReceiveTimeout { set => _socket.ReceiveTimeout = value == Timeout.InfiniteTimeSpan ? 0 : (int)value.TotalMilliseconds; }
+    /// <summary>How long a receive waits for the next frame to begin (infinite by default).</summary>
+    public TimeSpan ReceiveTimeout { set => _idleTimeoutMs = value == Timeout.InfiniteTimeSpan ? 0 : (int)Math.Max(1, value.TotalMilliseconds); }
 
-    /// <summary>Send timeout (infinite by default): a peer that stops reading fails a send instead of blocking it forever.</summary>
-    public TimeSpan SendTimeout { set => _socket.SendTimeout = value == Timeout.InfiniteTimeSpan ? 0 : (int)value.TotalMilliseconds; }
+    /// <summary>How long a send may block on a peer that does not read (infinite by default).</summary>
+    public TimeSpan SendTimeout { set => _socket.SendTimeout = value == Timeout.InfiniteTimeSpan ? 0 : (int)Math.Max(1, value.TotalMilliseconds); }
 
     /// <summary>Cuts the connection at once (RST): the peer sees an error, not an orderly end. Fault tests use it.</summary>
     public void Abort()
@@ -153,14 +259,15 @@ public sealed class Connection : IDisposable
         if (Interlocked.Exchange(ref _closed, 1) != 0) return;
         try { _socket.LingerState = new LingerOption(true, 0); } catch (SocketException) { } catch (ObjectDisposedException) { }
         _socket.Close(0);
-        _stream.Dispose();
+        try { _stream.Dispose(); } catch (IOException) { } catch (ObjectDisposedException) { }
     }
 
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0) return;
         try { _socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
-        _stream.Dispose();
+        try { _stream.Dispose(); } catch (IOException) { } catch (ObjectDisposedException) { }
+        _socket.Dispose();
     }
 
     // ---- Handshake ----
@@ -178,6 +285,10 @@ public sealed class Connection : IDisposable
         Envelope reply;
         try { reply = Receive(); }
         catch (ProtocolException e) { throw new ProtocolException($"{Remote} is not a LiveMigration host: {e.Message}", e); }
+        catch (EndOfStreamException e) when (!Encrypted)
+        {
+            throw new ProtocolException($"{Remote} closed the connection at the handshake: a host with TLS accepts only TLS clients (--tls DIR or LM_TLS_DIR)", e);
+        }
         ReceiveTimeout = Timeout.InfiniteTimeSpan;
         if (reply.BodyCase != Envelope.BodyOneofCase.HelloReply)
             throw new ProtocolException($"{Remote} answered the handshake with {reply.BodyCase}");
@@ -186,10 +297,14 @@ public sealed class Connection : IDisposable
         PeerVersion = reply.HelloReply.ProtocolVersion;
     }
 
-    /// <summary>Server side: reads Hello, checks the version, answers. Returns the purpose, or throws after telling the peer why.</summary>
-    public Purpose ServerHandshake()
+    /// <summary>
+    /// Server side: reads Hello, checks the version and asks <paramref name="authorize"/> whether this
+    /// peer may open a connection for that purpose (null: yes; else why not), answers. Returns the
+    /// purpose, or throws after telling the peer why.
+    /// </summary>
+    public Purpose ServerHandshake(TimeSpan? timeout = null, Func<Purpose, string?>? authorize = null)
     {
-        ReceiveTimeout = TimeSpan.FromSeconds(10);
+        ReceiveTimeout = timeout ?? TimeSpan.FromSeconds(10);
         Envelope hello;
         try { hello = Receive(); }
         catch (ProtocolException e)
@@ -214,6 +329,11 @@ public sealed class Connection : IDisposable
         {
             Refuse("Hello names no purpose");
             throw new ProtocolException($"refused {Remote}: Hello names no purpose");
+        }
+        if (authorize?.Invoke(h.Purpose) is { } denied)
+        {
+            Refuse(denied);
+            throw new ProtocolException($"refused {Remote} ({Peer}): {denied}");
         }
         PeerVersion = Math.Min(h.ProtocolVersion, Frame.ProtocolVersion);
         Send(new Envelope { HelloReply = new HelloReply { Accepted = true, ProtocolVersion = PeerVersion } });
