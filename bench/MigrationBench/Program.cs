@@ -27,7 +27,7 @@ bool verbose = args.Contains("--verbose");
 Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
 // Hosts are long-running processes: warm every strategy's code paths once, as `lm host` does at start.
 MigrationWarmUp.Run();
-Console.WriteLine($"migration benchmark: loopback, bandwidth cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), warm-up {warmup} s, {Environment.ProcessorCount} cores");
+Console.WriteLine($"migration benchmark: loopback, bandwidth cap {bandwidthText} ({ByteSize.Human(bandwidth)}/s), warm-up {warmup} s, {Environment.ProcessorCount} cores");
 foreach (var c in cases.Where(c => selected.Contains(c.Label)))
     foreach (var strategy in new[] { "stopcopy", "log" })
     {
@@ -60,9 +60,9 @@ foreach (var c in cases.Where(c => selected.Contains(c.Label)))
         }
         ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol;
         rows.Add([c.Label, strategy, r.Success ? "ok" : "FAILED", $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds:F2}",
-            TimelineSvg.Human(total), TimelineSvg.Human(r.BytesCheckpoint), TimelineSvg.Human(r.BytesLog), $"{r.MaxThrottle:P0}/{r.MeanThrottle:P0}",
+            ByteSize.Human(total), ByteSize.Human(r.BytesCheckpoint), ByteSize.Human(r.BytesLog), $"{r.MaxThrottle:P0}/{r.MeanThrottle:P0}",
             r.DigestVerified ? $"{r.Digest:x16}" : "-"]);
-        Console.WriteLine($"  {c.Label,-8} {strategy,-8} {(r.Success ? "ok" : "FAILED: " + r.Error)} downtime {r.DowntimeSeconds * 1000:F1} ms, total {r.TotalSeconds:F2} s, {TimelineSvg.Human(total)}{lost}{(r.Success && r.Error != "" ? " (" + r.Error + ")" : "")}");
+        Console.WriteLine($"  {c.Label,-8} {strategy,-8} {(r.Success ? "ok" : "FAILED: " + r.Error)} downtime {r.DowntimeSeconds * 1000:F1} ms, total {r.TotalSeconds:F2} s, {ByteSize.Human(total)}{lost}{(r.Success && r.Error != "" ? " (" + r.Error + ")" : "")}");
         File.WriteAllText($"bench-{c.Label}-{strategy}.svg", TimelineSvg.Render(r));
     }
 

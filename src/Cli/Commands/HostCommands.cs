@@ -5,6 +5,7 @@ using LiveMigration.Guest;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
+using LiveMigration.Operator;
 using Spectre.Console;
 
 namespace LiveMigration.Cli.Commands;
@@ -23,10 +24,14 @@ public static class HostCommands
         var listen = new Option<string>("--listen") { Description = "HOST:PORT to listen on", DefaultValueFactory = _ => "127.0.0.1:7070" };
         var data = new Option<string?>("--data") { Description = "directory for the host's log and journal of migration outcomes" };
         var quiet = new Option<bool>("--quiet") { Description = "do not log events to stderr" };
+        var http = new Option<string?>("--http") { Description = "serve the dashboard, JSON API and /metrics on HOST:PORT (loopback only for now)" };
+        var peers = new Option<string[]>("--peer") { Description = "another host's HOST:PORT to show on the dashboard (repeatable)", AllowMultipleArgumentsPerToken = false };
         var command = new Command("host", "Run a host: runs guests and accepts migrations and control commands");
         command.Options.Add(listen);
         command.Options.Add(data);
         command.Options.Add(quiet);
+        command.Options.Add(http);
+        command.Options.Add(peers);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             bool q = parse.GetValue(quiet);
@@ -37,6 +42,11 @@ public static class HostCommands
                 Log = q ? null : m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}"),
             });
             Console.WriteLine($"lm host listening on {host.Address}");
+            using var dashboard = parse.GetValue(http) is { } httpAddress
+                ? new OperatorServer(host, new OperatorOptions { Http = httpAddress, Peers = parse.GetValue(peers) ?? [] })
+                : null;
+            if (dashboard != null) Console.WriteLine($"lm host dashboard on {dashboard.Url}");
+            if (host.Reports.Folder != null) Console.WriteLine($"lm host keeps migration reports in {host.Reports.Folder}");
             // In the background: the host serves at once; its first migration finds the paths warm.
             new Thread(() => MigrationWarmUp.Run(host.Options.Log)) { IsBackground = true, Name = "warm-up", Priority = ThreadPriority.BelowNormal }.Start();
             using var done = new ManualResetEventSlim();
