@@ -103,12 +103,16 @@ public static class TimelinePlot
             line.LabelOppositeAxis = true;
         }
         plot.Axes.AutoScale();
+        // Quantities are never negative: every axis starts at zero, with headroom above the peak.
         plot.Axes.SetLimitsX(0, Math.Max(r.TotalSeconds, t.Length > 0 ? t[^1] : 0.1));
+        plot.Axes.SetLimitsY(0, Math.Max(1, rateMax * rateScale) * 1.1, plot.Axes.Left);
+        double lagMax = samples.Count > 0 ? samples.Max(s => s.ReplayLagSeconds) * 1000 : 0;
+        if (lagMax > 0) plot.Axes.SetLimitsY(0, lagMax * 1.1, plot.Axes.Right);
         plot.Axes.Bottom.TickLabelStyle.FontSize = 12;
         plot.Axes.Left.TickLabelStyle.FontSize = 12;
         plot.Axes.Right.TickLabelStyle.FontSize = 12;
         plot.Legend.FontSize = 12;
-        plot.ShowLegend(Alignment.UpperLeft);
+        plot.ShowLegend(Edge.Bottom);
         return plot;
     }
 }
