@@ -12,6 +12,11 @@ command -v gdb-multiarch >/dev/null || need+=(gdb-multiarch)
 command -v make >/dev/null || need+=(make)
 ldconfig -p 2>/dev/null | grep -q 'libzstd.so.1 ' || need+=(libzstd1)
 ldconfig -p 2>/dev/null | grep -q 'libxxhash.so.0 ' || need+=(libxxhash0)
+# The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser here);
+# plots render with DejaVu Sans; hyperfine measures the CLI's start time (bench/CliStart).
+command -v chromium >/dev/null || need+=(chromium)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+command -v hyperfine >/dev/null || need+=(hyperfine)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}" >&2
