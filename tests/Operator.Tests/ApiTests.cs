@@ -12,6 +12,12 @@ namespace LiveMigration.Operator.Tests;
 /// <summary>The JSON API, the event stream and /metrics over HTTP, without a browser.</summary>
 public sealed class ApiTests
 {
+    private static async Task<string> ErrorText(HttpResponseMessage r)
+    {
+        using var doc = JsonDocument.Parse(await r.Content.ReadAsStringAsync());
+        return doc.RootElement.GetProperty("text").GetString()!;
+    }
+
     private static HttpClient Client(OperatorServer s) => new() { BaseAddress = new Uri(s.Url), Timeout = TimeSpan.FromSeconds(60) };
 
     [Fact]
@@ -36,16 +42,16 @@ public sealed class ApiTests
         using var http = Client(hosts.DashboardA);
         var missing = await http.PostAsJsonAsync("/api/migrate", new { name = "g" });
         Assert.Equal(HttpStatusCode.BadRequest, missing.StatusCode);
-        Assert.Contains("give name and to", await missing.Content.ReadAsStringAsync());
+        Assert.Contains("give name and to", await ErrorText(missing));
         var strategy = await http.PostAsJsonAsync("/api/migrate", new { name = "g", to = hosts.B.Address, strategy = "teleport" });
         Assert.Equal(HttpStatusCode.BadRequest, strategy.StatusCode);
-        Assert.Contains("unknown strategy 'teleport'", await strategy.Content.ReadAsStringAsync());
+        Assert.Contains("unknown strategy 'teleport'", await ErrorText(strategy));
         var nobody = await http.PostAsJsonAsync("/api/migrate", new { name = "nobody", to = hosts.B.Address });
         Assert.Equal(HttpStatusCode.Conflict, nobody.StatusCode);
-        Assert.Contains("no guest named 'nobody'", await nobody.Content.ReadAsStringAsync());
+        Assert.Contains("no guest named 'nobody'", await ErrorText(nobody));
         var cancel = await http.PostAsJsonAsync("/api/cancel", new { name = "nobody" });
         Assert.Equal(HttpStatusCode.Conflict, cancel.StatusCode);
-        Assert.Contains("no migration of 'nobody'", await cancel.Content.ReadAsStringAsync());
+        Assert.Contains("no migration of 'nobody'", await ErrorText(cancel));
         Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync("/api/reports/0123456789abcdef")).StatusCode);
     }
 

@@ -42,6 +42,7 @@ public static class TimelinePlot
         plot.Font.Set(PlotFonts.Family);
         var samples = r.Timeline;
         double[] t = [.. samples.Select(s => s.T)];
+        ScottPlot.IYAxis? throttleAxis = null;
         string outcome = r.Success ? $"{r.TotalSeconds:F2} s, downtime {r.DowntimeSeconds * 1000:F1} ms, {ByteSize.Human(r.BytesTotal)} sent" : "failed";
         plot.Title($"{(r.ResumedPostcopy ? "Post-copy resume" : "Migration")} of {r.Name} ({r.Strategy}): {outcome}", size: 16);
         plot.XLabel("time since the migration started (s)", size: 13);
@@ -80,7 +81,7 @@ public static class TimelinePlot
             }
             if (samples.Any(s => s.Throttle > 0))
             {
-                var throttleAxis = plot.Axes.AddRightAxis();
+                throttleAxis = plot.Axes.AddRightAxis();
                 throttleAxis.Label.Text = "throttle (%)";
                 throttleAxis.Label.FontSize = 13;
                 var throttle = plot.Add.Scatter(t, samples.Select(s => s.Throttle * 100).ToArray());
@@ -90,7 +91,6 @@ public static class TimelinePlot
                 throttle.LineWidth = 2;
                 throttle.LinePattern = LinePattern.Dashed;
                 throttle.MarkerSize = 0;
-                plot.Axes.SetLimitsY(0, 100, throttleAxis);
             }
         }
         foreach (var s in r.Switches)
@@ -108,6 +108,7 @@ public static class TimelinePlot
         plot.Axes.SetLimitsY(0, Math.Max(1, rateMax * rateScale) * 1.1, plot.Axes.Left);
         double lagMax = samples.Count > 0 ? samples.Max(s => s.ReplayLagSeconds) * 1000 : 0;
         if (lagMax > 0) plot.Axes.SetLimitsY(0, lagMax * 1.1, plot.Axes.Right);
+        if (throttleAxis != null) plot.Axes.SetLimitsY(0, 100, throttleAxis);
         plot.Axes.Bottom.TickLabelStyle.FontSize = 12;
         plot.Axes.Left.TickLabelStyle.FontSize = 12;
         plot.Axes.Right.TickLabelStyle.FontSize = 12;

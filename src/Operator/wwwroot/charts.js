@@ -22,7 +22,7 @@ class LineChart {
     const g = c.getContext("2d");
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, w, h);
-    const L = 62, R = 10, T = 22, B = 20;
+    const L = 84, R = 10, T = 22, B = 20;
     const pts = this.points;
     const tMax = Math.max(1, ...pts.map(p => p[0]));
     const yMax = Math.max(1e-9, ...pts.map(p => p[1]));
@@ -31,6 +31,7 @@ class LineChart {
     g.font = "12px 'DejaVu Sans', sans-serif";
     g.fillStyle = "#1d2330";
     g.textBaseline = "alphabetic";
+    g.textAlign = "left";
     g.fillText(this.title + (pts.length ? ": " + this.format(pts[pts.length - 1][1]) : ""), L, 14);
     g.strokeStyle = "#d9dee7";
     g.fillStyle = "#667085";
