@@ -63,7 +63,6 @@ foreach (var c in cases.Where(c => selected.Contains(c.Label)))
             ByteSize.Human(total), ByteSize.Human(r.BytesCheckpoint), ByteSize.Human(r.BytesLog), $"{r.MaxThrottle:P0}/{r.MeanThrottle:P0}",
             r.DigestVerified ? $"{r.Digest:x16}" : "-"]);
         Console.WriteLine($"  {c.Label,-8} {strategy,-8} {(r.Success ? "ok" : "FAILED: " + r.Error)} downtime {r.DowntimeSeconds * 1000:F1} ms, total {r.TotalSeconds:F2} s, {ByteSize.Human(total)}{lost}{(r.Success && r.Error != "" ? " (" + r.Error + ")" : "")}");
-        File.WriteAllText($"bench-{c.Label}-{strategy}.svg", TimelineSvg.Render(r));
     }
 
 string[] head = ["guest", "strategy", "result", "downtime ms", "total s", "bytes", "checkpoint", "log", "throttle max/mean", "verified digest"];
