@@ -19,6 +19,11 @@ for tool in bc flex bison cpio xz; do
 done
 [ -f /usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin ] || need+=(opensbi)
 command -v dtc >/dev/null || need+=(device-tree-compiler)
+# The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser here);
+# plots render with DejaVu Sans; hyperfine measures the CLI's start time (bench/CliStart).
+command -v chromium >/dev/null || need+=(chromium)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+command -v hyperfine >/dev/null || need+=(hyperfine)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}" >&2

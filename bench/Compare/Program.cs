@@ -27,7 +27,7 @@ Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:
 var rows = new List<string[]>();
 // Hosts are long-running processes: warm every strategy's code paths once, as `lm host` does at start.
 MigrationWarmUp.Run();
-Console.WriteLine($"comparison: loopback, cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), {Memory >> 20} MiB guests, warm-up {warmup} s, downtime limit 10 ms, {Environment.ProcessorCount} cores");
+Console.WriteLine($"comparison: loopback, cap {bandwidthText} ({ByteSize.Human(bandwidth)}/s), {Memory >> 20} MiB guests, warm-up {warmup} s, downtime limit 10 ms, {Environment.ProcessorCount} cores");
 Console.WriteLine("downtime = guest-visible, end to end: ours from the source pausing the guest to the destination resuming it (one monotonic clock: both hosts in this process; a row marked ~ had only the source's view, pause until Resumed arrived); " +
     "qemu from the source's STOP to the destination's RESUME QMP event (host timestamps). QEMU's own query-migrate downtime " +
     "(source only: vm stop until the source has sent everything) is in the notes as \"qemu-reported\"; * = only that figure was available");
@@ -135,7 +135,7 @@ static string Short(string s)
     int colon = s.IndexOf(':');
     return colon > 0 ? s[..colon] : s.Length > 48 ? s[..48] : s;
 }
-static string Bytes(ulong b) => TimelineSvg.Human(b);
+static string Bytes(ulong b) => ByteSize.Human(b);
 
 string Arg(string name, string fallback) => BenchRepo.Arg(args, name, fallback);
 

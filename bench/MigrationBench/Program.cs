@@ -42,7 +42,7 @@ bool verbose = args.Contains("--verbose");
 Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
 // Hosts are long-running processes: warm every strategy's code paths once, as `lm host` does at start.
 MigrationWarmUp.Run();
-Console.WriteLine($"migration benchmark: loopback, bandwidth cap {bandwidthText} ({TimelineSvg.Human(bandwidth)}/s), warm-up {warmup} s, {Environment.ProcessorCount} cores");
+Console.WriteLine($"migration benchmark: loopback, bandwidth cap {bandwidthText} ({ByteSize.Human(bandwidth)}/s), warm-up {warmup} s, {Environment.ProcessorCount} cores");
 foreach (var c in cases.Where(c => selected.Contains(c.Label)))
     foreach (var strategy in strategies)
     foreach (bool tls in tlsRuns)
@@ -77,11 +77,10 @@ foreach (var c in cases.Where(c => selected.Contains(c.Label)))
         }
         ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol;
         double throughput = r.TotalSeconds > 0 ? (r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy) / r.TotalSeconds : 0;
-        rows.Add([c.Label, strategy, tls ? "TLS" : "plain", TimelineSvg.Human(throughput) + "/s", TimelineSvg.Human(r.RawBytesCheckpoint / Math.Max(r.CheckpointSeconds, 1e-9)) + "/s", r.Success ? "ok" : "FAILED", $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds:F2}",
-            TimelineSvg.Human(total), TimelineSvg.Human(r.BytesCheckpoint), TimelineSvg.Human(r.BytesLog), $"{r.MaxThrottle:P0}/{r.MeanThrottle:P0}",
+        rows.Add([c.Label, strategy, tls ? "TLS" : "plain", ByteSize.Human(throughput) + "/s", ByteSize.Human(r.RawBytesCheckpoint / Math.Max(r.CheckpointSeconds, 1e-9)) + "/s", r.Success ? "ok" : "FAILED", $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds:F2}",
+            ByteSize.Human(total), ByteSize.Human(r.BytesCheckpoint), ByteSize.Human(r.BytesLog), $"{r.MaxThrottle:P0}/{r.MeanThrottle:P0}",
             r.DigestVerified ? $"{r.Digest:x16}" : "-"]);
-        Console.WriteLine($"  {c.Label,-8} {strategy,-8} {(tls ? "TLS" : "plain"),-5} {(r.Success ? "ok" : "FAILED: " + r.Error)} downtime {r.DowntimeSeconds * 1000:F1} ms, total {r.TotalSeconds:F2} s, {TimelineSvg.Human(total)}{lost}{(r.Success && r.Error != "" ? " (" + r.Error + ")" : "")}");
-        File.WriteAllText($"bench-{c.Label}-{strategy}{(tls ? "-tls" : "")}.svg", TimelineSvg.Render(r));
+        Console.WriteLine($"  {c.Label,-8} {strategy,-8} {(tls ? "TLS" : "plain"),-5} {(r.Success ? "ok" : "FAILED: " + r.Error)} downtime {r.DowntimeSeconds * 1000:F1} ms, total {r.TotalSeconds:F2} s, {ByteSize.Human(total)}{lost}{(r.Success && r.Error != "" ? " (" + r.Error + ")" : "")}");
     }
 
 string[] head = ["guest", "strategy", "link", "wire rate", "checkpoint rate (raw)", "result", "downtime ms", "total s", "bytes", "checkpoint", "log", "throttle max/mean", "verified digest"];

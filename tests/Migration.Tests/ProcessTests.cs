@@ -10,11 +10,13 @@ namespace LiveMigration.Migration.Tests;
 public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
 {
     private readonly List<Process> _processes = [];
+    /// <summary>Every lm process runs here, so a file written into the current directory shows up.</summary>
+    private readonly string _workDir = Directory.CreateTempSubdirectory("lm-cwd-").FullName;
     private static string Lm => Path.Combine(AppContext.BaseDirectory, "lm.dll");
 
     private Process Spawn(params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = _workDir };
         psi.ArgumentList.Add(Lm);
         foreach (var a in args) psi.ArgumentList.Add(a);
         var p = Process.Start(psi)!;
@@ -63,14 +65,28 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
         using var console = new ConsoleClient(a, "idle");
         console.WaitFor(t => t.Contains("tick 1\n"), 10000);
 
-        string svg = Path.Combine(Path.GetTempPath(), $"lm-test-{Guid.NewGuid():N}.svg");
-        var migrate = Lm_("migrate", "idle", "--from", a, "--to", b, "--strategy", strategy, "--bandwidth", "1gbit", "--json", "--svg", svg);
+        Assert.Empty(Directory.GetFileSystemEntries(_workDir));
+        var plain = Lm_("migrate", "idle", "--from", a, "--to", b, "--strategy", strategy, "--timeline", "timeline.pdf");
+        Assert.Equal(2, plain.Code);
+        Assert.Contains("as .png or .svg", plain.Err);
+        string timeline = strategy == "log" ? "timeline.png" : "timeline.svg";
+        var migrate = Lm_("migrate", "idle", "--from", a, "--to", b, "--strategy", strategy, "--bandwidth", "1gbit", "--json", "--timeline", timeline);
         Assert.Equal(0, migrate.Code);
         using var json = JsonDocument.Parse(migrate.Out);
-        Assert.True(json.RootElement.GetProperty("success").GetBoolean());
-        Assert.True(json.RootElement.GetProperty("digestVerified").GetBoolean());
-        Assert.Contains("<svg", File.ReadAllText(svg));
-        File.Delete(svg);
+        var r = json.RootElement;
+        Assert.True(r.GetProperty("success").GetBoolean());
+        Assert.True(r.GetProperty("digestVerified").GetBoolean());
+        ulong parts = 0;
+        foreach (var field in new[] { "bytesCheckpoint", "bytesLog", "bytesState", "bytesProtocol", "bytesPostcopy" }) parts += ulong.Parse(r.GetProperty(field).GetString()!);
+        Assert.True(parts > 0);
+        Assert.Equal(parts, ulong.Parse(r.GetProperty("bytesTotal").GetString()!));
+        Assert.Equal("bytes", r.GetProperty("units").GetProperty("bytes").GetString());
+        Assert.Equal("seconds", r.GetProperty("units").GetProperty("time").GetString());
+        // Only the file asked for lands in the current directory.
+        Assert.Equal([timeline], Directory.GetFileSystemEntries(_workDir).Select(Path.GetFileName));
+        byte[] plot = File.ReadAllBytes(Path.Combine(_workDir, timeline));
+        if (strategy == "log") Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, plot[..4]);
+        else Assert.Contains("<svg", System.Text.Encoding.UTF8.GetString(plot));
 
         var status = Lm_("status", "--host", a, "idle", "--json");
         Assert.Contains("\"moved\"", status.Out);
@@ -147,5 +163,6 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
             try { if (!p.HasExited) { p.Kill(); p.WaitForExit(5000); } } catch (InvalidOperationException) { }
             p.Dispose();
         }
+        try { Directory.Delete(_workDir, recursive: true); } catch (IOException) { }
     }
 }

@@ -6,6 +6,7 @@ using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Reports;
+using LiveMigration.Operator.Plots;
 using Spectre.Console;
 
 namespace LiveMigration.Cli.Commands;
@@ -29,7 +30,9 @@ public static class DemoCommand
         command.Options.Add(bandwidth);
         var verbose = new Option<bool>("--verbose") { Description = "print the hosts' event log to stderr" };
         command.Options.Add(verbose);
-        command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(strategy)!, parse.GetValue(guest), Bandwidth.Parse(parse.GetValue(bandwidth)!), parse.GetValue(verbose))));
+        var timeline = new Option<string?>("--timeline") { Description = "write the migration's timeline plot to FILE (.png or .svg)" };
+        command.Options.Add(timeline);
+        command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(strategy)!, parse.GetValue(guest), Bandwidth.Parse(parse.GetValue(bandwidth)!), parse.GetValue(verbose), parse.GetValue(timeline))));
         return command;
     }
 
@@ -44,8 +47,9 @@ public static class DemoCommand
         throw new FileNotFoundException("guests/build/kv.elf not found: run `make -C guests` or pass --guest");
     }
 
-    private static int Run(string strategy, FileInfo? guest, ulong bandwidth, bool verbose)
+    private static int Run(string strategy, FileInfo? guest, ulong bandwidth, bool verbose, string? timeline)
     {
+        if (timeline != null) TimelinePlot.FormatOf(timeline);
         string elfPath = guest?.FullName ?? FindKv();
         Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
         MigrationWarmUp.Run(log); // as a long-running host would be: no first-use costs in the downtime
@@ -79,9 +83,8 @@ public static class DemoCommand
             {
                 Name = "kv", Target = b.Address, Strategy = Strategies.Parse(strategy), BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10,
             }, showProgress: true);
-        string svg = $"demo-migration-{report.MigrationId}.svg";
-        File.WriteAllText(svg, TimelineSvg.Render(report));
-        MigrateCommands.PrintReport(report, svg);
+        if (timeline != null) TimelinePlot.Write(report, timeline);
+        MigrateCommands.PrintReport(report, timeline);
 
         Thread.Sleep(1000); // the client keeps going on the destination
         stop.Cancel();

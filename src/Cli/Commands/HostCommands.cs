@@ -5,6 +5,7 @@ using LiveMigration.Guest;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
+using LiveMigration.Operator;
 using Spectre.Console;
 
 namespace LiveMigration.Cli.Commands;
@@ -41,7 +42,9 @@ public static class HostCommands
         var memFraction = new Option<double>("--max-memory-fraction") { Description = "all guests' RAM stays below this fraction of the host's memory", DefaultValueFactory = _ => defaults.MaxMemoryFraction };
         var maxIncoming = new Option<int>("--max-incoming") { Description = "incoming migrations at once", DefaultValueFactory = _ => defaults.MaxIncomingMigrations };
         var command = new Command("host", "Run a host: runs guests and accepts migrations and control commands");
-        foreach (var o in new Option[] { listen, data, quiet, tls, maxConnections, handshake, read, idle, maxGuests, memFraction, maxIncoming }) command.Options.Add(o);
+        var http = new Option<string?>("--http") { Description = "serve the dashboard, JSON API and /metrics on HOST:PORT (loopback only for now)" };
+        var peers = new Option<string[]>("--peer") { Description = "another host's HOST:PORT to show on the dashboard (repeatable)", AllowMultipleArgumentsPerToken = false };
+        foreach (var o in new Option[] { listen, data, quiet, http, peers, tls, maxConnections, handshake, read, idle, maxGuests, memFraction, maxIncoming }) command.Options.Add(o);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             bool q = parse.GetValue(quiet);
@@ -67,6 +70,11 @@ public static class HostCommands
                 MaxIncomingMigrations = Positive(parse.GetValue(maxIncoming), "--max-incoming"),
             });
             Console.WriteLine($"lm host listening on {host.Address}{(identity == null ? " (no TLS: loopback only)" : $" (mutual TLS as '{identity.Name}')")}");
+            using var dashboard = parse.GetValue(http) is { } httpAddress
+                ? new OperatorServer(host, new OperatorOptions { Http = httpAddress, Peers = parse.GetValue(peers) ?? [] })
+                : null;
+            if (dashboard != null) Console.WriteLine($"lm host dashboard on {dashboard.Url}");
+            if (host.Reports.Folder != null) Console.WriteLine($"lm host keeps migration reports in {host.Reports.Folder}");
             // In the background: the host serves at once; its first migration finds the paths warm.
             new Thread(() => MigrationWarmUp.Run(host.Options.Log)) { IsBackground = true, Name = "warm-up", Priority = ThreadPriority.BelowNormal }.Start();
             using var done = new ManualResetEventSlim();

@@ -5,6 +5,7 @@ using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Reports;
+using LiveMigration.Operator.Plots;
 using Spectre.Console;
 
 namespace LiveMigration.Cli.Commands;
@@ -29,7 +30,7 @@ public static class MigrateCommands
         var adaptive = new Option<string?>("--adaptive-bandwidth") { Description = "rate-adaptive pre-copy (Clark et al. NSDI'05): MIN[,INCREMENT]; round 1 at MIN, each later round at the last round's dirty rate + INCREMENT (default 50mbit), up to --bandwidth" };
         var downtime = new Option<uint>("--downtime-limit") { Description = "downtime budget in ms (log shipping switches over when the predicted tail fits)", DefaultValueFactory = _ => 10 };
         var json = new Option<bool>("--json") { Description = "print the report as JSON" };
-        var svg = new Option<string?>("--svg") { Description = "where to write the timeline SVG (default: migration-NAME-ID.svg in the current directory)" };
+        var timeline = new Option<string?>("--timeline") { Description = "write the timeline plot to FILE (.png or .svg); the source host keeps every report either way" };
         var command = new Command("migrate", "Migrate a running guest to another host");
         command.Arguments.Add(name);
         command.Options.Add(from);
@@ -43,7 +44,7 @@ public static class MigrateCommands
         command.Options.Add(autoConverge);
         command.Options.Add(maxThrottle);
         command.Options.Add(json);
-        command.Options.Add(svg);
+        command.Options.Add(timeline);
         var connect = HostCommands.Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
@@ -69,13 +70,14 @@ public static class MigrateCommands
                 if (cap > 99) throw new FormatException("--max-throttle is a percentage from 0 to 99");
                 cmd.MaxThrottlePercent = cap;
             }
+            string? timelinePath = parse.GetValue(timeline);
+            if (timelinePath != null) TimelinePlot.FormatOf(timelinePath); // a bad name fails before the migration, not after
             using var c = connect(parse, parse.GetValue(from)!);
             bool asJson = parse.GetValue(json);
             var report = RunWithProgress(c, cmd, showProgress: !asJson);
-            string svgPath = parse.GetValue(svg) ?? $"migration-{cmd.Name}-{report.MigrationId}.svg";
-            File.WriteAllText(svgPath, TimelineSvg.Render(report));
+            if (timelinePath != null) TimelinePlot.Write(report, timelinePath);
             if (asJson) Console.WriteLine(ToJson(report));
-            else PrintReport(report, svgPath);
+            else PrintReport(report, timelinePath);
             return report.Success ? 0 : MigrationFailedExit;
         }));
         return command;
@@ -98,8 +100,7 @@ public static class MigrateCommands
         return command;
     }
 
-    public static string ToJson(MigrationReport report) =>
-        new JsonFormatter(JsonFormatter.Settings.Default.WithFormatDefaultValues(true)).Format(report);
+    public static string ToJson(MigrationReport report) => ReportStore.ToJson(report);
 
     /// <summary>Runs the migration, showing a live progress table when the terminal is interactive.</summary>
     public static MigrationReport RunWithProgress(HostClient client, MigrateCommand cmd, bool showProgress)
@@ -112,7 +113,7 @@ public static class MigrateCommands
             {
                 if (p.ElapsedSeconds - lastPrint < 0.5) return;
                 lastPrint = p.ElapsedSeconds;
-                Console.Error.WriteLine($"lm migrate: {p.ElapsedSeconds,6:F2} s  {Strategies.Name(p.Phase),-14} {Sent(p)} at {TimelineSvg.Human(p.RateBytesPerSecond)}/s  lag {p.ReplayLagSeconds * 1000:F1} ms  throttle {p.Throttle:P0}");
+                Console.Error.WriteLine($"lm migrate: {p.ElapsedSeconds,6:F2} s  {Strategies.Name(p.Phase),-14} {Sent(p)} at {ByteSize.Human(p.RateBytesPerSecond)}/s  lag {p.ReplayLagSeconds * 1000:F1} ms  throttle {p.Throttle:P0}");
             });
         }
         MigrationReport? report = null;
@@ -128,7 +129,7 @@ public static class MigrateCommands
         return report!;
     }
 
-    private static string Sent(MigrationProgress p) => TimelineSvg.Human(p.BytesCheckpoint + p.BytesLog + p.BytesState + p.BytesProtocol + p.BytesPostcopy);
+    private static string Sent(MigrationProgress p) => ByteSize.Human(p.BytesCheckpoint + p.BytesLog + p.BytesState + p.BytesProtocol + p.BytesPostcopy);
 
     private static Table ProgressTable(MigrationProgress? p, MigrateCommand cmd)
     {
@@ -137,13 +138,13 @@ public static class MigrateCommands
         if (p == null) { t.AddRow("", "setup", "", "", "", "", "", "", "", ""); return t; }
         string bar = p.PagesTotal > 0 ? $"{100.0 * p.PagesSent / p.PagesTotal:F0}%" : "";
         string strategy = p.Strategy == Strategy.Precopy ? $"precopy r{p.Round} ({p.DirtyPages} dirty)" : Strategies.Name(p.Strategy);
-        t.AddRow(Markup.Escape(strategy), Strategies.Name(p.Phase), $"{p.ElapsedSeconds:F2} s", TimelineSvg.Human(p.BytesCheckpoint), TimelineSvg.Human(p.BytesLog),
-            TimelineSvg.Human(p.BytesState + p.BytesProtocol), $"{TimelineSvg.Human(p.RateBytesPerSecond)}/s", bar,
+        t.AddRow(Markup.Escape(strategy), Strategies.Name(p.Phase), $"{p.ElapsedSeconds:F2} s", ByteSize.Human(p.BytesCheckpoint), ByteSize.Human(p.BytesLog),
+            ByteSize.Human(p.BytesState + p.BytesProtocol), $"{ByteSize.Human(p.RateBytesPerSecond)}/s", bar,
             $"{p.ReplayLagSeconds * 1000:F1} ms", $"{p.Throttle:P0}");
         return t;
     }
 
-    public static void PrintReport(MigrationReport r, string? svgPath)
+    public static void PrintReport(MigrationReport r, string? timelinePath)
     {
         var t = new Table().Border(TableBorder.Rounded).HideHeaders().AddColumns("what", "value");
         string what = r.ResumedPostcopy ? "post-copy resume" : "migration";
@@ -154,7 +155,7 @@ public static class MigrateCommands
         {
             Row("route", $"{r.Source} -> {r.Destination} (migration {r.MigrationId})");
             Row("total", Ms(r.TotalSeconds));
-            Row("post-copy", $"{r.PostcopyPages} missing pages sent ({r.PostcopyRequestedPages} requested, {r.PostcopyPrepagedPages} pre-paged), {r.PostcopyVerifiedPages} verified in all, {TimelineSvg.Human(r.BytesPostcopy)}");
+            Row("post-copy", $"{r.PostcopyPages} missing pages sent ({r.PostcopyRequestedPages} requested, {r.PostcopyPrepagedPages} pre-paged), {r.PostcopyVerifiedPages} verified in all, {ByteSize.Human(r.BytesPostcopy)}");
             AnsiConsole.Write(t);
             return;
         }
@@ -167,23 +168,23 @@ public static class MigrateCommands
         Row("downtime", r.DowntimeClock == "shared clock"
             ? $"{Ms(r.DowntimeSeconds)} (source pause to destination resume, one clock; {Ms(r.DowntimeSourceViewSeconds)} until the source heard of it)"
             : $"{Ms(r.DowntimeSeconds)} (source pause until the destination's Resumed arrived: an upper bound)");
-        Row("bytes: checkpoint", $"{TimelineSvg.Human(r.BytesCheckpoint)} ({r.PagesSent} pages, {r.ZeroPages} zero pages as markers, {TimelineSvg.Human(r.RawBytesCheckpoint)} raw)");
-        Row("bytes: log", TimelineSvg.Human(r.BytesLog));
-        Row("bytes: state", TimelineSvg.Human(r.BytesState));
-        Row("bytes: protocol", TimelineSvg.Human(r.BytesProtocol));
-        if (r.BytesPostcopy > 0) Row("bytes: post-copy", TimelineSvg.Human(r.BytesPostcopy));
-        Row("bytes: total", TimelineSvg.Human(r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy));
+        Row("bytes: checkpoint", $"{ByteSize.Human(r.BytesCheckpoint)} ({r.PagesSent} pages, {r.ZeroPages} zero pages as markers, {ByteSize.Human(r.RawBytesCheckpoint)} raw)");
+        Row("bytes: log", ByteSize.Human(r.BytesLog));
+        Row("bytes: state", ByteSize.Human(r.BytesState));
+        Row("bytes: protocol", ByteSize.Human(r.BytesProtocol));
+        if (r.BytesPostcopy > 0) Row("bytes: post-copy", ByteSize.Human(r.BytesPostcopy));
+        Row("bytes: total", ByteSize.Human(r.BytesTotal));
         Row("throttle", $"max {r.MaxThrottle:P0}, mean {r.MeanThrottle:P0}");
         foreach (var s in r.Switches) Row($"strategy @ {Ms(s.T)}", $"{(s.HasFrom ? Strategies.Name(s.From) + " -> " : "")}{Strategies.Name(s.To)}: {s.Reason}");
         if (r.RoundRateBytesPerSecond.Count > 0)
-            Row("round rates", string.Join(", ", r.RoundRateBytesPerSecond.Select(x => x > 0 ? $"{TimelineSvg.Human(x)}/s" : "unlimited")));
+            Row("round rates", string.Join(", ", r.RoundRateBytesPerSecond.Select(x => x > 0 ? $"{ByteSize.Human(x)}/s" : "unlimited")));
         if (r.PrecopyRounds > 0)
-            Row("pre-copy", $"{r.PrecopyRounds} rounds, {r.XbzrlePages} XBZRLE pages ({TimelineSvg.Human(r.XbzrleBytes)} of deltas), {r.FullPages} whole, {r.UnchangedPages} unchanged, {r.FreePages} free skipped; ended by {r.ConvergedBy}");
+            Row("pre-copy", $"{r.PrecopyRounds} rounds, {r.XbzrlePages} XBZRLE pages ({ByteSize.Human(r.XbzrleBytes)} of deltas), {r.FullPages} whole, {r.UnchangedPages} unchanged, {r.FreePages} free skipped; ended by {r.ConvergedBy}");
         if (r.PostcopyPages > 0 || r.PostcopyVerifiedPages > 0)
             Row("post-copy", $"{r.PostcopyPages} pages after GO ({r.PostcopyRequestedPages} requested, {r.PostcopyPrepagedPages} pre-paged), {r.PostcopyVerifiedPages} hash-verified");
         if (r.Success) Row("verified", $"digest {r.Digest:x16} at icount {r.Icount:N0}{(r.DigestVerified ? "" : " (NOT verified)")}");
         if (!string.IsNullOrEmpty(r.Console)) Row("console", $"tcp:{r.Console}");
-        if (svgPath != null) Row("timeline", svgPath);
+        if (timelinePath != null) Row("timeline", timelinePath);
         AnsiConsole.Write(t);
     }
 

@@ -6,6 +6,7 @@ using LiveMigration.Guest;
 using LiveMigration.Guest.Loader;
 using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Reports;
 using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Transport.Tls;
 
@@ -71,6 +72,7 @@ public sealed class GuestHost : IDisposable
             Directory.CreateDirectory(options.DataDir);
             LoadOutcomes(Path.Combine(options.DataDir, "outcomes.log"));
         }
+        Reports = new ReportStore(options.DataDir, m => Log(m));
         Warm();
         Log(options.Tls is { } tls
             ? $"mutual TLS 1.3 on every connection as host '{tls.Name}'; trusting only the CA in {tls.Directory}"
@@ -83,6 +85,15 @@ public sealed class GuestHost : IDisposable
     /// <summary>HOST:PORT where this host can be reached.</summary>
     public string Address { get; }
     internal CancellationToken ShuttingDown => _shutdown.Token;
+
+    /// <summary>Every report of a migration this host ran as the source (kept in the data directory when there is one).</summary>
+    public ReportStore Reports { get; }
+
+    /// <summary>Progress of any migration this host runs as the source, whoever asked for it: (migration id, the command, progress), every ~200 ms.</summary>
+    public event Action<string, MigrateCommand, MigrationProgress>? MigrationProgressed;
+
+    /// <summary>A migration (or post-copy resume) this host ran as the source ended; its report is complete and stored.</summary>
+    public event Action<MigrationReport>? MigrationFinished;
 
     internal void Log(string message)
     {
@@ -362,7 +373,20 @@ public sealed class GuestHost : IDisposable
     {
         Names.Check(command.Name);
         if (!string.IsNullOrEmpty(command.Target) || !command.Resume) Transport.Address.Parse(command.Target);
-        if (command.Resume) return ResumePostcopy(command, progress);
+        string? id = null;
+        void Observe(MigrationProgress p)
+        {
+            MigrationProgressed?.Invoke(id ?? "", command, p);
+            progress?.Invoke(p);
+        }
+        var report = command.Resume ? ResumePostcopy(command, Observe, source => id = source.Id) : StartOutgoing(command, Observe, source => id = source.Id);
+        Reports.Add(report);
+        MigrationFinished?.Invoke(report);
+        return report;
+    }
+
+    private MigrationReport StartOutgoing(MigrateCommand command, Action<MigrationProgress> progress, Action<MigrationSource> started)
+    {
         MigrationSource source;
         lock (Lock)
         {
@@ -374,15 +398,17 @@ public sealed class GuestHost : IDisposable
             source = new MigrationSource(this, e, command);
             e.Outgoing = source;
         }
+        started(source);
         try { return source.Run(progress); }
         finally { lock (Lock) e_ClearOutgoing(command.Name, source); }
     }
 
-    private MigrationReport ResumePostcopy(MigrateCommand command, Action<MigrationProgress>? progress)
+    private MigrationReport ResumePostcopy(MigrateCommand command, Action<MigrationProgress> progress, Action<MigrationSource> started)
     {
         MigrationSource? held;
         lock (Lock) held = _guests.TryGetValue(command.Name, out var e) ? e.Held : null;
         if (held == null || !held.IsPostcopy) throw new HostException($"no interrupted post-copy migration of '{command.Name}' is held on this host (nothing to resume)");
+        started(held);
         return held.ResumePostcopy(command, progress);
     }
 

@@ -1,0 +1,31 @@
+using System.Net;
+using Microsoft.AspNetCore.Http;
+
+namespace LiveMigration.Operator.Access;
+
+/// <summary>What a dashboard or API request asks to change; reads need no permission beyond reaching the page.</summary>
+public enum ControlAction
+{
+    StartGuest,
+    Migrate,
+    Cancel,
+}
+
+/// <summary>
+/// The one decision every control endpoint asks for. The TLS issue's role check (operator may
+/// control, viewer may only look) plugs in here as another implementation.
+/// </summary>
+public interface IControlAuthorizer
+{
+    /// <summary>Null when the request may do <paramref name="action"/>, else why not (sent back as the error).</summary>
+    string? Deny(HttpContext request, ControlAction action);
+}
+
+/// <summary>Until roles exist: the listener binds loopback only, and controls come from this machine only.</summary>
+public sealed class LoopbackOnly : IControlAuthorizer
+{
+    public string? Deny(HttpContext request, ControlAction action) =>
+        request.Connection.RemoteIpAddress is { } ip && IPAddress.IsLoopback(ip)
+            ? null
+            : $"{action} is allowed from this machine only (loopback) until operator roles are configured";
+}
