@@ -253,7 +253,7 @@ static Envelope ReadFrame(Stream s)
 
 static Envelope Setup(string name, ulong memory) => new()
 {
-    Setup = new MigrateSetup { MigrationId = $"m-{name}", Name = name, MemorySize = memory, PageCount = (uint)(memory / 4096), Strategy = "log", Source = "127.0.0.1:1", ImageName = "x" },
+    Setup = new MigrateSetup { MigrationId = $"m-{name}", Name = name, MemorySize = memory, PageCount = (uint)(memory / 4096), Strategy = Strategy.Log, Source = "127.0.0.1:1", ImageName = "x" },
 };
 
 List<string> Status() { using var c = HostClient.Connect(host.Address, op); return c.Status().Guests.Select(g => g.Name).ToList(); }

@@ -11,13 +11,13 @@ public sealed class PlotTests
     {
         var r = new MigrationReport
         {
-            Name = "kv", Strategy = "auto", Success = true, TotalSeconds = 2.0, DowntimeSeconds = 0.004, MigrationId = "0123456789abcdef",
+            Name = "kv", Strategy = Strategy.Auto, Success = true, TotalSeconds = 2.0, DowntimeSeconds = 0.004, MigrationId = "0123456789abcdef",
             BytesCheckpoint = 10 << 20, BytesLog = 1 << 20,
         };
         for (int i = 0; i <= 20; i++)
             r.Timeline.Add(new TimelineSample { T = i * 0.1, BytesPerSecond = 50e6 * Math.Sin(i / 6.0), ReplayLagSeconds = i * 0.0005, Throttle = i > 10 ? 0.3 : 0 });
-        r.Switches.Add(new StrategySwitch { T = 0, To = "log", Reason = "auto starts with log shipping" });
-        r.Switches.Add(new StrategySwitch { T = 1.2, From = "log", To = "precopy", Reason = "replay fell behind" });
+        r.Switches.Add(new StrategySwitch { T = 0, To = Strategy.Log, Reason = "auto starts with log shipping" });
+        r.Switches.Add(new StrategySwitch { T = 1.2, From = Strategy.Log, To = Strategy.Precopy, Reason = "replay fell behind" });
         ReportStore.Complete(r);
         return r;
     }

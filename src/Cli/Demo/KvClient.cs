@@ -21,10 +21,10 @@ public sealed class KvClient : IDisposable
     private Stream? _stream;
     private LineReader? _reader;
     private readonly object _lock = new();
-    private readonly Transport.Tls.TlsIdentity? _tls;
+    private readonly LiveMigration.Migration.Transport.Tls.TlsIdentity? _tls;
 
     /// <param name="tls">An operator identity when the hosts run with TLS (the console needs one).</param>
-    public KvClient(string host, string name, Transport.Tls.TlsIdentity? tls = null)
+    public KvClient(string host, string name, LiveMigration.Migration.Transport.Tls.TlsIdentity? tls = null)
     {
         _tls = tls;
         _startHost = host;

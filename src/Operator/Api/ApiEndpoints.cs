@@ -1,3 +1,4 @@
+using LiveMigration.Migration.Engine;
 using System.Text.Json;
 using LiveMigration.Guest;
 using LiveMigration.Guest.Loader;
@@ -87,14 +88,12 @@ internal static class ApiEndpoints
 
     private static MigrateCommand Command(MigrateRequest req)
     {
-        string strategy = string.IsNullOrWhiteSpace(req.Strategy) ? "auto" : req.Strategy.Trim();
-        if (strategy is not ("auto" or "log" or "precopy" or "stopcopy" or "postcopy"))
-            throw new FormatException($"unknown strategy '{strategy}' (auto, log, precopy, stopcopy or postcopy)");
+        Strategy strategy = Strategies.Parse(string.IsNullOrWhiteSpace(req.Strategy) ? "auto" : req.Strategy.Trim());
         if (req.MaxThrottlePercent is > 99) throw new FormatException("maxThrottlePercent is a percentage from 0 to 99");
         var cmd = new MigrateCommand
         {
             Name = req.Name!.Trim(), Target = req.To!.Trim(), Strategy = strategy,
-            BandwidthBytesPerSecond = Rate.Parse(req.Bandwidth ?? "0"), DowntimeLimitMs = req.DowntimeLimitMs ?? 10,
+            BandwidthBytesPerSecond = LiveMigration.Migration.Transport.Bandwidth.Parse(req.Bandwidth ?? "0"), DowntimeLimitMs = req.DowntimeLimitMs ?? 10,
         };
         if (req.MaxThrottlePercent is uint cap) cmd.MaxThrottlePercent = cap;
         return cmd;

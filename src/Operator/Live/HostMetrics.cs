@@ -1,3 +1,4 @@
+using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Operator.Api;
 using Prometheus;
@@ -87,9 +88,9 @@ public sealed class HostMetrics
             }
             _active.Set(_migratingLabels.Count);
         }
-        _migrations.WithLabels(r.Strategy, r.Success ? "success" : "failure").Inc();
-        if (r.Success) _downtime.WithLabels(r.Strategy).Observe(r.DowntimeSeconds);
-        _duration.WithLabels(r.Strategy).Observe(r.TotalSeconds);
+        _migrations.WithLabels(Strategies.Name(r.Strategy), r.Success ? "success" : "failure").Inc();
+        if (r.Success) _downtime.WithLabels(Strategies.Name(r.Strategy)).Observe(r.DowntimeSeconds);
+        _duration.WithLabels(Strategies.Name(r.Strategy)).Observe(r.TotalSeconds);
         _bytes.WithLabels("checkpoint").Inc(r.BytesCheckpoint);
         _bytes.WithLabels("log").Inc(r.BytesLog);
         _bytes.WithLabels("state").Inc(r.BytesState);

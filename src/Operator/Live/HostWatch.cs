@@ -1,3 +1,4 @@
+using LiveMigration.Migration.Engine;
 using System.Diagnostics;
 using System.Text.Json;
 using LiveMigration.Migration.Hosting;
@@ -133,7 +134,7 @@ internal sealed class HostWatch : IDisposable
 
     private void OnProgress(string id, MigrateCommand command, MigrationProgress p)
     {
-        var view = new MigrationView(id, command.Name, _host.Address, command.Target, command.Strategy == "" ? "auto" : command.Strategy, ToView(p));
+        var view = new MigrationView(id, command.Name, _host.Address, command.Target, Strategies.Name(command.Strategy), ToView(p));
         lock (_lock) _active[id] = view;
         _metrics.Progress(command.Name, p);
         _feed.Publish("progress", JsonSerializer.Serialize(view, _json));
@@ -147,11 +148,11 @@ internal sealed class HostWatch : IDisposable
     }
 
     public static ProgressView ToView(MigrationProgress p) => new(
-        p.Phase, p.Strategy, p.ElapsedSeconds, p.BytesCheckpoint + p.BytesLog + p.BytesState + p.BytesProtocol + p.BytesPostcopy,
+        Strategies.Name(p.Phase), Strategies.Name(p.Strategy), p.ElapsedSeconds, p.BytesCheckpoint + p.BytesLog + p.BytesState + p.BytesProtocol + p.BytesPostcopy,
         p.RateBytesPerSecond, p.ReplayLagSeconds, p.Throttle, p.PagesSent, p.PagesTotal, p.Round, p.DirtyPages, p.SourceIcount, p.ReplayIcount);
 
     public static ReportSummary Summary(MigrationReport r) => new(
-        r.MigrationId, r.Name, r.Strategy, r.Success, r.Error == "" ? null : r.Error, r.Source, r.Destination,
+        r.MigrationId, r.Name, Strategies.Name(r.Strategy), r.Success, r.Error == "" ? null : r.Error, r.Source, r.Destination,
         r.TotalSeconds, r.DowntimeSeconds, r.BytesTotal, r.ResumedPostcopy, r.FinishedUtc);
 
     public void Dispose()

@@ -1,3 +1,4 @@
+using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Reports;
 using ScottPlot;
@@ -98,7 +99,7 @@ public static class TimelinePlot
             var line = plot.Add.VerticalLine(s.T);
             line.Color = Colors.DimGray;
             line.LinePattern = LinePattern.Dotted;
-            line.Text = s.To;
+            line.Text = Strategies.Name(s.To);
             line.LabelFontSize = 12;
             line.LabelOppositeAxis = true;
         }

@@ -24,7 +24,7 @@ public sealed class FuzzTests(ITestOutputHelper output) : IDisposable
         new() { StatusRequest = new StatusRequest() },
         new() { StopGuest = new StopGuest { Name = "nobody" } },
         new() { Cancel = new CancelMigration { Name = "nobody" } },
-        new() { Resolve = new Resolve { Name = "nobody", Decision = "go" } },
+        new() { Resolve = new Resolve { Name = "nobody", Decision = Decision.Go } },
         new() { GoQuery = new GoQuery { MigrationId = "x" } },
         new() { StartGuest = new StartGuest { Name = "fuzzed", Elf = ByteString.CopyFrom(new byte[64]), MemorySize = 16 << 20 } },
     ];
@@ -135,7 +135,7 @@ public sealed class FuzzTests(ITestOutputHelper output) : IDisposable
         0 => new() { StatusRequest = new StatusRequest { Name = Name(r) } },
         1 => new() { StopGuest = new StopGuest { Name = Name(r) } },
         2 => new() { Cancel = new CancelMigration { Name = Name(r) } },
-        3 => new() { Resolve = new Resolve { Name = Name(r), Decision = Name(r) } },
+        3 => new() { Resolve = new Resolve { Name = Name(r), Decision = (Decision)r.Next(-2, 8) } /* unknown numbers too */ },
         4 => new() { GoQuery = new GoQuery { MigrationId = Name(r) } },
         5 => new() { StartGuest = new StartGuest { Name = Name(r), Elf = ByteString.CopyFrom(Bytes(r, 4000)), MemorySize = (ulong)r.NextInt64() >> r.Next(64), ImageName = Name(r) } },
         _ => new() { Pages = new PageBatch { Pages = { (uint)r.Next() }, Zstd = ByteString.CopyFrom(Bytes(r, 100)) } },

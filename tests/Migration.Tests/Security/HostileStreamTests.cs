@@ -9,7 +9,7 @@ public sealed class HostileStreamTests(ITestOutputHelper output)
 {
     public static Envelope Setup(string name, ulong memory = 16 << 20) => new()
     {
-        Setup = new MigrateSetup { MigrationId = $"m-{name}", Name = name, MemorySize = memory, PageCount = (uint)(memory / 4096), Strategy = "log", Source = "127.0.0.1:1", ImageName = "x" },
+        Setup = new MigrateSetup { MigrationId = $"m-{name}", Name = name, MemorySize = memory, PageCount = (uint)(memory / 4096), Strategy = Strategy.Log, Source = "127.0.0.1:1", ImageName = "x" },
     };
 
     private static RawPeer Arriving(TargetHost t, string name)

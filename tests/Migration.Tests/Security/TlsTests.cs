@@ -28,7 +28,7 @@ public sealed class TlsTests(ITestOutputHelper output)
         using (var c = HostClient.Connect(a.Address, op)) c.Start("kv", Guests.Elf("kv"), 16 << 20, "kv");
         using (var c = HostClient.Connect(a.Address, op))
         {
-            var r = c.Migrate(new MigrateCommand { Name = "kv", Target = b.Address, Strategy = "log" });
+            var r = c.Migrate(new MigrateCommand { Name = "kv", Target = b.Address, Strategy = Strategy.Log });
             Assert.True(r.Success, r.Error);
             Assert.True(r.DigestVerified);
         }
