@@ -16,8 +16,9 @@ public sealed unsafe partial class Machine
     /// <summary>
     /// Bump when the canonical encoding below changes (not when a save section does): digests of
     /// older traces and checkpoints then stop matching. 1: hashed the save sections. 2: canonical.
+    /// 3: CpuState gained the privilege-mode, PMP, trigger and FP fields (M-mode reset values are not zero).
     /// </summary>
-    public const uint DigestVersion = 2;
+    public const uint DigestVersion = 3;
 
     /// <summary>
     /// xxh3-64 of: "LMDG", digest version (u32), memory size and RAM base (u64 each), the CPU state
