@@ -150,7 +150,11 @@ public sealed class ConsoleEndpoint : ISerialBackend
     public WaitHandle InputArrived => _arrived;
 
     /// <summary>Wakes a guest waiting for input without delivering any (a pause).</summary>
-    public void Wake() => _arrived.Set();
+    public void Wake()
+    {
+        try { _arrived.Set(); }
+        catch (ObjectDisposedException) { } // the console closed (host shutting down): nobody waits on it any more
+    }
 
     public int Read(Span<byte> destination)
     {

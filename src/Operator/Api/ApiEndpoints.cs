@@ -116,6 +116,11 @@ internal static class ApiEndpoints
                 started.TrySetResult(Results.Json(new Accepted(report.MigrationId, cmd.Name, cmd.Target), json, statusCode: StatusCodes.Status202Accepted));
             }
             catch (Exception e) when (e is HostException or FormatException) { started.TrySetResult(Conflict(e.Message, json)); }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
+            {
+                // The host went down mid-migration (its own log says so): a failed start, not a crashed process.
+                started.TrySetResult(Conflict($"the migration stopped: {e.Message}", json));
+            }
             finally { host.MigrationProgressed -= OnProgress; }
         }) { IsBackground = true, Name = $"migrate-{cmd.Name}" }.Start();
         var first = await Task.WhenAny(started.Task, Task.Delay(MigrationStartWait));
