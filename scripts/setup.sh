@@ -10,6 +10,9 @@ command -v riscv64-unknown-elf-gcc >/dev/null || need+=(gcc-riscv64-unknown-elf)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v gdb-multiarch >/dev/null || need+=(gdb-multiarch)
 command -v make >/dev/null || need+=(make)
+# The fleet's coordination store: tests start their own etcd processes; etcdctl for operators.
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
 ldconfig -p 2>/dev/null | grep -q 'libzstd.so.1 ' || need+=(libzstd1)
 ldconfig -p 2>/dev/null | grep -q 'libxxhash.so.0 ' || need+=(libxxhash0)
 

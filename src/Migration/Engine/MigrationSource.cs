@@ -29,6 +29,7 @@ internal sealed partial class MigrationSource
     private readonly List<TimelineSample> _timeline = [];
     private readonly PageSender _pages = new();
     private bool _committed;
+    private long _epoch;
     private Connection? _conn;
     private string _phase = "setup";
     private double _tSetupDone, _tCheckpointDone, _tLogDone, _tPause = -1, _tResumed = -1;
@@ -130,6 +131,8 @@ internal sealed partial class MigrationSource
 
     private void Setup(CancellationToken token)
     {
+        // FLEET: the epoch this host owns the guest under; the commit compares it.
+        _epoch = _host.Ownership.EpochIfOwner(_command.Name, _host.Address) ?? throw new OwnershipLostException($"the fleet record of '{_command.Name}' does not name this host");
         _conn = Connection.Connect(_command.Target);
         _conn.ClientHandshake(Purpose.Migrate);
         if (_command.BandwidthBytesPerSecond > 0) _conn.Limiter = new TokenBucket((long)_command.BandwidthBytesPerSecond);
@@ -198,6 +201,10 @@ internal sealed partial class MigrationSource
         lock (_decision)
         {
             _cancel.Token.ThrowIfCancellationRequested();
+            Fault(FaultPoint.BeforeCommit);
+            // FLEET: the commit point is the ownership transaction (pairwise: always true, GO decides).
+            if (!_host.Ownership.CommitMove(_command.Name, _host.Address, _command.Target, _epoch))
+                throw new OwnershipLostException($"the fleet record of '{_command.Name}' no longer names this host at epoch {_epoch}");
             _committed = true;
         }
         var (input, backlog) = _consoleClosed.Wait(TimeSpan.FromSeconds(5)) && _consoleHandoff is { } h ? h : _guest.Console.Close();
@@ -256,7 +263,7 @@ internal sealed partial class MigrationSource
     private bool CommitAndSendGo()
     {
         try { Commit(); }
-        catch (OperationCanceledException) { return false; } // cancelled first: the main thread rolls back
+        catch (Exception e) when (e is OperationCanceledException or MigrationFailedException) { return false; } // cancelled first (or the record moved): the main thread rolls back
         Fault(FaultPoint.AfterAck);
         try
         {
@@ -298,6 +305,7 @@ internal sealed partial class MigrationSource
         _phase = "done";
         _conn?.Dispose();
         ReleaseFallbackState(); // after the resume, not in the downtime: freeing C0's preserved pages takes a while
+        _host.Ownership.Released(_command.Name, _guest.Machine); // FLEET: the final state becomes the last checkpoint
         _guest.Dispose();
         _host.Log($"migration {Id}: '{_command.Name}' now runs on {_command.Target}");
     }
@@ -313,6 +321,14 @@ internal sealed partial class MigrationSource
         ReleaseFallbackState();
         _guest.Port.Throttle = 0;
         ReopenConsole();
+        // FLEET: once paused, resume only after making sure no commit or takeover can still apply.
+        if (_tPause >= 0 && _host.Ownership.Reclaim(_command.Name, _host.Address, _epoch) == null)
+        {
+            _guest.Dispose();
+            lock (_host.Lock) _host.RemoveEntry(_entry);
+            _host.Log($"migration {Id}: failed ({why}); the fleet record of '{_command.Name}' names another host: dropped here");
+            return;
+        }
         _guest.Resume(); // also when it was never paused: harmless
         _host.Log($"migration {Id}: failed ({why}); '{_command.Name}' keeps running here");
     }
@@ -365,4 +381,4 @@ internal sealed partial class MigrationSource
 }
 
 /// <summary>The migration cannot go on; before commit the guest resumes on the source.</summary>
-public sealed class MigrationFailedException(string message) : Exception(message);
+public class MigrationFailedException(string message) : Exception(message);

@@ -61,10 +61,12 @@ public sealed class GuestHost : IDisposable
             LoadOutcomes(Path.Combine(options.DataDir, "outcomes.log"));
         }
         Warm();
+        Ownership = options.Ownership?.Invoke(this) ?? new PairwiseOwnership(); // FLEET: the owner record's keeper (etcd) or pairwise
         new Thread(AcceptLoop) { IsBackground = true, Name = $"host-{bound}" }.Start();
     }
 
     public HostOptions Options { get; }
+    public IOwnership Ownership { get; }
     public IPAddress BindAddress { get; }
     /// <summary>HOST:PORT where this host can be reached.</summary>
     public string Address { get; }
@@ -165,17 +167,41 @@ public sealed class GuestHost : IDisposable
         if (string.IsNullOrWhiteSpace(name)) throw new HostException("a guest needs a name");
         ulong mem = request.MemorySize == 0 ? MachineConfig.DefaultMemorySize : request.MemorySize;
         if (mem > Options.MaxMemorySize || mem % 4096 != 0) throw new HostException($"memory size {mem} is not supported here");
+        if (Ownership.RefuseNewGuests() is { } refused) throw new HostException(refused);
         lock (Lock)
         {
             if (_guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy)
                 throw new HostException($"a guest named '{name}' already {busy} on this host");
         }
         var console = new ConsoleEndpoint(BindAddress);
-        var port = new GuestHostPort(console);
+        var port = NewPort(console);
         var machine = new Machine(new MachineConfig { MemorySize = mem, CompileBlocks = Options.CompileBlocks }, port);
         try { ElfLoader.Load(machine, request.Elf.Span); }
         catch { machine.Dispose(); console.Dispose(); throw; }
-        var instance = new GuestInstance(name, request.ImageName, machine, port);
+        return Launch(name, request.ImageName, machine, port, $"started '{name}' ({request.ImageName}, {mem >> 20} MiB)");
+    }
+
+    /// <summary>A port for a guest of this host: bound to the host's run permit (fencing).</summary>
+    internal GuestHostPort NewPort(ConsoleEndpoint console, ulong timeBase = 0) => new(console, timeBase) { Permit = Ownership.Permit };
+
+    /// <summary>Restarts a guest from a checkpoint (a fleet's `lm recover`: its record already names this host).</summary>
+    public string StartFromCheckpoint(string name, string imageName, byte[] checkpoint)
+    {
+        var console = new ConsoleEndpoint(BindAddress);
+        var port = NewPort(console);
+        Machine machine;
+        try { machine = Trace.CheckpointFile.Load(checkpoint, port); }
+        catch { console.Dispose(); throw; }
+        port.Rebase(machine.Clint.Time);
+        return Launch(name, imageName, machine, port, $"recovered '{name}' from its checkpoint at icount {machine.Icount}", claim: false);
+    }
+
+    private string Launch(string name, string imageName, Machine machine, GuestHostPort port, string what, bool claim = true)
+    {
+        var console = port.Console;
+        var instance = new GuestInstance(name, imageName, machine, port);
+        try { if (claim) Ownership.Claim(name, machine.Config.MemorySize, imageName); }
+        catch { instance.Dispose(); throw; }
         lock (Lock)
         {
             if (_guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy)
@@ -186,7 +212,7 @@ public sealed class GuestHost : IDisposable
             _guests[name] = new GuestEntry(name) { Instance = instance };
         }
         instance.Start();
-        Log($"started '{name}' ({request.ImageName}, {mem >> 20} MiB), console {ConsoleAddress(console)}");
+        Log($"{what}, console {ConsoleAddress(console)}");
         return ConsoleAddress(console);
     }
 
@@ -256,6 +282,7 @@ public sealed class GuestHost : IDisposable
         }
         ulong icount = instance.Machine.Icount;
         instance.Dispose();
+        Ownership.Forget(name, Address);
         Log($"stopped '{name}' at icount {icount}");
         return $"stopped '{name}' at icount {icount}";
     }
@@ -315,6 +342,7 @@ public sealed class GuestHost : IDisposable
         MigrationDestination? arriving;
         lock (Lock) arriving = _guests.TryGetValue(name, out var e) ? e.Arriving : null;
         if (arriving == null) throw new HostException($"no migration of '{name}' awaits GO on this host");
+        if (Ownership.Coordinated) throw new HostException($"this host is in a fleet: the record of '{name}' decides its migration (no resolve needed); `lm recover` restarts a guest whose host is gone");
         return arriving.Resolve(decision);
     }
 
@@ -372,6 +400,7 @@ public sealed class GuestHost : IDisposable
     {
         _shutdown.Cancel();
         _listener.Stop();
+        Ownership.Dispose(); // a fleet member deregisters (revokes its lease)
         List<GuestEntry> entries;
         lock (Lock) { entries = [.. _guests.Values]; _guests.Clear(); }
         foreach (var e in entries)

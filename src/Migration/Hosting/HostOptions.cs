@@ -15,6 +15,8 @@ public enum FaultPoint
     AfterFinalState,
     /// <summary>After the ACK was received (the source has committed), before GO is sent.</summary>
     AfterAck,
+    /// <summary>After the ACK was received, before the commit (in a fleet: before the etcd transaction).</summary>
+    BeforeCommit,
     /// <summary>Post-copy only: after GO and the first batch of post-copy pages.</summary>
     Postcopy,
 }
@@ -37,4 +39,6 @@ public sealed record HostOptions
     public bool CompileBlocks { get; init; } = true;
     /// <summary>Test hook: a destination replays the migration log at most this fast (guest MIPS; 0 = no cap).</summary>
     public double ReplayMipsCap { get; init; }
+    /// <summary>Builds the host's ownership (a fleet member on etcd); null: pairwise ACK/GO.</summary>
+    public Func<GuestHost, IOwnership>? Ownership { get; init; }
 }
