@@ -27,15 +27,16 @@ public static class HostCommands
         command.Options.Add(listen);
         command.Options.Add(data);
         command.Options.Add(quiet);
+        var fleet = HostFleetOptions.Add(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             bool q = parse.GetValue(quiet);
-            using var host = new GuestHost(new HostOptions
+            using var host = new GuestHost(fleet.Apply(parse, new HostOptions
             {
                 Listen = parse.GetValue(listen)!,
                 DataDir = parse.GetValue(data),
                 Log = q ? null : m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}"),
-            });
+            }));
             Console.WriteLine($"lm host listening on {host.Address}");
             // In the background: the host serves at once; its first migration finds the paths warm.
             new Thread(() => MigrationWarmUp.Run(host.Options.Log)) { IsBackground = true, Name = "warm-up", Priority = ThreadPriority.BelowNormal }.Start();
@@ -74,16 +75,26 @@ public static class HostCommands
 
     public static Command Status()
     {
-        var host = HostOption();
+        var host = HostOption(required: false);
+        var etcd = FleetCommands.EtcdOption();
+        var prefix = FleetCommands.PrefixOption();
         var name = new Argument<string?>("name") { Description = "only this guest", Arity = ArgumentArity.ZeroOrOne };
         var json = new Option<bool>("--json") { Description = "print JSON" };
-        var command = new Command("status", "Show the guests of a host");
+        var command = new Command("status", "Show the guests of a host (with --etcd, find guest NAME wherever it runs)");
         command.Options.Add(host);
         command.Arguments.Add(name);
         command.Options.Add(json);
+        command.Options.Add(etcd);
+        command.Options.Add(prefix);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            using var c = HostClient.Connect(parse.GetValue(host)!);
+            string? at = parse.GetValue(host);
+            if (at == null && parse.GetValue(etcd) is { } fleet && parse.GetValue(name) is { } guest)
+            {
+                at = FleetCommands.Locate(fleet, parse.GetValue(prefix)!, guest);
+                if (!parse.GetValue(json)) Console.WriteLine($"'{guest}' belongs to {at}");
+            }
+            using var c = HostClient.Connect(at ?? throw new FormatException("--host HOST:PORT is required (or --etcd URL with a guest NAME)"));
             var reply = c.Status(parse.GetValue(name));
             if (parse.GetValue(json))
             {

@@ -383,6 +383,9 @@ public sealed class GuestHost : IDisposable
 
     internal GuestEntry? Entry(string name) => _guests.GetValueOrDefault(name);
 
+    /// <summary>A copy of the entries (under <see cref="Lock"/>), for the fleet's host record and fencing.</summary>
+    internal List<GuestEntry> Entries() { lock (Lock) return [.. _guests.Values]; }
+
     internal void SetEntry(GuestEntry entry) => _guests[entry.Name] = entry;
 
     internal void RemoveEntry(GuestEntry entry)
