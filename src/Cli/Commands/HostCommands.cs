@@ -42,6 +42,8 @@ public static class HostCommands
             new Thread(() => MigrationWarmUp.Run(host.Options.Log)) { IsBackground = true, Name = "warm-up", Priority = ThreadPriority.BelowNormal }.Start();
             using var done = new ManualResetEventSlim();
             Console.CancelKeyPress += (_, e) => { e.Cancel = true; done.Set(); };
+            // SIGTERM: a clean exit, so the host deregisters from the fleet before the process ends.
+            using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; done.Set(); });
             AppDomain.CurrentDomain.ProcessExit += (_, _) => done.Set();
             done.Wait();
             Console.Error.WriteLine("lm host: shutting down");
