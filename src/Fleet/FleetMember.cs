@@ -155,8 +155,9 @@ public sealed partial class FleetMember : IOwnership
             lock (_epochs) _epochs.Remove(e.Name);
             Log($"'{e.Name}' belongs to {owner} now (epoch {r?.Epoch}); dropped here, it never ran again on this host");
         }
-        _fenced = false;
         Extend(provenAt);
+        if (Permit.Expired) return; // the proof came too late to extend past now: the next keep-alive tries again
+        _fenced = false;
         Log("unfenced: the lease is alive and the records re-read");
     }
 

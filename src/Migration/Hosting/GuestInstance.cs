@@ -46,7 +46,8 @@ public sealed class GuestInstance : IDisposable
                 if (Crash != null) return "crashed";
                 if (_halted) return HaltReason == StopReason.Exited ? "exited" : "idle";
                 if (_pauseRequested) return _isPaused ? "paused" : "pausing";
-                return Fenced ? "fenced" : "running";
+                if (Fenced) return _isPaused ? "fenced" : "fencing"; // fenced: its thread stands still
+                return "running";
             }
         }
     }
