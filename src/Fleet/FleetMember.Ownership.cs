@@ -87,7 +87,9 @@ public sealed partial class FleetMember
     public bool CommitMove(string guest, string source, string destination, long epoch)
     {
         long t0 = Stopwatch.GetTimestamp();
-        var r = Decide(Move(guest, source, epoch, Txn.Put(_keys.Owner(guest), destination), Txn.Put(_keys.Epoch(guest), Num(epoch + 1))), $"commit of '{guest}'");
+        var t = Move(guest, source, epoch, Txn.Put(_keys.Owner(guest), destination), Txn.Put(_keys.Epoch(guest), Num(epoch + 1)));
+        t.Compare.Add(Txn.Exists(_keys.Host(destination))); // a destination whose lease is gone gets nothing: the source keeps the guest
+        var r = Decide(t, $"commit of '{guest}'");
         LastCommitTime = Stopwatch.GetElapsedTime(t0);
         bool committed = r.Succeeded || Record(guest, r) is { } rec && rec.Owner == destination && rec.Epoch == epoch + 1; // an earlier attempt applied
         lock (_epochs)

@@ -20,6 +20,8 @@ public sealed class EtcdClient : IDisposable
     private readonly GrpcChannel[] _channels;
     private readonly string[] _endpoints;
     private int _current;
+    private bool _answered;
+    private static readonly TimeSpan FirstCallTimeout = TimeSpan.FromSeconds(10);
 
     public EtcdClient(IEnumerable<string> endpoints)
     {
@@ -56,12 +58,19 @@ public sealed class EtcdClient : IDisposable
     private T Call<T>(Func<CallInvoker, DateTime, T> call, TimeSpan? budget = null)
     {
         var sw = Stopwatch.StartNew();
-        var limit = budget ?? CallBudget;
+        var limit = (budget ?? CallBudget) + (Volatile.Read(ref _answered) ? TimeSpan.Zero : FirstCallTimeout);
         Exception? last = null;
         while (true)
         {
             var invoker = Invoker(out int index);
-            try { return call(invoker, DateTime.UtcNow + AttemptTimeout); }
+            // The first call of a process also pays for JIT-compiling the HTTP/2 and gRPC stack.
+            var attempt = Volatile.Read(ref _answered) ? AttemptTimeout : FirstCallTimeout;
+            try
+            {
+                var result = call(invoker, DateTime.UtcNow + attempt);
+                Volatile.Write(ref _answered, true);
+                return result;
+            }
             catch (RpcException e) when (Retryable(e))
             {
                 last = e;
