@@ -65,7 +65,8 @@ public sealed class CrashTests(ITestOutputHelper output)
             Assert.True(runners.Count <= 1, $"two hosts run '{name}': {string.Join(", ", runners)}");
             var owner = admin.Guest(name).Owner;
             if (runners.Count == 1 && owner == runners[0]) { runner = runners[0]; return true; }
-            return runners.Count == 0 && !admin.Hosts().Any(h => h.Address == owner);
+            // Recoverable only once nobody can still take it: no live host holds an incoming copy either.
+            return runners.Count == 0 && !admin.Hosts().Any(h => h.Address == owner) && !liveAddresses.Any(h => Holds(h, name));
         }, 30000, $"'{name}' to settle on one host, or to be recoverable");
         if (runner != null)
         {
@@ -78,6 +79,17 @@ public sealed class CrashTests(ITestOutputHelper output)
         Assert.True(Runs(to, name));
         Assert.Single(liveAddresses.Where(h => Runs(h, name)));
         return to;
+    }
+
+    /// <summary>The host has the guest in any state but "moved" (running, or arriving and able to take it).</summary>
+    private static bool Holds(string host, string name)
+    {
+        try
+        {
+            using var c = HostClient.Connect(host);
+            return c.Status().Guests.Any(g => g.Name == name && g.State != "moved");
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or HostException) { return false; }
     }
 
     internal static bool Runs(string host, string name)
