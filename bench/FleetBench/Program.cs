@@ -55,7 +55,7 @@ finally
     for (int i = 0; i < n + 2; i++)
     {
         using var c = HostClient.Connect(from.Address);
-        var r = c.Migrate(new MigrateCommand { Name = "kv", Target = to.Address, Strategy = "log" });
+        var r = c.Migrate(new MigrateCommand { Name = "kv", Target = to.Address, Strategy = Strategy.Log });
         if (!r.Success) throw new InvalidOperationException(r.Error);
         if (i >= 2) // the first two warm both directions
         {
@@ -80,7 +80,7 @@ void Drain(string etcdUrl, byte[] elf, int guests)
         using var fleet = new FleetAdmin(etcdUrl, prefix);
         foreach (int parallel in new[] { 1, 2 })
         {
-            var (results, elapsed) = FleetDrain.Run(fleet, hosts[parallel == 1 ? 0 : 1].Address, parallel, new MigrateCommand { Strategy = "log" });
+            var (results, elapsed) = FleetDrain.Run(fleet, hosts[parallel == 1 ? 0 : 1].Address, parallel, new MigrateCommand { Strategy = Strategy.Log });
             if (parallel == 1) fleet.SetDraining(hosts[0].Address, false);
             Console.WriteLine($"drain of {results.Count} guests, --parallel {parallel}: {elapsed.TotalSeconds:F2} s, {results.Count(r => r.Success)} verified, median downtime {Median([.. results.Where(r => r.Report != null).Select(r => r.Report!.DowntimeSeconds * 1000)]):F2} ms");
             Thread.Sleep(1000);

@@ -1,3 +1,5 @@
+using LiveMigration.Migration.Engine;
+using LiveMigration.Migration.Transport;
 using System.CommandLine;
 using LiveMigration.Fleet;
 using LiveMigration.Migration.Hosting;
@@ -123,7 +125,7 @@ public static class FleetCommands
             using var fleet = Admin(parse, etcd, prefix);
             string h = parse.GetValue(host)!;
             var last = new Dictionary<string, double>();
-            var template = new MigrateCommand { Strategy = parse.GetValue(strategy)!, BandwidthBytesPerSecond = Rate.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = 10 };
+            var template = new MigrateCommand { Strategy = Strategies.Parse(parse.GetValue(strategy)!), BandwidthBytesPerSecond = Bandwidth.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = 10 };
             var (results, elapsed) = FleetDrain.Run(fleet, h, parse.GetValue(parallel), template, (g, p) =>
             {
                 lock (last)
@@ -131,7 +133,7 @@ public static class FleetCommands
                     if (p.ElapsedSeconds - last.GetValueOrDefault(g, -1) < 0.5) return;
                     last[g] = p.ElapsedSeconds;
                 }
-                Console.Error.WriteLine($"lm drain: {g,-12} {p.ElapsedSeconds,6:F2} s  {p.Phase,-14} {p.Strategy}");
+                Console.Error.WriteLine($"lm drain: {g,-12} {p.ElapsedSeconds,6:F2} s  {Strategies.Name(p.Phase),-14} {Strategies.Name(p.Strategy)}");
             });
             if (parse.GetValue(json))
             {
@@ -143,7 +145,7 @@ public static class FleetCommands
                 var t = new Table().Title($"drained {Markup.Escape(h)}: {results.Count(r => r.Success)}/{results.Count} moved in {elapsed.TotalSeconds:F2} s")
                     .AddColumns("guest", "to", "strategy", "downtime", "total", "digest", "result");
                 foreach (var r in results)
-                    t.AddRow(Markup.Escape(r.Guest), r.Destination, r.Report?.Strategy ?? "", r.Report is { } a ? $"{a.DowntimeSeconds * 1000:F1} ms" : "",
+                    t.AddRow(Markup.Escape(r.Guest), r.Destination, r.Report is { } s ? Strategies.Name(s.Strategy) : "", r.Report is { } a ? $"{a.DowntimeSeconds * 1000:F1} ms" : "",
                         r.Report is { } b ? $"{b.TotalSeconds:F2} s" : "", r.Report is { DigestVerified: true } c ? $"{c.Digest:x16} verified" : "",
                         r.Success ? "[green]moved[/]" : $"[red]{Markup.Escape(r.Error ?? "failed")}[/]");
                 AnsiConsole.Write(t);

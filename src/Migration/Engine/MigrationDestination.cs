@@ -248,7 +248,7 @@ internal sealed partial class MigrationDestination
             {
                 if (!_record.Result) { Discard("the fleet record names another host"); return; }
                 var answer = QuerySource(); // the source's console bytes, when it is still there
-                Start(answer?.Decision == "go" ? answer.ConsoleInput.ToByteArray() : [], answer?.Decision == "go" ? answer.ConsoleBacklog.ToByteArray() : [], "the committed fleet record");
+                Start(answer?.Decision == Decision.Go ? answer.ConsoleInput.ToByteArray() : [], answer?.Decision == Decision.Go ? answer.ConsoleBacklog.ToByteArray() : [], "the committed fleet record");
                 return;
             }
             if (_host.Ownership.TakeOver(_setup.Name, _setup.Source, _host.Address, _epoch))

@@ -305,7 +305,7 @@ public sealed class GuestHost : IDisposable
         lock (Lock)
         {
             string? refusal = _guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy
-                ? $"a guest named '{name}' already {busy} on this host" : CapacityProblem(mem, incoming: false);
+                ? $"a guest named '{name}' already {busy} on this host" : CapacityProblem(machine.Config.MemorySize, incoming: false);
             if (refusal != null)
             {
                 instance.Dispose();
