@@ -62,6 +62,7 @@ public static class Authorization
         BodyOneofCase.Cancel => Request.Cancel,
         BodyOneofCase.Resolve => Request.Resolve,
         BodyOneofCase.GoQuery => Request.GoQuery,
+        BodyOneofCase.ArrivalQuery => Request.GoQuery, // a source holding a paused copy asks how its GO ended
         _ => null,
     };
 
@@ -76,7 +77,7 @@ public static class Authorization
         Request.Resolve => "resolve migrations",
         Request.Console => "attach to consoles",
         Request.MigrationStream => "send or receive migrations",
-        Request.GoQuery => "ask for a migration's GO",
+        Request.GoQuery => "ask for a migration's GO or its arrival",
         _ => r.ToString(),
     };
 }

@@ -47,8 +47,13 @@ internal sealed class HostWatch : IDisposable
         _thread.Start();
     }
 
-    /// <summary>The dashboard's own URL, shown with the host (known once the listener is up).</summary>
-    public string? Http { get; set; }
+    /// <summary>The dashboard's own URL, shown with the host (known once the listener is up: the picture is taken again then).</summary>
+    public string? Http
+    {
+        get => _http;
+        set { _http = value; Sample(); }
+    }
+    private volatile string? _http;
 
     /// <summary>The latest picture (at most a second old).</summary>
     public StatusView Current
@@ -70,7 +75,15 @@ internal sealed class HostWatch : IDisposable
         }
     }
 
+    private readonly object _sampling = new();
+
+    /// <summary>Takes the picture; the watch thread and the Http setter may both call it.</summary>
     private void Sample()
+    {
+        lock (_sampling) SampleOnce();
+    }
+
+    private void SampleOnce()
     {
         var self = SelfView();
         var peers = _peers.Select(PeerView).ToList();

@@ -16,13 +16,31 @@ public unsafe class FpInstructionTests
     /// <summary>Runs one instruction with f1, f2, f3 and x11 set; returns the rig (f/x state to inspect).</summary>
     private static Rig Run(uint insn, ulong f1 = 0, ulong f2 = 0, ulong f3 = 0, ulong x11 = 0, uint fcsr = 0)
     {
-        var rig = new Rig();
+        var rig = FpRig();
         rig.Emit(insn);
         ref var c = ref rig.M.Cpu;
         c.F[1] = f1; c.F[2] = f2; c.F[3] = f3; c.Fcsr = fcsr;
         rig[A1] = x11;
         rig.Step();
         return rig;
+    }
+
+    /// <summary>A rig with mstatus.FS on: reset leaves it Off, where every FP instruction is illegal.</summary>
+    private static Rig FpRig()
+    {
+        var rig = new Rig();
+        rig.M.Cpu.Mstatus |= Mstatus.FS;
+        return rig;
+    }
+
+    [Fact]
+    public void FpInstructionsAreIllegalWhileFsIsOff()
+    {
+        using var rig = new Rig();
+        uint insn = RvFp.FaddD(4, 1, 2, RvFp.Rne);
+        rig.Emit(insn);
+        rig.Step();
+        rig.AssertTrap(Cause.IllegalInstruction, Rig.Base, insn);
     }
 
     private static ulong F(Rig r, int i) => r.M.Cpu.F[i];
@@ -216,7 +234,7 @@ public unsafe class FpInstructionTests
     [Fact]
     public void FcsrFflagsAndFrmAreViewsOfOneRegister()
     {
-        using var rig = new Rig();
+        using var rig = FpRig();
         rig.Emit(
             Rv.Addi(A1, Zero, 0xFF), Rv.Csrrw(A2, RvFp.Fcsr, A1),
             Rv.Csrr(A3, RvFp.Fflags), Rv.Csrr(A4, RvFp.Frm),
@@ -235,7 +253,7 @@ public unsafe class FpInstructionTests
     [Fact]
     public void LoadsAndStoresIncludingCompressedForms()
     {
-        using var rig = new Rig();
+        using var rig = FpRig();
         rig.WriteU64(Rig.Data, 0x4008_0000_0000_0000); // 3.0
         rig.WriteU64(Rig.Data + 8, 0x1111_2222_4040_0000); // 3.0f in the low word
         rig[A0] = Rig.Data;
@@ -258,7 +276,7 @@ public unsafe class FpInstructionTests
     [Fact]
     public void FpLoadOutsideRamIsAnAccessFault()
     {
-        using var rig = new Rig();
+        using var rig = FpRig();
         rig[A0] = 0x10;
         uint insn = RvFp.Fld(1, A0, 0);
         rig.Emit(insn);

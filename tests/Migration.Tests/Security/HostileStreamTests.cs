@@ -9,8 +9,19 @@ public sealed class HostileStreamTests(ITestOutputHelper output)
 {
     public static Envelope Setup(string name, ulong memory = 16 << 20) => new()
     {
-        Setup = new MigrateSetup { MigrationId = $"m-{name}", Name = name, MemorySize = memory, PageCount = (uint)(memory / 4096), Strategy = Strategy.Log, Source = "127.0.0.1:1", ImageName = "x" },
+        Setup = new MigrateSetup { MigrationId = $"m-{name}", Name = name, MemorySize = memory, PageCount = (uint)(memory / 4096), Strategy = Strategy.Log, Source = "127.0.0.1:1", ImageName = "x", Machine = Identity(memory) },
     };
+
+    /// <summary>What a real source of this build announces for a machine of that size (the handshake checks it first).</summary>
+    private static MachineIdentity Identity(ulong memory)
+    {
+        // The sections do not depend on the size: a small machine gives them, the size is the announced one (fuzzed too).
+        using var m = new Guest.Machine(new Guest.MachineConfig { MemorySize = 1 << 20 }, Guest.NullHostPort.Instance, compileBlocks: false);
+        var id = Engine.MachineIdentities.Of(m);
+        id.MemorySize = memory;
+        id.PageCount = (uint)(memory / 4096);
+        return id;
+    }
 
     private static RawPeer Arriving(TargetHost t, string name)
     {

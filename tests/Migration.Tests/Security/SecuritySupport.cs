@@ -64,14 +64,19 @@ internal sealed class RawPeer : IDisposable
 
     public void Write(byte[] bytes) => Stream.Write(bytes);
 
+    /// <summary>The next message other than a destination's heartbeat (it beats every few ms while a migration is in flight).</summary>
     public Envelope Read()
     {
-        var header = new byte[Frame.HeaderSize];
-        Stream.ReadExactly(header);
-        int length = (int)BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(8));
-        var payload = new byte[length];
-        Stream.ReadExactly(payload);
-        return Envelope.Parser.ParseFrom(payload);
+        while (true)
+        {
+            var header = new byte[Frame.HeaderSize];
+            Stream.ReadExactly(header);
+            int length = (int)BinaryPrimitives.ReadUInt32LittleEndian(header.AsSpan(8));
+            var payload = new byte[length];
+            Stream.ReadExactly(payload);
+            var e = Envelope.Parser.ParseFrom(payload);
+            if (e.BodyCase != Envelope.BodyOneofCase.Heartbeat) return e;
+        }
     }
 
     /// <summary>Hello, and the host's verdict.</summary>
