@@ -1,4 +1,4 @@
-using LiveMigration.Migration.Demo;
+using LiveMigration.Cli.Demo;
 using LiveMigration.Migration.Hosting;
 using Xunit.Abstractions;
 

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using LiveMigration.Migration.Demo;
+using LiveMigration.Cli.Demo;
 using LiveMigration.Migration.Hosting;
 using Xunit.Abstractions;
 
