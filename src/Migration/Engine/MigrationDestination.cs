@@ -121,12 +121,13 @@ internal sealed partial class MigrationDestination
             var e = _conn.Receive();
             switch (e.BodyCase)
             {
-                case Envelope.BodyOneofCase.Pages: PageReceiver.Apply(_machine!.Memory, e.Pages); break;
-                case Envelope.BodyOneofCase.ZeroPages: PageReceiver.Apply(_machine!.Memory, e.ZeroPages); break;
+                // Under the lock a discard takes: a host shutting down must not free the RAM a batch is being written into.
+                case Envelope.BodyOneofCase.Pages: lock (_lock) { if (_resolved) return; PageReceiver.Apply(_machine!.Memory, e.Pages); } break;
+                case Envelope.BodyOneofCase.ZeroPages: lock (_lock) { if (_resolved) return; PageReceiver.Apply(_machine!.Memory, e.ZeroPages); } break;
                 case Envelope.BodyOneofCase.CheckpointDone: OnCheckpointDone(e.CheckpointDone); break;
                 case Envelope.BodyOneofCase.Log when _fellBack: break; // in flight when the source fell back
                 case Envelope.BodyOneofCase.Log: OnLog(e.Log); break;
-                case Envelope.BodyOneofCase.DeltaPages: OnDeltaPages(e.DeltaPages); break;
+                case Envelope.BodyOneofCase.DeltaPages: lock (_lock) { if (_resolved) return; OnDeltaPages(e.DeltaPages); } break;
                 case Envelope.BodyOneofCase.PrecopyFallback: OnPrecopyFallback(e.PrecopyFallback); break;
                 case Envelope.BodyOneofCase.PostcopyManifest: _manifest = e.PostcopyManifest; break;
                 case Envelope.BodyOneofCase.FinalState when _manifest != null: // post-copy, or auto's last resort after pre-copy

@@ -73,6 +73,7 @@ public sealed class ConsoleEndpoint : ISerialBackend
             try { socket = _listener.AcceptSocket(); }
             catch (SocketException) { return; }
             catch (ObjectDisposedException) { return; }
+            catch (InvalidOperationException) { return; } // the listener was stopped before or while this thread started
             var client = Authenticate(socket);
             if (client == null) continue;
             lock (_lock)
