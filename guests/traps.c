@@ -292,9 +292,18 @@ static void test_interrupts(void)
     uint64_t base_irqs = irq_count;
     timer_set(mtime_read() + 1000);
     csr_set(mie, MIP_MTIP);
-    irq_enable();
-    while (!vec_timer_hits && irq_count == base_irqs)
-        wfi();
+    /* Check-then-sleep with MIE=0 (as kv.c): the one-shot timer could
+     * otherwise be taken between the test and the WFI, which then never
+     * wakes; QEMU under load hit exactly that. */
+    for (;;) {
+        irq_disable();
+        if (!vec_timer_hits && irq_count == base_irqs)
+            wfi();
+        irq_enable();
+        __asm__ volatile("nop" ::: "memory");
+        if (vec_timer_hits || irq_count != base_irqs)
+            break;
+    }
     irq_disable();
     timer_disarm();
     csr_write(mtvec, (uint64_t)trap_entry);
