@@ -28,8 +28,12 @@ public sealed unsafe partial class Machine : IDisposable
     private IMmioDevice[] _devices;
     private volatile bool _stopRequested;
 
-    /// <param name="compileBlocks">Compile hot blocks to IL: a host's choice that changes speed, never behaviour, so it is not part of <see cref="MachineConfig"/>.</param>
+    /// <param name="compileBlocks">Compile hot blocks to IL (in the background): a host's choice that changes speed, never behaviour, so it is not part of <see cref="MachineConfig"/>.</param>
     public Machine(MachineConfig config, IHostPort hostPort, bool compileBlocks = true)
+        : this(config, hostPort, compileBlocks ? BlockCompilation.Background : BlockCompilation.Off) { }
+
+    /// <param name="compilation">Whether and where hot blocks are compiled to IL: speed only, never behaviour.</param>
+    public Machine(MachineConfig config, IHostPort hostPort, BlockCompilation compilation)
     {
         if (MachineConfig.MemorySizeProblem(config.MemorySize) is { } problem) throw new ArgumentException(problem, nameof(config));
         Config = config;
@@ -44,7 +48,7 @@ public sealed unsafe partial class Machine : IDisposable
         if (config.Virtio != VirtioDevices.None) Virtio = new VirtioBus(this, config.Virtio);
         _devices = Virtio == null ? [Finisher, Clint, Plic, Uart, Balloon] : [Finisher, Clint, Plic, Uart, Balloon, Virtio];
         Debug = new DebugHooks(this);
-        _hart = new Hart(this, _cpu, compileBlocks);
+        _hart = new Hart(this, _cpu, compilation);
         Reset(Memory.Base);
     }
 
@@ -113,6 +117,40 @@ public sealed unsafe partial class Machine : IDisposable
 
     /// <summary>Asks a running <see cref="Run"/> to return at the next instruction boundary it checks (any thread).</summary>
     public void RequestStop() => _stopRequested = true;
+
+    /// <summary>
+    /// The earliest time at which an enabled timer interrupt becomes pending, or <see cref="ulong.MaxValue"/>:
+    /// CLINT's mtimecmp behind MTIE and, with Sstc on (menvcfg.STCE), stimecmp behind STIE. A sleeping
+    /// hart wakes there; Linux under OpenSBI arms only stimecmp.
+    /// </summary>
+    public ulong TimerDeadline
+    {
+        get
+        {
+            ulong mie = _cpu->Mie, deadline = ulong.MaxValue;
+            if ((mie & Irq.MTIP) != 0) deadline = Clint.Mtimecmp;
+            if ((mie & Irq.STIP) != 0 && (_cpu->Menvcfg & Envcfg.STCE) != 0) deadline = Math.Min(deadline, _cpu->Stimecmp);
+            return deadline;
+        }
+    }
+
+    /// <summary>
+    /// The next time a timer comparator (mtimecmp; stimecmp with Sstc on) is crossed, enabled or not,
+    /// or <see cref="ulong.MaxValue"/>: a port delivers the time there so polled mip bits rise on time.
+    /// </summary>
+    public ulong NextTimerEdge
+    {
+        get
+        {
+            ulong time = Clint.Time, edge = ulong.MaxValue;
+            if (Clint.Mtimecmp > time) edge = Clint.Mtimecmp;
+            if ((_cpu->Menvcfg & Envcfg.STCE) != 0 && _cpu->Stimecmp > time) edge = Math.Min(edge, _cpu->Stimecmp);
+            return edge;
+        }
+    }
+
+    /// <summary>Whether a device interrupt (UART, virtio through the PLIC) can wake a sleeping hart, at M or S level.</summary>
+    public bool ExternalInterruptsEnabled => (_cpu->Mie & (Irq.MEIP | Irq.SEIP)) != 0;
 
     /// <summary>The mip register as the devices drive it.</summary>
     public ulong Mip => _hart.Mip(

@@ -40,10 +40,11 @@ public class LiveHostPort : IHostPort
     public virtual void Poll(Machine machine)
     {
         _nextPoll = machine.Icount + PollInterval;
-        if (machine.Clint.Mtimecmp != ulong.MaxValue && machine.Clint.Time < machine.Clint.Mtimecmp)
+        ulong edge = machine.NextTimerEdge;
+        if (edge != ulong.MaxValue)
         {
             ulong now = Now;
-            if (now >= machine.Clint.Mtimecmp) DeliverTime(machine, now);
+            if (now >= edge) DeliverTime(machine, now);
         }
         DeliverSerial(machine);
         long t = Stopwatch.GetTimestamp();
@@ -74,15 +75,15 @@ public class LiveHostPort : IHostPort
     public bool WaitForInput(Machine machine)
     {
         _serial.Flush();
-        var clint = machine.Clint;
-        bool timerArmed = (machine.Cpu.Mie & Irq.MTIP) != 0 && clint.Mtimecmp != ulong.MaxValue;
-        bool serialArmed = (machine.Cpu.Mie & Irq.MEIP) != 0 && !_serial.InputClosed;
+        ulong deadline = machine.TimerDeadline;
+        bool timerArmed = deadline != ulong.MaxValue;
+        bool serialArmed = machine.ExternalInterruptsEnabled && !_serial.InputClosed;
         if (!timerArmed && !serialArmed) return false;
 
         while (true)
         {
             ulong now = Now;
-            if (timerArmed && now >= clint.Mtimecmp)
+            if (timerArmed && now >= deadline)
             {
                 DeliverTime(machine, now);
                 return true;
@@ -93,7 +94,7 @@ public class LiveHostPort : IHostPort
             DeliverSerial(machine);
             if (machine.Uart.RxSpace != before) return true;
             if (_serial.InputClosed && !timerArmed) return false;
-            int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
+            int waitMs = timerArmed ? (int)Math.Min((deadline - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
             _serial.InputArrived.WaitOne(waitMs);
         }
     }

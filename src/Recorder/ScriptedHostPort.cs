@@ -49,11 +49,11 @@ public sealed class ScriptedHostPort : IHostPort
     {
         _recorder?.OnPoll(machine);
         _nextPoll = machine.Icount + LiveHostPort.PollInterval;
-        var clint = machine.Clint;
-        if (clint.Mtimecmp != ulong.MaxValue && clint.Time < clint.Mtimecmp)
+        ulong edge = machine.NextTimerEdge;
+        if (edge != ulong.MaxValue)
         {
             ulong now = Now(machine);
-            if (now >= clint.Mtimecmp) DeliverTime(machine, now);
+            if (now >= edge) DeliverTime(machine, now);
         }
         DeliverSerial(machine);
     }
@@ -85,11 +85,11 @@ public sealed class ScriptedHostPort : IHostPort
     /// <summary>Sleeping: input first, else jump the clock to the timer deadline (idle time costs nothing).</summary>
     public bool WaitForInput(Machine machine)
     {
-        if ((machine.Cpu.Mie & Irq.MEIP) != 0 && DeliverSerial(machine)) return true;
-        var clint = machine.Clint;
-        if ((machine.Cpu.Mie & Irq.MTIP) == 0 || clint.Mtimecmp == ulong.MaxValue) return false;
+        if (machine.ExternalInterruptsEnabled && DeliverSerial(machine)) return true;
+        ulong deadline = machine.TimerDeadline;
+        if (deadline == ulong.MaxValue) return false;
         ulong now = Now(machine);
-        if (now < clint.Mtimecmp) { _idleTicks += clint.Mtimecmp - now; now = clint.Mtimecmp; }
+        if (now < deadline) { _idleTicks += deadline - now; now = deadline; }
         DeliverTime(machine, now);
         return true;
     }

@@ -50,7 +50,7 @@ public class BlockCompilerEquivalenceTests
 
     private static Machine Load(uint[] program, ulong[] registers, bool compile)
     {
-        var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance, compile);
+        var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance, compile ? BlockCompilation.Inline : BlockCompilation.Off);
         var bytes = new byte[program.Length * 4];
         Buffer.BlockCopy(program, 0, bytes, 0, bytes.Length);
         m.Memory.Write(CodeBase, bytes);

@@ -16,7 +16,11 @@ internal sealed unsafe partial class Hart : IDisposable
     private bool _noFill;
     private bool _updatingPte;
 
-    public void Dispose() => _tlb.Dispose();
+    public void Dispose()
+    {
+        _tlb.Dispose();
+        _blocks?.Close();
+    }
 
     public void FlushTlb()
     {

@@ -19,12 +19,12 @@ internal sealed unsafe partial class Hart
     private readonly BlockCache? _blocks;
     private bool _breakOut;
 
-    public Hart(Machine machine, CpuState* state, bool compileBlocks)
+    public Hart(Machine machine, CpuState* state, BlockCompilation compilation)
     {
         _machine = machine;
         _s = state;
         _mem = machine.Memory;
-        if (compileBlocks) _blocks = new BlockCache(_mem);
+        if (compilation != BlockCompilation.Off) _blocks = new BlockCache(_mem, compilation == BlockCompilation.Background);
         _mem.PageTableWritten = OnPageTableWritten;
     }
 
@@ -100,6 +100,7 @@ internal sealed unsafe partial class Hart
         bool absentPages = _mem.HasAbsentPages;
         if (absentPages) { loadLimit = 0; blockCache = null; }
         if (blockCache != null && blockCache.Generation != debug.Generation) blockCache.Flush(debug.Generation);
+        if (blockCache != null && blockCache.HasCompleted) blockCache.InstallCompleted();
         DecodedInsn crossPage;
         ulong codePhys = 0; // RAM offset of the code page
         _paged = T.Paged;
@@ -187,13 +188,21 @@ internal sealed unsafe partial class Hart
                 }
                 else if (be.Hits >= 0 && ++be.Hits >= BlockCache.CompileThreshold)
                 {
-                    if (BlockCompiler.TryCompile(_mem, pc, codePhys + (pc & (GuestMemory.PageSize - 1)), T.Paged, isBreakpoint, out be.Fn, out be.Count, out int bytes))
+                    ulong slotOffset = pc & (GuestMemory.PageSize - 1);
+                    if (blockCache.Background)
+                    {
+                        var block = BlockCompiler.Decode(_mem, pc, codePhys + slotOffset, T.Paged, isBreakpoint);
+                        if (block == null) be.Hits = -1;
+                        else if (blockCache.Enqueue((int)(codePhys >> GuestMemory.PageShift), (int)(slotOffset >> 1), tag, block)) be.Hits = BlockCache.Queued;
+                        else be.Hits = 0; // the compiler is busy: ask again after another threshold's worth
+                    }
+                    else if (BlockCompiler.TryCompile(_mem, pc, codePhys + slotOffset, T.Paged, isBreakpoint, out be.Fn, out be.Count, out int bytes))
                     {
                         be.Bytes = (ushort)bytes;
                         be.Tag = tag;
                         continue;
                     }
-                    be.Hits = -1;
+                    else be.Hits = -1;
                 }
             }
             scoped ref DecodedInsn d = ref code[(pc & (GuestMemory.PageSize - 1)) >> 1];

@@ -76,11 +76,11 @@ public sealed class GuestHostPort : IHostPort
     {
         _nextPoll = machine.Icount + PollInterval;
         Log?.OnPoll(machine);
-        var clint = machine.Clint;
-        if (clint.Mtimecmp != ulong.MaxValue && clint.Time < clint.Mtimecmp)
+        ulong edge = machine.NextTimerEdge;
+        if (edge != ulong.MaxValue)
         {
             ulong now = Now;
-            if (now >= clint.Mtimecmp) DeliverTime(machine, now);
+            if (now >= edge) DeliverTime(machine, now);
         }
         DeliverSerial(machine);
         long t = Stopwatch.GetTimestamp();
@@ -134,15 +134,14 @@ public sealed class GuestHostPort : IHostPort
     public bool WaitForInput(Machine machine)
     {
         _console.Flush();
-        var clint = machine.Clint;
-        bool timerArmed = (machine.Cpu.Mie & Irq.MTIP) != 0 && clint.Mtimecmp != ulong.MaxValue;
-        bool serialArmed = (machine.Cpu.Mie & Irq.MEIP) != 0;
-        if (!timerArmed && !serialArmed) return false;
+        ulong deadline = machine.TimerDeadline;
+        bool timerArmed = deadline != ulong.MaxValue;
+        if (!timerArmed && !machine.ExternalInterruptsEnabled) return false;
         while (true)
         {
             if (_wake) return true; // the machine sees its stop request at the top of its loop
             ulong now = Now;
-            if (timerArmed && now >= clint.Mtimecmp)
+            if (timerArmed && now >= deadline)
             {
                 DeliverTime(machine, now);
                 return true;
@@ -150,7 +149,7 @@ public sealed class GuestHostPort : IHostPort
             int before = machine.Uart.RxSpace;
             DeliverSerial(machine); // input may already be queued: the wake-up signal is consumed once
             if (machine.Uart.RxSpace != before) return true;
-            int waitMs = timerArmed ? (int)Math.Min((clint.Mtimecmp - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
+            int waitMs = timerArmed ? (int)Math.Min((deadline - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
             _console.InputArrived.WaitOne(waitMs);
         }
     }

@@ -32,15 +32,15 @@ public sealed class ForkedHostPort : IHostPort
     {
         _nextPoll = machine.Icount + PollInterval;
         ulong now = Now(machine);
-        if (machine.Clint.Mtimecmp != ulong.MaxValue && machine.Clint.Time < machine.Clint.Mtimecmp && now >= machine.Clint.Mtimecmp)
-            machine.DeliverTime(now);
+        ulong edge = machine.NextTimerEdge;
+        if (edge != ulong.MaxValue && now >= edge) machine.DeliverTime(now);
     }
 
     public ulong ReadTime(Machine machine) => Now(machine);
 
     public bool WaitForInput(Machine machine)
     {
-        ulong deadline = machine.Clint.Mtimecmp;
+        ulong deadline = machine.TimerDeadline;
         if (deadline == ulong.MaxValue || deadline <= machine.Clint.Time) return false;
         machine.DeliverTime(deadline);
         return true;

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using LiveMigration.Guest.Memory;
 
 namespace LiveMigration.Guest.Cpu.Jit;
@@ -35,13 +36,65 @@ internal sealed class BlockCache
     public const short CompileThreshold = 64;
     private const int MaxBlockBytes = BlockCompiler.MaxInstructions * 4;
 
-    private readonly BlockEntry[]?[] _pages;
+    /// <summary><see cref="BlockEntry.Hits"/> of a block waiting for the background compiler.</summary>
+    public const short Queued = short.MinValue;
 
-    public BlockCache(GuestMemory memory)
+    private readonly BlockEntry[]?[] _pages;
+    // Bumped when a page's code is written (per page) or all blocks are dropped (the epoch): a block
+    // compiled in the background from older code is then thrown away instead of installed.
+    private readonly int[] _pageGenerations;
+    private int _epoch;
+    private readonly ConcurrentQueue<(BackgroundCompiler.Request Request, BlockFn? Fn)> _completed = new();
+    private volatile bool _closed;
+
+    public BlockCache(GuestMemory memory, bool background)
     {
         _pages = new BlockEntry[memory.PageCount][];
+        _pageGenerations = new int[memory.PageCount];
+        Background = background;
         memory.CodeWritten = Invalidate;
-        memory.CodeFlushed = () => Array.Clear(_pages);
+        memory.CodeFlushed = DropAll;
+    }
+
+    /// <summary>Compile on <see cref="BackgroundCompiler"/>'s thread instead of the guest's.</summary>
+    public bool Background { get; }
+
+    /// <summary>Whether background-compiled blocks wait for <see cref="InstallCompleted"/>.</summary>
+    public bool HasCompleted => !_completed.IsEmpty;
+
+    /// <summary>Asks for the block decoded at a slot; false when the compiler's queue is full.</summary>
+    public bool Enqueue(int page, int slot, ulong tag, BlockCompiler.DecodedBlock block) =>
+        BackgroundCompiler.TryEnqueue(new BackgroundCompiler.Request(this, page, slot, tag, Volatile.Read(ref _pageGenerations[page]), Volatile.Read(ref _epoch), block));
+
+    internal bool IsStale(BackgroundCompiler.Request r) =>
+        _closed || Volatile.Read(ref _epoch) != r.Epoch || Volatile.Read(ref _pageGenerations[r.Page]) != r.PageGeneration;
+
+    internal void Complete(BackgroundCompiler.Request request, BlockFn? fn)
+    {
+        if (!_closed) _completed.Enqueue((request, fn));
+    }
+
+    /// <summary>On the guest thread, between blocks: installs what the background compiler finished, unless its code changed since.</summary>
+    public void InstallCompleted()
+    {
+        while (_completed.TryDequeue(out var done))
+        {
+            var (r, fn) = done;
+            if (IsStale(r)) continue;
+            ref var e = ref Page(r.Page)[r.Slot];
+            if (e.Hits != Queued) continue;
+            if (fn == null) { e.Hits = -1; continue; }
+            e = new BlockEntry { Fn = fn, Tag = r.Tag, Count = r.Block.Insns.Count, Bytes = (ushort)r.Block.Bytes };
+        }
+    }
+
+    /// <summary>The machine is gone: nothing more is installed, and queued blocks are skipped.</summary>
+    public void Close() => _closed = true;
+
+    private void DropAll()
+    {
+        Array.Clear(_pages);
+        Interlocked.Increment(ref _epoch);
     }
 
     public BlockEntry[] Page(int page) => _pages[page] ??= new BlockEntry[GuestMemory.PageSize / 2];
@@ -52,7 +105,7 @@ internal sealed class BlockCache
     /// <summary>Drops every block (breakpoints changed: they must become block boundaries).</summary>
     public void Flush(int generation)
     {
-        Array.Clear(_pages);
+        DropAll();
         Generation = generation;
     }
 
@@ -60,6 +113,7 @@ internal sealed class BlockCache
     {
         var entries = _pages[page];
         if (entries == null) return;
+        Interlocked.Increment(ref _pageGenerations[page]);
         int firstSlot = Math.Max(offset - MaxBlockBytes, 0) >> 1;
         int lastSlot = Math.Min(offset + length, GuestMemory.PageSize - 1) >> 1;
         for (int slot = firstSlot; slot <= lastSlot; slot++)

@@ -24,6 +24,9 @@ internal static unsafe partial class BlockCompiler
     private static readonly FieldInfo PcField = typeof(CpuState).GetField(nameof(CpuState.Pc))!;
     private static readonly Type[] Parameters = [typeof(ulong*), typeof(byte*), typeof(byte*), typeof(CpuState*), typeof(ulong), typeof(byte*)];
 
+    /// <summary>A budget no dispatcher passes (it never exceeds a slice): the block returns 0 untouched, after the JIT compiled it.</summary>
+    public const ulong WarmUpBudget = ulong.MaxValue;
+
     /// <summary>Set in a block's result when it stopped before an instruction the interpreter must run.</summary>
     public const ulong BailFlag = 1UL << 63;
 
@@ -35,12 +38,25 @@ internal static unsafe partial class BlockCompiler
 
     public static bool IsCompilable(Op op) => op is >= Op.Lui and <= Op.Remuw or Op.Fence || IsFp(op);
 
-    /// <summary>Decodes the block at <paramref name="pc"/>; returns false when its first instruction is not compilable.</summary>
+    /// <summary>Decodes and compiles the block at <paramref name="pc"/>; returns false when its first instruction is not compilable.</summary>
+    public static bool TryCompile(GuestMemory mem, ulong pc, ulong ramOffset, bool translated, Func<ulong, bool>? isBreakpoint, out BlockFn? fn, out int count, out int bytes)
+    {
+        fn = null;
+        var block = Decode(mem, pc, ramOffset, translated, isBreakpoint);
+        count = block?.Insns.Count ?? 0;
+        bytes = block?.Bytes ?? 0;
+        if (block == null) return false;
+        fn = block.Compile();
+        return true;
+    }
+
+    /// <summary>Reads the block at <paramref name="pc"/> from RAM; null when its first instruction is not compilable.</summary>
     /// <remarks>
     /// <paramref name="ramOffset"/> is where pc's instruction lies in RAM (pc itself is virtual when
-    /// <paramref name="translated"/>: loads and stores then go through the TLB).
+    /// <paramref name="translated"/>: loads and stores then go through the TLB). What it returns no
+    /// longer touches the machine, so it may be compiled on another thread.
     /// </remarks>
-    public static bool TryCompile(GuestMemory mem, ulong pc, ulong ramOffset, bool translated, Func<ulong, bool>? isBreakpoint, out BlockFn? fn, out int count, out int bytes)
+    public static DecodedBlock? Decode(GuestMemory mem, ulong pc, ulong ramOffset, bool translated, Func<ulong, bool>? isBreakpoint)
     {
         var insns = new List<(DecodedInsn D, ulong Pc)>();
         ulong pageEnd = (pc | (GuestMemory.PageSize - 1)) + 1;
@@ -57,24 +73,34 @@ internal static unsafe partial class BlockCompiler
             at += d.Length;
             if (IsTerminator(d.Op)) break;
         }
-        fn = null;
-        count = insns.Count;
-        bytes = (int)(at - pc);
-        if (count == 0) return false;
-        fn = Emit(mem, insns, at, isBreakpoint != null && isBreakpoint(pc), translated);
-        return true;
+        if (insns.Count == 0) return null;
+        return new DecodedBlock(insns, at, isBreakpoint != null && isBreakpoint(pc), translated, mem.Base, mem.Size);
     }
 
-    private static BlockFn Emit(GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, ulong endPc, bool startIsBreakpoint, bool translated)
+    /// <summary>A block's instructions as read from RAM, with what emitting it needs to know of the machine.</summary>
+    internal sealed record DecodedBlock(List<(DecodedInsn D, ulong Pc)> Insns, ulong EndPc, bool StartIsBreakpoint, bool Translated, ulong RamBase, ulong RamSize)
     {
+        public int Bytes => (int)(EndPc - Insns[0].Pc);
+
+        public BlockFn Compile() => Emit(this);
+    }
+
+    private static BlockFn Emit(DecodedBlock block)
+    {
+        var (insns, endPc, startIsBreakpoint, translated) = (block.Insns, block.EndPc, block.StartIsBreakpoint, block.Translated);
         var method = new DynamicMethod($"block_{insns[0].Pc:x}", typeof(ulong), Parameters, typeof(BlockCompiler).Module, skipVisibility: true);
         var il = method.GetILGenerator();
+        // budget = WarmUpBudget returns at once: the background compiler calls it so the JIT runs on its thread.
+        var body = il.DefineLabel();
+        il.Emit(OpCodes.Ldarg, 4); il.Emit(OpCodes.Ldc_I8, unchecked((long)WarmUpBudget)); il.Emit(OpCodes.Bne_Un, body);
+        il.Emit(OpCodes.Ldc_I8, 0L); il.Emit(OpCodes.Ret);
+        il.MarkLabel(body);
         var offset = il.DeclareLocal(typeof(ulong));
         var target = il.DeclareLocal(typeof(ulong));
         var bails = new Label[insns.Count];
         for (int i = 0; i < bails.Length; i++) bails[i] = il.DefineLabel();
         var usedBails = new bool[insns.Count];
-        var e = new Emitter(il, mem, insns, translated);
+        var e = new Emitter(il, block.RamBase, block.RamSize, insns, translated);
         var taken = new List<(Label Label, ulong Target, int Completed)>();
         var positions = new Dictionary<ulong, int>();
         // A jump back to a breakpointed start must leave, so the dispatcher sees the breakpoint.
@@ -197,7 +223,7 @@ internal static unsafe partial class BlockCompiler
     private sealed partial class Emitter
     {
         private readonly ILGenerator il;
-        private readonly GuestMemory mem;
+        private readonly ulong _ramBase, _ramSize;
         private readonly bool _translated;
         private readonly LocalBuilder _va, _entry;
         private readonly LocalBuilder?[] _regs = new LocalBuilder?[CpuState.RegisterSlots];
@@ -210,10 +236,11 @@ internal static unsafe partial class BlockCompiler
         /// </summary>
         public ulong Written { get; }
 
-        public Emitter(ILGenerator il, GuestMemory mem, List<(DecodedInsn D, ulong Pc)> insns, bool translated)
+        public Emitter(ILGenerator il, ulong ramBase, ulong ramSize, List<(DecodedInsn D, ulong Pc)> insns, bool translated)
         {
             this.il = il;
-            this.mem = mem;
+            _ramBase = ramBase;
+            _ramSize = ramSize;
             _translated = translated;
             _va = il.DeclareLocal(typeof(ulong));
             _entry = il.DeclareLocal(typeof(byte*));
@@ -318,9 +345,9 @@ internal static unsafe partial class BlockCompiler
         internal void RamOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size, bool write = false)
         {
             if (_translated) { TlbOffset(d, offset, bail, size, write); return; }
-            Reg(d.Rs1); Const((ulong)d.Imm); il.Emit(OpCodes.Add); Const(mem.Base); il.Emit(OpCodes.Sub);
+            Reg(d.Rs1); Const((ulong)d.Imm); il.Emit(OpCodes.Add); Const(_ramBase); il.Emit(OpCodes.Sub);
             il.Emit(OpCodes.Stloc, offset);
-            il.Emit(OpCodes.Ldloc, offset); Const(mem.Size - (ulong)size); il.Emit(OpCodes.Bgt_Un, bail);
+            il.Emit(OpCodes.Ldloc, offset); Const(_ramSize - (ulong)size); il.Emit(OpCodes.Bgt_Un, bail);
         }
 
         private void TlbOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size, bool write)
