@@ -159,21 +159,24 @@ public static class CheckpointFile
     public static Machine Load(ReadOnlySpan<byte> file, IHostPort port, bool compileBlocks = true)
     {
         var state = ReadState(file, out var info);
-        CheckMachineSection(state, info);
-        var machine = new Machine(new MachineConfig { MemorySize = info.MemorySize }, port, compileBlocks);
+        var machine = new Machine(MachineSection(state, info), port, compileBlocks);
         try { Apply(machine, state, info); }
         catch { machine.Dispose(); throw; }
         return machine;
     }
 
-    /// <summary>The state's MACH section must describe the machine the header names (checked before one is made).</summary>
-    private static void CheckMachineSection(byte[] state, CheckpointInfo info)
+    /// <summary>The machine the state's MACH section describes, which must be the one the header names (checked before one is made).</summary>
+    private static MachineConfig MachineSection(byte[] state, CheckpointInfo info)
     {
-        var r = new StateReader(state);
-        r.OpenSection("MACH", 1, ushort.MaxValue);
-        ulong size = r.U64();
-        if (size != info.MemorySize) throw new TraceFormatException(HeaderSize, $"checkpoint header says {info.MemorySize} bytes of RAM, its state {size}");
+        MachineConfig config;
+        try { config = Machine.ReadConfig(state); }
+        catch (InvalidDataException e) { throw new TraceFormatException(HeaderSize, $"checkpoint state: {e.Message}"); }
+        if (config.MemorySize != info.MemorySize) throw new TraceFormatException(HeaderSize, $"checkpoint header says {info.MemorySize} bytes of RAM, its state {config.MemorySize}");
+        return config;
     }
+
+    /// <summary>The configuration of the machine a checkpoint holds.</summary>
+    public static MachineConfig ReadConfig(ReadOnlySpan<byte> file) => MachineSection(ReadState(file, out var info), info);
 
     private static void CheckFits(CheckpointInfo info, Machine machine)
     {
