@@ -1,4 +1,5 @@
 using System.CommandLine;
+using LiveMigration.Guest.Platform;
 using System.Diagnostics;
 using LiveMigration.Cli.Demo;
 using LiveMigration.Migration.Engine;
@@ -32,25 +33,38 @@ public static class DemoCommand
         command.Options.Add(verbose);
         var timeline = new Option<string?>("--timeline") { Description = "write the migration's timeline plot to FILE (.png or .svg)" };
         command.Options.Add(timeline);
-        command.SetAction(parse => CliErrors.Run(() => Run(parse.GetValue(strategy)!, parse.GetValue(guest), Bandwidth.Parse(parse.GetValue(bandwidth)!), parse.GetValue(verbose), parse.GetValue(timeline))));
+        var linux = new Option<bool>("--linux") { Description = "migrate the Linux guest (guests/linux/build: Image and initramfs, the kv server as a Linux program) instead of the bare-metal kv" };
+        command.Options.Add(linux);
+        var kernel = new KernelBootOptions();
+        kernel.AddTo(command);
+        command.SetAction(parse => CliErrors.Run(() =>
+        {
+            var boot = kernel.Read(parse);
+            if (boot == null && parse.GetValue(linux))
+                boot = KernelBootOptions.Read(FindRepoFile("guests/linux/build/Image", "run guests/linux/build-kernel.sh or pass --kernel"),
+                    FindRepoFile("guests/linux/build/initramfs.cpio", "run guests/linux/build-initramfs.sh or pass --kernel/--initrd"), "console=ttyS0 earlycon", null);
+            if (boot != null && parse.GetValue(guest) != null) throw new FormatException("give one of: --guest ELF, --linux, --kernel Image");
+            return Run(parse.GetValue(strategy)!, parse.GetValue(guest), boot, Bandwidth.Parse(parse.GetValue(bandwidth)!), parse.GetValue(verbose), parse.GetValue(timeline));
+        }));
         return command;
     }
 
-    private static string FindKv()
+    /// <summary>A file of the repository (the demo runs from a checkout), looked up from the working and the binary's directory.</summary>
+    private static string FindRepoFile(string relative, string hint)
     {
         foreach (var start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
             for (var d = new DirectoryInfo(start); d != null; d = d.Parent)
             {
-                string p = Path.Combine(d.FullName, "guests", "build", "kv.elf");
+                string p = Path.Combine(d.FullName, relative);
                 if (File.Exists(p)) return p;
             }
-        throw new FileNotFoundException("guests/build/kv.elf not found: run `make -C guests` or pass --guest");
+        throw new FileNotFoundException($"{relative} not found: {hint}");
     }
 
-    private static int Run(string strategy, FileInfo? guest, ulong bandwidth, bool verbose, string? timeline)
+    private static int Run(string strategy, FileInfo? guest, BootImages? boot, ulong bandwidth, bool verbose, string? timeline)
     {
         if (timeline != null) TimelinePlot.FormatOf(timeline);
-        string elfPath = guest?.FullName ?? FindKv();
+        string? elfPath = boot != null ? null : guest?.FullName ?? FindRepoFile("guests/build/kv.elf", "run `make -C guests` or pass --guest");
         Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
         MigrationWarmUp.Run(log); // as a long-running host would be: no first-use costs in the downtime
         using var a = new GuestHost(new HostOptions { Log = log });
@@ -59,11 +73,11 @@ public static class DemoCommand
 
         using (var c = HostClient.Connect(a.Address))
         {
-            string console = c.Start("kv", File.ReadAllBytes(elfPath), 64UL << 20, "kv");
-            AnsiConsole.MarkupLine($"started the kv guest on A; its console is tcp:{console}");
+            string console = boot != null ? c.Start("kv", boot, 256UL << 20, "Image") : c.Start("kv", File.ReadAllBytes(elfPath!), 64UL << 20, "kv");
+            AnsiConsole.MarkupLine(boot != null ? $"booting Linux on A (256 MiB); its console is tcp:{console}" : $"started the kv guest on A; its console is tcp:{console}");
         }
         using var client = new KvClient(a.Address, "kv");
-        client.WaitReady();
+        client.WaitReady(boot != null ? 120_000 : KvClient.ReplyTimeoutMs);
         using var stop = new CancellationTokenSource();
         Exception? loadError = null;
         var load = new Thread(() =>

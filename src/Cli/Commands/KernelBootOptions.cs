@@ -38,14 +38,17 @@ public sealed class KernelBootOptions
             if (initrd != null || append != null || bios != null) throw new FormatException("--initrd, --append and --bios need --kernel");
             return null;
         }
-        return new BootImages
-        {
-            Firmware = ReadFile(bios?.FullName ?? DefaultFirmware, "firmware", bios == null ? " (install the Debian package opensbi or give --bios)" : ""),
-            Kernel = ReadFile(kernel.FullName, "kernel Image", ""),
-            Initrd = initrd == null ? null : ReadFile(initrd.FullName, "initrd", ""),
-            CommandLine = append,
-        };
+        return Read(kernel.FullName, initrd?.FullName, append, bios?.FullName);
     }
+
+    /// <summary>Reads the images of a kernel boot (the firmware defaults to Debian's OpenSBI).</summary>
+    public static BootImages Read(string kernel, string? initrd, string? append, string? bios) => new()
+    {
+        Firmware = ReadFile(bios ?? DefaultFirmware, "firmware", bios == null ? " (install the Debian package opensbi or give --bios)" : ""),
+        Kernel = ReadFile(kernel, "kernel Image", ""),
+        Initrd = initrd == null ? null : ReadFile(initrd, "initrd", ""),
+        CommandLine = append,
+    };
 
     private static byte[] ReadFile(string path, string what, string hint)
     {
