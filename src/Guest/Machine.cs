@@ -115,6 +115,9 @@ public sealed unsafe partial class Machine : IDisposable
 
     public void SetPc(ulong pc) => _cpu->Pc = pc;
 
+    /// <summary>The physical address a debugger means by <paramref name="va"/> (through the current page tables when paging is on).</summary>
+    public bool TryTranslateForDebugger(ulong va, out ulong pa) => _hart.DebugTranslate(va, out pa);
+
     /// <summary>Asks a running <see cref="Run"/> to return at the next instruction boundary it checks (any thread).</summary>
     public void RequestStop() => _stopRequested = true;
 

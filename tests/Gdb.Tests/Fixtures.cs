@@ -57,6 +57,37 @@ public static class Recordings
     }
 
     public static TraceFile Open(string guest, byte[]? input = null) => TraceFile.Open(new MemoryStream(Get(guest, input: input)));
+
+    private static byte[]? _linux;
+
+    /// <summary>The first <paramref name="instructions"/> of a Linux boot (guests/linux, Debian's OpenSBI), recorded scripted.</summary>
+    public static TraceFile Linux(ulong instructions = 25_000_000)
+    {
+        lock (Cache)
+        {
+            if (_linux == null)
+            {
+                var (image, initramfs) = LiveMigration.Tests.Shared.RepoPaths.LinuxGuest();
+                var boot = new LiveMigration.Guest.Platform.BootImages
+                {
+                    Firmware = File.ReadAllBytes("/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"),
+                    Kernel = File.ReadAllBytes(image), Initrd = File.ReadAllBytes(initramfs), CommandLine = "console=ttyS0 earlycon",
+                };
+                var ms = new MemoryStream();
+                var config = new MachineConfig { MemorySize = 256 << 20, Virtio = LiveMigration.Guest.Devices.Virtio.VirtioBus.KernelBootDevices };
+                using var machine = new Machine(config, new ScriptedHostPort());
+                LiveMigration.Guest.Platform.LinuxBoot.Load(machine, boot);
+                using (var recorder = TraceRecorder.Start(ms, machine, [], "Image", "scripted", new RecorderOptions { DigestInterval = 1 << 22, FlushInterval = null }))
+                {
+                    machine.HostPort = new ScriptedHostPort(null, recorder, 100_000);
+                    var reason = machine.Run(instructions);
+                    recorder.Finish(machine, reason);
+                }
+                _linux = ms.ToArray();
+            }
+            return TraceFile.Open(new MemoryStream(_linux));
+        }
+    }
 }
 
 /// <summary>A fact that needs gdb-multiarch (scripts/setup.sh installs it).</summary>

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using LiveMigration.Replayer;
+using LiveMigration.Trace;
 using LiveMigration.Replayer.Gdb;
 using Xunit.Abstractions;
 
@@ -12,9 +13,11 @@ public class GdbMultiarchTests(ITestOutputHelper log)
 {
     private sealed record Session(string Gdb, List<string> Notices, ReplayDebugger Debugger, string GuestOutput);
 
-    private Session RunGdb(params string[] commands)
+    private Session RunGdb(params string[] commands) => RunGdb(Recordings.Open("debugme"), Repo.Guest("debugme"), commands);
+
+    private Session RunGdb(TraceFile trace, string symbols, params string[] commands)
     {
-        using var file = Recordings.Open("debugme");
+        using var file = trace;
         var output = new MemoryStream();
         using var dbg = new ReplayDebugger(file, new ReplayOptions { Output = output.WriteByte });
         var notices = new List<string>();
@@ -25,7 +28,7 @@ public class GdbMultiarchTests(ITestOutputHelper log)
         var serving = Task.Run(() => server.ServeOne(listener));
         var args = new List<string> { "-nx", "-batch", "-ex", "set architecture riscv:rv64", "-ex", $"target remote 127.0.0.1:{port}" };
         foreach (var c in commands) { args.Add("-ex"); args.Add(c); }
-        args.Add(Repo.Guest("debugme"));
+        args.Add(symbols);
         var psi = new ProcessStartInfo("gdb-multiarch", args) { RedirectStandardOutput = true, RedirectStandardError = true };
         using var gdb = Process.Start(psi)!;
         var stderr = gdb.StandardError.ReadToEndAsync();
@@ -36,6 +39,23 @@ public class GdbMultiarchTests(ITestOutputHelper log)
         Assert.True(serving.Wait(30_000), "the server did not end after gdb left");
         listener.Stop();
         return new Session(text, notices, dbg, System.Text.Encoding.ASCII.GetString(output.ToArray()));
+    }
+
+    /// <summary>
+    /// A Linux boot under gdb with the vmlinux symbols: a breakpoint on a kernel function (a virtual
+    /// address) stops there, memory is read through the guest's page tables, and stepping runs both ways.
+    /// </summary>
+    [RequiresGdbFact]
+    public void LinuxKernelBreakReadThroughPageTablesAndReverseStep()
+    {
+        string vmlinux = Path.Combine(Path.GetDirectoryName(LiveMigration.Tests.Shared.RepoPaths.LinuxGuest().Image)!, "vmlinux");
+        var s = RunGdb(Recordings.Linux(), vmlinux, "break kernel_init", "continue", "x/s (char*)&linux_banner", "x/i $pc",
+                       "stepi", "stepi", "reverse-stepi", "info registers pc", "monitor icount");
+        Assert.Matches(@"Breakpoint 1, 0xffffffff[0-9a-f]+ in kernel_init \(\)", s.Gdb);
+        Assert.Contains("<linux_banner>:\t\"Linux version 6.1.", s.Gdb);
+        Assert.Matches(@"=> 0xffffffff[0-9a-f]+ <kernel_init>:", s.Gdb);
+        Assert.Matches(@"pc\s+0xffffffff[0-9a-f]+\s+0xffffffff[0-9a-f]+ <kernel_init\+\d+>", s.Gdb);
+        Assert.Null(s.Debugger.Divergence);
     }
 
     [RequiresGdbFact]

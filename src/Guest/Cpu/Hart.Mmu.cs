@@ -142,6 +142,40 @@ internal sealed unsafe partial class Hart : IDisposable
         return PageFault(access);
     }
 
+    /// <summary>
+    /// The debugger's view of an address: identity in M-mode (for RAM) or without paging, else a walk of
+    /// the current satp that changes nothing (no A/D bits, no TLB fill, no fault) and ignores the
+    /// permission bits, as a debugger reads any mapped byte. False when nothing maps it.
+    /// </summary>
+    public bool DebugTranslate(ulong va, out ulong pa)
+    {
+        CpuState* s = _s;
+        pa = va;
+        if (Sv.Mode(s->Satp) == Sv.Bare || (s->Priv == Priv.M && _mem.Contains(va, 1))) return true;
+        int levels = Sv.Levels(s->Satp);
+        int vaBits = 12 + 9 * levels;
+        if ((ulong)((long)(va << (64 - vaBits)) >> (64 - vaBits)) != va) return false;
+        ulong table = (s->Satp & Sv.PpnMask) << 12;
+        for (int level = levels - 1; level >= 0; level--)
+        {
+            ulong pteAddr = table + ((va >> (12 + 9 * level)) & 511) * 8;
+            ulong off = pteAddr - _mem.Base;
+            if (pteAddr < _mem.Base || off > _mem.Size - 8 || _mem.IsAbsent((int)(off >> GuestMemory.PageShift))) return false;
+            ulong pte = *(ulong*)(_mem.Ram + off);
+            if ((pte & Sv.V) == 0 || (pte & (Sv.R | Sv.W)) == Sv.W) return false;
+            ulong ppn = (pte >> 10) & Sv.PpnMask;
+            if ((pte & (Sv.R | Sv.X)) == 0)
+            {
+                table = ppn << 12;
+                continue;
+            }
+            ulong low = (1UL << (9 * level)) - 1;
+            pa = ((ppn & ~low) << 12) | (va & ((low << 12) | 0xFFF));
+            return true;
+        }
+        return false;
+    }
+
     private void MarkTablePage(int page)
     {
         if (_mem.MarkPageTable(page)) _tablePages.Add(page);

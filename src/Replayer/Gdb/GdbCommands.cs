@@ -151,13 +151,10 @@ public sealed class GdbCommands(ReplayDebugger debugger, ConcurrentQueue<string>
     private string ReadMemory(string arg)
     {
         var (address, length) = AddressLength(arg);
-        var memory = debugger.Machine.Memory;
         if (length == 0) return "";
-        if (!memory.Contains(address, 1)) return "E14";
-        length = (int)Math.Min((ulong)Math.Min(length, PacketSize / 2), memory.Base + memory.Size - address);
-        var bytes = new byte[length];
-        memory.Read(address, bytes);
-        return RspFraming.ToHex(bytes);
+        var bytes = new byte[Math.Min(length, PacketSize / 2)];
+        int read = Access(address, bytes, write: false);
+        return read == 0 ? "E14" : RspFraming.ToHex(bytes.AsSpan(0, read)); // a short read: gdb asks again for the rest
     }
 
     private string WriteMemory(string arg)
@@ -165,14 +162,34 @@ public sealed class GdbCommands(ReplayDebugger debugger, ConcurrentQueue<string>
         int colon = arg.IndexOf(':');
         var (address, length) = AddressLength(arg.AsSpan(0, colon));
         var bytes = RspFraming.FromHex(arg.AsSpan(colon + 1));
-        if (bytes.Length != length || !debugger.Machine.Memory.Contains(address, Math.Max(length, 1))) return "E14";
+        if (bytes.Length != length) return "E14";
         if (length == 0) return "OK";
         var current = new byte[length];
-        debugger.Machine.Memory.Read(address, current);
+        if (Access(address, current, write: false) != length) return "E14";
         if (current.AsSpan().SequenceEqual(bytes)) return "OK"; // no change, no fork
         debugger.Fork();
-        debugger.Machine.Memory.Write(address, bytes);
+        Access(address, bytes, write: true);
         return "OK";
+    }
+
+    /// <summary>
+    /// Reads or writes guest memory at a virtual address (gdb's addresses are the guest's: through its
+    /// page tables when paging is on), page by page; returns how many bytes from the start were mapped.
+    /// </summary>
+    private int Access(ulong address, Span<byte> data, bool write)
+    {
+        var machine = debugger.Machine;
+        int done = 0;
+        while (done < data.Length)
+        {
+            ulong va = address + (ulong)done;
+            int chunk = (int)Math.Min((ulong)(data.Length - done), 4096 - (va & 4095));
+            if (!machine.TryTranslateForDebugger(va, out ulong pa) || !machine.Memory.Contains(pa, chunk)) break;
+            if (write) machine.Memory.Write(pa, data.Slice(done, chunk));
+            else machine.Memory.Read(pa, data.Slice(done, chunk));
+            done += chunk;
+        }
+        return done;
     }
 
     private string Point(string arg, bool insert)
