@@ -21,6 +21,9 @@ var strategies = Arg("--strategies", "stopcopy,log,precopy,precopy+ac,postcopy,a
 string root = FindRoot();
 string dir = Path.Combine(root, "guests", "build");
 const ulong Memory = 128UL << 20;
+// "linux": our kernel and initramfs (guests/linux/build) booted under Debian's OpenSBI with 256 MiB, the kv
+// server on its console under load; bench/QemuMigration/qemu_migrate.py --guests linux runs QEMU's side.
+const ulong LinuxMemory = 256UL << 20;
 bool verbose = args.Contains("--verbose");
 Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
 
@@ -37,15 +40,18 @@ foreach (var guest in guests)
     {
         using var a = new GuestHost(new HostOptions { Log = log });
         using var b = new GuestHost(new HostOptions { Log = log });
-        using (var client = HostClient.Connect(a.Address)) client.Start("g", File.ReadAllBytes(Path.Combine(dir, guest + ".elf")), Memory, guest);
+        bool linux = guest == "linux";
+        using (var client = HostClient.Connect(a.Address))
+            if (linux) client.Start("g", LinuxGuest(), LinuxMemory, "Image");
+            else client.Start("g", File.ReadAllBytes(Path.Combine(dir, guest + ".elf")), Memory, guest);
         KvClient? kv = null;
         using var stopLoad = new CancellationTokenSource();
         Thread? load = null;
         string? loadError = null;
-        if (guest == "kv")
+        if (guest == "kv" || linux)
         {
             kv = new KvClient(a.Address, "g");
-            kv.WaitReady();
+            kv.WaitReady(linux ? 180_000 : KvClient.ReplyTimeoutMs);
             load = new Thread(() => { try { kv.RunLoad(stopLoad.Token); } catch (Exception e) { loadError = e.Message; Console.Error.WriteLine($"kv load ({strategy}): {e.Message}"); } }) { IsBackground = true };
             load.Start();
         }
@@ -128,6 +134,17 @@ IEnumerable<string[]> QemuRows(string guest)
         yield return [guest, "qemu-7.2", row.GetProperty("strategy").GetString()!, downtimeText, row.GetProperty("total_time_ms").GetDouble().ToString("F0"),
             Bytes((ulong)row.GetProperty("transferred_bytes").GetInt64()), converged ? "yes" : "no", string.Join(", ", notes)];
     }
+}
+
+LiveMigration.Guest.Platform.BootImages LinuxGuest()
+{
+    string build = Path.Combine(root, "guests", "linux", "build");
+    return new LiveMigration.Guest.Platform.BootImages
+    {
+        Firmware = File.ReadAllBytes("/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"), // Debian's opensbi, as QEMU's side uses
+        Kernel = File.ReadAllBytes(Path.Combine(build, "Image")), Initrd = File.ReadAllBytes(Path.Combine(build, "initramfs.cpio")),
+        CommandLine = "console=ttyS0 earlycon",
+    };
 }
 
 static string Short(string s)

@@ -41,6 +41,12 @@ QEMU = os.environ.get("QEMU", "qemu-system-riscv64")
 BANDWIDTH = 125_000_000  # bytes/s = 1 Gbit/s
 
 GUESTS = ["idle_forever", "compute_forever", "dirty_forever", "dirty_hotcold", "kv"]
+# "linux" (not in the default list: pass --guests linux): our kernel and initramfs (guests/linux/build),
+# 256 MiB, the hart trimmed to our extensions, virtio-rng and virtio-balloon with free page reporting,
+# and the kv load on its console once the guest says "kv ready" (as bench/Compare's linux row).
+LINUX = os.path.join(ROOT, "guests", "linux", "build")
+FIRMWARE = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin"
+LINUX_CPU = "rv64,h=false,sstc=false,zba=false,zbb=false,zbc=false,zbs=false,Zihintpause=false,svinval=false,svnapot=false,svpbmt=false,pmu-num=0"
 STRATEGIES = ["precopy", "xbzrle", "postcopy"]
 
 
@@ -167,8 +173,11 @@ class QmpError(Exception):
 class KvLoad:
     """Client for kv.elf: SET/GET lines over the source's TCP serial, replies drained."""
 
-    def __init__(self, port):
+    def __init__(self, port, wait_ready=False):
         self.port = port
+        self.ready = threading.Event()
+        if not wait_ready:
+            self.ready.set()
         self.stop = threading.Event()
         self.sent = 0
         self.replies = 0
@@ -193,6 +202,8 @@ class KvLoad:
             rng = random.Random(1)
             reader = threading.Thread(target=self.drain, args=(s,), daemon=True)
             reader.start()
+            if not self.ready.wait(180):
+                raise RuntimeError("the guest never said 'kv ready'")
             while not self.stop.is_set():
                 k = rng.randrange(3000)
                 if rng.random() < 0.5:
@@ -223,6 +234,14 @@ class KvLoad:
             if not data:
                 return
             buf += data
+            if not self.ready.is_set():
+                if b"kv ready" in buf:
+                    self.ready.set()
+                    buf = buf[buf.index(b"kv ready"):]
+                    buf = buf[buf.find(b"\n") + 1:] if b"\n" in buf else b""
+                else:
+                    buf = buf[-16:]
+                continue
             n = buf.count(b"\n")
             self.replies += n
             buf = buf[buf.rfind(b"\n") + 1:]
@@ -230,7 +249,14 @@ class KvLoad:
 
 def start_qemu(elf, tmp, name, serial, incoming=None):
     qmp_path = os.path.join(tmp, f"{name}.qmp")
-    args = [QEMU, "-M", "virt", "-bios", "none", "-m", "128M", "-kernel", elf,
+    if elf == "linux":
+        machine = ["-M", "virt", "-cpu", LINUX_CPU, "-smp", "1", "-m", "256M", "-nodefaults", "-bios", FIRMWARE,
+                   "-kernel", os.path.join(LINUX, "Image"), "-initrd", os.path.join(LINUX, "initramfs.cpio"),
+                   "-append", "console=ttyS0 earlycon", "-device", "virtio-rng-device",
+                   "-device", "virtio-balloon-device,free-page-reporting=on"]
+    else:
+        machine = ["-M", "virt", "-bios", "none", "-m", "128M", "-kernel", elf]
+    args = [QEMU, *machine,
             "-display", "none", "-monitor", "none", "-serial", serial,
             "-qmp", f"unix:{qmp_path},server=on,wait=off"]
     if incoming:
@@ -260,7 +286,8 @@ def last_line(path):
 
 
 def run_one(guest, strategy, args, elf_dir):
-    elf = os.path.join(elf_dir, guest + ".elf")
+    elf = "linux" if guest == "linux" else os.path.join(elf_dir, guest + ".elf")
+    kv_guest = guest in ("kv", "linux")
     tmp = tempfile.mkdtemp(prefix=f"qmig-{guest}-{strategy}-")
     mig_port = free_port()
     row = {"engine": "qemu-7.2", "guest": guest, "strategy": strategy, "converged": False,
@@ -268,7 +295,7 @@ def run_one(guest, strategy, args, elf_dir):
            "qemu_reported_downtime_ms": None, "transferred_bytes": None,
            "total_bytes": None, "ram": None, "notes": []}
     kv = None
-    if guest == "kv":
+    if kv_guest:
         serial_port = free_port()
         src_serial = f"tcp:127.0.0.1:{serial_port},server=on,wait=off"
     else:
@@ -281,9 +308,11 @@ def run_one(guest, strategy, args, elf_dir):
     try:
         sq = Qmp(src_qmp_path)
         dq = Qmp(dst_qmp_path)
-        if kv is None and guest == "kv":
-            kv = KvLoad(serial_port)
+        if kv is None and kv_guest:
+            kv = KvLoad(serial_port, wait_ready=guest == "linux")
             kv.start()
+            if not kv.ready.wait(180):
+                raise RuntimeError("the guest never said 'kv ready'")
         time.sleep(args.warmup)
 
         caps = []
@@ -354,7 +383,7 @@ def run_one(guest, strategy, args, elf_dir):
             dst_state = dq.cmd("query-status")
             row["destination_status"] = dst_state.get("status")
             row["destination_last_line"] = last_line(dst_serial_file)
-            if guest == "kv":
+            if kv_guest:
                 row["notes"].append(f"kv client: {kv.sent} requests sent, {kv.replies} replies before/while migrating")
         return row
     except Exception as e:
@@ -488,7 +517,8 @@ def main():
     elf_dir = tempfile.mkdtemp(prefix="qmig-elfs-")
     guests = args.guests.split(",")
     for g in guests:
-        shutil.copy(os.path.join(args.elf_dir, g + ".elf"), elf_dir)
+        if g != "linux":  # booted from guests/linux/build, nothing to copy
+            shutil.copy(os.path.join(args.elf_dir, g + ".elf"), elf_dir)
 
     rows = []
     for g in guests:
@@ -507,8 +537,19 @@ def main():
            if os.path.exists("/proc/sys/vm/unprivileged_userfaultfd") else None,
            "uid": os.getuid(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    # Rows of guests not run this time are kept (with the environment they were measured in), so
+    # `--guests linux` adds the Linux rows next to the bare-metal ones instead of replacing them.
+    kept, kept_env = [], None
+    if os.path.exists(args.json):
+        with open(args.json) as f:
+            old = json.load(f)
+        kept = [r for r in old.get("rows", []) if r["guest"] not in guests]
+        kept_env = old.get("environment") if kept else None
+    doc = {"environment": env, "rows": kept + rows}
+    if kept_env is not None:
+        doc["environment_of_kept_rows"] = kept_env
     with open(args.json, "w") as f:
-        json.dump({"environment": env, "rows": rows}, f, indent=2)
+        json.dump(doc, f, indent=2)
     print_table(rows)
     print(f"\n(JSON: {os.path.relpath(args.json, ROOT)})")
 
