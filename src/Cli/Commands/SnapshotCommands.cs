@@ -4,14 +4,15 @@ using LiveMigration.Guest;
 namespace LiveMigration.Cli.Commands;
 
 /// <summary>
-/// `lm snapshot GUEST.elf --at ICOUNT -o FILE`: boot a guest, run it live to ICOUNT, save a standalone
+/// `lm snapshot GUEST.elf --at ICOUNT -o FILE` (or `--kernel Image ...`): boot a guest, run it live to ICOUNT, save a standalone
 /// checkpoint. `lm restore FILE`: resume it (the same as `lm run --restore FILE`).
 /// </summary>
 public static class SnapshotCommands
 {
     public static Command CreateSnapshot()
     {
-        var guest = new Argument<FileInfo>("guest") { Description = "RISC-V ELF64 executable to boot" };
+        var guest = new Argument<FileInfo?>("guest") { Description = "RISC-V ELF64 executable to boot (omit with --kernel)", Arity = ArgumentArity.ZeroOrOne };
+        var kernel = new KernelBootOptions();
         var at = new Option<ulong>("--at") { HelpName = "ICOUNT", Description = "icount at which to save (the guest runs live until then)", Required = true };
         var output = new Option<FileInfo>("--output", "-o") { HelpName = "FILE", Description = "checkpoint file to write", Required = true };
         var mem = new Option<string>("--mem") { HelpName = "SIZE", Description = "guest RAM size (e.g. 128M, 1G)", DefaultValueFactory = _ => "128M" };
@@ -22,13 +23,22 @@ public static class SnapshotCommands
         command.Options.Add(output);
         command.Options.Add(mem);
         command.Options.Add(serial);
+        kernel.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
+            var boot = kernel.Read(parse);
+            if ((boot == null) == (parse.GetValue(guest) == null)) throw new FormatException("give one of: a guest ELF, --kernel Image");
             using var backend = RunCommand.OpenSerial(parse.GetValue(serial)!);
             int code = RunCommand.Execute(new RunCommand.RunRequest
             {
-                GuestPath = parse.GetValue(guest)!.FullName,
-                Config = new MachineConfig { MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!) },
+                GuestPath = parse.GetValue(guest)?.FullName,
+                Boot = boot,
+                KernelPath = parse.GetValue(kernel.Kernel)?.FullName,
+                Config = new MachineConfig
+                {
+                    MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!),
+                    Virtio = boot == null ? Guest.Devices.Virtio.VirtioDevices.None : KernelBootOptions.Devices,
+                },
                 MaxInstructions = parse.GetValue(at),
                 SaveCheckpointPath = parse.GetValue(output)!.FullName,
             }, backend);
