@@ -59,7 +59,7 @@ internal sealed partial class MigrationDestination
         if (why == null)
         {
             machine.RestoreDeviceState(new StateReader(final.DeviceState.Memory));
-            digest = MigrationSource.DeviceDigest(machine.SaveDeviceState());
+            digest = PostcopySource.DeviceDigest(machine.SaveDeviceState());
             if (machine.Icount != final.Icount || digest != final.Digest)
                 why = $"device state digest mismatch at icount {final.Icount}: destination has {digest:x16} at {machine.Icount}, source sent {final.Digest:x16}";
         }
