@@ -216,7 +216,7 @@ public static class HostCommands
         {
             var (where, info) = HostClient.Locate(at, name, tls: tls);
             at = where;
-            if (info.State is not ("running" or "exited" or "idle"))
+            if (info.Status is not (GuestStatus.Running or GuestStatus.Exited or GuestStatus.Idle))
             {
                 Thread.Sleep(50); // arriving or paused: the console is about to open
                 continue;
