@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Net.Sockets;
 using Google.Protobuf;
+using LiveMigration.Cli.Hosting;
 using LiveMigration.Guest;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
