@@ -70,4 +70,28 @@ public sealed class SwitchoverDecisionTests
         Assert.Equal(!commitSucceeds, aborted);
         Assert.Equal(commitSucceeds ? Decision.Go : Decision.Abort, d.Value);
     }
+
+    /// <summary>Two threads that both try to commit (the ACK reader and the main thread): the step runs once, both see its verdict.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_second_committer_waits_for_the_first_ones_verdict(bool commitSucceeds)
+    {
+        var d = new SwitchoverDecision();
+        using var inStep = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        int runs = 0;
+        var first = new Thread(() => d.TryCommit(() => { Interlocked.Increment(ref runs); inStep.Set(); release.Wait(); return commitSucceeds; }));
+        first.Start();
+        Assert.True(inStep.Wait(5000));
+        bool? second = null;
+        var other = new Thread(() => second = d.TryCommit(() => { Interlocked.Increment(ref runs); return true; }));
+        other.Start();
+        Assert.False(other.Join(200));
+        release.Set();
+        Assert.True(other.Join(5000));
+        first.Join();
+        Assert.Equal(commitSucceeds, second);
+        Assert.Equal(1, runs);
+    }
 }

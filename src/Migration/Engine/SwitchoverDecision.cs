@@ -29,14 +29,20 @@ internal sealed class SwitchoverDecision
 
     /// <summary>
     /// Runs <paramref name="commit"/> unless abort was taken first. While it runs nothing can abort;
-    /// it returns false (refused) to end as abort. True when GO is the outcome.
+    /// it returns false (refused) to end as abort. A second caller does not run it again: it waits for
+    /// the first one's verdict. True when GO is the outcome.
     /// </summary>
-    public bool TryCommit(Func<bool> commit)
+    public bool TryCommit(Func<bool> commit) => TryCommit(commit, out _);
+
+    /// <param name="ran">True when this call ran the step (the caller then does the commit's bookkeeping).</param>
+    public bool TryCommit(Func<bool> commit, out bool ran)
     {
+        ran = false;
         int was = Interlocked.CompareExchange(ref _value, Committing, (int)Decision.Pending);
-        if (was == (int)Decision.Go) return true;
-        if (was != (int)Decision.Pending) return false;
+        if (was == Committing) _settled.Wait(); // another thread runs the step: its verdict is ours
+        if (was != (int)Decision.Pending) return Volatile.Read(ref _value) == (int)Decision.Go;
         bool ok = false;
+        ran = true;
         try { ok = commit(); }
         finally
         {

@@ -27,6 +27,7 @@ internal sealed class SourceSwitchover
     private volatile bool _goSent;
     private volatile Exception? _goFailure;
     private Resumed? _resumed;
+    private volatile string? _refusal;
 
     public SourceSwitchover(SourceContext ctx, ISwitchoverCommit commit)
     {
@@ -99,25 +100,27 @@ internal sealed class SourceSwitchover
         finally { _ctx.ReturnPath.OnAck = null; }
         if (ack.Digest != point.Digest || ack.Icount != point.Icount)
             throw new MigrationFailedException($"destination verified icount {ack.Icount} digest {ack.Digest:x16}, source has {point.Icount} {point.Digest:x16}");
-        if (!Committed) { Commit(point); RecordMove(); _ctx.Fault(FaultPoint.AfterAck); } // the reader could not commit (an abort that won: this throws)
+        if (!Committed && Commit(point)) { RecordMove(); _ctx.Fault(FaultPoint.AfterAck); } // the reader could not commit (an abort that won: this throws)
         _ctx.Log($"switchover: final state sent {(tFinal - _ctx.Times.Pause) * 1000:F2} ms after the pause, ACK and GO {(_ctx.Times.Go - _ctx.Times.Pause) * 1000:F2} ms after it");
     }
 
-    /// <summary>The point of no return: from here the guest belongs to the destination.</summary>
+    /// <summary>The point of no return: from here the guest belongs to the destination. Throws when it is not (abort, refusal).</summary>
+    /// <returns>True when this call ran the commit step; false when another thread had committed.</returns>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
-    private void Commit(SwitchoverPoint point)
+    private bool Commit(SwitchoverPoint point)
     {
-        string? refused = null;
         bool go = _decision.TryCommit(() =>
         {
             var (input, backlog) = _consoleClosed.Wait(TimeSpan.FromSeconds(5)) && _consoleHandoff is { } h ? h : _ctx.Guest.Console.Close();
-            refused = _commit.Commit(Record(point) with { ConsoleInput = input, ConsoleBacklog = backlog });
-            if (refused != null) return false;
+            _refusal = _commit.Commit(Record(point) with { ConsoleInput = input, ConsoleBacklog = backlog });
+            if (_refusal != null) return false;
             _pendingGo = new Go { ConsoleInput = ByteString.CopyFrom(input), ConsoleBacklog = ByteString.CopyFrom(backlog) };
             return true;
-        });
-        if (refused != null) throw new MigrationFailedException($"the commit was refused: {refused}");
+        }, out bool ran);
+        // Whichever thread ran the refused step (the reader, usually), both report its reason.
+        if (!go && _refusal is { } refused) throw new MigrationFailedException($"the commit was refused: {refused}");
         if (!go) throw new OperationCanceledException("the migration was already decided: abort");
+        return ran;
     }
 
     private SwitchoverRecord Record(SwitchoverPoint? point) =>
@@ -127,7 +130,7 @@ internal sealed class SourceSwitchover
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private bool CommitAndSendGo(SwitchoverPoint point)
     {
-        try { Commit(point); }
+        try { if (!Commit(point)) return true; } // the main thread committed (and sends GO)
         catch (Exception e) when (e is OperationCanceledException or MigrationFailedException) { return false; } // aborted or refused: the main thread rolls back
         _ctx.Fault(FaultPoint.AfterAck);
         try
