@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using LiveMigration.Cli.Demo;
+using LiveMigration.Cli.Hosting;
 using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
@@ -24,6 +25,7 @@ const ulong Memory = 128UL << 20;
 // "linux": our kernel and initramfs (guests/linux/build) booted under Debian's OpenSBI with 256 MiB, the kv
 // server on its console under load; bench/QemuMigration/qemu_migrate.py --guests linux runs QEMU's side.
 const ulong LinuxMemory = 256UL << 20;
+const double WorkWindowSeconds = 5.0;
 bool verbose = args.Contains("--verbose");
 Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
 
@@ -55,7 +57,12 @@ foreach (var guest in guests)
             load = new Thread(() => { try { kv.RunLoad(stopLoad.Token); } catch (Exception e) { loadError = e.Message; Console.Error.WriteLine($"kv load ({strategy}): {e.Message}"); } }) { IsBackground = true };
             load.Start();
         }
-        Thread.Sleep(TimeSpan.FromSeconds(warmup));
+        // The guest's unmigrated speed: instructions retired over the warm-up after its first 0.5 s.
+        Thread.Sleep(TimeSpan.FromSeconds(Math.Min(0.5, warmup / 2)));
+        var (baseT, baseIcount) = Sample(a);
+        Thread.Sleep(TimeSpan.FromSeconds(warmup - Math.Min(0.5, warmup / 2)));
+        var (startT, startIcount) = Sample(a);
+        double unmigratedRate = (startIcount - baseIcount) / Math.Max(startT - baseT, 1e-3);
         MigrationReport r;
         var wall = System.Diagnostics.Stopwatch.StartNew(); // Migrate returns once post-copy has sent (and had verified) every page
         using (var client = HostClient.Connect(a.Address))
@@ -65,6 +72,17 @@ foreach (var guest in guests)
                 BandwidthBytesPerSecond = bandwidth, DowntimeLimitMs = 10,
             });
         wall.Stop();
+        // Guest work lost: what an unmigrated run would have retired over the migration window (at least
+        // WorkWindowSeconds, as bench/QemuMigration measures QEMU's guests by their coarser progress counters),
+        // less what this guest retired (source, then destination), as a share of the former.
+        string lost = "-";
+        if (r.Success && Now() < startT + WorkWindowSeconds) Thread.Sleep(TimeSpan.FromSeconds(startT + WorkWindowSeconds - Now()));
+        if (r.Success && b.FindInstance("g") is { } after)
+        {
+            var (endT, endIcount) = (Now(), after.Machine.Icount);
+            double expected = unmigratedRate * (endT - startT);
+            if (expected > 0) lost = $"{Math.Max(0, 1 - (endIcount - startIcount) / expected) * 100:F1}";
+        }
         string kvNote = "";
         if (kv != null)
         {
@@ -92,13 +110,13 @@ foreach (var guest in guests)
         if (kvNote != "") notes.Add(kvNote);
         if (!r.Success) notes.Add("FAILED: " + r.Error);
         else if (r.DigestVerified) notes.Add(postcopy ? "device digest ok" : "digest ok");
-        rows.Add([guest, "ours", strategy, $"{r.DowntimeSeconds * 1000:F1}{(r.DowntimeClock == "shared clock" ? "" : "~")}", $"{r.TotalSeconds * 1000:F0}", Bytes(total), converged ? "yes" : "no", string.Join(", ", notes)]);
+        rows.Add([guest, "ours", strategy, $"{r.DowntimeSeconds * 1000:F1}{(r.DowntimeClock == "shared clock" ? "" : "~")}", $"{r.TotalSeconds * 1000:F0}", Bytes(total), lost, converged ? "yes" : "no", string.Join(", ", notes)]);
         Console.WriteLine("  " + string.Join(" | ", rows[^1]));
     }
     foreach (var q in QemuRows(guest)) rows.Add(q);
 }
 
-string[] head = ["guest", "engine", "strategy", "downtime ms", "total ms", "bytes", "converged", "notes"];
+string[] head = ["guest", "engine", "strategy", "downtime ms", "total ms", "bytes", "work lost %", "converged", "notes"];
 var widths = head.Select((h, i) => Math.Max(h.Length, rows.Count == 0 ? 0 : rows.Max(r => r[i].Length))).ToArray();
 string Line(string[] cells) => "| " + string.Join(" | ", cells.Select((x, i) => x.PadRight(widths[i]))) + " |";
 Console.WriteLine();
@@ -132,7 +150,7 @@ IEnumerable<string[]> QemuRows(string guest)
             foreach (var note in n.EnumerateArray().Select(x => x.GetString()!.Split('\n')[0]))
                 if (!note.StartsWith("QEMU-reported downtime") && !note.StartsWith("src.stderr") && !note.StartsWith("dst.stderr")) notes.Add(note);
         yield return [guest, "qemu-7.2", row.GetProperty("strategy").GetString()!, downtimeText, row.GetProperty("total_time_ms").GetDouble().ToString("F0"),
-            Bytes((ulong)row.GetProperty("transferred_bytes").GetInt64()), converged ? "yes" : "no", string.Join(", ", notes)];
+            Bytes((ulong)row.GetProperty("transferred_bytes").GetInt64()), Num("work_lost_percent") is { } wl ? wl.ToString("F1") : "-", converged ? "yes" : "no", string.Join(", ", notes)];
     }
 }
 
@@ -146,6 +164,10 @@ LiveMigration.Guest.Platform.BootImages LinuxGuest()
         CommandLine = "console=ttyS0 earlycon",
     };
 }
+static double Now() => System.Diagnostics.Stopwatch.GetTimestamp() / (double)System.Diagnostics.Stopwatch.Frequency;
+
+/// <summary>(seconds, icount) of the guest on <paramref name="host"/>, read while it runs (a 64-bit read: whole).</summary>
+static (double T, ulong Icount) Sample(GuestHost host) => (Now(), host.FindInstance("g")!.Machine.Icount);
 
 static string Short(string s)
 {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using LiveMigration.Cli.Demo;
+using LiveMigration.Cli.Hosting;
 using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;

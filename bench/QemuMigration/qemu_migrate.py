@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -285,6 +286,20 @@ def last_line(path):
         return ""
 
 
+WORK_WINDOW_S = 5.0
+COUNTER = re.compile(rb"^(?:progress|tick) (\d+)", re.M)
+
+
+def last_counter(path):
+    """The guest's own progress counter: the number on its last "progress N" / "tick N" line (None if none yet)."""
+    try:
+        with open(path, "rb") as f:
+            found = COUNTER.findall(f.read())
+        return int(found[-1]) if found else None
+    except OSError:
+        return None
+
+
 def run_one(guest, strategy, args, elf_dir):
     elf = "linux" if guest == "linux" else os.path.join(elf_dir, guest + ".elf")
     kv_guest = guest in ("kv", "linux")
@@ -313,7 +328,16 @@ def run_one(guest, strategy, args, elf_dir):
             kv.start()
             if not kv.ready.wait(180):
                 raise RuntimeError("the guest never said 'kv ready'")
-        time.sleep(args.warmup)
+        # The guest's unmigrated speed, by its own progress counter over the second half of the warm-up.
+        src_serial_file = os.path.join(tmp, "src.serial")
+        warm_end = time.time() + args.warmup
+        time.sleep(min(0.5, args.warmup / 2))
+        base_t, base_n = time.time(), last_counter(src_serial_file)
+        while base_n is None and time.time() < warm_end - args.warmup / 2:  # a slow guest's first line
+            time.sleep(0.05)
+            base_t, base_n = time.time(), last_counter(src_serial_file)
+        time.sleep(max(0.0, warm_end - time.time()))
+        start_t, start_n = time.time(), last_counter(src_serial_file)
 
         caps = []
         if strategy == "xbzrle":
@@ -359,7 +383,18 @@ def run_one(guest, strategy, args, elf_dir):
                     row["notes"].append(f"did not converge in {args.timeout:.0f}s; migrate_cancel")
                     break
             time.sleep(0.1)
+        # The window is the migration, but at least WORK_WINDOW_S: the guests' counters tick a few times a second.
+        if info.get("status") == "completed" and time.time() < start_t + WORK_WINDOW_S:
+            time.sleep(start_t + WORK_WINDOW_S - time.time())
+        end_t, end_n = time.time(), last_counter(dst_serial_file)
         row["status"] = info.get("status")
+        if row["status"] == "completed" and None not in (base_n, start_n) and start_n > base_n:
+            # Work lost: what an unmigrated run would have done over the migration window, less what the
+            # guest did (source, then destination), as a share of the former (kv: its serial is a socket, not measured).
+            if end_n is not None:
+                expected = (start_n - base_n) / (start_t - base_t) * (end_t - start_t)
+                row["work_lost_percent"] = round(max(0.0, 1 - (end_n - start_n) / expected) * 100, 1)
+                row["work_counter"] = {"base": base_n, "start": start_n, "end": end_n, "window_s": round(end_t - start_t, 3)}
         ram = info.get("ram", {})
         row["ram"] = ram
         row["transferred_bytes"] = ram.get("transferred")
@@ -472,7 +507,7 @@ def fmt_ms(ms):
 
 
 def print_table(rows):
-    head = ["guest", "strategy", "converged", "total time", "downtime", "qemu-reported", "bytes"]
+    head = ["guest", "strategy", "converged", "total time", "downtime", "qemu-reported", "bytes", "work lost %"]
     body = []
     for r in rows:
         conv = "yes" if r["converged"] else ("unsupported" if r["status"] == "unsupported" else "NO")
@@ -486,7 +521,8 @@ def print_table(rows):
         if r["converged"] and reported is not None and reported > r["total_time_ms"]:
             rep = f"bogus ({rep})"
         body.append([r["guest"], r["strategy"], conv, fmt_ms(r["total_time_ms"]), down, rep,
-                     fmt_bytes(r["transferred_bytes"])])
+                     fmt_bytes(r["transferred_bytes"]),
+                     f"{r['work_lost_percent']:.1f}" if r.get("work_lost_percent") is not None else "-"])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |"
     print("downtime: source STOP -> destination RESUME (QMP event timestamps, end to end); "

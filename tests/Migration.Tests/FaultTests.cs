@@ -92,7 +92,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         Hosts.WaitUntil(() => hosts.B.FindInstance("kv") == null && hosts.B.Status().Guests.Count == 0, what: "the destination to discard");
         Assert.Equal(hosts.A.Address, hosts.RunningOn("kv"));
         var info = hosts.A.Status("kv").Guests.Single();
-        Assert.Equal("running", info.State);
+        Assert.Equal(GuestStatus.Running, info.Status);
         Assert.NotEqual(consoleBefore, info.Console); // a new endpoint: clients find it through status
         for (int i = 0; i < 50; i++) Assert.Equal($"x{i}", client.Get($"a{i}"));
         client.Set("after", "rollback");
@@ -121,7 +121,7 @@ public sealed class FaultTests(ITestOutputHelper output)
             output.WriteLine($"round {round}: cancel after {delay} ms -> {(cancelError ?? "cancelled")}; report success={r.Success} {r.Error}");
             if (r.Success) { completed++; Assert.NotNull(cancelError); Assert.Equal(to.Address, hosts.RunningOn("g")); }
             else { cancelled++; Assert.Null(cancelError); Assert.Equal(from.Address, hosts.RunningOn("g")); }
-            Hosts.WaitUntil(() => hosts.RunningCount("g") == 1 && to.Status().Guests.All(x => x.State is "running" or "moved"), what: "one runner");
+            Hosts.WaitUntil(() => hosts.RunningCount("g") == 1 && to.Status().Guests.All(x => x.Status is GuestStatus.Running or GuestStatus.Moved), what: "one runner");
             var g = (from.FindInstance("g") ?? to.FindInstance("g"))!;
             ulong ic = g.Machine.Icount;
             Hosts.WaitUntil(() => g.Machine.Icount > ic, what: "the guest to keep running");
@@ -189,7 +189,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         var r = bc.Migrate(new MigrateCommand { Name = "big", Target = hosts.B.Address, Strategy = Strategy.Stopcopy });
         Assert.False(r.Success);
         Assert.Contains("machine config not supported", r.Error);
-        Assert.Equal("running", big.FindInstance("big")!.State);
+        Assert.Equal(GuestStatus.Running, big.FindInstance("big")!.State);
         Assert.Empty(hosts.B.Status().Guests);
     }
 

@@ -48,7 +48,7 @@ public sealed class HandshakeTests(ITestOutputHelper output)
         Assert.DoesNotContain('\n', r.Error);
         Assert.Equal(0UL, r.BytesCheckpoint); // not one page moved
         Assert.Empty(hosts.B.Status().Guests);
-        Assert.Equal("running", hosts.A.FindInstance("g")!.State);
+        Assert.Equal(GuestStatus.Running, hosts.A.FindInstance("g")!.State);
     }
 
     [Fact]

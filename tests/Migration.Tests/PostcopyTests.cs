@@ -32,7 +32,7 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         Assert.Null(hosts.A.FindInstance("g"));
         var dest = hosts.B.FindInstance("g")!;
         Assert.Equal(0, dest.Machine.Memory.AbsentPageCount);
-        Assert.Equal("running", dest.State);
+        Assert.Equal(GuestStatus.Running, dest.State);
 
         console.AssertContinuesAfterMove("progress", 2);
     }
@@ -58,13 +58,13 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         // on a missing page and stay paused: not exit, not crash.
         Hosts.WaitUntil(() => hosts.B.FindInstance("g") is { PageStalled: true }, 10000, "the destination guest to stall on a missing page");
         var stalled = hosts.B.FindInstance("g")!;
-        Assert.Equal("paused", stalled.State);
+        Assert.Equal(GuestStatus.Paused, stalled.State);
         Assert.Null(stalled.Crash);
         Assert.Null(stalled.HaltReason);
         int absentBefore = stalled.Machine.Memory.AbsentPageCount;
         Assert.True(absentBefore > 0);
         var held = c.Status("g").Guests.Single();
-        Assert.Equal("moved", held.State);
+        Assert.Equal(GuestStatus.Moved, held.Status);
         Assert.Contains("--resume", held.Migration);
         Assert.Contains("pages absent", HostClient.Connect(hosts.B.Address).Status("g").Guests.Single().Migration);
         // A name that is held here cannot be taken by a new guest meanwhile.
@@ -83,10 +83,10 @@ public sealed class PostcopyTests(ITestOutputHelper output)
         Assert.True(resumed.PostcopyVerifiedPages >= (ulong)absentBefore);
         var dest = hosts.B.FindInstance("g")!;
         Assert.Equal(0, dest.Machine.Memory.AbsentPageCount);
-        Hosts.WaitUntil(() => dest.State == "running", 5000, "the destination guest to run again");
+        Hosts.WaitUntil(() => dest.State == GuestStatus.Running, 5000, "the destination guest to run again");
         Assert.Equal(1, hosts.RunningCount("g"));
         var released = c.Status("g").Guests.Single();
-        Assert.Equal("moved", released.State);
+        Assert.Equal(GuestStatus.Moved, released.Status);
         Assert.Equal("", released.Migration);
 
         console.AssertContinuesAfterMove("progress", 2);

@@ -1,3 +1,4 @@
+using LiveMigration.Migration.Protocol;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -125,7 +126,7 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
         {
             // During: a slow link keeps the migration going while the source stops.
             var migration = Task.Run(() => Lm_("migrate", "g", "--from", a, "--to", b, "--strategy", "precopy", "--bandwidth", "20mbit", "--json"));
-            Hosts.WaitUntil(() => { using var c = HostClient.Connect(a); return c.Status("g").Guests.Single().State == "migrating-out"; }, 30000, "the migration to start");
+            Hosts.WaitUntil(() => { using var c = HostClient.Connect(a); return c.Status("g").Guests.Single().Status == GuestStatus.MigratingOut; }, 30000, "the migration to start");
             Thread.Sleep(300);
             Signal(source, "STOP");
             var t0 = Stopwatch.StartNew();

@@ -49,7 +49,7 @@ public sealed class SwitchoverFaultTests(ITestOutputHelper output)
 
         using var a = HostClient.Connect(hosts.A.Address);
         var info = a.Status("kv").Guests.Single();
-        Assert.Equal("moved", info.State);
+        Assert.Equal(GuestStatus.Moved, info.Status);
         Assert.Contains("held here", info.Migration);
         Assert.Throws<HostException>(() => a.Start("kv", Guests.Elf("idle"), 16 << 20, "idle")); // the name stays reserved
         var unreachable = Assert.Throws<HostException>(() => a.Resolve("kv"));
@@ -94,7 +94,7 @@ public sealed class SwitchoverFaultTests(ITestOutputHelper output)
             long pausedSince = -1;
             while (!Volatile.Read(ref done))
             {
-                if (guest.State != "paused") pausedSince = -1;
+                if (guest.State != GuestStatus.Paused) pausedSince = -1;
                 else if (pausedSince < 0) pausedSince = Environment.TickCount64;
                 else if (Environment.TickCount64 - pausedSince > 250) pausedLate = true;
                 Thread.Sleep(1);
@@ -109,7 +109,7 @@ public sealed class SwitchoverFaultTests(ITestOutputHelper output)
         Assert.Contains("has not answered", r.Error);
         Assert.True(r.TotalSeconds < 3.5, $"the source waited {r.TotalSeconds:F1} s for a stalled peer");
         Assert.Equal(hosts.A.Address, hosts.RunningOn("kv"));
-        Assert.Equal("running", guest.State);
+        Assert.Equal(GuestStatus.Running, guest.State);
         if (strategy != "stopcopy") Assert.False(pausedLate, "the source paused toward a stalled destination"); // stop-and-copy may pause at once, before it could know
         Hosts.WaitUntil(() => hosts.B.Status().Guests.Count == 0, 15000, "the destination to discard its copy once it wakes");
         for (int i = 0; i < 20; i++) Assert.Equal($"x{i}", client.Get($"a{i}"));
@@ -175,7 +175,7 @@ public sealed class SwitchoverFaultTests(ITestOutputHelper output)
         Assert.False(r.Success);
         Assert.Equal(0, Volatile.Read(ref armed));
         Hosts.WaitUntil(() => c.Status("g").Guests.Single().Migration == "", 10000, "the source to release its held copy");
-        Assert.Equal("moved", c.Status("g").Guests.Single().State);
+        Assert.Equal(GuestStatus.Moved, c.Status("g").Guests.Single().Status);
         var dest = hosts.B.FindInstance("g")!;
         Assert.Equal(0, dest.Machine.Memory.AbsentPageCount);
         Assert.Equal(1, hosts.RunningCount("g"));
@@ -205,6 +205,6 @@ public sealed class SwitchoverFaultTests(ITestOutputHelper output)
         Assert.Contains("stopped 'g'", b.Stop("g"));
         Assert.Empty(hosts.B.Status().Guests);
         b.Start("g", Guests.Elf("idle_forever"), 16 << 20, "idle_forever"); // the name is free again
-        Assert.Equal("running", b.Status("g").Guests.Single().State);
+        Assert.Equal(GuestStatus.Running, b.Status("g").Guests.Single().Status);
     }
 }

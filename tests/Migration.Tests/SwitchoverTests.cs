@@ -22,12 +22,12 @@ public sealed class SwitchoverTests(ITestOutputHelper output)
         hosts.Kill(0);                              // the source crashes before the destination asks
 
         using var b = HostClient.Connect(hosts.B.Address);
-        Assert.Equal("awaiting-go", b.Status("g").Guests.Single().State);
+        Assert.Equal(DestinationState.AwaitingGo, b.Status("g").Guests.Single().Arrival);
         Assert.Null(hosts.B.FindInstance("g"));     // never runs without GO
         var e = Assert.Throws<HostException>(() => b.Resolve("g"));
         Assert.Contains("unreachable", e.Message);
         Assert.Contains("runs here", b.Resolve("g", "go"));
-        Assert.Equal("running", b.Status("g").Guests.Single().State);
+        Assert.Equal(GuestStatus.Running, b.Status("g").Guests.Single().Status);
         var g = hosts.B.FindInstance("g")!;
         ulong ic = g.Machine.Icount;
         Hosts.WaitUntil(() => g.Machine.Icount > ic, what: "the resolved guest to run");

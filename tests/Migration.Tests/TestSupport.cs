@@ -45,7 +45,7 @@ internal sealed class Hosts : IDisposable
     public GuestHost B => _hosts[1];
 
     /// <summary>How many hosts run <paramref name="name"/> right now (the invariant says at most one, eventually exactly one).</summary>
-    public int RunningCount(string name) => _hosts.Count(h => h.FindInstance(name) is { } g && g.State is "running" or "paused" or "pausing");
+    public int RunningCount(string name) => _hosts.Count(h => h.FindInstance(name) is { } g && g.State is GuestStatus.Running or GuestStatus.Paused or GuestStatus.Pausing);
 
 
     public string? RunningOn(string name) => _hosts.FirstOrDefault(h => h.FindInstance(name) != null)?.Address;
@@ -100,7 +100,7 @@ internal sealed class ConsoleClient : IDisposable
             try
             {
                 var (host, info) = HostClient.Locate(CurrentHost == "" ? _host : CurrentHost, _name);
-                if (info.State is "running" or "exited" or "idle")
+                if (info.Status is GuestStatus.Running or GuestStatus.Exited or GuestStatus.Idle)
                 {
                     var (h, p) = Transport.Address.Parse(info.Console);
                     var tcp = new TcpClient();

@@ -1,4 +1,4 @@
-using LiveMigration.Migration.Hosting;
+using LiveMigration.Cli.Hosting;
 using Xunit.Abstractions;
 
 namespace LiveMigration.Migration.Tests;

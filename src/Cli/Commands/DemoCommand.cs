@@ -2,6 +2,7 @@ using System.CommandLine;
 using LiveMigration.Guest.Platform;
 using System.Diagnostics;
 using LiveMigration.Cli.Demo;
+using LiveMigration.Cli.Hosting;
 using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Net.Sockets;
 using Google.Protobuf;
+using LiveMigration.Cli.Hosting;
 using LiveMigration.Guest;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
@@ -222,7 +223,7 @@ public static class HostCommands
         {
             var (where, info) = HostClient.Locate(at, name, tls: tls);
             at = where;
-            if (info.State is not ("running" or "exited" or "idle"))
+            if (info.Status is not (GuestStatus.Running or GuestStatus.Exited or GuestStatus.Idle))
             {
                 Thread.Sleep(50); // arriving or paused: the console is about to open
                 continue;

@@ -49,7 +49,7 @@ public sealed class KvClient : IDisposable
             try
             {
                 var (host, info) = HostClient.Locate(_host, _name, tls: _tls);
-                if (info.State == "running")
+                if (info.Status == LiveMigration.Migration.Protocol.GuestStatus.Running)
                 {
                     var (h, p) = LiveMigration.Migration.Transport.Address.Parse(info.Console);
                     var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = ReplyTimeoutMs };

@@ -318,7 +318,7 @@ public sealed class GuestHost : IDisposable
                 var info = new GuestInfo { Name = e.Name };
                 if (e.Instance is { } g)
                 {
-                    info.State = e.Outgoing != null ? "migrating-out" : g.State;
+                    info.Status = e.Outgoing != null ? GuestStatus.MigratingOut : g.State;
                     info.Icount = g.Machine.Icount;
                     info.MemorySize = g.Machine.Config.MemorySize;
                     info.Console = ConsoleAddress(g.Console);
@@ -331,16 +331,18 @@ public sealed class GuestHost : IDisposable
                 }
                 else if (e.Arriving != null)
                 {
-                    info.State = e.Arriving.State;
+                    info.Status = GuestStatus.Arriving;
+                    info.Arrival = e.Arriving.State;
                     info.MemorySize = e.Arriving.MemorySize;
-                    info.Migration = e.Arriving.State;
+                    info.Migration = DestinationStates.Name(e.Arriving.State);
                 }
                 else if (e.MovedTo != null)
                 {
-                    info.State = "moved";
+                    info.Status = GuestStatus.Moved;
                     info.MovedTo = e.MovedTo;
                     if (e.Held is { } held) info.Migration = held.HeldStatus;
                 }
+                info.State = GuestStatuses.Name(info.Status, info.Arrival);
                 reply.Guests.Add(info);
             }
         }
@@ -406,7 +408,7 @@ public sealed class GuestHost : IDisposable
                 throw new HostException(e?.MovedTo != null ? $"'{command.Name}' has moved to {e.MovedTo}" : $"no guest named '{command.Name}' runs on this host");
             if (e.Outgoing != null) throw new HostException($"'{command.Name}' is already migrating");
             if (e.PostcopyIncoming != null) throw new HostException($"'{command.Name}' is still receiving its post-copy pages; migrate it when they are all here");
-            if (e.Instance.State is "exited" or "crashed" or "idle") throw new HostException($"'{command.Name}' has {e.Instance.State}; only a live guest migrates");
+            if (e.Instance.State is GuestStatus.Exited or GuestStatus.Crashed or GuestStatus.Idle) throw new HostException($"'{command.Name}' has {GuestStatuses.Name(e.Instance.State)}; only a live guest migrates");
             source = new MigrationSource(this, e, command);
             e.Outgoing = source;
         }
@@ -486,7 +488,7 @@ public sealed class GuestHost : IDisposable
             if (!_guests.TryGetValue(query.Name, out var e) || e.ArrivedBy != query.MigrationId)
                 return new ArrivalAnswer { State = ArrivalState.ArrivalUnknown, Detail = $"no migration {query.MigrationId} of '{query.Name}' here" };
             if (e.Arriving is { } a)
-                return new ArrivalAnswer { State = a.AwaitingGo ? ArrivalState.ArrivalAwaitingGo : ArrivalState.ArrivalReceiving, Detail = a.State };
+                return new ArrivalAnswer { State = a.AwaitingGo ? ArrivalState.ArrivalAwaitingGo : ArrivalState.ArrivalReceiving, Detail = DestinationStates.Name(a.State) };
             if (e.PostcopyIncoming is { } pc) return new ArrivalAnswer { State = ArrivalState.ArrivalPostcopy, Detail = pc.PostcopyStatus };
             string console = e.Instance is { } g ? ConsoleAddress(g.Console) : "";
             return new ArrivalAnswer { State = ArrivalState.ArrivalResumed, Detail = console }; // ran here (and may have moved on since)

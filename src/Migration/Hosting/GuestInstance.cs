@@ -1,4 +1,5 @@
 using LiveMigration.Guest;
+using LiveMigration.Migration.Protocol;
 
 namespace LiveMigration.Migration.Hosting;
 
@@ -36,17 +37,17 @@ public sealed class GuestInstance : IDisposable
     /// <summary>True when the guest paused itself on a post-copy page that could not be fetched.</summary>
     public bool PageStalled { get; private set; }
 
-    public string State
+    public GuestStatus State
     {
         get
         {
             lock (_gate)
             {
-                if (_terminate) return "stopped";
-                if (Crash != null) return "crashed";
-                if (_halted) return HaltReason == StopReason.Exited ? "exited" : "idle";
-                if (_pauseRequested) return _isPaused ? "paused" : "pausing";
-                return "running";
+                if (_terminate) return GuestStatus.Stopped;
+                if (Crash != null) return GuestStatus.Crashed;
+                if (_halted) return HaltReason == StopReason.Exited ? GuestStatus.Exited : GuestStatus.Idle;
+                if (_pauseRequested) return _isPaused ? GuestStatus.Paused : GuestStatus.Pausing;
+                return GuestStatus.Running;
             }
         }
     }

@@ -135,7 +135,7 @@ public sealed class HostClient : IDisposable
         {
             using var c = Connect(at, tls);
             var info = c.Status(name).Guests.Single();
-            if (info.State == "moved" && !string.IsNullOrEmpty(info.MovedTo)) { at = info.MovedTo; continue; }
+            if (info.Status == GuestStatus.Moved && !string.IsNullOrEmpty(info.MovedTo)) { at = info.MovedTo; continue; }
             return (at, info);
         }
         throw new HostException($"'{name}' moved more than {maxHops} times; giving up following it");

@@ -64,6 +64,11 @@ public sealed record HostOptions
     public Action<string>? Log { get; init; }
     /// <summary>How often a destination that lost its source after ACK asks it again for GO.</summary>
     public TimeSpan GoQueryInterval { get; init; } = TimeSpan.FromMilliseconds(200);
+    /// <summary>
+    /// The switchover's commit step for migrations out of this host (a fleet's ownership transaction);
+    /// null: ACK/GO between the two hosts (<see cref="Engine.PairwiseCommit"/>).
+    /// </summary>
+    public Func<GuestHost, Engine.ISwitchoverCommit>? SwitchoverCommit { get; init; }
     /// <summary>Test hook: returning true at a point cuts the migration connection there.</summary>
     public Func<FaultPoint, bool>? Fault { get; init; }
     /// <summary>Test hook: returning true for a post-copy page damages it on the wire, after its hash was taken.</summary>

@@ -43,7 +43,7 @@ public sealed class FuzzTests(ITestOutputHelper output) : IDisposable
             body(new Random(seed));
             // The host still serves, holds only its guest, and the guest runs on.
             Hosts.WaitUntil(() => _t.Status().Guests.Select(i => i.Name).SequenceEqual(["g"]), 10000, $"the host to drop what seed {seed} left");
-            return _t.Host.FindInstance("g") == g && g.State == "running";
+            return _t.Host.FindInstance("g") == g && g.State == GuestStatus.Running;
         }));
         Hosts.WaitUntil(() => ProcessFigures.Threads <= threads + 8, 10000, "threads to return");
         long grown = ProcessFigures.Rss - rss;

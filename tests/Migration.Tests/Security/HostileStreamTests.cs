@@ -29,7 +29,7 @@ public sealed class HostileStreamTests(ITestOutputHelper output)
         Assert.True(peer.Hello(Purpose.Migrate).Accepted);
         peer.Send(Setup(name));
         Assert.True(peer.Read().SetupReply.Accepted);
-        Assert.Equal("arriving", t.Status().Guests.Single().State);
+        Assert.Equal(DestinationState.Arriving, t.Status().Guests.Single().Arrival);
         return peer;
     }
 

@@ -125,7 +125,7 @@ public sealed class TlsTests(ITestOutputHelper output)
         var (ssl, _) = viewer.AuthenticateAsClient(tcp.GetStream(), h);
         var reader = new StreamReader(ssl);
         Assert.Contains("may not attach to consoles", reader.ReadLine());
-        Assert.Equal("running", a.FindInstance("g")!.State);
+        Assert.Equal(GuestStatus.Running, a.FindInstance("g")!.State);
     }
 
     [Fact]

@@ -1,6 +1,5 @@
-using Google.Protobuf;
+using LiveMigration.Guest;
 using LiveMigration.Guest.Memory;
-using LiveMigration.Trace.Compression;
 using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
@@ -13,67 +12,87 @@ namespace LiveMigration.Migration.Engine;
 /// Pre-copy (DESIGN.md "Migration", strategy 2): iterative rounds over the dirty byte-map with a
 /// client bit of its own while the guest runs. Zero and balloon-free pages travel as zero-page
 /// markers; other pages as XBZRLE deltas against the page cache (or whole on a miss), batched
-/// through zstd. After each round the remaining dirty pages are priced at the bytes per page the
-/// round actually cost and the measured link rate; when that fits the downtime limit the guest
-/// pauses and the last dirty pages go with the final state. KVM's rules guard the loop: few dirty
-/// pages left, no progress for two rounds, at most <see cref="MaxRounds"/> rounds. With
-/// auto-converge a round that makes no progress raises the guest's throttle instead of ending it.
+/// through zstd (<see cref="PrecopyPageEncoder"/>). After each round the remaining dirty pages are
+/// priced at the bytes per page the round actually cost and the measured link rate; when that fits
+/// the downtime limit the guest pauses and the last dirty pages go with the final state. KVM's
+/// rules guard the loop: few dirty pages left, no progress for two rounds, at most
+/// <see cref="MaxRounds"/> rounds. With auto-converge a round that makes no progress raises the
+/// guest's throttle instead of ending it. Under auto a pre-copy that gives up hands its still-dirty
+/// pages on (<see cref="TryRun"/> returns null, the guest paused) instead of a long stop-and-copy.
 /// </summary>
-internal sealed partial class MigrationSource
+internal sealed class PrecopySource : ISourceStrategy
 {
-    private const int MaxRounds = 30;
+    public const int MaxRounds = 30;
     /// <summary>"Few dirty pages left": a stop-and-copy of this many is cheap whatever the budget.</summary>
     private const int FewDirtyPages = 64;
     public const ulong DefaultXbzrleCacheBytes = 64UL << 20;
 
-    private readonly List<StrategySwitch> _switches = [];
-    private Strategy? _currentStrategy;
+    private readonly SourceContext _ctx;
+    private readonly SourceSwitchover _switchover;
+    private readonly bool _autoConverge, _handOverWhenStuck;
+    private MachineSnapshot? _c0;
+    private DirtyClient? _sinceC0;
+    private readonly PrecopyCounts _counts = new();
+    private readonly List<double> _roundRates = [];
     private int _round;
     private int _lastDirty;
     private string _convergedBy = "";
-    private readonly PrecopyCounts _counts = new();
-    private readonly List<double> _roundRates = [];
 
-    private void SwitchStrategy(Strategy to, string reason)
+    /// <param name="autoConverge">Raise the throttle when rounds make no progress (QEMU's auto-converge).</param>
+    /// <param name="handOverWhenStuck">Give up with the dirty pages in hand (auto) rather than stop-and-copy them.</param>
+    /// <param name="fromC0">After log shipping fell back: C0 and the pages written since; the first round sends those as deltas against C0.</param>
+    public PrecopySource(SourceContext ctx, SourceSwitchover switchover, bool autoConverge, bool handOverWhenStuck = false,
+        (MachineSnapshot C0, DirtyClient SinceC0)? fromC0 = null)
     {
-        var s = new StrategySwitch { T = Now, To = to, Reason = reason };
-        if (_currentStrategy is { } from) s.From = from;
-        lock (_switches) _switches.Add(s);
-        _host.Log($"migration {Id}: strategy {(_currentStrategy is { } f ? Strategies.Name(f) + " -> " : "")}{Strategies.Name(to)}: {reason}");
-        _currentStrategy = to;
+        _ctx = ctx;
+        _switchover = switchover;
+        _autoConverge = autoConverge;
+        _handOverWhenStuck = handOverWhenStuck;
+        (_c0, _sinceC0) = fromC0 is { } h ? (h.C0, h.SinceC0) : (null, null);
     }
 
-    /// <summary>
-    /// Runs pre-copy to the switchover. <paramref name="c0"/> and <paramref name="sinceC0"/> are set
-    /// after an auto fallback: the first round sends the pages dirtied since C0 as deltas against the
-    /// C0 copies (which the destination holds again after dropping its replay).
-    /// </summary>
-    private (ulong Icount, ulong Digest) Precopy(CancellationToken token, LiveMigration.Guest.MachineSnapshot? c0 = null, DirtyClient? sinceC0 = null)
+    public static ulong CacheBytes(MigrateCommand command) => command.XbzrleCacheBytes == 0 ? DefaultXbzrleCacheBytes : command.XbzrleCacheBytes;
+
+    /// <summary>Pre-copy's auto-converge cap (QEMU's max-cpu-throttle, default 99 %).</summary>
+    private double ThrottleCap => Math.Min(0.99, _ctx.MaxThrottle);
+
+    /// <summary>After <see cref="TryRun"/> gave up: the pages still dirty, and the encoder that knows what the destination holds.</summary>
+    public List<int> Leftover { get; } = [];
+    public PrecopyPageEncoder? Encoder { get; private set; }
+    public string ConvergedBy => _convergedBy;
+
+    public SwitchoverPoint Run(CancellationToken token) =>
+        TryRun(token) ?? throw new InvalidOperationException("pre-copy handed over without a next strategy");
+
+    /// <summary>Runs pre-copy to the switchover; null when it gave up and hands over (only with handOverWhenStuck).</summary>
+    public SwitchoverPoint? TryRun(CancellationToken token)
     {
-        var machine = _guest.Machine;
+        var ctx = _ctx;
+        var machine = ctx.Guest.Machine;
         var memory = machine.Memory;
-        var conn = _conn!;
-        _phase = MigrationPhase.Precopy;
-        double limit = Math.Max(1, _command.DowntimeLimitMs == 0 ? 10 : _command.DowntimeLimitMs) / 1000.0;
-        ulong cacheBytes = _command.XbzrleCacheBytes == 0 ? DefaultXbzrleCacheBytes : _command.XbzrleCacheBytes;
-        var cache = new XbzrlePageCache((long)cacheBytes);
-        var sender = new PrecopyPageEncoder(machine, cache, _counts, e => conn.Send(e, ByteCategory.Checkpoint, token));
+        var conn = ctx.Conn!;
+        var port = ctx.Guest.Port;
+        ctx.Phase = MigrationPhase.Precopy;
+        double limit = ctx.DowntimeLimit;
+        var cache = new XbzrlePageCache((long)CacheBytes(ctx.Command));
+        var sender = Encoder = new PrecopyPageEncoder(machine, cache, _counts, e => conn.Send(e, ByteCategory.Checkpoint, token));
         var refresher = new DigestRefresher();
-        var adaptive = AdaptiveRate.For(_command);
+        var adaptive = AdaptiveRate.For(ctx.Command);
         var capBucket = conn.Limiter;
-        _guest.Port.Log ??= refresher; // log shipping is over (or never ran) when pre-copy starts
+        port.Log ??= refresher; // log shipping is over (or never ran) when pre-copy starts
 
         DirtyClient client;
         var pages = new List<int>(memory.PageCount);
-        if (sinceC0 != null)
+        if (_sinceC0 != null)
         {
-            // The guest is paused here (the caller stopped logging): nothing is written in between.
+            // The guest is paused here (log shipping stopped): nothing is written in between.
             client = memory.CreateDirtyClient("precopy");
             client.CollectAndClear(pages); // a new client starts all dirty; from now on it sees writes only
             pages.Clear();
-            sinceC0.CollectAndClear(pages);
-            sinceC0.Release();
-            _guest.Resume();
+            _sinceC0.CollectAndClear(pages);
+            _sinceC0.Release();
+            _sinceC0 = null;
+            ctx.Guest.Resume();
         }
         else
         {
@@ -95,15 +114,15 @@ internal sealed partial class MigrationSource
                 sender.Round = _round;
                 if (adaptive != null) conn.Limiter = new TokenBucket((long)adaptive.Rate);
                 _roundRates.Add(conn.Limiter?.Rate ?? 0);
-                double t0 = Now;
-                foreach (int page in pages) sender.Send(page, c0);
+                double t0 = ctx.Now;
+                foreach (int page in pages) sender.Send(page, _c0);
                 sender.Flush();
                 // A round counts when the destination has it, not when it sits in a socket buffer.
-                _peer.WaitCaughtUp(conn.SentTotal, token, () => CheckReturnPath(token));
-                if (c0 != null) { c0.Dispose(); c0 = null; _retainedC0 = null; } // only round 1 after a fallback needs it
-                if (_tCheckpointDone == 0) { _tCheckpointDone = Now; Fault(FaultPoint.Checkpoint); }
-                CheckReturnPath(token);
-                double seconds = Math.Max(Now - t0, 1e-4);
+                ctx.Peer.WaitCaughtUp(conn.SentTotal, token, () => ctx.ReturnPath.Check(token));
+                if (_c0 != null) { _c0.Dispose(); _c0 = null; } // only round 1 after a fallback needs it
+                if (ctx.Times.CheckpointDone == 0) { ctx.Times.CheckpointDone = ctx.Now; ctx.Fault(FaultPoint.Checkpoint); }
+                ctx.ReturnPath.Check(token);
+                double seconds = Math.Max(ctx.Now - t0, 1e-4);
                 long wire = conn.SentTotal - wireBefore;
                 // Price a dirty page at what a transmitted page cost this round (unchanged pages cost nothing
                 // but say nothing about the next ones); with too few to go by, at a whole page.
@@ -131,55 +150,63 @@ internal sealed partial class MigrationSource
                 previous = Math.Min(previous, dirty);
                 if (noProgress >= 2)
                 {
-                    if ((_command.AutoConverge || Strategy == Strategy.Auto) && _throttle < PrecopyThrottleCap - 1e-9)
+                    var throttle = ctx.Throttle;
+                    if (_autoConverge && throttle.Value < ThrottleCap - 1e-9)
                     {
-                        SetThrottle(Math.Min(PrecopyThrottleCap, _throttle == 0 ? 0.2 : _throttle + 0.1));
-                        _host.Log($"migration {Id}: auto-converge: throttle {_throttle:P0} ({dirty} pages dirty, no progress)");
+                        throttle.Set(Math.Min(ThrottleCap, throttle.Value == 0 ? 0.2 : throttle.Value + 0.1));
+                        ctx.Log($"auto-converge: throttle {throttle.Value:P0} ({dirty} pages dirty, no progress)");
                         noProgress = 0;
                     }
-                    else { _convergedBy = $"no progress for 2 rounds ({dirty} dirty pages, predicted {predicted * 1000:F0} ms{(_throttle > 0 ? $", throttle at its cap {_throttle:P0}" : "")})"; gaveUp = true; break; }
+                    else { _convergedBy = $"no progress for 2 rounds ({dirty} dirty pages, predicted {predicted * 1000:F0} ms{(throttle.Value > 0 ? $", throttle at its cap {throttle.Value:P0}" : "")})"; gaveUp = true; break; }
                 }
                 // Give the guest a moment to dirty pages between very short rounds.
                 if (seconds < 0.005) Thread.Sleep(5);
                 client.CollectAndClear(pages);
             }
-            _host.Log($"migration {Id}: pre-copy ends: {_convergedBy}");
-            _tLogDone = Now;
+            ctx.Log($"pre-copy ends: {_convergedBy}");
+            ctx.Times.LogDone = ctx.Now;
 
             if (adaptive != null) conn.Limiter = capBucket; // the last pages go at the cap (Clark et al.)
             _roundRates.Add(conn.Limiter?.Rate ?? 0);
-            Pause();
-            if (_guest.Port.Log == refresher) _guest.Port.Log = null;
-            _guest.Port.Throttle = 0;
-            _throttle = 0;
-            _phase = MigrationPhase.Switchover;
+            _switchover.Pause();
+            if (port.Log == refresher) port.Log = null;
+            ctx.Throttle.Clear();
+            ctx.Phase = MigrationPhase.Switchover;
             client.CollectAndClear(pages);
-            if (gaveUp && Strategy == Strategy.Auto)
+            if (gaveUp && _handOverWhenStuck)
             {
-                SwitchStrategy(Strategy.Postcopy, $"pre-copy does not converge either: {_convergedBy}");
-                return PostcopyAfterPrecopy(pages, sender, token);
+                Leftover.AddRange(pages);
+                return null;
             }
             _round++;
             sender.Round = _round;
             foreach (int page in pages) sender.Send(page, null);
             sender.Flush();
-            double tPages = Now;
+            double tPages = ctx.Now;
             ulong digest = machine.ComputeDigest();
-            _host.Log($"migration {Id}: stop-and-copy of {pages.Count} pages took {(tPages - _tPause) * 1000:F1} ms, the digest {(Now - tPages) * 1000:F1} ms");
-            SendFinalState(token, digest);
-            return (machine.Icount, digest);
+            ctx.Log($"stop-and-copy of {pages.Count} pages took {(tPages - ctx.Times.Pause) * 1000:F1} ms, the digest {(ctx.Now - tPages) * 1000:F1} ms");
+            _switchover.SendFinalState(token, digest);
+            return new SwitchoverPoint(machine.Icount, digest);
         }
         finally
         {
-            if (_guest.Port.Log == refresher) _guest.Port.Log = null;
+            if (port.Log == refresher) port.Log = null;
             client.Release();
-            c0?.Dispose();
+            _c0?.Dispose();
+            _c0 = null;
         }
     }
 
-    private void FillStrategyReport(MigrationReport r)
+    public void Release()
     {
-        lock (_switches) r.Switches.AddRange(_switches);
+        _sinceC0?.Release();
+        _sinceC0 = null;
+        _c0?.Dispose();
+        _c0 = null;
+    }
+
+    public void FillReport(MigrationReport r)
+    {
         r.PrecopyRounds = (uint)_round;
         r.XbzrlePages = (ulong)_counts.Xbzrle;
         r.XbzrleBytes = (ulong)_counts.XbzrleBytes;
@@ -195,6 +222,12 @@ internal sealed partial class MigrationSource
         }
     }
 
+    public void FillProgress(MigrationProgress p)
+    {
+        p.Round = (uint)_round;
+        p.DirtyPages = (uint)_lastDirty;
+    }
+
     /// <summary>Refreshes the RAM digest on the guest's thread when asked (an input log that logs nothing).</summary>
     private sealed class DigestRefresher : IInputLog
     {
@@ -208,7 +241,7 @@ internal sealed partial class MigrationSource
             return _done.Wait(wait); // an idle guest may not poll soon: the pause's digest covers what is left
         }
 
-        public void OnPoll(LiveMigration.Guest.Machine machine)
+        public void OnPoll(Machine machine)
         {
             if (!_wanted) return;
             _wanted = false;
@@ -216,22 +249,9 @@ internal sealed partial class MigrationSource
             _done.Set();
         }
 
-        public void TimeDelivered(LiveMigration.Guest.Machine machine, ulong time) { }
-        public void TimeRead(LiveMigration.Guest.Machine machine, ulong time) { }
-        public void SerialInput(LiveMigration.Guest.Machine machine, ReadOnlySpan<byte> data) { }
-        public void Entropy(LiveMigration.Guest.Machine machine, ushort value) { }
-    }
-
-    private LiveMigration.Guest.MachineSnapshot? _retainedC0;
-    private DirtyClient? _sinceC0;
-
-    /// <summary>Throws the right error when the destination aborted or the connection went away.</summary>
-    private void CheckReturnPath(CancellationToken token)
-    {
-        if (_inbox.TryTake(out var e))
-        {
-            _inbox.Add(e);
-            Expect(Envelope.BodyOneofCase.Ack, TimeSpan.Zero, token);
-        }
+        public void TimeDelivered(Machine machine, ulong time) { }
+        public void TimeRead(Machine machine, ulong time) { }
+        public void SerialInput(Machine machine, ReadOnlySpan<byte> data) { }
+        public void Entropy(Machine machine, ushort value) { }
     }
 }

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using LiveMigration.Guest;
+using LiveMigration.Guest.Memory;
 using LiveMigration.Guest.State;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Replayer;
@@ -10,9 +12,11 @@ namespace LiveMigration.Migration.Engine;
 /// Destination side of log shipping: the machine built from C0's pages is verified against C0's
 /// digest, then a replay session runs on it on its own thread, fed with the log frames as they
 /// arrive, and reports its icount and speed on the return path. At the final state it replays to
-/// exactly the source's pause icount (where the log holds a digest the replayer checks).
+/// exactly the source's pause icount (where the log holds a digest the replayer checks). Under auto
+/// it keeps a copy-on-write snapshot of C0 and a dirty client started at C0, so that a fallback can
+/// return exactly to C0 (<see cref="ReturnToC0"/>).
 /// </summary>
-internal sealed partial class MigrationDestination
+internal sealed class LogReplayArrival(DestinationContext ctx, bool keepC0) : IArrivalStrategy
 {
     private static readonly TimeSpan CatchUpTimeout = TimeSpan.FromSeconds(120);
 
@@ -23,27 +27,41 @@ internal sealed partial class MigrationDestination
     private readonly AutoResetEvent _wake = new(false);
     private volatile bool _stopReplay;
     private ulong _until = ulong.MaxValue;
-    private ReplayStatus? _replayResult;
     private string? _replayError;
     private readonly ManualResetEventSlim _replayDone = new();
+    /// <summary>Held by whoever drives the replay session: the replay thread, or the final catch-up.</summary>
+    private readonly object _sessionGate = new();
+    private bool _takenOver;
+    private MachineSnapshot? _c0;
+    private DirtyClient? _sinceC0;
+    private readonly byte[] _pageScratch = new byte[GuestMemory.PageSize];
 
-    private void OnCheckpointDone(CheckpointDone done)
+    /// <summary>True once the source fell back: log frames still in flight are dropped.</summary>
+    public bool Dropped { get; private set; }
+
+    public void OnCheckpointDone(CheckpointDone done)
     {
-        var machine = _machine!;
+        var machine = ctx.Machine!;
         machine.RestoreDeviceState(new StateReader(done.DeviceState.Memory));
         ulong digest = machine.ComputeDigest();
         if (machine.Icount != done.Icount || digest != done.Digest)
             throw new MigrationFailedException($"checkpoint C0 does not verify: digest {digest:x16} at icount {machine.Icount}, source sent {done.Digest:x16} at {done.Icount}");
-        if (_setup.Strategy == Strategy.Auto) KeepC0(machine, done);
+        if (keepC0)
+        {
+            _c0 = machine.TakeSnapshot();
+            _sinceC0 = machine.Memory.CreateDirtyClient("since-c0");
+            _sinceC0.CollectAndClear(new List<int>()); // a new client starts all dirty
+        }
         _session = ReplaySession.FromMachine(machine, new ReplayOptions { Verify = true });
-        _host.Log($"'{_setup.Name}': checkpoint C0 verified at icount {done.Icount}; replaying the log");
-        State = "replaying";
-        _replayThread = new Thread(ReplayLoop) { IsBackground = true, Name = $"replay-{_setup.Name}" };
+        ctx.Host.Log($"'{ctx.Name}': checkpoint C0 verified at icount {done.Icount}; replaying the log");
+        ctx.State = DestinationState.Replaying;
+        _replayThread = new Thread(ReplayLoop) { IsBackground = true, Name = $"replay-{ctx.Name}" };
         _replayThread.Start();
     }
 
-    private void OnLog(LogChunk chunk)
+    public void OnLog(LogChunk chunk)
     {
+        if (Dropped) return; // in flight when the source fell back
         if (_trace == null)
         {
             _trace = new TraceStreamReader();
@@ -58,10 +76,6 @@ internal sealed partial class MigrationDestination
         _wake.Set();
     }
 
-    /// <summary>Held by whoever drives the replay session: the replay thread, or the final catch-up.</summary>
-    private readonly object _sessionGate = new();
-    private bool _takenOver;
-
     private void ReplayLoop()
     {
         var session = _session!;
@@ -73,7 +87,7 @@ internal sealed partial class MigrationDestination
         {
             while (!_stopReplay)
             {
-                WhileStalled();
+                ctx.WhileStalled();
                 bool wait;
                 lock (_sessionGate)
                 {
@@ -82,7 +96,7 @@ internal sealed partial class MigrationDestination
                     ulong until = Volatile.Read(ref _until);
                     ulong before = machine.Icount;
                     long t0 = Stopwatch.GetTimestamp();
-                    double cap = _host.Options.ReplayMipsCap;
+                    double cap = ctx.Host.Options.ReplayMipsCap;
                     ulong runTo = cap > 0 ? Math.Min(until, before + Math.Max(200_000UL, (ulong)(cap * 1e6 * 0.01))) : until; // slices under a cap, long enough to measure
                     var status = session.Run(runTo);
                     if (cap > 0) CapReplaySpeed(machine.Icount - before, t0, cap);
@@ -95,7 +109,7 @@ internal sealed partial class MigrationDestination
                     {
                         lastReport = Stopwatch.GetTimestamp();
                         lastReported = machine.Icount;
-                        try { _conn.Send(new Envelope { ReplayProgress = new ReplayProgress { Icount = machine.Icount, ReplayMips = mips } }); }
+                        try { ctx.Conn.Send(new Envelope { ReplayProgress = new ReplayProgress { Icount = machine.Icount, ReplayMips = mips } }); }
                         catch (IOException) { }
                     }
                     if (sliceEnd) continue;
@@ -108,13 +122,11 @@ internal sealed partial class MigrationDestination
                             wait = true;
                             break;
                         case ReplayStatus.ReachedUntil when until != ulong.MaxValue:
-                            _replayResult = status;
                             return;
                         case ReplayStatus.ReachedUntil:
                             wait = false;
                             break;
                         default:
-                            _replayResult = status;
                             _replayError = ReplayFailure(session, status);
                             return;
                     }
@@ -130,6 +142,13 @@ internal sealed partial class MigrationDestination
         finally { _replayDone.Set(); }
     }
 
+    /// <summary>Test hook (<see cref="Hosting.HostOptions.ReplayMipsCap"/>): sleeps so the replay averages at most <paramref name="mips"/>.</summary>
+    private static void CapReplaySpeed(ulong ran, long startTimestamp, double mips)
+    {
+        double due = ran / (mips * 1e6) - Stopwatch.GetElapsedTime(startTimestamp).TotalSeconds;
+        if (due > 0) Thread.Sleep(TimeSpan.FromSeconds(due));
+    }
+
     /// <summary>Hands the frames received so far to the session (whoever holds the session gate).</summary>
     private void FeedFrames(ReplaySession session)
     {
@@ -139,18 +158,21 @@ internal sealed partial class MigrationDestination
     private static string ReplayFailure(ReplaySession session, ReplayStatus status) =>
         session.Divergence is { } d ? $"replay diverged at icount {d.Icount}: {d.Reason}" : $"replay ended early ({status})";
 
-    /// <summary>Replays the log up to the final icount (log shipping); nothing to do for stop-and-copy.</summary>
-    private void CatchUp(FinalState final)
+    /// <summary>Replays the log up to the final icount; the device state is not applied: the replay must have produced it (the digest proves it).</summary>
+    public string? ReachFinal(FinalState final, out ulong digest)
     {
-        if (RestoresFinalDeviceState) { _machine!.RestoreDeviceState(new StateReader(final.DeviceState.Memory)); return; }
+        digest = 0;
         if (_session == null) throw new MigrationFailedException("final state before checkpoint C0 was complete");
         Volatile.Write(ref _until, final.Icount);
-        if (_host.Options.ReplayMipsCap <= 0 && TakeOverTail(final.Icount)) { _session.Dispose(); return; }
-        _wake.Set();
-        if (!_replayDone.Wait(CatchUpTimeout)) throw new MigrationFailedException($"replay did not reach icount {final.Icount} in {CatchUpTimeout.TotalSeconds:F0} s");
-        if (_replayError != null) throw new MigrationFailedException(_replayError);
-        _session.Dispose(); // the machine stays; it is ours
-        // The device state is not applied: the replay must have produced it (the digest check proves it).
+        if (ctx.Host.Options.ReplayMipsCap <= 0 && TakeOverTail(final.Icount)) _session.Dispose();
+        else
+        {
+            _wake.Set();
+            if (!_replayDone.Wait(CatchUpTimeout)) throw new MigrationFailedException($"replay did not reach icount {final.Icount} in {CatchUpTimeout.TotalSeconds:F0} s");
+            if (_replayError != null) throw new MigrationFailedException(_replayError);
+            _session.Dispose(); // the machine stays; it is ours
+        }
+        return FullDigest.Mismatch(ctx.Machine!, final, out digest);
     }
 
     /// <summary>
@@ -169,7 +191,6 @@ internal sealed partial class MigrationDestination
             if (_replayError != null) throw new MigrationFailedException(_replayError);
             FeedFrames(session);
             var status = session.Run(until);
-            _replayResult = status;
             if (status != ReplayStatus.ReachedUntil || session.Machine.Icount != until)
                 throw new MigrationFailedException(ReplayFailure(session, status));
         }
@@ -177,10 +198,61 @@ internal sealed partial class MigrationDestination
         return true;
     }
 
-    private void StopReplay()
+    /// <summary>No fallback can come after the final state: the guest must not run on with a snapshot to preserve.</summary>
+    public void AfterAck(FinalState final, ulong digest)
+    {
+        DropC0();
+        FullDigest.LogVerified(ctx, final, digest);
+    }
+
+    public void BeforeResume() { }
+    public bool ServesAfterGo => false;
+
+    public void Stop()
     {
         _stopReplay = true;
         _wake.Set();
         if (_replayThread != null && Thread.CurrentThread != _replayThread) _replayThread.Join(5000);
+    }
+
+    /// <summary>The source gave up on log shipping: stop replaying and return to C0, exactly (digest-checked).</summary>
+    public int ReturnToC0(PrecopyFallback fallback)
+    {
+        if (!keepC0 || _c0 == null || _sinceC0 == null) throw new ProtocolException("fallback to pre-copy without a retained checkpoint C0");
+        Stop();
+        if (_replayThread != null && _replayThread.IsAlive) throw new MigrationFailedException("the replay did not stop for the fallback to pre-copy");
+        _session?.Dispose();
+        _session = null;
+        lock (_incoming) _incoming.Clear();
+        Dropped = true;
+
+        var machine = ctx.Machine!;
+        var memory = machine.Memory;
+        var pages = new List<int>();
+        _sinceC0.CollectAndClear(pages);
+        foreach (int page in pages)
+        {
+            if (_c0.Memory.IsZeroPage(page)) memory.ZeroPage(page);
+            else
+            {
+                _c0.Memory.ReadPage(page, _pageScratch);
+                memory.WritePage(page, _pageScratch);
+            }
+        }
+        machine.RestoreDeviceState(new StateReader(_c0.DeviceState));
+        ulong digest = machine.ComputeDigest();
+        if (machine.Icount != _c0.Icount || digest != _c0.Digest || _c0.Icount != fallback.C0Icount)
+            throw new MigrationFailedException($"dropping the replay did not restore C0: digest {digest:x16} at icount {machine.Icount}, C0 is {_c0.Digest:x16} at {_c0.Icount} (source: {fallback.C0Icount})");
+        DropC0();
+        return pages.Count;
+    }
+
+    /// <summary>Lets go of the fallback's C0 snapshot and its dirty client (after the fallback, or once the final state is verified).</summary>
+    private void DropC0()
+    {
+        _sinceC0?.Release();
+        _sinceC0 = null;
+        _c0?.Dispose();
+        _c0 = null;
     }
 }

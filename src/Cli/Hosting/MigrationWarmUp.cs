@@ -1,16 +1,19 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using Google.Protobuf;
+using LiveMigration.Migration.Engine;
+using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 
-namespace LiveMigration.Migration.Hosting;
+namespace LiveMigration.Cli.Hosting;
 
 /// <summary>
 /// Runs every strategy once between two private hosts in this process, so the first real migration
 /// does not pay for JIT compilation, native library loading and first-use setup in its downtime (a
 /// cold first post-copy switchover measured ~50 ms, a warm one ~1–3 ms). The hosts and their guest
 /// are thrown away; only the warmed code stays. A long-running `lm host` is in this state after its
-/// first migration anyway; this gets it there before the first one.
+/// first migration anyway; this gets it there before the first one. It lives with the programs that
+/// want it (`lm host`, `lm demo`, the benches link this file), not in the library.
 /// </summary>
 public static class MigrationWarmUp
 {
@@ -29,10 +32,10 @@ public static class MigrationWarmUp
             a.StartGuest(new StartGuest { Name = "warm-up", Elf = ByteString.CopyFrom(Image()), MemorySize = 1 << 20, ImageName = "warm-up" });
             GuestHost from = a, to = b;
             // Every strategy, then the two whose switchover paths differ most once more, warm.
-            foreach (var strategy in Engine.Strategies.All.Concat([Strategy.Log, Strategy.Postcopy]))
+            foreach (var strategy in Strategies.All.Concat([Strategy.Log, Strategy.Postcopy]))
             {
                 var r = from.Migrate(new MigrateCommand { Name = "warm-up", Target = to.Address, Strategy = strategy });
-                if (!r.Success) { failures.Add($"{Engine.Strategies.Name(strategy)}: {r.Error}"); log?.Invoke($"warm-up: {Engine.Strategies.Name(strategy)} failed ({r.Error}); carrying on"); continue; }
+                if (!r.Success) { failures.Add($"{Strategies.Name(strategy)}: {r.Error}"); log?.Invoke($"warm-up: {Strategies.Name(strategy)} failed ({r.Error}); carrying on"); continue; }
                 (from, to) = (to, from);
             }
         }
@@ -58,7 +61,7 @@ public static class MigrationWarmUp
     ];
 
     /// <summary>The code above as an ELF64 RISC-V executable with one PT_LOAD segment at 0x8000_0000.</summary>
-    internal static byte[] Image()
+    private static byte[] Image()
     {
         const int EhSize = 64, PhSize = 56;
         const ulong Entry = 0x8000_0000;

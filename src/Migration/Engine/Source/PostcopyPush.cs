@@ -1,0 +1,121 @@
+using System.IO.Hashing;
+using Google.Protobuf;
+using LiveMigration.Guest.Memory;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Migration.Transport;
+using LiveMigration.Trace.Compression;
+
+namespace LiveMigration.Migration.Engine;
+
+/// <summary>
+/// Sends the manifest pages not yet marked sent, each once: requested pages (with a few following
+/// ones as pre-paging) before the background push, which goes a small batch at a time so a
+/// request never waits long behind it.
+/// </summary>
+internal sealed class PostcopyPush
+{
+    /// <summary>Pages sent after a requested one (pre-paging: guests tend to walk forward).</summary>
+    private const int PrepagePages = 4;
+    private const int PushBatchPages = 64;
+
+    private readonly SourceContext _ctx;
+    private readonly int[] _pages;
+    private readonly GuestMemory _memory;
+    private readonly Dictionary<int, int> _slotOf;
+    private readonly bool[] _sent;
+    private readonly byte[] _raw = new byte[PushBatchPages * GuestMemory.PageSize];
+    private readonly byte[] _compressed = new byte[Zstd.CompressBound(PushBatchPages * GuestMemory.PageSize)];
+    private int _cursor;
+    private long _total, _requested, _prepaged;
+    private volatile int _sentCount;
+
+    /// <param name="pages">The manifest's pages, in order (a slot is an index into it).</param>
+    /// <param name="sent">Per slot: already sent (or already at the destination).</param>
+    public PostcopyPush(SourceContext ctx, int[] pages, bool[] sent)
+    {
+        _ctx = ctx;
+        _pages = pages;
+        _memory = ctx.Guest.Machine.Memory;
+        _slotOf = SlotIndex(pages);
+        _sent = sent;
+        Remaining = sent.Count(s => !s);
+        ToSend = Remaining;
+    }
+
+    public int Remaining { get; private set; }
+    /// <summary>For progress: pages this push has to send, and has sent.</summary>
+    public int ToSend { get; }
+    public int Sent => _sentCount;
+
+    public static Dictionary<int, int> SlotIndex(int[] pages)
+    {
+        var index = new Dictionary<int, int>(pages.Length);
+        for (int i = 0; i < pages.Length; i++) index[pages[i]] = i;
+        return index;
+    }
+
+    /// <summary>Sends every page not yet sent; throws when the link fails or the destination aborts.</summary>
+    public void Run(Connection conn)
+    {
+        double t0 = _ctx.Now;
+        var requests = _ctx.ReturnPath.PageRequests;
+        var slots = new List<int>(PushBatchPages);
+        while (Remaining > 0)
+        {
+            slots.Clear();
+            _ctx.ReturnPath.ThrowIfEnded();
+            while (slots.Count < PushBatchPages && requests.TryTake(out int page))
+            {
+                if (page < 0) throw new IOException($"lost the connection to the destination: {_ctx.ReturnPath.ErrorMessage}");
+                if (!_slotOf.TryGetValue(page, out int slot)) continue; // not in the manifest
+                if (!Take(slot, slots)) continue; // already sent
+                _requested++;
+                for (int k = 1; k <= PrepagePages && slot + k < _sent.Length; k++)
+                    if (Take(slot + k, slots)) _prepaged++;
+            }
+            if (slots.Count == 0)
+                while (slots.Count < PushBatchPages && _cursor < _sent.Length) Take(_cursor++, slots);
+            SendBatch(conn, slots);
+        }
+        _ctx.Log($"post-copy: {_total} pages sent in {(_ctx.Now - t0) * 1000:F1} ms ({_requested} requested, {_prepaged} pre-paged)");
+    }
+
+    private bool Take(int slot, List<int> into)
+    {
+        if (slot < 0 || slot >= _sent.Length || _sent[slot]) return false;
+        _sent[slot] = true;
+        Remaining--;
+        into.Add(slot);
+        return true;
+    }
+
+    private void SendBatch(Connection conn, List<int> slots)
+    {
+        if (slots.Count == 0) return;
+        var batch = new PageBatch();
+        var corrupt = _ctx.Host.Options.CorruptPostcopyPage;
+        for (int i = 0; i < slots.Count; i++)
+        {
+            int page = _pages[slots[i]];
+            var data = _raw.AsSpan(i * GuestMemory.PageSize, GuestMemory.PageSize);
+            _memory.PageSpan(page).CopyTo(data);
+            batch.Pages.Add((uint)page);
+            batch.Hashes.Add(XxHash3.HashToUInt64(data));
+            if (corrupt?.Invoke(page) == true) data[100] ^= 0x5A;
+        }
+        int n = Zstd.Compress(_raw.AsSpan(0, slots.Count * GuestMemory.PageSize), _compressed, PageSender.CompressionLevel);
+        batch.Zstd = ByteString.CopyFrom(_compressed, 0, n);
+        conn.Send(new Envelope { PostcopyPages = batch }, ByteCategory.Postcopy);
+        if (_total == 0) _ctx.Fault(FaultPoint.Postcopy);
+        _total += slots.Count;
+        _sentCount = (int)_total;
+    }
+
+    public void FillReport(MigrationReport report)
+    {
+        report.PostcopyPages = (ulong)_total;
+        report.PostcopyRequestedPages = (ulong)_requested;
+        report.PostcopyPrepagedPages = (ulong)_prepaged;
+    }
+}
