@@ -251,5 +251,6 @@ internal sealed partial class MigrationSource
         public void TimeRead(Machine machine, ulong time) => recorder.TimeRead(machine, time);
         public void SerialInput(Machine machine, ReadOnlySpan<byte> data) => recorder.SerialInput(machine, data);
         public void Entropy(Machine machine, ushort value) => recorder.Entropy(machine, value);
+        public void BlockCompletion(Machine machine, int count) => recorder.BlockCompletion(machine, count);
     }
 }

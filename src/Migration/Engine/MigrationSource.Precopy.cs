@@ -220,6 +220,7 @@ internal sealed partial class MigrationSource
         public void TimeRead(LiveMigration.Guest.Machine machine, ulong time) { }
         public void SerialInput(LiveMigration.Guest.Machine machine, ReadOnlySpan<byte> data) { }
         public void Entropy(LiveMigration.Guest.Machine machine, ushort value) { }
+        public void BlockCompletion(LiveMigration.Guest.Machine machine, int count) { }
     }
 
     private LiveMigration.Guest.MachineSnapshot? _retainedC0;
