@@ -9,7 +9,8 @@ namespace LiveMigration.Guest;
 public sealed unsafe partial class Machine
 {
     // Bump when a field is added to or removed from the section; readers accept 1..current.
-    private const ushort MachineStateVersion = 1;
+    // 2: the virtio devices (written only by machines that have some, so bare-metal states stay version 1).
+    private const ushort MachineStateVersion = 2;
     private const ushort CpuStateVersion = 3; // 2: ReservationValue; 3: privilege modes, S-mode CSRs, PMP, triggers
     private const ushort RamStateVersion = 1;
     private const int SavedRegisters = 31; // x1..x31, recorded so a size mismatch is caught on load
@@ -18,9 +19,10 @@ public sealed unsafe partial class Machine
 
     private void SaveState(StateWriter w, byte[] cpuAndDevices, MemorySnapshot? snapshot, Devices.Virtio.Block.DiskSnapshot? disk)
     {
-        w.BeginSection("MACH", MachineStateVersion);
+        w.BeginSection("MACH", Config.Virtio == Devices.Virtio.VirtioDevices.None ? (ushort)1 : MachineStateVersion);
         w.U64(Config.MemorySize);
         w.U64(Memory.Base);
+        if (Config.Virtio != Devices.Virtio.VirtioDevices.None) w.U32((uint)Config.Virtio);
         w.EndSection();
         w.Bytes(cpuAndDevices);
         SaveRam(w, snapshot);
@@ -223,11 +225,11 @@ public sealed unsafe partial class Machine
     /// <summary>Restores a state saved by <see cref="SaveState(StateWriter)"/> or a snapshot into this machine.</summary>
     public void RestoreState(StateReader r)
     {
-        r.OpenSection("MACH", 1, MachineStateVersion);
-        ulong size = r.U64(), ramBase = r.U64();
-        r.CloseSection();
-        if (size != Config.MemorySize || ramBase != Memory.Base)
-            throw new InvalidDataException($"saved machine has {size >> 20} MiB of RAM at 0x{ramBase:x}; this machine has {Config.MemorySize >> 20} MiB at 0x{Memory.Base:x}");
+        var (saved, ramBase) = ReadMachineSection(r);
+        if (saved.MemorySize != Config.MemorySize || ramBase != Memory.Base)
+            throw new InvalidDataException($"saved machine has {saved.MemorySize >> 20} MiB of RAM at 0x{ramBase:x}; this machine has {Config.MemorySize >> 20} MiB at 0x{Memory.Base:x}");
+        if (saved.Virtio != Config.Virtio)
+            throw new InvalidDataException($"saved machine has virtio devices '{saved.Virtio}'; this machine has '{Config.Virtio}'");
         // Every section is read and checked before the first one is applied.
         var devices = PrepareDeviceState(r);
         var ram = PrepareRam(r);
@@ -237,6 +239,19 @@ public sealed unsafe partial class Machine
         disk?.Invoke();
         Memory.FlushDecodeCache();
         ExitCode = null;
+    }
+
+    /// <summary>The configuration of the machine a saved state (<see cref="SaveState(StateWriter)"/>) came from: build one like it, then restore.</summary>
+    public static MachineConfig ReadConfig(ReadOnlyMemory<byte> state) => ReadMachineSection(new StateReader(state)).Config;
+
+    private static (MachineConfig Config, ulong RamBase) ReadMachineSection(StateReader r)
+    {
+        ushort version = r.OpenSection("MACH", 1, MachineStateVersion);
+        ulong size = r.U64(), ramBase = r.U64();
+        var virtio = version >= 2 ? (Devices.Virtio.VirtioDevices)r.U32() : Devices.Virtio.VirtioDevices.None;
+        r.CloseSection();
+        if ((virtio & ~Devices.Virtio.VirtioBus.KnownDevices) != 0) throw new InvalidDataException($"saved machine has unknown virtio devices 0x{(uint)virtio:x}");
+        return (new MachineConfig { MemorySize = size, Virtio = virtio }, ramBase);
     }
 
     /// <summary>Restores CPU and device sections (the output of <see cref="SaveDeviceState"/>).</summary>

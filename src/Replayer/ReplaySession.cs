@@ -122,8 +122,7 @@ public sealed class ReplaySession : IDisposable
         var source = file.ReadFrames(fromFrame).GetEnumerator();
         var events = new EventQueue(() => source.MoveNext() ? source.Current : null);
         file.Header.CheckDisk(options.Disk);
-        var machine = options.Disk == null ? CheckpointFile.Load(checkpoint, NullHostPort.Instance)
-            : CheckpointFile.Load(checkpoint, NullHostPort.Instance, file.Header.ToConfig(), options.Disk);
+        var machine = CheckpointFile.Load(checkpoint, NullHostPort.Instance, options.Disk);
         if (machine.Config.MemorySize != file.Header.Machine.MemorySize)
         {
             machine.Dispose();

@@ -163,22 +163,19 @@ public static class CheckpointFile
     public static Machine Load(ReadOnlySpan<byte> file, IHostPort port, bool compileBlocks = true)
     {
         var state = ReadState(file, out var info);
-        CheckMachineSection(state, info);
-        var machine = new Machine(new MachineConfig { MemorySize = info.MemorySize }, port, compileBlocks);
+        var machine = new Machine(MachineSection(state, info), port, compileBlocks);
         try { Apply(machine, state, info); }
         catch { machine.Dispose(); throw; }
         return machine;
     }
 
-    /// <summary>Restores into a machine of <paramref name="config"/> with <paramref name="disk"/> inserted (a machine with virtio-blk: its saved disk is relative to that image).</summary>
-    public static Machine Load(ReadOnlySpan<byte> file, IHostPort port, MachineConfig config, Guest.Devices.Virtio.Block.Disk? disk, bool compileBlocks = true)
+    /// <summary>As <see cref="Load(ReadOnlySpan{byte}, IHostPort, bool)"/>, with <paramref name="disk"/> inserted first (a machine with virtio-blk: its saved disk is relative to that image).</summary>
+    public static Machine Load(ReadOnlySpan<byte> file, IHostPort port, Guest.Devices.Virtio.Block.Disk? disk, bool compileBlocks = true)
     {
         var state = ReadState(file, out var info);
-        CheckMachineSection(state, info);
-        var machine = new Machine(config, port, compileBlocks);
+        var machine = new Machine(MachineSection(state, info), port, compileBlocks);
         try
         {
-            CheckFits(info, machine);
             if (disk != null) machine.InsertDisk(disk);
             Apply(machine, state, info);
         }
@@ -186,14 +183,18 @@ public static class CheckpointFile
         return machine;
     }
 
-    /// <summary>The state's MACH section must describe the machine the header names (checked before one is made).</summary>
-    private static void CheckMachineSection(byte[] state, CheckpointInfo info)
+    /// <summary>The machine the state's MACH section describes, which must be the one the header names (checked before one is made).</summary>
+    private static MachineConfig MachineSection(byte[] state, CheckpointInfo info)
     {
-        var r = new StateReader(state);
-        r.OpenSection("MACH", 1, ushort.MaxValue);
-        ulong size = r.U64();
-        if (size != info.MemorySize) throw new TraceFormatException(HeaderSize, $"checkpoint header says {info.MemorySize} bytes of RAM, its state {size}");
+        MachineConfig config;
+        try { config = Machine.ReadConfig(state); }
+        catch (InvalidDataException e) { throw new TraceFormatException(HeaderSize, $"checkpoint state: {e.Message}"); }
+        if (config.MemorySize != info.MemorySize) throw new TraceFormatException(HeaderSize, $"checkpoint header says {info.MemorySize} bytes of RAM, its state {config.MemorySize}");
+        return config;
     }
+
+    /// <summary>The configuration of the machine a checkpoint holds.</summary>
+    public static MachineConfig ReadConfig(ReadOnlySpan<byte> file) => MachineSection(ReadState(file, out var info), info);
 
     private static void CheckFits(CheckpointInfo info, Machine machine)
     {

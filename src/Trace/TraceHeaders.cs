@@ -34,11 +34,7 @@ public static class TraceHeaders
         };
     }
 
-    public static MachineConfig ToConfig(this TraceHeader header) => new()
-    {
-        MemorySize = header.Machine.MemorySize,
-        Virtio = header.DiskImageDigest != 0 ? Guest.Devices.Virtio.VirtioDevices.Block : Guest.Devices.Virtio.VirtioDevices.None,
-    };
+    public static MachineConfig ToConfig(this TraceHeader header) => new() { MemorySize = header.Machine.MemorySize };
 
     /// <summary>Checks that <paramref name="disk"/> is the image the trace was recorded on (one-line error otherwise).</summary>
     public static void CheckDisk(this TraceHeader header, Guest.Devices.Virtio.Block.Disk? disk)

@@ -90,23 +90,29 @@ public static class HostCommands
     public static Command Start()
     {
         var host = HostOption();
-        var guest = new Argument<FileInfo>("guest") { Description = "RISC-V ELF64 executable" };
+        var guest = new Argument<FileInfo?>("guest") { Description = "RISC-V ELF64 executable (omit with --kernel)", Arity = ArgumentArity.ZeroOrOne };
         var name = new Option<string>("--name") { Description = "name of the guest on the host", Required = true };
         var mem = new Option<string>("--mem") { Description = "guest RAM size (e.g. 128M)", DefaultValueFactory = _ => "128M" };
+        var boot = new KernelBootOptions();
         var command = new Command("start", "Start a guest on a host (the ELF is sent to the host)");
         command.Options.Add(host);
         command.Arguments.Add(guest);
         command.Options.Add(name);
         command.Options.Add(mem);
+        boot.AddTo(command);
         var connect = Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            var file = parse.GetValue(guest)!;
+            var file = parse.GetValue(guest);
             Names.Check(parse.GetValue(name));
             ulong size = MachineConfig.ParseSize(parse.GetValue(mem)!);
-            var elf = File.ReadAllBytes(file.FullName);
+            var kernel = boot.Read(parse);
+            if ((file == null) == (kernel == null)) throw new FormatException("give one of: a guest ELF, --kernel Image");
+            var elf = file == null ? null : File.ReadAllBytes(file.FullName);
             using var c = connect(parse, parse.GetValue(host)!);
-            string console = c.Start(parse.GetValue(name)!, elf, size, Path.GetFileNameWithoutExtension(file.Name));
+            string console = kernel != null
+                ? c.Start(parse.GetValue(name)!, kernel, size, Path.GetFileName(parse.GetValue(boot.Kernel)!.Name))
+                : c.Start(parse.GetValue(name)!, elf!, size, Path.GetFileNameWithoutExtension(file!.Name));
             Console.WriteLine($"started '{parse.GetValue(name)}' on {parse.GetValue(host)}; console tcp:{console}");
             return 0;
         }));

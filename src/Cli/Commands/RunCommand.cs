@@ -23,6 +23,8 @@ public static class RunCommand
         public string? GuestPath { get; init; }
         /// <summary>A kernel boot (firmware, Image, initrd, command line) instead of an ELF.</summary>
         public BootImages? Boot { get; init; }
+        /// <summary>The kernel Image's path with <see cref="Boot"/> (names the trace's image).</summary>
+        public string? KernelPath { get; init; }
         public string? RestorePath { get; init; }
         public MachineConfig Config { get; init; } = new();
         public ulong? MaxInstructions { get; init; }
@@ -61,6 +63,7 @@ public static class RunCommand
             var request = new RunRequest
             {
                 GuestPath = parse.GetValue(guest)?.FullName,
+                KernelPath = parse.GetValue(kernel.Kernel)?.FullName,
                 Boot = boot,
                 RestorePath = parse.GetValue(restore)?.FullName,
                 Config = new MachineConfig
@@ -79,8 +82,6 @@ public static class RunCommand
             };
             int sources = (request.GuestPath != null ? 1 : 0) + (request.Boot != null ? 1 : 0) + (request.RestorePath != null ? 1 : 0);
             if (sources != 1) throw new FormatException("give one of: a guest ELF, --kernel Image, --restore FILE");
-            // A trace header names an ELF image to replay from; a kernel boot has none yet.
-            if (request.Boot != null && request.RecordPath != null) throw new FormatException("--record with --kernel is not supported yet");
             if (request.CheckpointEvery != 0 && request.RecordPath == null) throw new FormatException("--checkpoint-every needs --record");
             using var backend = OpenSerial(parse.GetValue(serial)!);
             return Execute(request, backend);
@@ -120,8 +121,7 @@ public static class RunCommand
             byte[] checkpoint = File.ReadAllBytes(request.RestorePath);
             try
             {
-                machine = disk == null ? CheckpointFile.Load(checkpoint, new LiveHostPort(backend))
-                    : CheckpointFile.Load(checkpoint, new LiveHostPort(backend), request.Config with { MemorySize = CheckpointFile.ReadInfo(checkpoint).MemorySize }, disk);
+                machine = CheckpointFile.Load(checkpoint, new LiveHostPort(backend), disk);
             }
             catch { disk?.Dispose(); throw; }
             Console.Error.WriteLine($"lm: restored {Path.GetFileName(request.RestorePath)} at icount {machine.Icount}");
@@ -149,7 +149,7 @@ public static class RunCommand
         if (request.RecordPath != null)
         {
             traceFile = new FileStream(request.RecordPath, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 16);
-            string name = Path.GetFileName(request.GuestPath ?? request.RestorePath!);
+            string name = Path.GetFileName(request.GuestPath ?? request.KernelPath ?? request.RestorePath!);
             recorder = TraceRecorder.Start(traceFile, machine, image, name, "live",
                 new RecorderOptions { DigestInterval = request.DigestEvery, CheckpointInterval = request.CheckpointEvery });
             machine.HostPort = new RecordingHostPort(backend, recorder, timeBase);

@@ -32,6 +32,9 @@ public sealed class KvClient : IDisposable
         _name = name;
     }
 
+    /// <summary>How long a request waits for its answer before it counts as lost (and is retried).</summary>
+    public const int ReplyTimeoutMs = 5000;
+
     public Dictionary<string, string> Acknowledged { get; } = [];
     public int Reconnects { get; private set; }
     public int Retries { get; private set; }
@@ -49,7 +52,7 @@ public sealed class KvClient : IDisposable
                 if (info.State == "running")
                 {
                     var (h, p) = LiveMigration.Migration.Transport.Address.Parse(info.Console);
-                    var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = 5000 };
+                    var tcp = new TcpClient { NoDelay = true, ReceiveTimeout = ReplyTimeoutMs };
                     tcp.Connect(h, p);
                     _tcp = tcp;
                     _stream = _tls == null ? tcp.GetStream() : _tls.AuthenticateAsClient(tcp.GetStream(), h).Stream;
@@ -64,16 +67,22 @@ public sealed class KvClient : IDisposable
         }
     }
 
-    public void WaitReady()
+    /// <summary>Reads the console until the guest says 'kv ready' (a Linux guest boots first: give it time).</summary>
+    public void WaitReady(int timeoutMs = ReplyTimeoutMs)
     {
         lock (_lock)
         {
             Connect();
-            while (true)
+            _tcp!.ReceiveTimeout = timeoutMs;
+            try
             {
-                string? line = _reader!.ReadLine() ?? throw new IOException("console closed before 'kv ready'");
-                if (line.Contains("kv ready")) return;
+                while (true)
+                {
+                    string? line = _reader!.ReadLine() ?? throw new IOException("console closed before 'kv ready'");
+                    if (line.Contains("kv ready")) return;
+                }
             }
+            finally { _tcp.ReceiveTimeout = ReplyTimeoutMs; }
         }
     }
 

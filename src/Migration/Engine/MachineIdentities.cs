@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using LiveMigration.Guest;
+using LiveMigration.Guest.Devices.Virtio;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Trace;
 
@@ -19,20 +20,27 @@ internal static class MachineIdentities
         {
             Isa = TraceHeaders.Isa, RamBase = machine.Memory.Base, MemorySize = machine.Config.MemorySize,
             PageCount = (uint)machine.Memory.PageCount, DigestVersion = Machine.DigestVersion, EngineVersion = Frame.ProtocolVersion,
+            VirtioDevices = (uint)machine.Config.Virtio,
         };
-        id.Sections.AddRange(BuildSections.Value);
+        id.Sections.AddRange(BuildSections.GetOrAdd(machine.Config.Virtio, TemplateSections));
         return id;
     }
 
+    /// <summary>The configuration the destination builds from the source's identity.</summary>
+    public static MachineConfig Config(MigrateSetup setup) =>
+        new() { MemorySize = setup.MemorySize, Virtio = (VirtioDevices)(setup.Machine?.VirtioDevices ?? 0) & VirtioBus.KnownDevices };
+
     /// <summary>
-    /// The section list is this build's, the same for every machine: read once from an idle machine
-    /// (a running guest's state may not be saved from another thread).
+    /// The section list is this build's, the same for every machine of a device set: read once from an
+    /// idle machine (a running guest's state may not be saved from another thread).
     /// </summary>
-    private static readonly Lazy<StateSectionVersion[]> BuildSections = new(() =>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<VirtioDevices, StateSectionVersion[]> BuildSections = new();
+
+    private static StateSectionVersion[] TemplateSections(VirtioDevices virtio)
     {
-        using var template = new Machine(new MachineConfig { MemorySize = 1 << 20 }, NullHostPort.Instance);
+        using var template = new Machine(new MachineConfig { MemorySize = 1 << 20, Virtio = virtio }, NullHostPort.Instance, compileBlocks: false);
         return [.. Sections(template.SaveDeviceState()).Select(s => new StateSectionVersion { Tag = s.Tag, Version = s.Version })];
-    });
+    }
 
     /// <summary>The top-level sections of a saved state: tag (4 ASCII bytes), version (u16), length (u32), body.</summary>
     public static List<(string Tag, uint Version)> Sections(ReadOnlySpan<byte> state)
@@ -59,6 +67,8 @@ internal static class MachineIdentities
         if (source.MemorySize != local.MemorySize || source.PageCount != local.PageCount)
             return $"machine mismatch: {source.PageCount} pages / {source.MemorySize} bytes of RAM on the source, {local.PageCount} / {local.MemorySize} here";
         if (source.DigestVersion != local.DigestVersion) return $"machine mismatch: state digest version {source.DigestVersion} on the source, {local.DigestVersion} here (the final digest could never match)";
+        if (source.VirtioDevices != local.VirtioDevices)
+            return $"machine mismatch: virtio devices '{(VirtioDevices)source.VirtioDevices}' on the source, '{(VirtioDevices)local.VirtioDevices}' here";
         if (source.EngineVersion != local.EngineVersion) return $"engine mismatch: migration engine {source.EngineVersion} on the source, {local.EngineVersion} here";
         for (int i = 0; i < Math.Max(source.Sections.Count, local.Sections.Count); i++)
         {

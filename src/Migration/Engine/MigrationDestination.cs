@@ -99,7 +99,7 @@ internal sealed partial class MigrationDestination
             _entry = new GuestEntry(setup.Name) { Arriving = this, ArrivedBy = setup.MigrationId };
             _host.SetEntry(_entry);
         }
-        var machine = new Machine(new MachineConfig { MemorySize = setup.MemorySize }, NullHostPort.Instance, _host.Options.CompileBlocks);
+        var machine = new Machine(MachineIdentities.Config(setup), NullHostPort.Instance, _host.Options.CompileBlocks);
         why = MachineIdentities.Mismatch(MachineIdentities.Of(machine), setup.Machine);
         if (why != null)
         {

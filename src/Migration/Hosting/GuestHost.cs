@@ -3,6 +3,8 @@ using System.Net;
 using System.Net.Sockets;
 using Google.Protobuf;
 using LiveMigration.Guest;
+using LiveMigration.Guest.Devices.Virtio;
+using LiveMigration.Guest.Platform;
 using LiveMigration.Guest.Loader;
 using LiveMigration.Migration.Engine;
 using LiveMigration.Migration.Protocol;
@@ -243,7 +245,7 @@ public sealed class GuestHost : IDisposable
                     _ => throw new HostException($"unexpected control message {request.BodyCase}"),
                 };
             }
-            catch (Exception e) when (e is HostException or ElfLoadException or FormatException or InvalidDataException)
+            catch (Exception e) when (e is HostException or ElfLoadException or BootImageException or FormatException or InvalidDataException)
             {
                 reply = new Envelope { Result = new Result { Ok = false, Error = e.Message } };
                 if (request.BodyCase is Envelope.BodyOneofCase.StartGuest or Envelope.BodyOneofCase.MigrateCommand
@@ -272,8 +274,18 @@ public sealed class GuestHost : IDisposable
         }
         var console = CreateConsole();
         var port = new GuestHostPort(console);
-        var machine = new Machine(new MachineConfig { MemorySize = mem }, port, Options.CompileBlocks);
-        try { ElfLoader.Load(machine, request.Elf.Span); }
+        var kernel = request.Kernel;
+        var config = new MachineConfig { MemorySize = mem, Virtio = kernel == null ? VirtioDevices.None : VirtioBus.KernelBootDevices };
+        var machine = new Machine(config, port, Options.CompileBlocks);
+        try
+        {
+            if (kernel == null) ElfLoader.Load(machine, request.Elf.Span);
+            else LinuxBoot.Load(machine, new BootImages
+            {
+                Firmware = kernel.Firmware.ToByteArray(), Kernel = kernel.Kernel.ToByteArray(),
+                Initrd = kernel.Initrd.IsEmpty ? null : kernel.Initrd.ToByteArray(), CommandLine = kernel.CommandLine.Length == 0 ? null : kernel.CommandLine,
+            });
+        }
         catch { machine.Dispose(); console.Dispose(); throw; }
         var instance = new GuestInstance(name, request.ImageName, machine, port);
         lock (Lock)

@@ -64,6 +64,20 @@ public sealed class HostClient : IDisposable
         return Check(Call(new Envelope { StartGuest = new StartGuest { Name = name, Elf = ByteString.CopyFrom(elf), MemorySize = memorySize, ImageName = imageName } }));
     }
 
+    /// <summary>Boots a Linux kernel as a guest; returns its console address.</summary>
+    public string Start(string name, Guest.Platform.BootImages boot, ulong memorySize, string imageName)
+    {
+        Names.Check(name);
+        long total = boot.Firmware.Length + boot.Kernel.Length + (boot.Initrd?.Length ?? 0L);
+        if (total > FrameLimits.MaxElf) throw new HostException($"firmware, kernel and initrd are {total >> 20} MiB together; a host accepts up to {FrameLimits.MaxElf >> 20} MiB");
+        var kernel = new KernelBoot
+        {
+            Firmware = ByteString.CopyFrom(boot.Firmware), Kernel = ByteString.CopyFrom(boot.Kernel),
+            Initrd = boot.Initrd == null ? ByteString.Empty : ByteString.CopyFrom(boot.Initrd), CommandLine = boot.CommandLine ?? "",
+        };
+        return Check(Call(new Envelope { StartGuest = new StartGuest { Name = name, Kernel = kernel, MemorySize = memorySize, ImageName = imageName } }));
+    }
+
     public StatusReply Status(string? name = null)
     {
         var reply = Call(new Envelope { StatusRequest = new StatusRequest { Name = name ?? "" } });

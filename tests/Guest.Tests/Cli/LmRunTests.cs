@@ -9,7 +9,7 @@ namespace LiveMigration.Guest.Tests.Cli;
 /// <summary>`lm run` through the real CLI binary: exit codes, error lines, stdout hygiene.</summary>
 public class LmRunTests
 {
-    private static readonly Lazy<string> LmDll = new(BuildCli, LazyThreadSafetyMode.ExecutionAndPublication);
+    internal static readonly Lazy<string> LmDll = new(BuildCli, LazyThreadSafetyMode.ExecutionAndPublication);
 
     private static string BuildCli()
     {

@@ -19,6 +19,9 @@ public sealed class VirtioBus : IMmioDevice
     /// <summary>What a kernel boot gets: entropy (virtio-rng) and free page reporting (virtio-balloon).</summary>
     public const VirtioDevices KernelBootDevices = VirtioDevices.Rng | VirtioDevices.Balloon;
 
+    /// <summary>Every device this build has (a saved state naming others is refused).</summary>
+    public const VirtioDevices KnownDevices = VirtioDevices.Rng | VirtioDevices.Balloon | VirtioDevices.Block;
+
     private readonly VirtioMmio[] _slots = new VirtioMmio[VirtioMmio.SlotCount];
 
     public VirtioBus(Machine machine, VirtioDevices devices)
