@@ -139,23 +139,12 @@ public sealed class Disk : IDisposable
         }
     }
 
-    public void Write(long offset, ReadOnlySpan<byte> data)
-    {
-        BytesWritten += data.Length;
-        while (!data.IsEmpty)
-        {
-            long block = offset >> BlockShift;
-            int at = (int)(offset & (BlockSize - 1));
-            int n = Math.Min(BlockSize - at, data.Length);
-            var target = WritableBlock(block, whole: n == BlockSize);
-            data[..n].CopyTo(target.AsSpan(at));
-            Rehash(block, target);
-            data = data[n..];
-            offset += n;
-        }
-    }
+    public void Write(long offset, ReadOnlySpan<byte> data) => Store(offset, data.Length, data, zeroes: false);
 
-    public void WriteZeroes(long offset, long length)
+    public void WriteZeroes(long offset, long length) => Store(offset, length, default, zeroes: true);
+
+    /// <summary>Writes <paramref name="data"/> (or zeroes) block by block, each block rehashed once.</summary>
+    private void Store(long offset, long length, ReadOnlySpan<byte> data, bool zeroes)
     {
         BytesWritten += length;
         while (length > 0)
@@ -164,7 +153,12 @@ public sealed class Disk : IDisposable
             int at = (int)(offset & (BlockSize - 1));
             int n = (int)Math.Min(BlockSize - at, length);
             var target = WritableBlock(block, whole: n == BlockSize);
-            target.AsSpan(at, n).Clear();
+            if (zeroes) target.AsSpan(at, n).Clear();
+            else
+            {
+                data[..n].CopyTo(target.AsSpan(at));
+                data = data[n..];
+            }
             Rehash(block, target);
             length -= n;
             offset += n;
