@@ -42,6 +42,15 @@ public interface IHostPort
         }
     }
 
+    /// <summary>
+    /// The guest's disk took new requests off its queue (<see cref="Machine.BlockRequestsInFlight"/>
+    /// are in flight). When they complete is an input: a port completes them with
+    /// <see cref="Machine.CompleteBlockRequests"/>, now or later (between instructions), and a
+    /// recording port logs it; a replaying port completes them only where its log says. By default
+    /// they complete at once.
+    /// </summary>
+    void BlockRequestsPending(Machine machine) => machine.CompleteBlockRequests(machine.BlockRequestsInFlight);
+
     /// <summary>A byte the guest transmitted on its UART. Output is not an input: it is never logged.</summary>
     void SerialOutput(byte value);
 }

@@ -15,9 +15,9 @@ public sealed unsafe partial class Machine
     private const ushort RamStateVersion = 1;
     private const int SavedRegisters = 31; // x1..x31, recorded so a size mismatch is caught on load
 
-    public void SaveState(StateWriter w) => SaveState(w, SaveDeviceState(), null);
+    public void SaveState(StateWriter w) => SaveState(w, SaveDeviceState(), null, null);
 
-    private void SaveState(StateWriter w, byte[] cpuAndDevices, MemorySnapshot? snapshot)
+    private void SaveState(StateWriter w, byte[] cpuAndDevices, MemorySnapshot? snapshot, Devices.Virtio.Block.DiskSnapshot? disk)
     {
         w.BeginSection("MACH", Config.Virtio == Devices.Virtio.VirtioDevices.None ? (ushort)1 : MachineStateVersion);
         w.U64(Config.MemorySize);
@@ -26,6 +26,8 @@ public sealed unsafe partial class Machine
         w.EndSection();
         w.Bytes(cpuAndDevices);
         SaveRam(w, snapshot);
+        // Only a machine with virtio-blk has this section: every other machine saves as before.
+        if (_blk != null) Devices.Virtio.Block.DiskState.Save(w, Disk, disk);
     }
 
     /// <summary>CPU and device sections: everything but RAM.</summary>
@@ -231,8 +233,10 @@ public sealed unsafe partial class Machine
         // Every section is read and checked before the first one is applied.
         var devices = PrepareDeviceState(r);
         var ram = PrepareRam(r);
+        var disk = _blk != null ? Devices.Virtio.Block.DiskState.Prepare(r, Disk) : null;
         devices();
         ram();
+        disk?.Invoke();
         Memory.FlushDecodeCache();
         ExitCode = null;
     }
@@ -281,9 +285,9 @@ public sealed unsafe partial class Machine
     /// A copy-on-write snapshot of the whole machine: CPU and devices are copied now (they are small),
     /// RAM pages only when the guest first writes them afterwards. The guest may keep running.
     /// </summary>
-    public MachineSnapshot TakeSnapshot() => new(this, Icount, SaveDeviceState(), Memory.CreateSnapshot(), ComputeDigest());
+    public MachineSnapshot TakeSnapshot() => new(this, Icount, SaveDeviceState(), Memory.CreateSnapshot(), ComputeDigest(), Disk?.Snapshot());
 
-    internal void SaveSnapshot(StateWriter w, MachineSnapshot s) => SaveState(w, s.DeviceState, s.Memory);
+    internal void SaveSnapshot(StateWriter w, MachineSnapshot s) => SaveState(w, s.DeviceState, s.Memory, s.Disk);
 }
 
 /// <summary>A point-in-time copy of a machine (see <see cref="Machine.TakeSnapshot"/>).</summary>
@@ -291,8 +295,9 @@ public sealed class MachineSnapshot : IDisposable
 {
     private readonly Machine _machine;
 
-    internal MachineSnapshot(Machine machine, ulong icount, byte[] deviceState, MemorySnapshot memory, ulong digest)
+    internal MachineSnapshot(Machine machine, ulong icount, byte[] deviceState, MemorySnapshot memory, ulong digest, Devices.Virtio.Block.DiskSnapshot? disk)
     {
+        Disk = disk;
         _machine = machine;
         Icount = icount;
         DeviceState = deviceState;
@@ -304,6 +309,9 @@ public sealed class MachineSnapshot : IDisposable
     public ulong Digest { get; }
     public byte[] DeviceState { get; }
     public MemorySnapshot Memory { get; }
+
+    /// <summary>The disk at <see cref="Icount"/>, when the machine has one (its blocks are shared, not copied).</summary>
+    public Devices.Virtio.Block.DiskSnapshot? Disk { get; }
 
     /// <summary>Writes the snapshot in the same format as <see cref="Machine.SaveState(StateWriter)"/>; safe while the guest runs.</summary>
     public void Save(StateWriter w) => _machine.SaveSnapshot(w, this);

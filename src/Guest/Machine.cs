@@ -8,6 +8,7 @@ using LiveMigration.Guest.Devices.Finisher;
 using LiveMigration.Guest.Devices.Plic;
 using LiveMigration.Guest.Devices.Uart;
 using LiveMigration.Guest.Devices.Virtio;
+using LiveMigration.Guest.Devices.Virtio.Block;
 using LiveMigration.Guest.Memory;
 using LiveMigration.Guest.Platform;
 
@@ -46,6 +47,7 @@ public sealed unsafe partial class Machine : IDisposable
         Finisher = new SifiveTest(this);
         Balloon = new BalloonDevice(this);
         if (config.Virtio != VirtioDevices.None) Virtio = new VirtioBus(this, config.Virtio);
+        _blk = Virtio?.Block;
         _devices = Virtio == null ? [Finisher, Clint, Plic, Uart, Balloon] : [Finisher, Clint, Plic, Uart, Balloon, Virtio];
         Debug = new DebugHooks(this);
         _hart = new Hart(this, _cpu, compilation);
@@ -63,6 +65,18 @@ public sealed unsafe partial class Machine : IDisposable
 
     /// <summary>The virtio-mmio slots, when the config has virtio devices.</summary>
     public VirtioBus? Virtio { get; }
+
+    private readonly VirtioBlk? _blk;
+
+    /// <summary>The disk behind virtio-blk, once the host inserted one (<see cref="InsertDisk"/>).</summary>
+    public Disk? Disk => _blk?.Disk;
+
+    /// <summary>Puts the host's disk into the machine's virtio-blk (the config must have <see cref="VirtioDevices.Block"/>).</summary>
+    public void InsertDisk(Disk disk)
+    {
+        if (_blk == null) throw new InvalidOperationException("this machine has no virtio-blk device (its config lacks VirtioDevices.Block)");
+        _blk.Insert(disk);
+    }
 
     /// <summary>The boot ROM (firmware hand-off and device tree), once a kernel boot installed one.</summary>
     public BootRom? BootRom { get; private set; }
@@ -195,6 +209,7 @@ public sealed unsafe partial class Machine : IDisposable
                 HostPort.Poll(this);
                 Memory.SetGuestActive(true);
             }
+            if (_blk != null && _blk.TakeAnnouncement()) HostPort.BlockRequestsPending(this);
 
             ulong pending = Mip & _cpu->Mie;
             if (pending != 0)
@@ -227,6 +242,16 @@ public sealed unsafe partial class Machine : IDisposable
 
     /// <summary>Delivers serial input; returns how many bytes the UART accepted.</summary>
     public int DeliverSerialInput(ReadOnlySpan<byte> data) => Uart.Receive(data);
+
+    /// <summary>Disk requests taken off virtio-blk's queue and not yet completed.</summary>
+    public int BlockRequestsInFlight => _blk?.InFlight ?? 0;
+
+    /// <summary>Completes the <paramref name="count"/> oldest disk requests now (reads see the disk at this icount).</summary>
+    public void CompleteBlockRequests(int count)
+    {
+        if (_blk == null) throw new InvalidOperationException("this machine has no virtio-blk device");
+        _blk.Complete(count);
+    }
 
     // ---- Called by devices ----
 

@@ -14,4 +14,5 @@ public interface IInputLog
     void TimeRead(Machine machine, ulong time);
     void SerialInput(Machine machine, ReadOnlySpan<byte> data);
     void Entropy(Machine machine, ushort value);
+    void BlockCompletion(Machine machine, int count);
 }

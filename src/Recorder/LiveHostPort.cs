@@ -72,6 +72,12 @@ public class LiveHostPort : IHostPort
 
     public virtual ulong ReadTime(Machine machine) => Now;
 
+    /// <summary>The disk's requests complete at once: the overlay answers from memory (a flush syncs the image here too).</summary>
+    public void BlockRequestsPending(Machine machine) => CompleteBlockRequests(machine, machine.BlockRequestsInFlight);
+
+    /// <summary>The single place disk completions enter the machine (a recorder logs them here).</summary>
+    protected virtual void CompleteBlockRequests(Machine machine, int count) => machine.CompleteBlockRequests(count);
+
     public bool WaitForInput(Machine machine)
     {
         _serial.Flush();

@@ -33,6 +33,12 @@ public sealed class RecordingHostPort(ISerialBackend serial, TraceRecorder recor
         return t;
     }
 
+    protected override void CompleteBlockRequests(Machine machine, int count)
+    {
+        recorder.BlockCompletion(machine, count);
+        base.CompleteBlockRequests(machine, count);
+    }
+
     public override ushort ReadEntropy(Machine machine)
     {
         ushort v = base.ReadEntropy(machine);

@@ -94,6 +94,14 @@ public sealed class ScriptedHostPort : IHostPort
         return true;
     }
 
+    /// <summary>Disk requests complete at once, at the first instruction boundary after the notify.</summary>
+    public void BlockRequestsPending(Machine machine)
+    {
+        int n = machine.BlockRequestsInFlight;
+        _recorder?.BlockCompletion(machine, n);
+        machine.CompleteBlockRequests(n);
+    }
+
     public ushort ReadEntropy(Machine machine)
     {
         // splitmix64

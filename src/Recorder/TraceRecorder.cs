@@ -107,6 +107,7 @@ public sealed class TraceRecorder : IInputLog, IDisposable
     public void TimeRead(Machine machine, ulong time) => Writer.TimeRead(machine.Icount, time);
     public void SerialInput(Machine machine, ReadOnlySpan<byte> data) { Writer.SerialInput(machine.Icount, data); MaybeFlush(machine.Icount); }
     public void Entropy(Machine machine, ushort value) => Writer.Entropy(machine.Icount, value);
+    public void BlockCompletion(Machine machine, int count) { Writer.BlockCompletion(machine.Icount, count); MaybeFlush(machine.Icount); }
 
     private void MaybeFlush(ulong icount)
     {

@@ -69,6 +69,14 @@ public sealed class ReplayHostPort : IHostPort
                     return;
                 }
                 break;
+            case EventKind.BlockCompletion:
+                if (e.Value > (ulong)machine.BlockRequestsInFlight)
+                {
+                    Diverge(machine, $"the trace completes {e.Value} disk requests; {machine.BlockRequestsInFlight} are in flight");
+                    return;
+                }
+                machine.CompleteBlockRequests((int)e.Value);
+                break;
             case EventKind.StateDigest:
                 if (_verify)
                 {
@@ -142,6 +150,9 @@ public sealed class ReplayHostPort : IHostPort
         Diverge(machine, $"the guest sleeps in WFI at icount {icount}; the trace's next event is '{e}'");
         return false;
     }
+
+    /// <summary>Disk requests complete only where the trace says (its block-completion events).</summary>
+    public void BlockRequestsPending(Machine machine) { }
 
     public void SerialOutput(byte value) => _output?.Invoke(value);
 

@@ -10,6 +10,8 @@ public sealed record ReplayOptions
     public bool Verify { get; init; } = true;
     /// <summary>Receives the guest's UART output.</summary>
     public Action<byte>? Output { get; init; }
+    /// <summary>The drive of a trace recorded with one: the image as it was when recording began (opened without committing).</summary>
+    public Guest.Devices.Virtio.Block.Disk? Disk { get; init; }
 }
 
 /// <summary>Why <see cref="ReplaySession.Run"/> returned.</summary>
@@ -119,7 +121,8 @@ public sealed class ReplaySession : IDisposable
     {
         var source = file.ReadFrames(fromFrame).GetEnumerator();
         var events = new EventQueue(() => source.MoveNext() ? source.Current : null);
-        var machine = CheckpointFile.Load(checkpoint, NullHostPort.Instance);
+        file.Header.CheckDisk(options.Disk);
+        var machine = CheckpointFile.Load(checkpoint, NullHostPort.Instance, options.Disk);
         if (machine.Config.MemorySize != file.Header.Machine.MemorySize)
         {
             machine.Dispose();

@@ -92,9 +92,13 @@ public static class CheckpointFile
 
     /// <summary>
     /// An upper bound on <see cref="Machine.SaveState(StateWriter)"/>'s length: a few KiB of CPU and
-    /// device sections plus, per page, its stored copy (4 + 4096 bytes) and a balloon range (8 bytes).
+    /// device sections plus, per page, its stored copy (4 + 4096 bytes) and a balloon range (8 bytes),
+    /// plus a disk overlay.
     /// </summary>
-    private static ulong MaxStateLength(ulong memorySize) => (64 << 10) + memorySize / 4096 * (4 + 4096 + 8);
+    private static ulong MaxStateLength(ulong memorySize) => (64 << 10) + memorySize / 4096 * (4 + 4096 + 8) + MaxDiskSection;
+
+    /// <summary>A machine with virtio-blk also saves its disk overlay (the blocks written since its image was opened): at most this much.</summary>
+    public const ulong MaxDiskSection = 1UL << 30;
 
     /// <summary>Decompresses and checks the machine state held in a checkpoint.</summary>
     public static byte[] ReadState(ReadOnlySpan<byte> file, out CheckpointInfo info)
@@ -161,6 +165,20 @@ public static class CheckpointFile
         var state = ReadState(file, out var info);
         var machine = new Machine(MachineSection(state, info), port, compileBlocks);
         try { Apply(machine, state, info); }
+        catch { machine.Dispose(); throw; }
+        return machine;
+    }
+
+    /// <summary>As <see cref="Load(ReadOnlySpan{byte}, IHostPort, bool)"/>, with <paramref name="disk"/> inserted first (a machine with virtio-blk: its saved disk is relative to that image).</summary>
+    public static Machine Load(ReadOnlySpan<byte> file, IHostPort port, Guest.Devices.Virtio.Block.Disk? disk, bool compileBlocks = true)
+    {
+        var state = ReadState(file, out var info);
+        var machine = new Machine(MachineSection(state, info), port, compileBlocks);
+        try
+        {
+            if (disk != null) machine.InsertDisk(disk);
+            Apply(machine, state, info);
+        }
         catch { machine.Dispose(); throw; }
         return machine;
     }

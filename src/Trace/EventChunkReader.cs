@@ -58,6 +58,9 @@ public struct EventChunkReader
             case EventKind.Entropy:
                 if (!Varint.TryRead(s, ref _pos, out value) || value > 0xFFFF) Fail(start, "bad entropy value");
                 break;
+            case EventKind.BlockCompletion:
+                if (!Varint.TryRead(s, ref _pos, out value) || value is 0 or > 0xFFFF) Fail(start, "bad block completion count");
+                break;
             case EventKind.StateDigest:
                 if (s.Length - _pos < 8) Fail(start, "state digest cut short");
                 value = BinaryPrimitives.ReadUInt64LittleEndian(s[_pos..]);

@@ -60,6 +60,12 @@ public sealed class EventChunkWriter : IDisposable
         _length += Varint.Write(span, value);
     }
 
+    public void BlockCompletion(ulong icount, int count)
+    {
+        var span = Begin(icount, EventKind.BlockCompletion, Varint.MaxLength);
+        _length += Varint.Write(span, (ulong)count);
+    }
+
     public void StateDigest(ulong icount, ulong digest)
     {
         var span = Begin(icount, EventKind.StateDigest, 8);

@@ -10,7 +10,7 @@ namespace LiveMigration.Trace;
 public readonly record struct TraceEvent(ulong Icount, EventKind Kind, ulong Value, long ExitCode, ReadOnlyMemory<byte> Data)
 {
     /// <summary>True for inputs the machine takes between instructions (in Poll or WaitForInput).</summary>
-    public bool IsBetweenInstructions => Kind is EventKind.TimeDelivered or EventKind.SerialInput or EventKind.StateDigest or EventKind.CheckpointMarker;
+    public bool IsBetweenInstructions => Kind is EventKind.TimeDelivered or EventKind.SerialInput or EventKind.StateDigest or EventKind.CheckpointMarker or EventKind.BlockCompletion;
 
     /// <summary>Stable one-line text (used by `lm trace dump` and the golden dumps: change only with the format version).</summary>
     public override string ToString()
@@ -35,6 +35,7 @@ public readonly record struct TraceEvent(ulong Icount, EventKind Kind, ulong Val
             case EventKind.Entropy: sb.Append("entropy 0x").Append(Value.ToString("x4")); break;
             case EventKind.StateDigest: sb.Append("state-digest 0x").Append(Value.ToString("x16")); break;
             case EventKind.CheckpointMarker: sb.Append("checkpoint ").Append(Value); break;
+            case EventKind.BlockCompletion: sb.Append("block-completion ").Append(Value); break;
             case EventKind.End: sb.Append("end ").Append(EndReasonName((EndReason)Value)).Append(" exit-code ").Append(ExitCode); break;
             default: sb.Append("kind-").Append((int)Kind); break;
         }
@@ -58,6 +59,7 @@ public readonly record struct TraceEvent(ulong Icount, EventKind Kind, ulong Val
         EventKind.Entropy => "entropy",
         EventKind.StateDigest => "state-digest",
         EventKind.CheckpointMarker => "checkpoint",
+        EventKind.BlockCompletion => "block-completion",
         EventKind.End => "end",
         _ => $"kind-{(int)k}",
     };

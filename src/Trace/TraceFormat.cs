@@ -65,6 +65,8 @@ public enum EventKind : byte
     CheckpointMarker = 6,
     /// <summary>The recording ended. Payload: u8 <see cref="EndReason"/>, zigzag varint exit code.</summary>
     End = 7,
+    /// <summary>The oldest N disk requests in flight completed, between instructions. Payload: varint N (≥ 1). Only machines with virtio-blk log it.</summary>
+    BlockCompletion = 8,
 }
 
 /// <summary>Why a recording ended (wire numbers, never reused).</summary>

@@ -30,8 +30,22 @@ public static class TraceHeaders
             Recorder = recorder,
             DigestInterval = digestInterval,
             CheckpointInterval = checkpointInterval,
+            DiskImageDigest = machine.Disk?.BaseIdentity ?? 0,
         };
     }
 
     public static MachineConfig ToConfig(this TraceHeader header) => new() { MemorySize = header.Machine.MemorySize };
+
+    /// <summary>Checks that <paramref name="disk"/> is the image the trace was recorded on (one-line error otherwise).</summary>
+    public static void CheckDisk(this TraceHeader header, Guest.Devices.Virtio.Block.Disk? disk)
+    {
+        if (header.DiskImageDigest == 0)
+        {
+            if (disk != null) throw new InvalidDataException("the trace was recorded without a drive; give no --drive");
+            return;
+        }
+        if (disk == null) throw new InvalidDataException($"the trace was recorded with a drive (image 0x{header.DiskImageDigest:x16}); give it with --drive FILE");
+        if (disk.BaseIdentity != header.DiskImageDigest)
+            throw new InvalidDataException($"the drive is image 0x{disk.BaseIdentity:x16}; the trace was recorded on image 0x{header.DiskImageDigest:x16} (replay needs the image as it was when recording began)");
+    }
 }

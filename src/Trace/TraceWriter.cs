@@ -56,6 +56,7 @@ public sealed class TraceWriter : IDisposable
     public void TimeRead(ulong icount, ulong time) { _chunk.TimeRead(icount, time); Logged(icount); }
     public void SerialInput(ulong icount, ReadOnlySpan<byte> data) { if (data.IsEmpty) return; _chunk.SerialInput(icount, data); Logged(icount); }
     public void Entropy(ulong icount, ushort value) { _chunk.Entropy(icount, value); Logged(icount); }
+    public void BlockCompletion(ulong icount, int count) { _chunk.BlockCompletion(icount, count); Logged(icount); }
     public void StateDigest(ulong icount, ulong digest) { _chunk.StateDigest(icount, digest); Logged(icount); }
 
     private void Logged(ulong icount)

@@ -20,20 +20,24 @@ public static class ReplayCommand
         var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { HelpName = "FILE", Description = "save the machine where the replay stops to this checkpoint file" };
         var noVerify = new Option<bool>("--no-verify") { Description = "do not compare state digests (inputs are still checked)" };
         var stats = new Option<bool>("--stats") { Description = "print icount, events, digests checked, seconds and speed to stderr" };
+        var drive = RunCommand.DriveOption();
         var gdb = new Option<string?>("--gdb") { Description = "serve gdb (remote protocol, with reverse execution) on HOST:PORT instead of replaying straight through" };
         var command = new Command("replay", "Replay a trace: exit 0 when faithful; 1 on divergence, 2 on corruption, 4 on a truncated trace");
         command.Arguments.Add(trace);
-        foreach (var o in new Option[] { until, from, checkpoint, saveCheckpoint, noVerify, stats, gdb }) command.Options.Add(o);
+        foreach (var o in new Option[] { until, from, checkpoint, saveCheckpoint, noVerify, stats, gdb, drive }) command.Options.Add(o);
         command.SetAction(parse => CliErrors.Run(() => parse.GetValue(gdb) is { } endpoint ? GdbReplay.Execute(parse.GetValue(trace)!.FullName, endpoint, !parse.GetValue(noVerify)) : Execute(parse.GetValue(trace)!.FullName, parse.GetValue(until), parse.GetValue(from),
-            parse.GetValue(checkpoint)?.FullName, parse.GetValue(saveCheckpoint)?.FullName, !parse.GetValue(noVerify), parse.GetValue(stats))));
+            parse.GetValue(checkpoint)?.FullName, parse.GetValue(saveCheckpoint)?.FullName, !parse.GetValue(noVerify), parse.GetValue(stats),
+            parse.GetValue(drive) is { } d ? Recorder.Disk.DriveSpec.Parse(d) : null)));
         return command;
     }
 
-    private static int Execute(string path, ulong? until, ulong from, string? checkpoint, string? saveCheckpoint, bool verify, bool stats)
+    private static int Execute(string path, ulong? until, ulong from, string? checkpoint, string? saveCheckpoint, bool verify, bool stats, Recorder.Disk.DriveSpec? drive)
     {
         using var file = TraceFile.Open(path);
         using var stdout = new BufferedStream(Console.OpenStandardOutput(), 1 << 16);
-        var options = new ReplayOptions { Verify = verify, Output = stdout.WriteByte };
+        // A replay never writes the image: its disk keeps every write in the overlay.
+        using var disk = drive?.Open(commit: false);
+        var options = new ReplayOptions { Verify = verify, Output = stdout.WriteByte, Disk = disk };
         using var session = checkpoint != null ? ReplaySession.OpenFile(file, options, File.ReadAllBytes(checkpoint)) : ReplaySession.OpenFile(file, options, from);
         if (session.StartIcount > 0) Console.Error.WriteLine($"lm: replaying from the checkpoint at icount {session.StartIcount}");
         var clock = Stopwatch.StartNew();

@@ -4,6 +4,7 @@ using LiveMigration.Guest;
 using LiveMigration.Guest.Loader;
 using LiveMigration.Guest.Platform;
 using LiveMigration.Recorder;
+using LiveMigration.Recorder.Disk;
 using LiveMigration.Recorder.Serial;
 using LiveMigration.Trace;
 
@@ -32,6 +33,8 @@ public static class RunCommand
         public ulong CheckpointEvery { get; init; }
         public ulong DigestEvery { get; init; } = new RecorderOptions().DigestInterval;
         public string? SaveCheckpointPath { get; init; }
+        /// <summary>A raw image behind virtio-blk (`--drive FILE[,readonly]`).</summary>
+        public DriveSpec? Drive { get; init; }
     }
 
     public static Command Create()
@@ -47,14 +50,16 @@ public static class RunCommand
         var digestEvery = new Option<ulong>("--digest-every") { HelpName = "N", Description = "with --record: log a state digest every N instructions", DefaultValueFactory = _ => new RecorderOptions().DigestInterval };
         var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { HelpName = "FILE", Description = "when the run stops (e.g. at --max-instructions), save the machine to this checkpoint file" };
         var restore = new Option<FileInfo?>("--restore") { HelpName = "FILE", Description = "resume the machine saved in this checkpoint file instead of booting a guest" };
+        var drive = DriveOption();
 
         var command = new Command("run", "Run a guest program live (optionally recording a trace), or resume a checkpoint");
         command.Arguments.Add(guest);
-        foreach (var o in new Option[] { mem, maxInstructions, serial, stats, record, checkpointEvery, digestEvery, saveCheckpoint, restore }) command.Options.Add(o);
+        foreach (var o in new Option[] { mem, maxInstructions, serial, stats, record, checkpointEvery, digestEvery, saveCheckpoint, restore, drive }) command.Options.Add(o);
         kernel.AddTo(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             var boot = kernel.Read(parse);
+            var driveSpec = parse.GetValue(drive) is { } d ? DriveSpec.Parse(d) : null;
             var request = new RunRequest
             {
                 GuestPath = parse.GetValue(guest)?.FullName,
@@ -64,8 +69,10 @@ public static class RunCommand
                 Config = new MachineConfig
                 {
                     MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!),
-                    Virtio = boot == null ? Guest.Devices.Virtio.VirtioDevices.None : KernelBootOptions.Devices,
+                    Virtio = (boot == null ? Guest.Devices.Virtio.VirtioDevices.None : KernelBootOptions.Devices)
+                        | (driveSpec == null ? Guest.Devices.Virtio.VirtioDevices.None : Guest.Devices.Virtio.VirtioDevices.Block),
                 },
+                Drive = driveSpec,
                 MaxInstructions = parse.GetValue(maxInstructions),
                 Stats = parse.GetValue(stats),
                 RecordPath = parse.GetValue(record)?.FullName,
@@ -81,6 +88,13 @@ public static class RunCommand
         }));
         return command;
     }
+
+    /// <summary>`--drive FILE[,readonly]`, shared by the commands that build a machine.</summary>
+    public static Option<string?> DriveOption() => new("--drive")
+    {
+        HelpName = "FILE[,readonly]",
+        Description = "a raw disk image for virtio-blk (as qemu -drive file=FILE,format=raw,if=none,id=d0 -device virtio-blk-device,drive=d0); flushes are written to the file",
+    };
 
     public static ISerialBackend OpenSerial(string spec)
     {
@@ -101,24 +115,33 @@ public static class RunCommand
     {
         byte[] image = [];
         Machine machine;
+        var disk = request.Drive?.Open();
         if (request.RestorePath != null)
         {
-            machine = CheckpointFile.Load(File.ReadAllBytes(request.RestorePath), new LiveHostPort(backend));
+            byte[] checkpoint = File.ReadAllBytes(request.RestorePath);
+            try
+            {
+                machine = CheckpointFile.Load(checkpoint, new LiveHostPort(backend), disk);
+            }
+            catch { disk?.Dispose(); throw; }
             Console.Error.WriteLine($"lm: restored {Path.GetFileName(request.RestorePath)} at icount {machine.Icount}");
         }
         else if (request.Boot != null)
         {
             machine = new Machine(request.Config, new LiveHostPort(backend));
+            if (disk != null) machine.InsertDisk(disk);
             try { LinuxBoot.Load(machine, request.Boot); }
-            catch { machine.Dispose(); throw; }
+            catch { machine.Dispose(); disk?.Dispose(); throw; }
         }
         else
         {
             image = File.ReadAllBytes(request.GuestPath!);
             machine = new Machine(request.Config, new LiveHostPort(backend));
+            if (disk != null) machine.InsertDisk(disk);
             ElfLoader.Load(machine, image);
         }
         using var _ = machine;
+        using var __ = disk;
         ulong timeBase = machine.Clint.Time; // a restored guest's clock continues from where it was saved
 
         FileStream? traceFile = null;

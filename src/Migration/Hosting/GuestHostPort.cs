@@ -124,6 +124,14 @@ public sealed class GuestHostPort : IHostPort
         if (machine.DeliverSerialInput(buffer[..n]) != n) throw new InvalidOperationException("UART refused input it had room for");
     }
 
+    /// <summary>Disk requests complete at once; logged while a migration records the inputs.</summary>
+    public void BlockRequestsPending(Machine machine)
+    {
+        int n = machine.BlockRequestsInFlight;
+        Log?.BlockCompletion(machine, n);
+        machine.CompleteBlockRequests(n);
+    }
+
     public ulong ReadTime(Machine machine)
     {
         ulong t = Now;

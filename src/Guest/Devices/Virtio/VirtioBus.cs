@@ -1,4 +1,5 @@
 using LiveMigration.Guest.Devices.Virtio.Balloon;
+using LiveMigration.Guest.Devices.Virtio.Block;
 using LiveMigration.Guest.Devices.Virtio.Rng;
 using LiveMigration.Guest.State;
 
@@ -7,7 +8,7 @@ namespace LiveMigration.Guest.Devices.Virtio;
 /// <summary>
 /// The eight virtio-mmio slots of the virt map as one bus device: it routes each access to its
 /// slot and saves the populated slots in one section. Devices take slots from the top down in a
-/// fixed order (rng, balloon), the slots QEMU gives the same devices on its command line in that
+/// fixed order (rng, balloon, block), the slots QEMU gives the same devices on its command line in that
 /// order (see <see cref="QemuDeviceArgs"/>).
 /// </summary>
 public sealed class VirtioBus : IMmioDevice
@@ -19,7 +20,7 @@ public sealed class VirtioBus : IMmioDevice
     public const VirtioDevices KernelBootDevices = VirtioDevices.Rng | VirtioDevices.Balloon;
 
     /// <summary>Every device this build has (a saved state naming others is refused).</summary>
-    public const VirtioDevices KnownDevices = VirtioDevices.Rng | VirtioDevices.Balloon;
+    public const VirtioDevices KnownDevices = VirtioDevices.Rng | VirtioDevices.Balloon | VirtioDevices.Block;
 
     private readonly VirtioMmio[] _slots = new VirtioMmio[VirtioMmio.SlotCount];
 
@@ -29,6 +30,7 @@ public sealed class VirtioBus : IMmioDevice
         var queue = new Queue<IVirtioDevice>();
         if (devices.HasFlag(VirtioDevices.Rng)) queue.Enqueue(Rng = new VirtioRng(machine));
         if (devices.HasFlag(VirtioDevices.Balloon)) queue.Enqueue(Balloon = new VirtioBalloon(machine));
+        if (devices.HasFlag(VirtioDevices.Block)) queue.Enqueue(Block = new VirtioBlk(machine));
         for (int slot = VirtioMmio.SlotCount - 1; slot >= 0; slot--)
             _slots[slot] = new VirtioMmio(machine, slot, queue.Count > 0 ? queue.Dequeue() : null);
     }
@@ -36,6 +38,7 @@ public sealed class VirtioBus : IMmioDevice
     public VirtioDevices Devices { get; }
     public VirtioRng? Rng { get; }
     public VirtioBalloon? Balloon { get; }
+    public VirtioBlk? Block { get; }
 
     public VirtioMmio Slot(int slot) => _slots[slot];
 
@@ -47,6 +50,7 @@ public sealed class VirtioBus : IMmioDevice
     {
         if (devices.HasFlag(VirtioDevices.Rng)) { yield return "-device"; yield return "virtio-rng-device"; }
         if (devices.HasFlag(VirtioDevices.Balloon)) { yield return "-device"; yield return "virtio-balloon-device,free-page-reporting=on"; }
+        if (devices.HasFlag(VirtioDevices.Block)) { yield return "-device"; yield return "virtio-blk-device,drive=d0"; } // with -drive ...,if=none,id=d0
     }
 
     public ulong Base => VirtioMmio.FirstSlotBase;

@@ -16,6 +16,8 @@ public enum VirtioDevices
     None = 0,
     Rng = 1,
     Balloon = 2,
+    /// <summary>virtio-blk: the machine has a disk (<see cref="Block.Disk"/>), inserted by the host.</summary>
+    Block = 4,
 }
 
 /// <summary>Device status bits (virtio 1.1 §2.1).</summary>

@@ -292,5 +292,6 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
         public void TimeRead(Machine machine, ulong time) => recorder.TimeRead(machine, time);
         public void SerialInput(Machine machine, ReadOnlySpan<byte> data) => recorder.SerialInput(machine, data);
         public void Entropy(Machine machine, ushort value) => recorder.Entropy(machine, value);
+        public void BlockCompletion(Machine machine, int count) => recorder.BlockCompletion(machine, count);
     }
 }

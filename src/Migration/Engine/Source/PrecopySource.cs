@@ -253,5 +253,6 @@ internal sealed class PrecopySource : ISourceStrategy
         public void TimeRead(Machine machine, ulong time) { }
         public void SerialInput(Machine machine, ReadOnlySpan<byte> data) { }
         public void Entropy(Machine machine, ushort value) { }
+        public void BlockCompletion(Machine machine, int count) { }
     }
 }
