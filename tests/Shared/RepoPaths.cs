@@ -26,15 +26,17 @@ public static class RepoPaths
         string path = Path.Combine(Root, "guests", "build", name + ".elf");
         lock (BuildLock)
         {
-            if (!_guestsBuilt && !File.Exists(path))
+            // make runs the first time a guest is missing, not merely at the first lookup: a guest added
+            // since the last build (present guests say nothing about it) still gets built.
+            if (!File.Exists(path) && !_guestsBuilt)
             {
                 using var make = Process.Start(new ProcessStartInfo("make", ["-s", "-C", Path.Combine(Root, "guests")]) { RedirectStandardError = true })
                     ?? throw new InvalidOperationException("cannot start make");
                 string err = make.StandardError.ReadToEnd();
                 make.WaitForExit();
                 if (make.ExitCode != 0) throw new InvalidOperationException($"make -C guests failed:\n{err}");
+                _guestsBuilt = true;
             }
-            _guestsBuilt = true;
         }
         if (!File.Exists(path)) throw new FileNotFoundException($"guest {name} was not built", path);
         return path;
