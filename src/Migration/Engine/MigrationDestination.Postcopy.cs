@@ -72,6 +72,7 @@ internal sealed partial class MigrationDestination
         _manifestPageCount = total;
         foreach (var (first, count) in runs) memory.MarkAbsentRange(first, count);
         State = "awaiting-go";
+        if (_host.Ownership.Coordinated) _record = _host.Ownership.AwaitCommitted(_setup.Name, _setup.Source, _host.Address, _epoch, _host.ShuttingDown); // FLEET
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
         _host.Log($"'{_setup.Name}' post-copy: device state verified at icount {final.Icount} ({digest:x16}), {total} pages absent; ACK sent, awaiting GO");
         return true;

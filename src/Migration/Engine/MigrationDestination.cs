@@ -24,6 +24,9 @@ internal sealed partial class MigrationDestination
     private FinalState? _final;
     private bool _resolved;
     private GuestInstance? _instance;
+    private long _epoch;
+    /// <summary>Fleet: completes when the guest's record shows the commit (true) or another owner (false).</summary>
+    private Task<bool>? _record;
 
     public MigrationDestination(GuestHost host, Connection conn)
     {
@@ -82,6 +85,10 @@ internal sealed partial class MigrationDestination
             why = $"machine config mismatch: {setup.PageCount} pages for {setup.MemorySize} bytes";
         else if (!Strategies.IsKnown(setup.Strategy))
             why = $"unknown strategy {(int)setup.Strategy} (a peer of a newer build)";
+        // FLEET: a draining host takes no guests; the record must name the source (its epoch is what the commit moves).
+        else if (_host.Ownership.RefuseNewGuests() is { } refused) why = refused;
+        else if (_host.Ownership.EpochIfOwner(setup.Name, setup.Source) is long epoch) _epoch = epoch;
+        else why = $"the fleet record of '{setup.Name}' does not name {setup.Source}";
         if (why != null) return false;
         lock (_host.Lock)
         {
@@ -173,6 +180,7 @@ internal sealed partial class MigrationDestination
             return false;
         }
         State = "awaiting-go";
+        if (_host.Ownership.Coordinated) _record = _host.Ownership.AwaitCommitted(_setup.Name, _setup.Source, _host.Address, _epoch, _host.ShuttingDown); // FLEET
         _conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
         DropC0(); // no fallback can come after the final state: the guest must not run on with a snapshot to preserve
         _host.Log($"'{_setup.Name}' verified at icount {final.Icount} digest {digest:x16}; ACK sent, awaiting GO");
@@ -189,6 +197,12 @@ internal sealed partial class MigrationDestination
                 DiscardLocked($"connection lost before ACK ({why})");
                 return;
             }
+        }
+        if (_record != null) // FLEET: the record decides, whatever happened to GO
+        {
+            _host.Log($"'{_setup.Name}': connection lost after ACK ({why}); the fleet record decides");
+            new Thread(AwaitRecordLoop) { IsBackground = true, Name = "await-record" }.Start();
+            return;
         }
         // ACK was sent: only the source knows whether it committed. Ask it until it answers.
         _host.Log($"'{_setup.Name}': connection lost after ACK ({why}); asking {_setup.Source} for GO");
@@ -219,6 +233,28 @@ internal sealed partial class MigrationDestination
             return reply.BodyCase == Envelope.BodyOneofCase.GoAnswer ? reply.GoAnswer : null;
         }
         catch (Exception e) when (e is IOException or ProtocolException) { return null; }
+    }
+
+    /// <summary>
+    /// Fleet, after the connection was lost past the ACK: the guest runs here once the record shows
+    /// the commit, or once this host took it over because the source's lease is gone; it is
+    /// discarded when the record names anyone else.
+    /// </summary>
+    private void AwaitRecordLoop()
+    {
+        while (!_host.ShuttingDown.IsCancellationRequested)
+        {
+            lock (_lock) if (_resolved) return;
+            if (_record!.Wait(_host.Options.GoQueryInterval))
+            {
+                if (!_record.Result) { Discard("the fleet record names another host"); return; }
+                var answer = QuerySource(); // the source's console bytes, when it is still there
+                Start(answer?.Decision == Decision.Go ? answer.ConsoleInput.ToByteArray() : [], answer?.Decision == Decision.Go ? answer.ConsoleBacklog.ToByteArray() : [], "the committed fleet record");
+                return;
+            }
+            if (_host.Ownership.TakeOver(_setup.Name, _setup.Source, _host.Address, _epoch))
+                _host.Log($"'{_setup.Name}': its source's lease is gone; took it over (epoch {_epoch + 1})");
+        }
     }
 
     /// <returns>True when the answer settled the migration.</returns>
@@ -260,7 +296,7 @@ internal sealed partial class MigrationDestination
     private void PrepareResume()
     {
         var console = _host.CreateConsole();
-        _ready = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, new GuestHostPort(console));
+        _ready = new GuestInstance(_setup.Name, _setup.ImageName, _machine!, _host.NewPort(console));
         _ready.StartPaused();
     }
 
@@ -269,6 +305,8 @@ internal sealed partial class MigrationDestination
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private void Start(byte[] consoleInput, byte[] backlog, string why)
     {
+        // FLEET: resume only on the committed record (GO alone is not enough).
+        if (_record != null && !AwaitRecord()) { Discard("the fleet record names another host"); return; }
         GuestInstance instance;
         long resumedAt;
         lock (_lock)
@@ -322,6 +360,16 @@ internal sealed partial class MigrationDestination
     private void WhileStalled()
     {
         while (_host.Options.Stalled?.Invoke() == true) Thread.Sleep(5);
+    }
+
+    private bool AwaitRecord()
+    {
+        while (!_record!.Wait(1000))
+        {
+            if (_host.ShuttingDown.IsCancellationRequested) return false;
+            _host.Log($"'{_setup.Name}': GO arrived, waiting for the committed fleet record");
+        }
+        return _record.Result;
     }
 
     public void Discard(string why)

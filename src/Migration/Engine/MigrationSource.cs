@@ -31,6 +31,7 @@ internal sealed partial class MigrationSource
     private readonly List<TimelineSample> _timeline = [];
     private readonly PageSender _pages = new();
     private bool Committed => _decision.Value == Decision.Go;
+    private long _epoch;
     private Connection? _conn;
     private volatile MigrationPhase _phase = MigrationPhase.Setup;
     private double _tSetupDone, _tCheckpointDone, _tLogDone, _tPause = -1, _tResumed = -1;
@@ -139,6 +140,8 @@ internal sealed partial class MigrationSource
 
     private void Setup(CancellationToken token)
     {
+        // FLEET: the epoch this host owns the guest under; the commit compares it.
+        _epoch = _host.Ownership.EpochIfOwner(_command.Name, _host.Address) ?? throw new OwnershipLostException($"the fleet record of '{_command.Name}' does not name this host");
         _conn = _host.Connect(_command.Target);
         _conn.ClientHandshake(Purpose.Migrate);
         _conn.SendTimeout = _peer.Limit; // a peer that stops reading fails the send, it does not hang it
@@ -212,7 +215,12 @@ internal sealed partial class MigrationSource
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private void Commit()
     {
+        Fault(FaultPoint.BeforeCommit);
         if (!_decision.Take(Decision.Go)) throw new OperationCanceledException("the migration was already decided: abort");
+        // FLEET: the commit point is the ownership transaction, taken once GO is ours so that no abort can
+        // race it (pairwise: always true, GO decides).
+        if (!_host.Ownership.CommitMove(_command.Name, _host.Address, _command.Target, _epoch))
+            throw new OwnershipLostException($"the fleet record of '{_command.Name}' no longer names this host at epoch {_epoch}");
         var (input, backlog) = _consoleClosed.Wait(TimeSpan.FromSeconds(5)) && _consoleHandoff is { } h ? h : _guest.Console.Close();
         _host.RecordOutcome(Id, new Outcome(Decision.Go, input, backlog)); // journaled before GO can reach anyone
         _pendingGo = new Go { ConsoleInput = ByteString.CopyFrom(input), ConsoleBacklog = ByteString.CopyFrom(backlog) };
@@ -269,7 +277,7 @@ internal sealed partial class MigrationSource
     private bool CommitAndSendGo()
     {
         try { Commit(); }
-        catch (OperationCanceledException) { return false; } // cancelled first: the main thread rolls back
+        catch (Exception e) when (e is OperationCanceledException or MigrationFailedException) { return false; } // cancelled first (or the record moved): the main thread rolls back
         Fault(FaultPoint.AfterAck);
         try
         {
@@ -316,6 +324,7 @@ internal sealed partial class MigrationSource
         _conn?.Dispose();
         _host.ReleaseHold(_entry, this);
         ReleaseFallbackState(); // after the resume, not in the downtime: freeing C0's preserved pages takes a while
+        _host.Ownership.Released(_command.Name, _guest.Machine); // FLEET: the final state becomes the last checkpoint
         _guest.Dispose();
         _host.Log($"migration {Id}: {why}");
     }
@@ -331,6 +340,14 @@ internal sealed partial class MigrationSource
         ReleaseFallbackState();
         _guest.Port.Throttle = 0;
         ReopenConsole();
+        // FLEET: once paused, resume only after making sure no commit or takeover can still apply.
+        if (_tPause >= 0 && _host.Ownership.Reclaim(_command.Name, _host.Address, _epoch) == null)
+        {
+            _guest.Dispose();
+            lock (_host.Lock) _host.RemoveEntry(_entry);
+            _host.Log($"migration {Id}: failed ({why}); the fleet record of '{_command.Name}' names another host: dropped here");
+            return;
+        }
         _guest.Resume(); // also when it was never paused: harmless
         _host.Log($"migration {Id}: failed ({why}); '{_command.Name}' keeps running here");
     }
@@ -399,4 +416,4 @@ internal sealed partial class MigrationSource
 }
 
 /// <summary>The migration cannot go on; before commit the guest resumes on the source.</summary>
-public sealed class MigrationFailedException(string message) : Exception(message);
+public class MigrationFailedException(string message) : Exception(message);

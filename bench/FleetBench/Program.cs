@@ -1,0 +1,95 @@
+// Figures for the etcd-backed fleet on loopback: the time the commit transaction adds to the
+// switchover, downtime with and without etcd, and the time to drain a host of N kv guests.
+//   dotnet run -c Release --project bench/FleetBench [-- --runs 20 --drain 8]
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using LiveMigration.Fleet;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+
+int runs = Arg("--runs", 20), drainGuests = Arg("--drain", 8);
+string dir = Path.Combine(Path.GetTempPath(), $"lm-fleetbench-{Guid.NewGuid():N}");
+int client = FreePort(), peer = FreePort();
+var etcd = Process.Start(new ProcessStartInfo("etcd", $"--name b --data-dir {dir} --listen-client-urls http://127.0.0.1:{client} --advertise-client-urls http://127.0.0.1:{client} " +
+    $"--listen-peer-urls http://127.0.0.1:{peer} --initial-advertise-peer-urls http://127.0.0.1:{peer} --initial-cluster b=http://127.0.0.1:{peer} --logger zap --log-level error")
+    { RedirectStandardError = true, RedirectStandardOutput = true })!;
+string endpoint = $"http://127.0.0.1:{client}";
+try
+{
+    byte[] kv = File.ReadAllBytes(LiveMigration.Tests.Shared.RepoPaths.Guest("kv"));
+    using var probe = new FleetAdmin(endpoint);
+    for (var until = DateTime.UtcNow.AddSeconds(20); ; Thread.Sleep(100))
+    {
+        try { probe.Hosts(); break; } catch (HostException) when (DateTime.UtcNow < until) { }
+    }
+    Console.WriteLine($"fleet bench: kv guest (16 MiB), log shipping, {runs} migrations each way; etcd {endpoint}");
+    var (pairDown, _) = Measure(null, kv, runs);
+    var (fleetDown, commits) = Measure(endpoint, kv, runs);
+    Console.WriteLine($"downtime without etcd : median {Median(pairDown):F2} ms, p90 {P90(pairDown):F2} ms");
+    Console.WriteLine($"downtime with etcd    : median {Median(fleetDown):F2} ms, p90 {P90(fleetDown):F2} ms");
+    Console.WriteLine($"etcd commit (txn)     : median {Median(commits):F2} ms, p90 {P90(commits):F2} ms, min {commits.Min():F2} ms");
+    Drain(endpoint, kv, drainGuests);
+}
+finally
+{
+    etcd.Kill();
+    etcd.WaitForExit();
+    try { Directory.Delete(dir, true); } catch (IOException) { }
+}
+
+(List<double> Downtime, List<double> Commit) Measure(string? etcdUrl, byte[] elf, int n)
+{
+    string prefix = $"/bench{Guid.NewGuid():N}/";
+    GuestHost New() => new(new HostOptions
+    {
+        Ownership = etcdUrl == null ? null : FleetMember.Join(new FleetOptions { Endpoints = [etcdUrl], Prefix = prefix, CapacityBytes = 4UL << 30 }),
+    });
+    using var a = New();
+    using var b = New();
+    using (var c = HostClient.Connect(a.Address)) c.Start("kv", elf, 16 << 20, "kv");
+    Thread.Sleep(300);
+    var down = new List<double>();
+    var commit = new List<double>();
+    var (from, to) = (a, b);
+    for (int i = 0; i < n + 2; i++)
+    {
+        using var c = HostClient.Connect(from.Address);
+        var r = c.Migrate(new MigrateCommand { Name = "kv", Target = to.Address, Strategy = Strategy.Log });
+        if (!r.Success) throw new InvalidOperationException(r.Error);
+        if (i >= 2) // the first two warm both directions
+        {
+            down.Add(r.DowntimeSeconds * 1000);
+            if (from.Ownership is FleetMember m) commit.Add(m.LastCommitTime.TotalMilliseconds);
+        }
+        (from, to) = (to, from);
+        Thread.Sleep(100);
+    }
+    return (down, commit);
+}
+
+void Drain(string etcdUrl, byte[] elf, int guests)
+{
+    string prefix = $"/drain{Guid.NewGuid():N}/";
+    var hosts = Enumerable.Range(0, 3).Select(_ => new GuestHost(new HostOptions { Ownership = FleetMember.Join(new FleetOptions { Endpoints = [etcdUrl], Prefix = prefix, CapacityBytes = 4UL << 30 }) })).ToList();
+    try
+    {
+        for (int i = 0; i < guests; i++)
+            using (var c = HostClient.Connect(hosts[0].Address)) c.Start($"kv{i}", elf, 16 << 20, "kv");
+        Thread.Sleep(1000); // host records republished
+        using var fleet = new FleetAdmin(etcdUrl, prefix);
+        foreach (int parallel in new[] { 1, 2 })
+        {
+            var (results, elapsed) = FleetDrain.Run(fleet, hosts[parallel == 1 ? 0 : 1].Address, parallel, new MigrateCommand { Strategy = Strategy.Log });
+            if (parallel == 1) fleet.SetDraining(hosts[0].Address, false);
+            Console.WriteLine($"drain of {results.Count} guests, --parallel {parallel}: {elapsed.TotalSeconds:F2} s, {results.Count(r => r.Success)} verified, median downtime {Median([.. results.Where(r => r.Report != null).Select(r => r.Report!.DowntimeSeconds * 1000)]):F2} ms");
+            Thread.Sleep(1000);
+        }
+    }
+    finally { hosts.ForEach(h => h.Dispose()); }
+}
+
+static double Median(List<double> xs) { var s = xs.Order().ToList(); return s.Count == 0 ? 0 : s[s.Count / 2]; }
+static double P90(List<double> xs) { var s = xs.Order().ToList(); return s.Count == 0 ? 0 : s[(int)(s.Count * 0.9)]; }
+static int FreePort() { var l = new TcpListener(IPAddress.Loopback, 0); l.Start(); int p = ((IPEndPoint)l.LocalEndpoint).Port; l.Stop(); return p; }
+int Arg(string name, int def) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1]) : def; }
