@@ -58,7 +58,9 @@ public sealed partial class FleetMember
     /// <summary>Starts the guests that `lm recover` gave to this host (their record names it and asks for a recovery).</summary>
     private void StartRecoveries()
     {
-        foreach (var rec in GuestRecord.All(_keys, _etcd.GetPrefix(_keys.Guests).Kvs))
+        var records = GuestRecord.All(_keys, _etcd.GetPrefix(_keys.Guests).Kvs);
+        DropSupersededHolds(records);
+        foreach (var rec in records)
         {
             if (rec.Owner != Address || !rec.Info.Recover) continue;
             if (_host.FindInstance(rec.Name) != null) continue;
@@ -72,8 +74,32 @@ public sealed partial class FleetMember
             });
             if (!done.Succeeded) continue;
             lock (_epochs) _epochs[rec.Name] = rec.Epoch;
+            // A copy held here since a committed move whose destination died: its state is in the checkpoints (HandedOver).
+            if (_host.Entries().FirstOrDefault(e => e.Name == rec.Name)?.Held is { } held)
+            {
+                held.DiscardHeldCopy();
+                Log($"'{rec.Name}': the copy held here since its move gives way to the recovery from the newest checkpoint");
+            }
             _host.StartFromCheckpoint(rec.Name, rec.Info.Image, File.ReadAllBytes(path));
             Log($"recovered '{rec.Name}' at epoch {rec.Epoch} from {path}");
+        }
+    }
+
+    /// <summary>
+    /// A copy held after a committed move waits for its destination's word; once the record names
+    /// neither that destination nor this host (recovered elsewhere, or gone), nothing can want it.
+    /// </summary>
+    private void DropSupersededHolds(List<GuestRecord> records)
+    {
+        var byName = records.ToDictionary(r => r.Name);
+        foreach (var e in _host.Entries())
+        {
+            if (e.Held is not { } held) continue;
+            var rec = byName.GetValueOrDefault(e.Name);
+            if (rec != null && (rec.Owner == e.MovedTo || rec.Owner == Address)) continue;
+            try { held.DiscardHeldCopy(); }
+            catch (HostException) { continue; } // a resume in progress settles it
+            Log($"'{e.Name}': the copy held here is dropped: the record names {rec?.Owner ?? "nobody"} (epoch {rec?.Epoch})");
         }
     }
 }

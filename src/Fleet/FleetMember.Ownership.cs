@@ -84,21 +84,42 @@ public sealed partial class FleetMember
         }
     }
 
-    public bool CommitMove(string guest, string source, string destination, long epoch)
+    public string? CommitMove(string guest, string source, string destination, long epoch)
     {
         long t0 = Stopwatch.GetTimestamp();
         var t = Move(guest, source, epoch, Txn.Put(_keys.Owner(guest), destination), Txn.Put(_keys.Epoch(guest), Num(epoch + 1)));
-        t.Compare.Add(Txn.Exists(_keys.Host(destination))); // a destination whose lease is gone gets nothing: the source keeps the guest
-        var r = Decide(t, $"commit of '{guest}'");
+        // A destination whose lease is gone, or that was marked draining meanwhile, gets nothing: the source keeps the guest.
+        t.Compare.Add(Txn.Exists(_keys.Host(destination)));
+        t.Compare.Add(Txn.Missing(_keys.Draining(destination)));
+        t.Failure.Add(Txn.Get(_keys.Draining(destination)));
+        TxnResponse r;
+        // Bounded: the guest is paused, and past the budget the rollback's Reclaim settles the record instead.
+        try { r = _etcd.Txn(t, _options.CommitBudget); }
+        catch (EtcdUnavailableException e)
+        {
+            LastCommitTime = Stopwatch.GetElapsedTime(t0);
+            Log($"commit of '{guest}' not confirmed: {e.Message}");
+            return $"etcd did not confirm the commit of '{guest}' within {_options.CommitBudget.TotalSeconds:F1} s; aborted (the record decides: {source} resumes it only once it has moved the epoch past the commit)";
+        }
         LastCommitTime = Stopwatch.GetElapsedTime(t0);
-        bool committed = r.Succeeded || Record(guest, r) is { } rec && rec.Owner == destination && rec.Epoch == epoch + 1; // an earlier attempt applied
+        var rec = r.Succeeded ? null : Record(guest, r);
+        bool committed = r.Succeeded || rec is { } x && x.Owner == destination && x.Epoch == epoch + 1; // an earlier attempt applied
         lock (_epochs)
         {
             _epochs.Remove(guest);
             if (committed) _committedEpochs[guest] = epoch + 1;
         }
-        Log(committed ? $"committed '{guest}' to {destination} at epoch {epoch + 1} in {LastCommitTime.TotalMilliseconds:F2} ms" : $"commit of '{guest}' refused: the record no longer names {source} at epoch {epoch}");
-        return committed;
+        if (committed)
+        {
+            Log($"committed '{guest}' to {destination} at epoch {epoch + 1} in {LastCommitTime.TotalMilliseconds:F2} ms");
+            return null;
+        }
+        bool draining = r.Responses.Any(o => o.ResponseRange?.Kvs.Any(kv => kv.Key.ToStringUtf8() == _keys.Draining(destination)) == true);
+        string why = rec == null || rec.Owner != source || rec.Epoch != epoch
+            ? $"the record of '{guest}' no longer names {source} at epoch {epoch} (it names {rec?.Owner ?? "nobody"} at epoch {rec?.Epoch})"
+            : draining ? $"{destination} was marked draining" : $"{destination} has no live lease in the fleet";
+        Log($"commit of '{guest}' refused: {why}");
+        return $"the fleet refused the commit: {why}";
     }
 
     private readonly Dictionary<string, long> _committedEpochs = [];
@@ -176,7 +197,7 @@ public sealed partial class FleetMember
         return ours;
     }
 
-    public void Released(string guest, Machine paused)
+    public void HandedOver(string guest, Machine paused)
     {
         long epoch;
         lock (_epochs) if (!_committedEpochs.Remove(guest, out epoch)) return;

@@ -17,6 +17,8 @@ public sealed record FleetOptions
     public string? CheckpointDir { get; init; }
     /// <summary>How often running guests are checkpointed into <see cref="CheckpointDir"/> (zero: only at a move).</summary>
     public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How long the commit transaction may take before the migration aborts (the guest is paused meanwhile).</summary>
+    public TimeSpan CommitBudget { get; init; } = TimeSpan.FromSeconds(2);
     /// <summary>Guest memory this host offers (placement); default: the machine's available memory.</summary>
     public ulong CapacityBytes { get; init; }
 }

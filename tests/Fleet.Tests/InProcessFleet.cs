@@ -38,10 +38,17 @@ internal sealed class InProcessFleet : IDisposable
     public GuestHost B => _hosts[1];
     public FleetMember Member(int i) => (FleetMember)_hosts[i].Ownership;
 
+    private readonly List<string> _log = [];
+
     public void Log(string s)
     {
+        lock (_log) _log.Add(s);
         try { _output.WriteLine(s); } catch (InvalidOperationException) { }
     }
+
+    public bool Logged(string text) { lock (_log) return _log.Any(l => l.Contains(text)); }
+
+    public void WaitLogged(string text, int timeoutMs = 20000) => Fleet.Wait(() => Logged(text), timeoutMs, $"'{text}' in the hosts' log");
 
     public int RunningCount(string name) => _hosts.Count(h => h.FindInstance(name) is { State: "running" or "paused" or "pausing" or "fenced" });
 

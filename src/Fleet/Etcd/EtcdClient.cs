@@ -153,6 +153,9 @@ public static class Txn
     public static RequestOp Put(string key, string value, long lease = 0) =>
         new() { RequestPut = new PutRequest { Key = EtcdClient.Bytes(key), Value = EtcdClient.Bytes(value), Lease = lease } };
 
+    public static RequestOp Get(string key) =>
+        new() { RequestRange = new RangeRequest { Key = EtcdClient.Bytes(key) } };
+
     public static RequestOp GetPrefix(string prefix) =>
         new() { RequestRange = new RangeRequest { Key = EtcdClient.Bytes(prefix), RangeEnd = EtcdClient.PrefixEnd(prefix) } };
 

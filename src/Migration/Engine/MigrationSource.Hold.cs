@@ -79,6 +79,7 @@ internal sealed partial class MigrationSource
             "(and resumes the guest here if the destination has no copy)";
         _host.Log($"migration {Id}: {report.Error}");
         _conn?.Dispose();
+        _host.Ownership.HandedOver(_command.Name, _guest.Machine); // FLEET: a recover after the destination died starts from this state
         StartHolding();
     }
 

@@ -60,7 +60,7 @@ internal sealed partial class MigrationSource
     /// <summary>Cancels unless the migration has committed; returns false when it is too late.</summary>
     public bool Cancel()
     {
-        if (!_decision.Take(Decision.Abort)) return false;
+        if (!_decision.TakeAbort()) return false;
         _cancel.Cancel();
         return true;
     }
@@ -116,7 +116,7 @@ internal sealed partial class MigrationSource
         catch (Exception e) when (e is OperationCanceledException or IOException or MigrationFailedException or HostException or InvalidOperationException)
         {
             string why = e is OperationCanceledException ? "cancelled" : e.Message;
-            if (_decision.Take(Decision.Abort))
+            if (_decision.TakeAbort())
             {
                 RollBack(why);
                 report.Success = false;
@@ -216,14 +216,27 @@ internal sealed partial class MigrationSource
     private void Commit()
     {
         Fault(FaultPoint.BeforeCommit);
-        if (!_decision.Take(Decision.Go)) throw new OperationCanceledException("the migration was already decided: abort");
-        // FLEET: the commit point is the ownership transaction, taken once GO is ours so that no abort can
-        // race it (pairwise: always true, GO decides).
-        if (!_host.Ownership.CommitMove(_command.Name, _host.Address, _command.Target, _epoch))
-            throw new OwnershipLostException($"the fleet record of '{_command.Name}' no longer names this host at epoch {_epoch}");
+        if (!_decision.TryCommit(CommitOwnership))
+            throw _commitRefusal is { } refused ? new OwnershipLostException(refused) : new OperationCanceledException("the migration was already decided: abort");
         var (input, backlog) = _consoleClosed.Wait(TimeSpan.FromSeconds(5)) && _consoleHandoff is { } h ? h : _guest.Console.Close();
         _host.RecordOutcome(Id, new Outcome(Decision.Go, input, backlog)); // journaled before GO can reach anyone
         _pendingGo = new Go { ConsoleInput = ByteString.CopyFrom(input), ConsoleBacklog = ByteString.CopyFrom(backlog) };
+    }
+
+    private volatile string? _commitRefusal;
+
+    /// <summary>
+    /// The commit hook GO is taken through: the ownership's commit (pairwise: nothing to do; a
+    /// fleet: the etcd transaction owner source/epoch n -> destination/n+1). Anything but a
+    /// confirmed commit decides abort, and the rollback settles the record before the guest resumes.
+    /// </summary>
+    private bool CommitOwnership()
+    {
+        string? refused;
+        try { refused = _host.Ownership.CommitMove(_command.Name, _host.Address, _command.Target, _epoch); }
+        catch (Exception e) when (e is HostException or IOException or InvalidOperationException) { refused = e.Message; }
+        _commitRefusal = refused;
+        return refused == null;
     }
 
     private (byte[] Input, byte[] Backlog)? _consoleHandoff;
@@ -324,7 +337,7 @@ internal sealed partial class MigrationSource
         _conn?.Dispose();
         _host.ReleaseHold(_entry, this);
         ReleaseFallbackState(); // after the resume, not in the downtime: freeing C0's preserved pages takes a while
-        _host.Ownership.Released(_command.Name, _guest.Machine); // FLEET: the final state becomes the last checkpoint
+        _host.Ownership.HandedOver(_command.Name, _guest.Machine); // FLEET: the final state becomes the new epoch's checkpoint
         _guest.Dispose();
         _host.Log($"migration {Id}: {why}");
     }
@@ -332,6 +345,20 @@ internal sealed partial class MigrationSource
     private void RollBack(string why)
     {
         _phase = MigrationPhase.RolledBack;
+        // FLEET: once paused a commit may have been tried: the record must first say that no commit or
+        // takeover can still apply (epoch moved on, this host the owner); only then is the destination
+        // told to discard and the guest resumed here. Pairwise: nothing to settle.
+        if (_tPause >= 0 && _host.Ownership.Reclaim(_command.Name, _host.Address, _epoch) == null)
+        {
+            _conn?.Dispose(); // no Abort: the host the record names may be the destination
+            _guest.Pause();
+            StopLogging();
+            ReleaseFallbackState();
+            _guest.Dispose();
+            lock (_host.Lock) _host.RemoveEntry(_entry);
+            _host.Log($"migration {Id}: failed ({why}); the fleet record of '{_command.Name}' names another host: dropped here");
+            return;
+        }
         _host.RecordOutcome(Id, new Outcome(Decision.Abort, [], []));
         try { _conn?.Send(new Envelope { Abort = new Abort { Reason = why } }); } catch (IOException) { }
         _conn?.Dispose();
@@ -340,14 +367,6 @@ internal sealed partial class MigrationSource
         ReleaseFallbackState();
         _guest.Port.Throttle = 0;
         ReopenConsole();
-        // FLEET: once paused, resume only after making sure no commit or takeover can still apply.
-        if (_tPause >= 0 && _host.Ownership.Reclaim(_command.Name, _host.Address, _epoch) == null)
-        {
-            _guest.Dispose();
-            lock (_host.Lock) _host.RemoveEntry(_entry);
-            _host.Log($"migration {Id}: failed ({why}); the fleet record of '{_command.Name}' names another host: dropped here");
-            return;
-        }
         _guest.Resume(); // also when it was never paused: harmless
         _host.Log($"migration {Id}: failed ({why}); '{_command.Name}' keeps running here");
     }

@@ -27,16 +27,18 @@ public interface IOwnership : IDisposable
     long? EpochIfOwner(string guest, string owner);
 
     /// <summary>
-    /// The commit point, on the source after the destination's ACK: owner source/epoch → destination/epoch+1.
-    /// True when committed (also when an earlier attempt of ours had applied); false when the record
-    /// no longer names the source at <paramref name="epoch"/> (then the source must not resume it).
-    /// Blocks until the outcome is known.
+    /// The commit hook of the switchover, on the source after the destination's ACK: GO is taken
+    /// only when this commits (a fleet: owner source/epoch → destination/epoch+1 in one transaction).
+    /// Returns null when committed (also when an earlier attempt of ours had applied), else why not:
+    /// refused, or unknown because the store did not answer in time. Then the source aborts, and its
+    /// <see cref="Reclaim"/> settles the record before the guest may resume. Never throws.
     /// </summary>
-    bool CommitMove(string guest, string source, string destination, long epoch);
+    string? CommitMove(string guest, string source, string destination, long epoch);
 
     /// <summary>
     /// Before a source resumes a guest whose migration failed: makes sure no commit or takeover can
     /// still apply (bumps the epoch). Returns the new epoch, or null when the guest is no longer ours.
+    /// Blocks while the store does not answer (the paused guest waits: guessing could run it twice).
     /// </summary>
     long? Reclaim(string guest, string owner, long epoch);
 
@@ -53,8 +55,11 @@ public interface IOwnership : IDisposable
     /// </summary>
     bool TakeOver(string guest, string source, string destination, long epoch);
 
-    /// <summary>The source released a moved guest; <paramref name="paused"/> is its final state (a fleet keeps it as the last checkpoint).</summary>
-    void Released(string guest, Machine paused);
+    /// <summary>
+    /// The source committed a move and no longer runs the guest (released, or held unconfirmed);
+    /// <paramref name="paused"/> is the state handed over (a fleet keeps it as the new epoch's checkpoint).
+    /// </summary>
+    void HandedOver(string guest, Machine paused);
 
     /// <summary>A guest was stopped by the operator: its record goes.</summary>
     void Forget(string guest, string owner);
@@ -86,11 +91,11 @@ public sealed class PairwiseOwnership : IOwnership
     public string? RefuseNewGuests() => null;
     public long Claim(string guest, ulong memoryBytes, string image) => 0;
     public long? EpochIfOwner(string guest, string owner) => 0;
-    public bool CommitMove(string guest, string source, string destination, long epoch) => true;
+    public string? CommitMove(string guest, string source, string destination, long epoch) => null;
     public long? Reclaim(string guest, string owner, long epoch) => epoch;
     public Task<bool> AwaitCommitted(string guest, string source, string destination, long epoch, CancellationToken token) => new TaskCompletionSource<bool>().Task;
     public bool TakeOver(string guest, string source, string destination, long epoch) => false;
-    public void Released(string guest, Machine paused) { }
+    public void HandedOver(string guest, Machine paused) { }
     public void Forget(string guest, string owner) { }
     public void Dispose() { }
 }
