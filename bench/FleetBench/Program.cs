@@ -1,6 +1,9 @@
 // Figures for the etcd-backed fleet on loopback: the time the commit transaction adds to the
 // switchover, downtime with and without etcd, and the time to drain a host of N kv guests.
-//   dotnet run -c Release --project bench/FleetBench [-- --runs 20 --drain 8]
+//   dotnet run -c Release --project bench/FleetBench [-- --runs 20 --drain 8 --data-dir DIR]
+// --data-dir puts etcd's data (and its WAL) under DIR instead of the temporary directory: with
+// /dev/shm (tmpfs, where fsync costs nothing and nothing is durable) it shows what the disk's fsync
+// adds to the commit. That is a diagnosis, never a way to run a fleet.
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -9,7 +12,7 @@ using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 
 int runs = Arg("--runs", 20), drainGuests = Arg("--drain", 8);
-string dir = Path.Combine(Path.GetTempPath(), $"lm-fleetbench-{Guid.NewGuid():N}");
+string dir = Path.Combine(ArgString("--data-dir") ?? Path.GetTempPath(), $"lm-fleetbench-{Guid.NewGuid():N}");
 int client = FreePort(), peer = FreePort();
 var etcd = Process.Start(new ProcessStartInfo("etcd", $"--name b --data-dir {dir} --listen-client-urls http://127.0.0.1:{client} --advertise-client-urls http://127.0.0.1:{client} " +
     $"--listen-peer-urls http://127.0.0.1:{peer} --initial-advertise-peer-urls http://127.0.0.1:{peer} --initial-cluster b=http://127.0.0.1:{peer} --logger zap --log-level error")
@@ -23,7 +26,7 @@ try
     {
         try { probe.Hosts(); break; } catch (HostException) when (DateTime.UtcNow < until) { }
     }
-    Console.WriteLine($"fleet bench: kv guest (16 MiB), log shipping, {runs} migrations each way; etcd {endpoint}");
+    Console.WriteLine($"fleet bench: kv guest (16 MiB), log shipping, {runs} migrations; etcd {endpoint}, data in {dir}");
     var (pairDown, _) = Measure(null, kv, runs);
     var (fleetDown, commits) = Measure(endpoint, kv, runs);
     Console.WriteLine($"downtime without etcd : median {Median(pairDown):F2} ms, p90 {P90(pairDown):F2} ms");
@@ -92,4 +95,5 @@ void Drain(string etcdUrl, byte[] elf, int guests)
 static double Median(List<double> xs) { var s = xs.Order().ToList(); return s.Count == 0 ? 0 : s[s.Count / 2]; }
 static double P90(List<double> xs) { var s = xs.Order().ToList(); return s.Count == 0 ? 0 : s[(int)(s.Count * 0.9)]; }
 static int FreePort() { var l = new TcpListener(IPAddress.Loopback, 0); l.Start(); int p = ((IPEndPoint)l.LocalEndpoint).Port; l.Stop(); return p; }
+string? ArgString(string name) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : null; }
 int Arg(string name, int def) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1]) : def; }
