@@ -27,11 +27,12 @@ try
         try { probe.Hosts(); break; } catch (HostException) when (DateTime.UtcNow < until) { }
     }
     Console.WriteLine($"fleet bench: kv guest (16 MiB), log shipping, {runs} migrations; etcd {endpoint}, data in {dir}");
-    var (pairDown, _) = Measure(null, kv, runs);
-    var (fleetDown, commits) = Measure(endpoint, kv, runs);
+    var (pairDown, _, _) = Measure(null, kv, runs);
+    var (fleetDown, commits, seen) = Measure(endpoint, kv, runs);
     Console.WriteLine($"downtime without etcd : median {Median(pairDown):F2} ms, p90 {P90(pairDown):F2} ms");
     Console.WriteLine($"downtime with etcd    : median {Median(fleetDown):F2} ms, p90 {P90(fleetDown):F2} ms");
     Console.WriteLine($"etcd commit (txn)     : median {Median(commits):F2} ms, p90 {P90(commits):F2} ms, min {commits.Min():F2} ms");
+    Console.WriteLine($"record seen by the destination (watch), after the commit returned: median {Median(seen):F2} ms, p90 {P90(seen):F2} ms");
     Drain(endpoint, kv, drainGuests);
 }
 finally
@@ -41,7 +42,7 @@ finally
     try { Directory.Delete(dir, true); } catch (IOException) { }
 }
 
-(List<double> Downtime, List<double> Commit) Measure(string? etcdUrl, byte[] elf, int n)
+(List<double> Downtime, List<double> Commit, List<double> Seen) Measure(string? etcdUrl, byte[] elf, int n)
 {
     string prefix = $"/bench{Guid.NewGuid():N}/";
     GuestHost New() => new(new HostOptions
@@ -54,6 +55,7 @@ finally
     Thread.Sleep(300);
     var down = new List<double>();
     var commit = new List<double>();
+    var seen = new List<double>();
     var (from, to) = (a, b);
     for (int i = 0; i < n + 2; i++)
     {
@@ -63,33 +65,37 @@ finally
         if (i >= 2) // the first two warm both directions
         {
             down.Add(r.DowntimeSeconds * 1000);
-            if (from.Ownership is FleetMember m) commit.Add(m.LastCommitTime.TotalMilliseconds);
+            if (from.Ownership is FleetMember m && to.Ownership is FleetMember d)
+            {
+                commit.Add(m.LastCommitTime.TotalMilliseconds);
+                seen.Add(Stopwatch.GetElapsedTime(m.LastCommittedAt, d.LastRecordSeenAt).TotalMilliseconds);
+            }
         }
         (from, to) = (to, from);
         Thread.Sleep(100);
     }
-    return (down, commit);
+    return (down, commit, seen);
 }
 
 void Drain(string etcdUrl, byte[] elf, int guests)
 {
-    string prefix = $"/drain{Guid.NewGuid():N}/";
-    var hosts = Enumerable.Range(0, 3).Select(_ => new GuestHost(new HostOptions { Ownership = FleetMember.Join(new FleetOptions { Endpoints = [etcdUrl], Prefix = prefix, CapacityBytes = 4UL << 30 }) })).ToList();
-    try
+    foreach (int parallel in new[] { 1, 2 })
     {
-        for (int i = 0; i < guests; i++)
-            using (var c = HostClient.Connect(hosts[0].Address)) c.Start($"kv{i}", elf, 16 << 20, "kv");
-        Thread.Sleep(1000); // host records republished
-        using var fleet = new FleetAdmin(etcdUrl, prefix);
-        foreach (int parallel in new[] { 1, 2 })
+        // Fresh hosts each time: every drain evacuates all the guests from one host to the two others.
+        string prefix = $"/drain{Guid.NewGuid():N}/";
+        var hosts = Enumerable.Range(0, 3).Select(_ => new GuestHost(new HostOptions { Ownership = FleetMember.Join(new FleetOptions { Endpoints = [etcdUrl], Prefix = prefix, CapacityBytes = 4UL << 30 }) })).ToList();
+        try
         {
-            var (results, elapsed) = FleetDrain.Run(fleet, hosts[parallel == 1 ? 0 : 1].Address, parallel, new MigrateCommand { Strategy = Strategy.Log });
-            if (parallel == 1) fleet.SetDraining(hosts[0].Address, false);
-            Console.WriteLine($"drain of {results.Count} guests, --parallel {parallel}: {elapsed.TotalSeconds:F2} s, {results.Count(r => r.Success)} verified, median downtime {Median([.. results.Where(r => r.Report != null).Select(r => r.Report!.DowntimeSeconds * 1000)]):F2} ms");
-            Thread.Sleep(1000);
+            for (int i = 0; i < guests; i++)
+                using (var c = HostClient.Connect(hosts[0].Address)) c.Start($"kv{i}", elf, 16 << 20, "kv");
+            Thread.Sleep(1000); // host records republished
+            using var fleet = new FleetAdmin(etcdUrl, prefix);
+            var (results, elapsed) = FleetDrain.Run(fleet, hosts[0].Address, parallel, new MigrateCommand { Strategy = Strategy.Log });
+            Console.WriteLine($"drain of {results.Count} guests, --parallel {parallel}: {elapsed.TotalSeconds:F2} s, {results.Count(r => r.Success && r.Report?.DigestVerified == true)} moved with a verified digest, " +
+                $"median downtime {Median([.. results.Where(r => r.Report != null).Select(r => r.Report!.DowntimeSeconds * 1000)]):F2} ms");
         }
+        finally { hosts.ForEach(h => h.Dispose()); }
     }
-    finally { hosts.ForEach(h => h.Dispose()); }
 }
 
 static double Median(List<double> xs) { var s = xs.Order().ToList(); return s.Count == 0 ? 0 : s[s.Count / 2]; }

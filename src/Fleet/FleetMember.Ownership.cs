@@ -17,6 +17,10 @@ public sealed partial class FleetMember
     /// <summary>The last commit's duration (the time the etcd transaction added to the switchover).</summary>
     public TimeSpan LastCommitTime { get; private set; }
 
+    /// <summary>Stopwatch timestamps (bench figures): when the last commit returned, when a destination last saw its record commit.</summary>
+    public long LastCommittedAt { get; private set; }
+    public long LastRecordSeenAt { get; private set; }
+
     public string? RefuseNewGuests()
     {
         try { return _etcd.Get(_keys.Draining(Address)).Count > 0 ? $"{Address} is draining: it takes no new guests" : null; }
@@ -101,7 +105,8 @@ public sealed partial class FleetMember
             Log($"commit of '{guest}' not confirmed: {e.Message}");
             return $"etcd did not confirm the commit of '{guest}' within {_options.CommitBudget.TotalSeconds:F1} s; aborted (the record decides: {source} resumes it only once it has moved the epoch past the commit)";
         }
-        LastCommitTime = Stopwatch.GetElapsedTime(t0);
+        LastCommittedAt = Stopwatch.GetTimestamp();
+        LastCommitTime = Stopwatch.GetElapsedTime(t0, LastCommittedAt);
         var rec = r.Succeeded ? null : Record(guest, r);
         bool committed = r.Succeeded || rec is { } x && x.Owner == destination && x.Epoch == epoch + 1; // an earlier attempt applied
         lock (_epochs)
@@ -193,6 +198,7 @@ public sealed partial class FleetMember
 
     private bool Settled(string guest, bool ours, long epoch)
     {
+        LastRecordSeenAt = Stopwatch.GetTimestamp();
         if (ours) lock (_epochs) _epochs[guest] = epoch;
         return ours;
     }

@@ -137,7 +137,7 @@ public static class FleetCommands
             });
             if (parse.GetValue(json))
             {
-                foreach (var r in results) Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { guest = r.Guest, to = r.Destination, success = r.Success, error = r.Error, downtimeMs = r.Report?.DowntimeSeconds * 1000, totalMs = r.Report?.TotalSeconds * 1000, digest = r.Report?.Digest.ToString("x16") }));
+                foreach (var r in results) Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { guest = r.Guest, to = r.Destination, success = r.Success, error = r.Error, downtimeMs = r.Report?.DowntimeSeconds * 1000, totalMs = r.Report?.TotalSeconds * 1000, digest = r.Report?.Digest.ToString("x16"), digestVerified = r.Report?.DigestVerified == true }));
                 Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { drained = h, guests = results.Count, failed = results.Count(r => !r.Success), seconds = elapsed.TotalSeconds }));
             }
             else
