@@ -190,7 +190,8 @@ public sealed partial class FleetMember
             catch (Exception ex) when (ex is RpcException or EtcdUnavailableException or IOException or OperationCanceledException or InvalidOperationException)
             {
                 if (token.IsCancellationRequested) break;
-                await Task.Delay(20, CancellationToken.None);
+                // The periodic renewal re-reads at once (a commit in between would wait for it); a failure backs off.
+                if (!(ex is OperationCanceledException || ex is RpcException { StatusCode: StatusCode.Cancelled })) await Task.Delay(20, CancellationToken.None);
             }
         }
         return false;
