@@ -16,7 +16,7 @@ public sealed class CrashTests(ITestOutputHelper output)
     public static TheoryData<Victim, string> Cases() => new()
     {
         { Victim.Source, "Checkpoint" }, { Victim.Source, "Log" }, { Victim.Source, "BeforeCommit" }, { Victim.Source, "AfterAck" },
-        { Victim.Destination, "Checkpoint" }, { Victim.Destination, "BeforeCommit" }, { Victim.Destination, "AfterAck" },
+        { Victim.Destination, "Checkpoint" }, { Victim.Destination, "Log" }, { Victim.Destination, "BeforeCommit" }, { Victim.Destination, "AfterAck" },
         { Victim.Leader, "Checkpoint" }, { Victim.Leader, "Log" }, { Victim.Leader, "BeforeCommit" }, { Victim.Leader, "AfterAck" },
     };
 

@@ -41,6 +41,35 @@ public sealed class StallAndDrainTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_host_registers_under_its_lease_shows_in_the_fleet_views_and_deregisters_on_a_clean_exit()
+    {
+        using var etcd = new EtcdCluster();
+        using var fleet = new Fleet(output, etcd);
+        var a = fleet.StartHost(30); // a long lease: only the deregistration can make it vanish soon
+        var b = fleet.StartHost(30);
+        Assert.Equal(0, fleet.Run("start", "--host", b.Address, Guests.Path("kv"), "--name", "kv", "--mem", "16M").Code);
+        using var admin = new FleetAdmin(etcd.Endpoints);
+        Fleet.Wait(() => admin.Hosts().Any(h => h.Address == b.Address && h.Guests.Any(g => g.Name == "kv")), 10000, "b's host record to list kv");
+        var hosts = fleet.Fleetctl("hosts");
+        Assert.Contains(a.Address, hosts.Out);
+        Assert.Contains(b.Address, hosts.Out);
+        var guests = fleet.Fleetctl("guests");
+        Assert.Contains(b.Address, guests.Out);
+        Assert.Contains("running", guests.Out);
+        var status = fleet.Fleetctl("status", "kv");
+        Assert.True(status.Code == 0, status.Err);
+        Assert.Contains(b.Address, status.Out);
+
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        a.Terminate(); // SIGTERM: a clean exit revokes the lease
+        Assert.True(a.Process.HasExited, "lm host did not exit on SIGTERM");
+        Fleet.Wait(() => admin.Hosts().All(h => h.Address != a.Address), 5000, "the host record to go with the revoked lease");
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(15), $"gone only after {sw.Elapsed.TotalSeconds:F1} s: that is the lease expiring, not a deregistration");
+        Assert.True(a.Logged("deregistered"), a.Log);
+        Assert.DoesNotContain(a.Address, fleet.Fleetctl("hosts").Out);
+    }
+
+    [Fact]
     public void Draining_a_host_under_load_moves_every_guest_with_a_verified_digest_and_loses_no_acknowledged_set()
     {
         const int guests = 8; // the figure
