@@ -24,6 +24,9 @@ command -v dtc >/dev/null || need+=(device-tree-compiler)
 command -v chromium >/dev/null || need+=(chromium)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 command -v hyperfine >/dev/null || need+=(hyperfine)
+# The fleet's coordination store: tests start their own etcd processes; etcdctl for operators.
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}" >&2

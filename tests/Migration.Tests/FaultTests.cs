@@ -40,7 +40,7 @@ public sealed class FaultTests(ITestOutputHelper output)
         var r = hosts.Migrate("kv", hosts.A, hosts.B, strategy);
         Assert.Equal(0, Volatile.Read(ref armed)); // the fault point was reached
         // After the final state the ACK may already have arrived when the cut comes: then the source commits.
-        if (at == FaultPoint.AfterAck || (at == FaultPoint.AfterFinalState && r.Success))
+        if (at is FaultPoint.AfterAck or FaultPoint.BeforeCommit || (at == FaultPoint.AfterFinalState && r.Success)) // pairwise: the ACK commits, the cut only loses GO
         {
             // Committed: the report says so; the destination learns GO by asking the source.
             Assert.True(r.Success, r.Error);

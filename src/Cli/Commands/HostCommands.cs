@@ -46,6 +46,7 @@ public static class HostCommands
         var http = new Option<string?>("--http") { Description = "serve the dashboard, JSON API and /metrics on HOST:PORT (loopback only for now)" };
         var peers = new Option<string[]>("--peer") { Description = "another host's HOST:PORT to show on the dashboard (repeatable)", AllowMultipleArgumentsPerToken = false };
         foreach (var o in new Option[] { listen, data, quiet, http, peers, tls, maxConnections, handshake, read, idle, maxGuests, memFraction, maxIncoming }) command.Options.Add(o);
+        var fleet = HostFleetOptions.Add(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             bool q = parse.GetValue(quiet);
@@ -56,7 +57,7 @@ public static class HostCommands
             using var identity = TlsOptions.Load(parse, tls);
             if (identity != null && identity.Role != Migration.Transport.Tls.Role.Host)
                 throw new FormatException($"--tls {identity.Directory} holds a {identity.Role} certificate; a host needs one from `lm certs issue --host NAME`");
-            using var host = new GuestHost(new HostOptions
+            using var host = new GuestHost(fleet.Apply(parse, new HostOptions
             {
                 Listen = parse.GetValue(listen)!,
                 DataDir = parse.GetValue(data),
@@ -69,7 +70,7 @@ public static class HostCommands
                 MaxGuests = Positive(parse.GetValue(maxGuests), "--max-guests"),
                 MaxMemoryFraction = fraction,
                 MaxIncomingMigrations = Positive(parse.GetValue(maxIncoming), "--max-incoming"),
-            });
+            }));
             Console.WriteLine($"lm host listening on {host.Address}{(identity == null ? " (no TLS: loopback only)" : $" (mutual TLS as '{identity.Name}')")}");
             using var dashboard = parse.GetValue(http) is { } httpAddress
                 ? new OperatorServer(host, new OperatorOptions { Http = httpAddress, Peers = parse.GetValue(peers) ?? [] })
@@ -80,6 +81,8 @@ public static class HostCommands
             new Thread(() => MigrationWarmUp.Run(host.Options.Log)) { IsBackground = true, Name = "warm-up", Priority = ThreadPriority.BelowNormal }.Start();
             using var done = new ManualResetEventSlim();
             Console.CancelKeyPress += (_, e) => { e.Cancel = true; done.Set(); };
+            // SIGTERM: a clean exit, so the host deregisters from the fleet before the process ends.
+            using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; done.Set(); });
             AppDomain.CurrentDomain.ProcessExit += (_, _) => done.Set();
             done.Wait();
             Console.Error.WriteLine("lm host: shutting down");
@@ -122,17 +125,27 @@ public static class HostCommands
 
     public static Command Status()
     {
-        var host = HostOption();
+        var host = HostOption(required: false);
+        var etcd = FleetCommands.EtcdOption();
+        var prefix = FleetCommands.PrefixOption();
         var name = new Argument<string?>("name") { Description = "only this guest", Arity = ArgumentArity.ZeroOrOne };
         var json = new Option<bool>("--json") { Description = "print JSON" };
-        var command = new Command("status", "Show the guests of a host");
+        var command = new Command("status", "Show the guests of a host (with --etcd, find guest NAME wherever it runs)");
         command.Options.Add(host);
         command.Arguments.Add(name);
         command.Options.Add(json);
         var connect = Client(command);
+        command.Options.Add(etcd);
+        command.Options.Add(prefix);
         command.SetAction(parse => CliErrors.Run(() =>
         {
-            using var c = connect(parse, parse.GetValue(host)!);
+            string? at = parse.GetValue(host);
+            if (at == null && parse.GetValue(etcd) is { } fleet && parse.GetValue(name) is { } guest)
+            {
+                at = FleetCommands.Locate(fleet, parse.GetValue(prefix)!, guest);
+                if (!parse.GetValue(json)) Console.WriteLine($"'{guest}' belongs to {at}");
+            }
+            using var c = connect(parse, at ?? throw new FormatException("--host HOST:PORT is required (or --etcd URL with a guest NAME)"));
             var reply = c.Status(parse.GetValue(name));
             if (parse.GetValue(json))
             {

@@ -18,8 +18,10 @@ public static class MigrateCommands
     public static Command Migrate()
     {
         var name = new Argument<string>("name") { Description = "guest to migrate" };
-        var from = new Option<string>("--from") { Description = "source host (HOST:PORT)", Required = true };
-        var to = new Option<string>("--to") { Description = "destination host (HOST:PORT); with --resume, a new address of the same destination" };
+        var from = new Option<string?>("--from") { Description = "source host (HOST:PORT); with --etcd, the guest's owner by default" };
+        var to = new Option<string>("--to") { Description = "destination host (HOST:PORT), or auto (with --etcd: the host with the most free memory); with --resume, a new address of the same destination" };
+        var etcd = FleetCommands.EtcdOption();
+        var prefix = FleetCommands.PrefixOption();
         var resume = new Option<bool>("--resume") { Description = "recover a post-copy migration whose link failed: send the destination the pages it still lacks (QEMU's migrate-recover)" };
         var strategy = new Option<string>("--strategy") { Description = Strategies.Help, DefaultValueFactory = _ => "auto" };
         strategy.AcceptOnlyFromAmong([.. Strategies.Names]);
@@ -46,14 +48,18 @@ public static class MigrateCommands
         command.Options.Add(json);
         command.Options.Add(timeline);
         var connect = HostCommands.Client(command);
+        command.Options.Add(etcd);
+        command.Options.Add(prefix);
         command.SetAction(parse => CliErrors.Run(() =>
         {
             Names.Check(parse.GetValue(name));
             bool isResume = parse.GetValue(resume);
             if (!isResume && string.IsNullOrEmpty(parse.GetValue(to))) throw new FormatException("--to HOST:PORT is required (only --resume may leave it out)");
+            var (source, target) = isResume ? (parse.GetValue(from) ?? throw new FormatException("--from HOST:PORT is required"), parse.GetValue(to) ?? "")
+                : FleetCommands.Route(parse.GetValue(etcd), parse.GetValue(prefix)!, parse.GetValue(name)!, parse.GetValue(from), parse.GetValue(to)!);
             var cmd = new MigrateCommand
             {
-                Name = parse.GetValue(name)!, Target = parse.GetValue(to) ?? "", Resume = isResume, Strategy = Strategies.Parse(parse.GetValue(strategy)!),
+                Name = parse.GetValue(name)!, Target = target, Resume = isResume, Strategy = Strategies.Parse(parse.GetValue(strategy)!),
                 BandwidthBytesPerSecond = Bandwidth.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = parse.GetValue(downtime),
                 XbzrleCacheBytes = parse.GetValue(xbzrleCache)!.Trim() == "0" ? 0 : LiveMigration.Guest.MachineConfig.ParseSize(parse.GetValue(xbzrleCache)!), AutoConverge = parse.GetValue(autoConverge),
             };
@@ -72,7 +78,7 @@ public static class MigrateCommands
             }
             string? timelinePath = parse.GetValue(timeline);
             if (timelinePath != null) TimelinePlot.FormatOf(timelinePath); // a bad name fails before the migration, not after
-            using var c = connect(parse, parse.GetValue(from)!);
+            using var c = connect(parse, source);
             bool asJson = parse.GetValue(json);
             var report = RunWithProgress(c, cmd, showProgress: !asJson);
             if (timelinePath != null) TimelinePlot.Write(report, timelinePath);

@@ -9,6 +9,8 @@ public sealed record SwitchoverRecord(string MigrationId, string Guest, string S
     /// <summary>Console bytes the destination takes over with GO (what a GoQuery answer carries too).</summary>
     public byte[] ConsoleInput { get; init; } = [];
     public byte[] ConsoleBacklog { get; init; } = [];
+    /// <summary>The ownership epoch the source held the guest under at set-up (what a fleet's commit moves; 0 pairwise).</summary>
+    public long Epoch { get; init; }
 }
 
 /// <summary>
@@ -26,6 +28,16 @@ public interface ISwitchoverCommit
 
     /// <summary>The migration ended without commit, or an operator reversed it: the guest stays (or is again) the source's.</summary>
     void Abort(SwitchoverRecord record);
+
+    /// <summary>
+    /// Before a paused source rolls back (a commit may have been tried): makes sure no commit can
+    /// still apply. Null when the guest is the source's again; otherwise why not (it is dropped there,
+    /// and the destination is not told to discard: the owner may be the destination).
+    /// </summary>
+    string? Reclaim(SwitchoverRecord record) => null;
+
+    /// <summary>After commit the source no longer runs the guest (released, or held unconfirmed); <paramref name="paused"/> is the state handed over.</summary>
+    void HandedOver(SwitchoverRecord record, Guest.Machine paused) { }
 }
 
 /// <summary>ACK/GO between two hosts: the source's journal entry is the commit point (a destination that lost GO asks it).</summary>
@@ -38,4 +50,29 @@ public sealed class PairwiseCommit(GuestHost host) : ISwitchoverCommit
     }
 
     public void Abort(SwitchoverRecord record) => host.RecordOutcome(record.MigrationId, new Outcome(Decision.Abort, [], []));
+}
+
+/// <summary>
+/// A fleet's commit point: the ownership transaction (owner source/epoch n → destination/n+1) IS
+/// the decision; the journal entry of <see cref="PairwiseCommit"/> follows it, so a destination
+/// that lost GO and asks (GoQuery) still gets the answer.
+/// </summary>
+public sealed class OwnershipCommit(GuestHost host) : ISwitchoverCommit
+{
+    private readonly PairwiseCommit _journal = new(host);
+
+    public string? Commit(SwitchoverRecord record)
+    {
+        string? refused;
+        try { refused = host.Ownership.CommitMove(record.Guest, record.Source, record.Destination, record.Epoch); }
+        catch (Exception e) when (e is HostException or IOException or InvalidOperationException) { refused = e.Message; }
+        return refused ?? _journal.Commit(record);
+    }
+
+    public void Abort(SwitchoverRecord record) => _journal.Abort(record);
+
+    public string? Reclaim(SwitchoverRecord record) =>
+        host.Ownership.Reclaim(record.Guest, record.Source, record.Epoch) == null ? $"the fleet record of '{record.Guest}' names another host" : null;
+
+    public void HandedOver(SwitchoverRecord record, Guest.Machine paused) => host.Ownership.HandedOver(record.Guest, paused);
 }

@@ -79,10 +79,12 @@ public sealed class GuestHost : IDisposable
         Log(options.Tls is { } tls
             ? $"mutual TLS 1.3 on every connection as host '{tls.Name}'; trusting only the CA in {tls.Directory}"
             : "no TLS: listening on loopback only, where every local process may drive this host (use --tls DIR for anything else)");
+        Ownership = options.Ownership?.Invoke(this) ?? new PairwiseOwnership(); // FLEET: the owner record's keeper (etcd) or pairwise
         new Thread(AcceptLoop) { IsBackground = true, Name = $"host-{bound}" }.Start();
     }
 
     public HostOptions Options { get; }
+    public IOwnership Ownership { get; }
     public IPAddress BindAddress { get; }
     /// <summary>HOST:PORT where this host can be reached.</summary>
     public string Address { get; }
@@ -266,6 +268,7 @@ public sealed class GuestHost : IDisposable
         ulong mem = request.MemorySize;
         if (mem == 0) throw new HostException("memory size 0: a guest needs RAM (e.g. --mem 128M)");
         if (mem > Options.MaxMemorySize || mem % 4096 != 0) throw new HostException($"memory size {mem} is not supported here (4 KiB multiples up to {Options.MaxMemorySize >> 20} MiB)");
+        if (Ownership.RefuseNewGuests() is { } refused) throw new HostException(refused);
         lock (Lock)
         {
             if (_guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy)
@@ -273,7 +276,7 @@ public sealed class GuestHost : IDisposable
             if (CapacityProblem(mem, incoming: false) is { } full) throw new HostException(full);
         }
         var console = CreateConsole();
-        var port = new GuestHostPort(console);
+        var port = NewPort(console);
         var kernel = request.Kernel;
         var config = new MachineConfig { MemorySize = mem, Virtio = kernel == null ? VirtioDevices.None : VirtioBus.KernelBootDevices };
         var machine = new Machine(config, port, Options.CompileBlocks);
@@ -287,11 +290,34 @@ public sealed class GuestHost : IDisposable
             });
         }
         catch { machine.Dispose(); console.Dispose(); throw; }
-        var instance = new GuestInstance(name, request.ImageName, machine, port);
+        return Launch(name, request.ImageName, machine, port, $"started '{name}' ({request.ImageName}, {mem >> 20} MiB)");
+    }
+
+    /// <summary>A port for a guest of this host: bound to the host's run permit (fencing).</summary>
+    internal GuestHostPort NewPort(ConsoleEndpoint console, ulong timeBase = 0) => new(console, timeBase) { Permit = Ownership.Permit };
+
+    /// <summary>Restarts a guest from a checkpoint (a fleet's `lm recover`: its record already names this host).</summary>
+    public string StartFromCheckpoint(string name, string imageName, byte[] checkpoint)
+    {
+        var console = CreateConsole();
+        var port = NewPort(console);
+        Machine machine;
+        try { machine = Trace.CheckpointFile.Load(checkpoint, port); }
+        catch { console.Dispose(); throw; }
+        port.Rebase(machine.Clint.Time);
+        return Launch(name, imageName, machine, port, $"recovered '{name}' from its checkpoint at icount {machine.Icount}", claim: false);
+    }
+
+    private string Launch(string name, string imageName, Machine machine, GuestHostPort port, string what, bool claim = true)
+    {
+        var console = port.Console;
+        var instance = new GuestInstance(name, imageName, machine, port);
+        try { if (claim) Ownership.Claim(name, machine.Config.MemorySize, imageName); }
+        catch { instance.Dispose(); throw; }
         lock (Lock)
         {
             string? refusal = _guests.TryGetValue(name, out var existing) && existing.Busy() is { } busy
-                ? $"a guest named '{name}' already {busy} on this host" : CapacityProblem(mem, incoming: false);
+                ? $"a guest named '{name}' already {busy} on this host" : CapacityProblem(machine.Config.MemorySize, incoming: false);
             if (refusal != null)
             {
                 instance.Dispose();
@@ -300,7 +326,7 @@ public sealed class GuestHost : IDisposable
             _guests[name] = new GuestEntry(name) { Instance = instance };
         }
         instance.Start();
-        Log($"started '{name}' ({request.ImageName}, {mem >> 20} MiB), console {ConsoleAddress(console)}");
+        Log($"{what}, console {ConsoleAddress(console)}");
         return ConsoleAddress(console);
     }
 
@@ -378,6 +404,7 @@ public sealed class GuestHost : IDisposable
         incoming?.AbandonPostcopy("stopped by the operator");
         ulong icount = instance.Machine.Icount;
         instance.Dispose();
+        Ownership.Forget(name, Address);
         string lost = incoming != null ? $" (post-copy incomplete: {incoming.PostcopyAbsentPages} pages never arrived)" : "";
         Log($"stopped '{name}' at icount {icount}{lost}");
         return $"stopped '{name}' at icount {icount}{lost}";
@@ -476,6 +503,7 @@ public sealed class GuestHost : IDisposable
             held = e?.Held;
         }
         if (held != null) return held.ResolveHeld(decision);
+        if (arriving != null && Ownership.Coordinated) throw new HostException($"this host is in a fleet: the record of '{name}' decides its migration (no resolve needed); `lm recover` restarts a guest whose host is gone");
         if (arriving == null) throw new HostException($"no migration of '{name}' awaits GO or holds a paused copy on this host");
         return arriving.Resolve(decision);
     }
@@ -572,6 +600,9 @@ public sealed class GuestHost : IDisposable
 
     internal GuestEntry? Entry(string name) => _guests.GetValueOrDefault(name);
 
+    /// <summary>A copy of the entries (under <see cref="Lock"/>), for the fleet's host record and fencing.</summary>
+    internal List<GuestEntry> Entries() { lock (Lock) return [.. _guests.Values]; }
+
     internal void SetEntry(GuestEntry entry) => _guests[entry.Name] = entry;
 
     internal void RemoveEntry(GuestEntry entry)
@@ -589,6 +620,7 @@ public sealed class GuestHost : IDisposable
     {
         _shutdown.Cancel();
         _listener.Stop();
+        Ownership.Dispose(); // a fleet member deregisters (revokes its lease)
         List<GuestEntry> entries;
         lock (Lock) { entries = [.. _guests.Values]; _guests.Clear(); }
         foreach (var e in entries)

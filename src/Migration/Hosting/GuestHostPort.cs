@@ -46,6 +46,9 @@ public sealed class GuestHostPort : IHostPort
     /// <summary>Set while a migration records this guest's inputs; swapped only while the guest is paused.</summary>
     public IInputLog? Log { get; set; }
 
+    /// <summary>The host's run permit (fleet fencing); null: no limit.</summary>
+    public RunPermit? Permit { get; set; }
+
     /// <summary>Fraction of wall time the guest is held back (0 = full speed, 0.9 = runs 10 % of the time).</summary>
     public double Throttle { get; set; }
 
@@ -75,6 +78,7 @@ public sealed class GuestHostPort : IHostPort
     public void Poll(Machine machine)
     {
         _nextPoll = machine.Icount + PollInterval;
+        if (Permit is { Expired: true }) { machine.RequestStop(); return; } // fenced: not one more input or tick
         Log?.OnPoll(machine);
         ulong edge = machine.NextTimerEdge;
         if (edge != ulong.MaxValue)

@@ -47,10 +47,14 @@ public sealed class GuestInstance : IDisposable
                 if (Crash != null) return GuestStatus.Crashed;
                 if (_halted) return HaltReason == StopReason.Exited ? GuestStatus.Exited : GuestStatus.Idle;
                 if (_pauseRequested) return _isPaused ? GuestStatus.Paused : GuestStatus.Pausing;
+                if (Fenced) return _isPaused ? GuestStatus.Fenced : GuestStatus.Fencing; // fenced: its thread stands still
                 return GuestStatus.Running;
             }
         }
     }
+
+    /// <summary>The host lost its lease (fleet): the guest stands still until the permit is extended.</summary>
+    private bool Fenced => Port.Permit is { Expired: true };
 
     /// <summary>True while the guest may execute (not paused, halted or stopped).</summary>
     public bool IsRunning { get { lock (_gate) return _started && !_terminate && !_halted && !_pauseRequested; } }
@@ -84,11 +88,12 @@ public sealed class GuestInstance : IDisposable
             {
                 lock (_gate)
                 {
-                    while (!_terminate && (_pauseRequested || _halted))
+                    while (!_terminate && (_pauseRequested || _halted || Fenced))
                     {
                         _isPaused = true;
                         Monitor.PulseAll(_gate);
-                        Monitor.Wait(_gate);
+                        if (_pauseRequested || _halted) Monitor.Wait(_gate);
+                        else Monitor.Wait(_gate, 10); // fenced: runs again once the host's permit is extended
                     }
                     if (_terminate) break;
                     _isPaused = false;

@@ -19,6 +19,8 @@ public static class GuestStatuses
         GuestStatus.MigratingOut => "migrating-out",
         GuestStatus.Arriving => arrival == DestinationState.None ? "arriving" : DestinationStates.Name(arrival),
         GuestStatus.Moved => "moved",
+        GuestStatus.Fencing => "fencing",
+        GuestStatus.Fenced => "fenced",
         _ => "unknown",
     };
 }

@@ -15,6 +15,8 @@ public enum FaultPoint
     AfterFinalState,
     /// <summary>After the ACK was received (the source has committed), before GO is sent.</summary>
     AfterAck,
+    /// <summary>After the ACK was received, before the commit (in a fleet: before the etcd transaction).</summary>
+    BeforeCommit,
     /// <summary>Post-copy only: after GO and the first batch of post-copy pages.</summary>
     Postcopy,
     /// <summary>On the return-path reader, an ACK in hand and not yet acted on: a cut here loses that ACK.</summary>
@@ -93,4 +95,6 @@ public sealed record HostOptions
     public Func<Protocol.MachineIdentity, Protocol.MachineIdentity>? SentIdentity { get; init; }
     /// <summary>Test hook: returning true stops the destination dead at that point (the test takes the host down).</summary>
     public Func<DestinationFaultPoint, bool>? DestinationFault { get; init; }
+    /// <summary>Builds the host's ownership (a fleet member on etcd); null: pairwise ACK/GO.</summary>
+    public Func<GuestHost, IOwnership>? Ownership { get; init; }
 }

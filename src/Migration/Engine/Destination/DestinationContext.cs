@@ -23,6 +23,10 @@ internal sealed class DestinationContext(GuestHost host, Connection conn, Migrat
     public FinalState? Final { get; set; }
     /// <summary>True once the copy runs here or was discarded (under <see cref="Lock"/>).</summary>
     public bool Resolved { get; set; }
+    /// <summary>Fleet: the epoch of the record that named the source at set-up (what the commit moves).</summary>
+    public long Epoch { get; set; }
+    /// <summary>Fleet, after the ACK: completes when the guest's record shows the commit (true) or another owner (false).</summary>
+    public Task<bool>? Record { get; set; }
 
     public DestinationState State { get => _state; set => _state = value; }
     public string Name => Setup.Name;

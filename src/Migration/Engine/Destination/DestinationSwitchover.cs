@@ -26,7 +26,7 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
     public void PrepareResume()
     {
         var console = ctx.Host.CreateConsole();
-        _ready = new GuestInstance(ctx.Setup.Name, ctx.Setup.ImageName, ctx.Machine!, new GuestHostPort(console));
+        _ready = new GuestInstance(ctx.Setup.Name, ctx.Setup.ImageName, ctx.Machine!, ctx.Host.NewPort(console));
         _ready.StartPaused();
     }
 
@@ -47,6 +47,8 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
             return false;
         }
         ctx.State = DestinationState.AwaitingGo;
+        var host = ctx.Host;
+        if (host.Ownership.Coordinated) ctx.Record = host.Ownership.AwaitCommitted(ctx.Name, ctx.Setup.Source, host.Address, ctx.Epoch, host.ShuttingDown); // FLEET
         ctx.Conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
         strategy.AfterAck(final, digest);
         return true;
@@ -55,6 +57,8 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     public void Start(byte[] consoleInput, byte[] backlog, string why, IArrivalStrategy strategy)
     {
+        // FLEET: resume only on the committed record (GO alone is not enough).
+        if (ctx.Record != null && !AwaitRecord()) { Discard("the fleet record names another host"); return; }
         GuestInstance instance;
         long resumedAt;
         lock (ctx.Lock)
@@ -98,6 +102,12 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
                 return;
             }
         }
+        if (ctx.Record != null) // FLEET: the record decides, whatever happened to GO
+        {
+            ctx.Host.Log($"'{ctx.Name}': connection lost after ACK ({why}); the fleet record decides");
+            new Thread(() => AwaitRecordLoop(strategy())) { IsBackground = true, Name = "await-record" }.Start();
+            return;
+        }
         ctx.Host.Log($"'{ctx.Name}': connection lost after ACK ({why}); asking {ctx.Setup.Source} for GO");
         new Thread(() => AskForGoLoop(strategy())) { IsBackground = true, Name = "await-go" }.Start();
     }
@@ -112,6 +122,40 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
             var answer = QuerySource();
             if (answer != null && Apply(answer, strategy)) return;
         }
+    }
+
+    /// <summary>
+    /// Fleet, after the connection was lost past the ACK: the guest runs here once the record shows
+    /// the commit, or once this host took it over because the source's lease is gone; it is
+    /// discarded when the record names anyone else.
+    /// </summary>
+    private void AwaitRecordLoop(IArrivalStrategy strategy)
+    {
+        var host = ctx.Host;
+        while (!host.ShuttingDown.IsCancellationRequested)
+        {
+            lock (ctx.Lock) if (ctx.Resolved) return;
+            if (ctx.Record!.Wait(host.Options.GoQueryInterval))
+            {
+                if (!ctx.Record.Result) { Discard("the fleet record names another host"); return; }
+                var answer = QuerySource(); // the source's console bytes, when it is still there
+                bool go = answer?.Decision == Decision.Go;
+                Start(go ? answer!.ConsoleInput.ToByteArray() : [], go ? answer!.ConsoleBacklog.ToByteArray() : [], "the committed fleet record", strategy);
+                return;
+            }
+            if (host.Ownership.TakeOver(ctx.Name, ctx.Setup.Source, host.Address, ctx.Epoch))
+                host.Log($"'{ctx.Name}': its source's lease is gone; took it over (epoch {ctx.Epoch + 1})");
+        }
+    }
+
+    private bool AwaitRecord()
+    {
+        while (!ctx.Record!.Wait(1000))
+        {
+            if (ctx.Host.ShuttingDown.IsCancellationRequested) return false;
+            ctx.Host.Log($"'{ctx.Name}': GO arrived, waiting for the committed fleet record");
+        }
+        return ctx.Record.Result;
     }
 
     private GoAnswer? QuerySource()

@@ -80,6 +80,10 @@ internal sealed class MigrationDestination
             why = $"machine config mismatch: {setup.PageCount} pages for {setup.MemorySize} bytes";
         else if (!Strategies.IsKnown(setup.Strategy))
             why = $"unknown strategy {(int)setup.Strategy} (a peer of a newer build)";
+        // FLEET: a draining host takes no guests; the record must name the source (its epoch is what the commit moves).
+        else if (host.Ownership.RefuseNewGuests() is { } refused) why = refused;
+        else if (host.Ownership.EpochIfOwner(setup.Name, setup.Source) is long epoch) _ctx.Epoch = epoch;
+        else why = $"the fleet record of '{setup.Name}' does not name {setup.Source}";
         if (why != null) return false;
         GuestEntry entry;
         lock (host.Lock)

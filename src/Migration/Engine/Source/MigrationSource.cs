@@ -25,7 +25,8 @@ internal sealed class MigrationSource
         Strategy = command.Strategy;
         if (!Strategies.IsKnown(Strategy)) throw new HostException($"unknown strategy {(int)command.Strategy} (expected {string.Join(", ", Strategies.Names)})");
         _ctx = new SourceContext(host, entry, command, this);
-        _switchover = new SourceSwitchover(_ctx, host.Options.SwitchoverCommit?.Invoke(host) ?? new PairwiseCommit(host));
+        // A fleet host without an explicit commit step still commits through its store: the destination waits for the record.
+        _switchover = new SourceSwitchover(_ctx, host.Options.SwitchoverCommit?.Invoke(host) ?? (host.Ownership.Coordinated ? new OwnershipCommit(host) : new PairwiseCommit(host)));
         _strategy = Strategy switch
         {
             Strategy.Stopcopy => new StopAndCopySource(_ctx, _switchover),
@@ -93,6 +94,7 @@ internal sealed class MigrationSource
     {
         var ctx = _ctx;
         var guest = ctx.Guest;
+        ctx.Epoch = ctx.Host.Ownership.EpochIfOwner(ctx.Command.Name, ctx.Host.Address) ?? throw new OwnershipLostException($"the fleet record of '{ctx.Command.Name}' does not name this host");
         var conn = ctx.Conn = ctx.Host.Connect(ctx.Command.Target);
         conn.ClientHandshake(Purpose.Migrate);
         conn.SendTimeout = ctx.Peer.Limit; // a peer that stops reading fails the send, it does not hang it
@@ -209,4 +211,4 @@ internal sealed class MigrationSource
 }
 
 /// <summary>The migration cannot go on; before commit the guest resumes on the source.</summary>
-public sealed class MigrationFailedException(string message) : Exception(message);
+public class MigrationFailedException(string message) : Exception(message);

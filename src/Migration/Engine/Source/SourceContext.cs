@@ -39,6 +39,8 @@ internal sealed class SourceContext
     /// <summary>Where the guest goes (a post-copy resume may reach the same destination at a new address).</summary>
     public string Target { get; set; }
     public Connection? Conn { get; set; }
+    /// <summary>The ownership epoch this host holds the guest under, read at set-up (the commit compares it).</summary>
+    public long Epoch { get; set; }
     public PeerLiveness Peer { get; }
     public ReturnPath ReturnPath { get; }
     public GuestThrottle Throttle { get; }

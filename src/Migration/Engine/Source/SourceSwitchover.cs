@@ -109,6 +109,7 @@ internal sealed class SourceSwitchover
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
     private bool Commit(SwitchoverPoint point)
     {
+        _ctx.Fault(FaultPoint.BeforeCommit);
         bool go = _decision.TryCommit(() =>
         {
             var (input, backlog) = _consoleClosed.Wait(TimeSpan.FromSeconds(5)) && _consoleHandoff is { } h ? h : _ctx.Guest.Console.Close();
@@ -124,7 +125,7 @@ internal sealed class SourceSwitchover
     }
 
     private SwitchoverRecord Record(SwitchoverPoint? point) =>
-        new(_ctx.Id, _ctx.Command.Name, _ctx.Host.Address, _ctx.Target, point?.Icount ?? 0, point?.Digest ?? 0);
+        new(_ctx.Id, _ctx.Command.Name, _ctx.Host.Address, _ctx.Target, point?.Icount ?? 0, point?.Digest ?? 0) { Epoch = _ctx.Epoch };
 
     /// <summary>On the return-path reader, for the ACK that matches: commit, then GO at once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later
@@ -208,6 +209,7 @@ internal sealed class SourceSwitchover
             return;
         }
         report.Success = false;
+        _commit.HandedOver(Record(point), _ctx.Guest.Machine); // a recover after the destination died starts from this state
         Held.HoldUnconfirmed(report);
     }
 
@@ -260,6 +262,7 @@ internal sealed class SourceSwitchover
         _ctx.Conn?.Dispose();
         _ctx.Host.ReleaseHold(_ctx.Entry, _ctx.Owner);
         Strategy?.Release(); // after the resume, not in the downtime: freeing C0's preserved pages takes a while
+        _commit.HandedOver(Record(null), _ctx.Guest.Machine); // the final state becomes the new owner's checkpoint
         _ctx.Guest.Dispose();
         _ctx.Log(why);
     }
@@ -268,6 +271,18 @@ internal sealed class SourceSwitchover
     public void RollBack(string why)
     {
         _ctx.Phase = MigrationPhase.RolledBack;
+        // Once paused a commit may have been tried: first make sure none can still apply; only then
+        // is the destination told to discard and the guest resumed here.
+        if (_ctx.Times.Pause >= 0 && _commit.Reclaim(Record(null)) is { } lost)
+        {
+            _ctx.Conn?.Dispose(); // no Abort: the host the record names may be the destination
+            _ctx.Guest.Pause();
+            Strategy?.Release();
+            _ctx.Guest.Dispose();
+            lock (_ctx.Host.Lock) _ctx.Host.RemoveEntry(_ctx.Entry);
+            _ctx.Log($"failed ({why}); {lost}: dropped here");
+            return;
+        }
         _commit.Abort(Record(null));
         try { _ctx.Conn?.Send(new Envelope { Abort = new Abort { Reason = why } }); } catch (IOException) { }
         _ctx.Conn?.Dispose();

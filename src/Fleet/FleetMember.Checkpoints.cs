@@ -1,0 +1,106 @@
+using System.Globalization;
+using LiveMigration.Fleet.Etcd;
+using LiveMigration.Fleet.Etcd.Api;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Trace;
+
+namespace LiveMigration.Fleet;
+
+/// <summary>
+/// Checkpoints on shared storage and `lm recover`. Layout: DIR/NAME/EPOCH.ckpt, one file per epoch
+/// (the owner of that epoch rewrites it; a source writes the state it handed over under the new
+/// epoch only when the file is not there yet). Recovery takes the highest epoch: an abandoned
+/// owner's files can never outrank the timeline that replaced it.
+/// </summary>
+public sealed partial class FleetMember
+{
+    private void WriteCheckpoint(string guest, long epoch, byte[] file, bool replace)
+    {
+        string dir = Path.Combine(_options.CheckpointDir!, guest);
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, $"{epoch.ToString(CultureInfo.InvariantCulture)}.ckpt");
+        string tmp = $"{path}.{Environment.ProcessId}.tmp";
+        File.WriteAllBytes(tmp, file);
+        try { File.Move(tmp, path, overwrite: replace); }
+        catch (IOException) when (!replace) { File.Delete(tmp); } // the new owner wrote a later state already
+    }
+
+    /// <summary>The checkpoint of the highest epoch for <paramref name="guest"/> in <paramref name="dir"/>, or null.</summary>
+    public static string? LatestCheckpoint(string dir, string guest)
+    {
+        string d = Path.Combine(dir, guest);
+        if (!Directory.Exists(d)) return null;
+        return Directory.GetFiles(d, "*.ckpt")
+            .Select(p => (Path: p, Epoch: long.TryParse(Path.GetFileNameWithoutExtension(p), NumberStyles.None, CultureInfo.InvariantCulture, out long e) ? e : -1))
+            .Where(x => x.Epoch >= 0).OrderByDescending(x => x.Epoch).Select(x => x.Path).FirstOrDefault();
+    }
+
+    /// <summary>Pauses each running guest briefly to checkpoint it under its current epoch.</summary>
+    private void CheckpointAll()
+    {
+        foreach (var e in _host.Entries())
+        {
+            if (e.Instance is not { State: GuestStatus.Running } g || e.Outgoing != null) continue;
+            long epoch;
+            lock (_epochs) if (!_epochs.TryGetValue(e.Name, out epoch)) continue;
+            byte[] file;
+            g.Pause();
+            try
+            {
+                lock (_host.Lock) if (e.Outgoing != null || e.Instance != g) continue;
+                file = CheckpointFile.Create(g.Machine);
+            }
+            finally { g.Resume(); }
+            WriteCheckpoint(e.Name, epoch, file, replace: true);
+        }
+    }
+
+    /// <summary>Starts the guests that `lm recover` gave to this host (their record names it and asks for a recovery).</summary>
+    private void StartRecoveries()
+    {
+        var records = GuestRecord.All(_keys, _etcd.GetPrefix(_keys.Guests).Kvs);
+        DropSupersededHolds(records);
+        foreach (var rec in records)
+        {
+            if (rec.Owner != Address || !rec.Info.Recover) continue;
+            if (_host.FindInstance(rec.Name) != null) continue;
+            string? path = _options.CheckpointDir == null ? null : LatestCheckpoint(_options.CheckpointDir, rec.Name);
+            if (path == null) { Log($"cannot recover '{rec.Name}': no checkpoint in {_options.CheckpointDir ?? "(no --checkpoints directory)"}"); continue; }
+            // Clear the request first, guarded by the epoch: a second host can never start it too.
+            var done = _etcd.Txn(new TxnRequest
+            {
+                Compare = { Txn.ValueIs(_keys.Owner(rec.Name), Address), Txn.ValueIs(_keys.Epoch(rec.Name), Num(rec.Epoch)) },
+                Success = { Txn.Put(_keys.Info(rec.Name), FleetJson.Write(rec.Info with { Recover = false, Checkpoint = path })) },
+            });
+            if (!done.Succeeded) continue;
+            lock (_epochs) _epochs[rec.Name] = rec.Epoch;
+            // A copy held here since a committed move whose destination died: its state is in the checkpoints (HandedOver).
+            if (_host.Entries().FirstOrDefault(e => e.Name == rec.Name)?.Held is { } held)
+            {
+                held.DiscardHeldCopy();
+                Log($"'{rec.Name}': the copy held here since its move gives way to the recovery from the newest checkpoint");
+            }
+            _host.StartFromCheckpoint(rec.Name, rec.Info.Image, File.ReadAllBytes(path));
+            Log($"recovered '{rec.Name}' at epoch {rec.Epoch} from {path}");
+        }
+    }
+
+    /// <summary>
+    /// A copy held after a committed move waits for its destination's word; once the record names
+    /// neither that destination nor this host (recovered elsewhere, or gone), nothing can want it.
+    /// </summary>
+    private void DropSupersededHolds(List<GuestRecord> records)
+    {
+        var byName = records.ToDictionary(r => r.Name);
+        foreach (var e in _host.Entries())
+        {
+            if (e.Held is not { } held) continue;
+            var rec = byName.GetValueOrDefault(e.Name);
+            if (rec != null && (rec.Owner == e.MovedTo || rec.Owner == Address)) continue;
+            try { held.DiscardHeldCopy(); }
+            catch (HostException) { continue; } // a resume in progress settles it
+            Log($"'{e.Name}': the copy held here is dropped: the record names {rec?.Owner ?? "nobody"} (epoch {rec?.Epoch})");
+        }
+    }
+}
