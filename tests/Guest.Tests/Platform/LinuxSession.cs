@@ -54,7 +54,7 @@ public static partial class LinuxSession
     [
         .. console.Replace("\r", "").Split('\n')
             .Select(l => Timestamp().Replace(l, "[T] "))
-            .Select(l => Numbers().Replace(l, "N"))
+            .Select(l => Spaces().Replace(Numbers().Replace(l, "N"), " ")) // columns pad by the numbers' widths
             .Where(l => l.Length > 0 && !l.Contains("terminating on signal"))
             .Order(StringComparer.Ordinal),
     ];
@@ -68,4 +68,7 @@ public static partial class LinuxSession
     // Uptime, idle time, free memory and interrupt counts vary with timing, not with the machine.
     [GeneratedRegex(@"\d+(\.\d+)?")]
     private static partial Regex Numbers();
+
+    [GeneratedRegex(@" {2,}")]
+    private static partial Regex Spaces();
 }
