@@ -6,4 +6,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dotnet build "$root/LiveMigration.sln" -c Release -nologo -v q -clp:ErrorsOnly
 # One test project at a time (-m:1): the migration and dashboard tests time real hosts, and five projects
 # sharing two cores made their deadlines flaky.
-dotnet test "$root/LiveMigration.sln" -c Release --no-build -nologo -v q -m:1 "$@"
+# minimal (not quiet) console logging: a failure prints its message and stack, which CI keeps.
+dotnet test "$root/LiveMigration.sln" -c Release --no-build -nologo -v q -m:1 --logger "console;verbosity=minimal" "$@"

@@ -10,6 +10,11 @@ public static class HandWritten
         ulong Here() => codeBase + (ulong)code.Count;
         W(Rv.Lui(3, 0x1000_0000));
         ulong loop = Here();
+        // Wait for THRE as a driver must: QEMU drops a byte written while its chardev is full (a test
+        // process slow to drain the pipe then saw 64 KiB of 192 KB).
+        W(Rv.Lbu(5, 3, 5));
+        W(Rv.Andi(5, 5, 0x20));
+        W(Rv.Beq(5, X.Zero, -8));
         W(Rv.Lbu(4, 31, 0));
         W(Rv.Sb(4, 3, 0));
         W(Rv.Addi(31, 31, 1));
