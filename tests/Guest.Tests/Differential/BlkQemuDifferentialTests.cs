@@ -35,9 +35,8 @@ public class BlkQemuDifferentialTests
             File.WriteAllBytes(ourImage, TestImage());
             string elf = Repo.Guest("blk");
             // virtio-mmio.force-legacy=false: QEMU 7.2's transports are version 1 unless told, ours are version 2.
-            var qemu = Tool.Run(Qemu, ["-M", "virt", "-bios", "none", "-m", "128M", "-display", "none", "-serial", "stdio", "-monitor", "none",
-                "-global", "virtio-mmio.force-legacy=false",
-                "-drive", $"file={qemuImage},format=raw,if=none,id=d0", .. VirtioBus.QemuDeviceArgs(VirtioDevices.Block), "-kernel", elf], [], timeoutMs: 60_000);
+            var qemu = HandWritten.RunOnQemu(elf, ["-global", "virtio-mmio.force-legacy=false",
+                "-drive", $"file={qemuImage},format=raw,if=none,id=d0", .. VirtioBus.QemuDeviceArgs(VirtioDevices.Block)]);
             Assert.False(qemu.TimedOut, "QEMU did not finish blk in 60 s");
 
             var port = new TestHostPort();

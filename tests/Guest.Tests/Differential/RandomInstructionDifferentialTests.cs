@@ -179,8 +179,7 @@ public class RandomInstructionDifferentialTests
         File.WriteAllBytes(path, elf);
         try
         {
-            var qemu = Tool.Run("qemu-system-riscv64",
-                ["-M", "virt", "-bios", "none", "-m", "128M", "-display", "none", "-serial", "stdio", "-monitor", "none", "-kernel", path], [], timeoutMs: 60_000);
+            var qemu = HandWritten.RunOnQemu(path);
             Assert.Equal(0, qemu.ExitCode);
             Assert.Equal(31 * 8, qemu.Stdout.Length);
 
@@ -229,8 +228,7 @@ public class RandomInstructionDifferentialTests
         File.WriteAllBytes(path, elf);
         try
         {
-            var qemu = Tool.Run("qemu-system-riscv64",
-                ["-M", "virt", "-bios", "none", "-m", "128M", "-display", "none", "-serial", "stdio", "-monitor", "none", "-kernel", path], [], timeoutMs: 60_000);
+            var qemu = HandWritten.RunOnQemu(path);
             Assert.Equal(0, qemu.ExitCode);
             Assert.Equal(31 * 8 + BufferSize, qemu.Stdout.Length);
             var port = new TestHostPort();
@@ -256,8 +254,7 @@ public class RandomInstructionDifferentialTests
         File.WriteAllBytes(path, elf);
         try
         {
-            var qemu = Tool.Run("qemu-system-riscv64",
-                ["-M", "virt", "-bios", "none", "-m", "128M", "-display", "none", "-serial", "stdio", "-monitor", "none", "-kernel", path], [], timeoutMs: 60_000);
+            var qemu = HandWritten.RunOnQemu(path);
             var port = new TestHostPort();
             using var m = new Machine(new MachineConfig(), port);
             ElfLoader.Load(m, elf);
