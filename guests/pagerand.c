@@ -19,13 +19,6 @@
 #define SEED 0x5eed
 #endif
 
-#define PTE_V 1UL
-#define PTE_R 2UL
-#define PTE_W 4UL
-#define PTE_X 8UL
-#define PTE_U 16UL
-#define PTE_A 64UL
-#define PTE_D 128UL
 #define SSTATUS_SUM (1UL << 18)
 #define SSTATUS_MXR (1UL << 19)
 #define SSTATUS_SPP (1UL << 8)

@@ -6,13 +6,6 @@
  * hardware set in the page-table entries. */
 #include "platform.h"
 
-#define PTE_V 1UL
-#define PTE_R 2UL
-#define PTE_W 4UL
-#define PTE_X 8UL
-#define PTE_U 16UL
-#define PTE_A 64UL
-#define PTE_D 128UL
 #define WIN 0x40000000UL
 
 static uint64_t root[512] __attribute__((aligned(4096)));

@@ -21,8 +21,8 @@ int main(void)
 {
     csr_write(pmpaddr0, ~0UL);
     csr_write(pmpcfg0, 0x1f);
-    sv39_root[0] = 0x0UL | 0xC7;                          /* V R W A D: devices */
-    sv39_root[2] = ((DRAM_BASE >> 12) << 10) | 0xCF;      /* V R W X A D: DRAM */
+    sv39_root[0] = PTE_V | PTE_R | PTE_W | PTE_A | PTE_D;                               /* devices */
+    sv39_root[2] = ((DRAM_BASE >> 12) << 10) | PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D; /* DRAM */
     csr_write(satp, (8UL << 60) | ((uint64_t)sv39_root >> 12));
     __asm__ volatile("sfence.vma" ::: "memory");
     uint64_t st = csr_read(mstatus);

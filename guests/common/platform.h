@@ -162,5 +162,14 @@ static inline uint64_t rng_next(uint64_t *state)
     return z ^ (z >> 31);
 }
 
+/* Sv39 page-table entry bits */
+#define PTE_V 1UL
+#define PTE_R 2UL
+#define PTE_W 4UL
+#define PTE_X 8UL
+#define PTE_U 16UL
+#define PTE_A 64UL
+#define PTE_D 128UL
+
 #endif /* __ASSEMBLER__ */
 #endif

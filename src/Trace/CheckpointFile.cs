@@ -41,7 +41,8 @@ public static class CheckpointFile
 
     public static void Save(Machine machine, string path) => File.WriteAllBytes(path, Create(machine));
 
-    private static byte[] Encode(ReadOnlySpan<byte> state, ulong icount, ulong digest, ulong memorySize)
+    /// <summary>The file around raw state bytes (tests forge files of any content with it).</summary>
+    internal static byte[] Encode(ReadOnlySpan<byte> state, ulong icount, ulong digest, ulong memorySize)
     {
         using var ms = new MemoryStream();
         var header = new byte[HeaderSize];

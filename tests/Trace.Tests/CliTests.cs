@@ -5,7 +5,7 @@ namespace LiveMigration.Trace.Tests;
 /// <summary>The `lm` commands end to end, as a user runs them: exit codes, stdout, one-line errors.</summary>
 public class CliTests
 {
-    private static (int Code, string Out, string Err) Lm(params string[] args)
+    internal static (int Code, string Out, string Err) Lm(params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "lm.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };

@@ -29,28 +29,8 @@ public class CraftedFileTests
     }
 
     /// <summary>A checkpoint file (FORMAT.md layout) around arbitrary raw state bytes, every checksum valid.</summary>
-    internal static byte[] Forge(ReadOnlySpan<byte> state, ulong memorySize, ulong icount = 0, ulong digest = 0)
-    {
-        var ms = new MemoryStream();
-        var header = new byte[CheckpointFile.HeaderSize];
-        "LMCKPT\0\0"u8.CopyTo(header);
-        BinaryPrimitives.WriteUInt16LittleEndian(header.AsSpan(8), 1);
-        BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(12), CheckpointFile.BlockSize);
-        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(16), icount);
-        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(24), digest);
-        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(32), memorySize);
-        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(40), (ulong)state.Length);
-        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(48), XxHash3.HashToUInt64(state));
-        BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(56), XxHash3.HashToUInt64(header.AsSpan(0, 56)));
-        ms.Write(header);
-        for (int at = 0; at < state.Length; at += CheckpointFile.BlockSize)
-        {
-            byte[] block = Zstd.Compress(state.Slice(at, Math.Min(CheckpointFile.BlockSize, state.Length - at)));
-            ms.Write(BitConverter.GetBytes((uint)block.Length));
-            ms.Write(block);
-        }
-        return ms.ToArray();
-    }
+    internal static byte[] Forge(ReadOnlySpan<byte> state, ulong memorySize, ulong icount = 0, ulong digest = 0) =>
+        CheckpointFile.Encode(state, icount, digest, memorySize);
 
     public static TheoryData<string> Cases => new(Crafted.Keys);
 
@@ -95,15 +75,8 @@ public class CraftedFileTests
 
     private static (int Code, string Err) Lm(params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "lm.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        p.StandardInput.Close();
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        Assert.True(p.WaitForExit(120_000), "lm hung");
-        return (p.ExitCode, stderr.Result);
+        var r = CliTests.Lm(args);
+        return (r.Code, r.Err);
     }
 
     private static void AssertOneLineError((int Code, string Err) r, string what)
