@@ -91,7 +91,7 @@ internal sealed unsafe partial class Hart : IDisposable
         if ((perms & need) == 0) return AccessFault(access);
         ulong off = pa - _mem.Base;
         if (pageUniform && !_noFill && pa >= _mem.Base && off < _mem.Size && !_mem.IsAbsent((int)(off >> GuestMemory.PageShift)))
-            Tlb.Fill(_tlb.Table(priv, access), va, off);
+            _tlb.Fill(_tlb.Table(priv, access), va, off);
         return FaultNone;
     }
 

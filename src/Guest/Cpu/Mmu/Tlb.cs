@@ -13,43 +13,62 @@ internal struct TlbEntry
 internal enum Access { Read = 0, Write = 1, Fetch = 2 }
 
 /// <summary>
-/// A direct-mapped software TLB per (effective privilege, access kind), 256 entries each, holding
-/// RAM pages only (MMIO always walks). It caches nothing the guest could observe: every store to a
-/// page a walk read (page-table pages) flushes it, as do satp, sfence.vma, PMP and the mstatus bits
-/// that change permissions. So a translation is a pure function of memory and CSRs, and a restored
-/// checkpoint (with an empty TLB) runs exactly as the machine it was taken from.
+/// A direct-mapped software TLB per (effective privilege, access kind), 16 K entries each (a 64 MiB
+/// working set of 4 KiB pages fits), holding RAM pages only (MMIO always walks). It caches nothing the
+/// guest could observe: every store to a page a walk read (page-table pages) flushes it, as do satp,
+/// sfence.vma, PMP and the mstatus bits that change permissions. So a translation is a pure function
+/// of memory and CSRs, and a restored checkpoint (with an empty TLB) runs exactly as the machine it
+/// was taken from. A flush clears only the entries filled since the last one (Linux flushes often,
+/// and clearing all 2.3 MB each time would cost more than the walks it saves).
 /// </summary>
 internal sealed unsafe class Tlb : IDisposable
 {
-    public const int Bits = 8;
+    public const int Bits = 14;
     public const int Size = 1 << Bits;
     public const ulong Mask = Size - 1;
-    private const int Modes = 3, Kinds = 3;
+    private const int Modes = 3, Kinds = 3, Tables = Modes * Kinds;
+    /// <summary>Fills remembered for the next flush; beyond this many it clears every table.</summary>
+    private const int FillLog = 4096;
     private readonly TlbEntry* _entries;
+    private readonly int* _filled;
+    private int _fillCount = FillLog + 1;
 
     public Tlb()
     {
-        _entries = (TlbEntry*)NativeMemory.Alloc((nuint)((Modes * Kinds + 1) * Size * sizeof(TlbEntry)));
+        _entries = (TlbEntry*)NativeMemory.Alloc((nuint)((Tables + 1) * Size * sizeof(TlbEntry)));
+        _filled = (int*)NativeMemory.Alloc(FillLog * sizeof(int));
         Flush();
         new Span<TlbEntry>(Empty, Size).Fill(new TlbEntry { Tag = ulong.MaxValue });
     }
 
     /// <summary>A table that never holds anything: lookups in it always miss (every access goes the slow way).</summary>
-    public TlbEntry* Empty => _entries + Modes * Kinds * Size;
+    public TlbEntry* Empty => _entries + Tables * Size;
 
     /// <summary>The table for accesses of <paramref name="kind"/> at effective privilege <paramref name="priv"/>.</summary>
     public TlbEntry* Table(uint priv, Access kind) => _entries + ((priv == Priv.M ? 2 : (int)priv) * Kinds + (int)kind) * Size;
 
-    public void Flush() => new Span<TlbEntry>(_entries, Modes * Kinds * Size).Fill(new TlbEntry { Tag = ulong.MaxValue });
-
-    public static void Fill(TlbEntry* table, ulong va, ulong ramOffset)
+    public void Flush()
     {
-        ref TlbEntry e = ref table[(va >> 12) & Mask];
-        e.Tag = va >> 12;
-        e.Addend = (ramOffset & ~0xFFFUL) - (va & ~0xFFFUL);
+        if (_fillCount > FillLog) new Span<TlbEntry>(_entries, Tables * Size).Fill(new TlbEntry { Tag = ulong.MaxValue });
+        else for (int i = 0; i < _fillCount; i++) _entries[_filled[i]].Tag = ulong.MaxValue;
+        _fillCount = 0;
     }
 
-    public void Dispose() => NativeMemory.Free(_entries);
+    public void Fill(TlbEntry* table, ulong va, ulong ramOffset)
+    {
+        int index = (int)(table - _entries) + (int)((va >> 12) & Mask);
+        ref TlbEntry e = ref _entries[index];
+        e.Tag = va >> 12;
+        e.Addend = (ramOffset & ~0xFFFUL) - (va & ~0xFFFUL);
+        if (_fillCount < FillLog) _filled[_fillCount] = index;
+        if (_fillCount <= FillLog) _fillCount++;
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.Free(_entries);
+        NativeMemory.Free(_filled);
+    }
 }
 
 /// <summary>satp modes: Sv39, Sv48 and Sv57 as QEMU 7.2's rv64 accepts them.</summary>
