@@ -54,7 +54,7 @@ public sealed partial class FleetMember : IOwnership
             Register();
             Warm();
         }
-        catch (EtcdUnavailableException e) { throw new HostException($"cannot join the fleet: {e.Message}"); }
+        catch (Exception e) when (e is EtcdUnavailableException or RpcException) { throw new HostException($"cannot join the fleet: {e.Message}"); }
         _keepAlive = new Thread(KeepAliveLoop) { IsBackground = true, Name = "fleet-keepalive", Priority = ThreadPriority.AboveNormal };
         _reconcile = new Thread(ReconcileLoop) { IsBackground = true, Name = "fleet-reconcile" };
         _keepAlive.Start();
@@ -76,9 +76,22 @@ public sealed partial class FleetMember : IOwnership
     /// <summary>A fresh lease and the host record under it; the permit then runs half a TTL from the grant.</summary>
     private void Register()
     {
-        long asked = Stopwatch.GetTimestamp();
-        _lease = _etcd.GrantLease(_options.LeaseTtl);
-        PublishHostRecord();
+        long asked;
+        for (int attempt = 1; ; attempt++)
+        {
+            asked = Stopwatch.GetTimestamp();
+            _lease = _etcd.GrantLease(_options.LeaseTtl);
+            try
+            {
+                PublishHostRecord();
+                break;
+            }
+            // A short TTL on a loaded machine can run out between the grant and the first put: grant again.
+            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound && attempt < 5)
+            {
+                Log($"lease {_lease:x} expired before the host record was written; granting another");
+            }
+        }
         Extend(asked);
         Log($"registered under lease {_lease:x} (TTL {_options.LeaseTtl.TotalSeconds:F0} s)");
     }
