@@ -10,15 +10,16 @@ namespace LiveMigration.Recorder;
 /// The real world as the machine sees it: the host clock at 10 MHz, serial input from a backend.
 /// It polls every <see cref="PollInterval"/> instructions: time is delivered only when it crosses
 /// mtimecmp (so a trace holds one time event per timer interrupt, not one per poll), and input only
-/// as far as the UART has room.
+/// as far as the UART has room. A subclass logs what enters through the Deliver* hooks (a recorder,
+/// a migrating host's port).
 /// </summary>
 public class LiveHostPort : IHostPort
 {
     public const ulong PollInterval = 16 * 1024;
 
-    private readonly ISerialBackend _serial;
-    private readonly long _startTimestamp = Stopwatch.GetTimestamp();
-    private readonly ulong _timeBase;
+    private ISerialBackend _serial;
+    private long _startTimestamp = Stopwatch.GetTimestamp();
+    private ulong _timeBase;
     private ulong _nextPoll;
     private long _lastFlush;
 
@@ -31,6 +32,16 @@ public class LiveHostPort : IHostPort
 
     public ISerialBackend Serial => _serial;
 
+    /// <summary>Another backend from now on (only while the guest is paused).</summary>
+    protected void ReplaceSerial(ISerialBackend serial) => _serial = serial;
+
+    /// <summary>Guest time continues from <paramref name="timeBase"/> now (a port built ahead of a migration's resume).</summary>
+    public virtual void Rebase(ulong timeBase)
+    {
+        _timeBase = timeBase;
+        _startTimestamp = Stopwatch.GetTimestamp();
+    }
+
     public ulong NextPollIcount => _nextPoll;
 
     /// <summary>The host clock in guest ticks; never goes backwards.</summary>
@@ -40,6 +51,15 @@ public class LiveHostPort : IHostPort
     public virtual void Poll(Machine machine)
     {
         _nextPoll = machine.Icount + PollInterval;
+        PollInputs(machine);
+    }
+
+    /// <summary>The next poll is due a poll interval from now; nothing is delivered at this one.</summary>
+    protected void SkipPoll(Machine machine) => _nextPoll = machine.Icount + PollInterval;
+
+    /// <summary>What every poll delivers: the timer's edge once crossed, serial input; and a periodic output flush.</summary>
+    protected void PollInputs(Machine machine)
+    {
         ulong edge = machine.NextTimerEdge;
         if (edge != ulong.MaxValue)
         {
@@ -78,6 +98,9 @@ public class LiveHostPort : IHostPort
     /// <summary>The single place disk completions enter the machine (a recorder logs them here).</summary>
     protected virtual void CompleteBlockRequests(Machine machine, int count) => machine.CompleteBlockRequests(count);
 
+    /// <summary>True when a wait in WFI should end at once (the machine has a stop request to see).</summary>
+    protected virtual bool WakeRequested => false;
+
     public bool WaitForInput(Machine machine)
     {
         _serial.Flush();
@@ -88,6 +111,7 @@ public class LiveHostPort : IHostPort
 
         while (true)
         {
+            if (WakeRequested) return true; // the machine sees its stop request at the top of its loop
             ulong now = Now;
             if (timerArmed && now >= deadline)
             {

@@ -1,46 +1,31 @@
 using System.Diagnostics;
 using LiveMigration.Guest;
-using LiveMigration.Guest.Cpu;
-using LiveMigration.Guest.Devices.Clint;
 using LiveMigration.Recorder;
 
 namespace LiveMigration.Migration.Hosting;
 
 /// <summary>
-/// The live host port of a hosted guest: host clock at 10 MHz, console input, entropy. Unlike a
+/// The live host port of a hosted guest: host clock at 10 MHz, console input, entropy. Beyond a
 /// plain live port it can be woken from WFI (so a pause is prompt even for a guest waiting on
-/// input), can log its inputs (<see cref="Log"/>) and can throttle the guest (auto-converge).
+/// input), logs its inputs while a migration records them (<see cref="Log"/>), stops the guest
+/// when the host's run permit expires, and can throttle the guest (auto-converge).
 /// </summary>
-public sealed class GuestHostPort : IHostPort
+public sealed class GuestHostPort(ConsoleEndpoint console, ulong timeBase = 0) : LiveHostPort(console, timeBase)
 {
-    public const ulong PollInterval = 16 * 1024;
-
-    private ConsoleEndpoint _console;
-    private long _start = Stopwatch.GetTimestamp();
-    private ulong _timeBase;
-    private ulong _nextPoll;
-    private long _lastFlush;
     private volatile bool _wake;
     private long _lastPollTicks = Stopwatch.GetTimestamp();
     private double _throttleDebt;
     private long _throttledTicks;
 
-    public GuestHostPort(ConsoleEndpoint console, ulong timeBase = 0)
-    {
-        _console = console;
-        _timeBase = timeBase;
-    }
-
-    public ConsoleEndpoint Console => _console;
+    public ConsoleEndpoint Console => (ConsoleEndpoint)Serial;
 
     /// <summary>A new console for a paused guest (a migration that closed the old one rolled back).</summary>
-    public void ReplaceConsole(ConsoleEndpoint console) => _console = console;
+    public void ReplaceConsole(ConsoleEndpoint console) => ReplaceSerial(console);
 
-    /// <summary>Guest time continues from <paramref name="timeBase"/> now (a port built ahead of a migration's resume).</summary>
-    public void Rebase(ulong timeBase)
+    public override void Rebase(ulong timeBase)
     {
-        _timeBase = timeBase;
-        _start = _lastPollTicks = Stopwatch.GetTimestamp();
+        base.Rebase(timeBase);
+        _lastPollTicks = Stopwatch.GetTimestamp();
     }
 
     /// <summary>Set while a migration records this guest's inputs; swapped only while the guest is paused.</summary>
@@ -55,15 +40,11 @@ public sealed class GuestHostPort : IHostPort
     /// <summary>Wall time spent throttled so far.</summary>
     public TimeSpan ThrottledTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _throttledTicks));
 
-    public ulong Now => _timeBase + (ulong)Stopwatch.GetElapsedTime(_start).Ticks;
-
-    public ulong NextPollIcount => _nextPoll;
-
     public void Wake()
     {
         _wake = true;
         _wakeSignal.Set();
-        _console.Wake();
+        Console.Wake();
     }
 
     public void ClearWake()
@@ -72,25 +53,24 @@ public sealed class GuestHostPort : IHostPort
         _wakeSignal.Reset();
     }
 
+    protected override bool WakeRequested => _wake;
+
     /// <summary>Cuts a throttle sleep short when the guest is asked to pause (the switchover should not wait for it).</summary>
     private readonly ManualResetEventSlim _wakeSignal = new();
 
-    public void Poll(Machine machine)
+    public override void Poll(Machine machine)
     {
-        _nextPoll = machine.Icount + PollInterval;
-        if (Permit is { Expired: true }) { machine.RequestStop(); return; } // fenced: not one more input or tick
-        Log?.OnPoll(machine);
-        ulong edge = machine.NextTimerEdge;
-        if (edge != ulong.MaxValue)
+        if (Permit is { Expired: true }) // fenced: not one more input or tick
         {
-            ulong now = Now;
-            if (now >= edge) DeliverTime(machine, now);
+            SkipPoll(machine);
+            machine.RequestStop();
+            return;
         }
-        DeliverSerial(machine);
+        Log?.OnPoll(machine);
+        base.Poll(machine);
         long t = Stopwatch.GetTimestamp();
         if (Throttle > 0) ApplyThrottle(machine, t); // sets _lastPollTicks after its sleep
         else _lastPollTicks = t;
-        if (t - _lastFlush > Stopwatch.Frequency / 100) { _console.Flush(); _lastFlush = t; }
     }
 
     private void ApplyThrottle(Machine machine, long now)
@@ -111,67 +91,35 @@ public sealed class GuestHostPort : IHostPort
         _lastPollTicks = Stopwatch.GetTimestamp();
     }
 
-    private void DeliverTime(Machine machine, ulong now)
+    protected override void DeliverTime(Machine machine, ulong now)
     {
         Log?.TimeDelivered(machine, now);
-        machine.DeliverTime(now);
+        base.DeliverTime(machine, now);
     }
 
-    private void DeliverSerial(Machine machine)
+    protected override void DeliverSerialInput(Machine machine, ReadOnlySpan<byte> data)
     {
-        int room = machine.Uart.RxSpace;
-        if (room <= 0) return;
-        Span<byte> buffer = stackalloc byte[room];
-        int n = _console.Read(buffer);
-        if (n == 0) return;
-        Log?.SerialInput(machine, buffer[..n]);
-        if (machine.DeliverSerialInput(buffer[..n]) != n) throw new InvalidOperationException("UART refused input it had room for");
+        Log?.SerialInput(machine, data);
+        base.DeliverSerialInput(machine, data);
     }
 
-    /// <summary>Disk requests complete at once; logged while a migration records the inputs.</summary>
-    public void BlockRequestsPending(Machine machine)
+    protected override void CompleteBlockRequests(Machine machine, int count)
     {
-        int n = machine.BlockRequestsInFlight;
-        Log?.BlockCompletion(machine, n);
-        machine.CompleteBlockRequests(n);
+        Log?.BlockCompletion(machine, count);
+        base.CompleteBlockRequests(machine, count);
     }
 
-    public ulong ReadTime(Machine machine)
+    public override ulong ReadTime(Machine machine)
     {
-        ulong t = Now;
+        ulong t = base.ReadTime(machine);
         Log?.TimeRead(machine, t);
         return t;
     }
 
-    public bool WaitForInput(Machine machine)
+    public override ushort ReadEntropy(Machine machine)
     {
-        _console.Flush();
-        ulong deadline = machine.TimerDeadline;
-        bool timerArmed = deadline != ulong.MaxValue;
-        if (!timerArmed && !machine.ExternalInterruptsEnabled) return false;
-        while (true)
-        {
-            if (_wake) return true; // the machine sees its stop request at the top of its loop
-            ulong now = Now;
-            if (timerArmed && now >= deadline)
-            {
-                DeliverTime(machine, now);
-                return true;
-            }
-            int before = machine.Uart.RxSpace;
-            DeliverSerial(machine); // input may already be queued: the wake-up signal is consumed once
-            if (machine.Uart.RxSpace != before) return true;
-            int waitMs = timerArmed ? (int)Math.Min((deadline - now) / (Clint.Frequency / 1000) + 1, 1000) : 1000;
-            _console.InputArrived.WaitOne(waitMs);
-        }
-    }
-
-    public ushort ReadEntropy(Machine machine)
-    {
-        ushort v = (ushort)System.Security.Cryptography.RandomNumberGenerator.GetInt32(0x10000);
+        ushort v = base.ReadEntropy(machine);
         Log?.Entropy(machine, v);
         return v;
     }
-
-    public void SerialOutput(byte value) => _console.Write(value);
 }
