@@ -1,3 +1,6 @@
+using System.Text.Json.Serialization;
+using LiveMigration.Migration.Protocol;
+
 namespace LiveMigration.Operator.Api;
 
 // What the JSON API and the live feed send (camelCase JSON). Sizes in bytes, times in seconds,
@@ -9,9 +12,10 @@ public sealed record HostView(
     int? Cores, double? CpuPercent, long? WorkingSetBytes, ulong GuestMemoryBytes, ulong? MaxGuestMemoryBytes,
     int MigrationsActive, IReadOnlyList<GuestView> Guests);
 
+/// <summary>A guest as the dashboard shows it: <see cref="State"/> is for people, code compares <see cref="Status"/>.</summary>
 public sealed record GuestView(
     string Name, string State, ulong Icount, double Mips, ulong MemoryBytes, string Console, string Image,
-    string? MovedTo, string? Migration, int? ExitCode);
+    string? MovedTo, string? Migration, int? ExitCode, [property: JsonIgnore] GuestStatus Status);
 
 public sealed record ProgressView(
     string Phase, string Strategy, double ElapsedSeconds, ulong BytesSent, double BytesPerSecond,

@@ -1,4 +1,5 @@
 using LiveMigration.Migration.Engine;
+using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Operator.Api;
 using Prometheus;
@@ -45,11 +46,13 @@ public sealed class HostMetrics
 
     public Task WriteAsync(Stream output, CancellationToken cancel) => Registry.CollectAndExportAsTextAsync(output, cancel);
 
+    private static readonly GuestStatus[] MetricStatuses = [GuestStatus.Running, GuestStatus.Idle, GuestStatus.Exited, GuestStatus.MigratingOut, GuestStatus.Moved];
+
     internal void Guests(IReadOnlyList<GuestView> guests)
     {
         lock (_guestLabels)
         {
-            var now = guests.Where(g => g.State != "moved").ToList();
+            var now = guests.Where(g => g.Status != GuestStatus.Moved).ToList();
             foreach (var gone in _guestLabels.Except(now.Select(g => g.Name)).ToList())
             {
                 _mips.RemoveLabelled(gone);
@@ -62,8 +65,8 @@ public sealed class HostMetrics
                 _icount.WithLabels(g.Name).Set(g.Icount);
                 _guestLabels.Add(g.Name);
             }
-            foreach (var state in new[] { "running", "idle", "exited", "migrating-out", "moved" })
-                _guests.WithLabels(state).Set(guests.Count(g => g.State == state));
+            foreach (var status in MetricStatuses)
+                _guests.WithLabels(GuestStatuses.Name(status)).Set(guests.Count(g => g.Status == status));
         }
     }
 

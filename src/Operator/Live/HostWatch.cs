@@ -121,7 +121,7 @@ internal sealed class HostWatch : IDisposable
             _lastCpu = cpu;
             _lastCpuTicks = now;
         }
-        ulong used = (ulong)guests.Where(g => g.State is not "moved").Sum(g => (decimal)g.MemoryBytes);
+        ulong used = (ulong)guests.Where(g => g.Status != GuestStatus.Moved).Sum(g => (decimal)g.MemoryBytes);
         return new HostView(_host.Address, true, Http, true, null, Environment.ProcessorCount, Math.Round(_cpuPercent, 1),
             Environment.WorkingSet, used, _host.Options.MaxMemorySize, Active.Count, guests);
     }
@@ -132,7 +132,7 @@ internal sealed class HostWatch : IDisposable
         {
             using var c = HostClient.Connect(address);
             var guests = c.Status().Guests.Select(g => ToView(g, 0)).ToList();
-            ulong used = (ulong)guests.Where(g => g.State is not "moved").Sum(g => (decimal)g.MemoryBytes);
+            ulong used = (ulong)guests.Where(g => g.Status != GuestStatus.Moved).Sum(g => (decimal)g.MemoryBytes);
             return new HostView(address, false, null, true, null, null, null, null, used, null, 0, guests);
         }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or HostException or ProtocolException or TimeoutException)
@@ -143,7 +143,7 @@ internal sealed class HostWatch : IDisposable
 
     private static GuestView ToView(GuestInfo g, double mips) => new(
         g.Name, g.State, g.Icount, Math.Round(mips, 2), g.MemorySize, g.Console, g.ImageName,
-        g.MovedTo == "" ? null : g.MovedTo, g.Migration == "" ? null : g.Migration, g.HasExitCode ? g.ExitCode : null);
+        g.MovedTo == "" ? null : g.MovedTo, g.Migration == "" ? null : g.Migration, g.HasExitCode ? g.ExitCode : null, g.Status);
 
     private void OnProgress(string id, MigrateCommand command, MigrationProgress p)
     {
