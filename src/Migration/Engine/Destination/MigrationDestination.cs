@@ -61,6 +61,8 @@ internal sealed class MigrationDestination
         }
         catch (Exception e) when (e is IOException or InvalidDataException or ProtocolException or MigrationFailedException)
         {
+            // This side refuses what arrived (a disk that does not verify, say): the source hears why, not just a closed connection.
+            if (e is MigrationFailedException or InvalidDataException && _ctx.State != DestinationState.AwaitingGo) _ctx.SendAbort(e.Message);
             _switchover.ConnectionLost(e.Message, () => Current);
         }
         catch (Exception e)
