@@ -137,6 +137,24 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(expected.Order(), Directory.GetFiles(b).Order()); // no temporary image left
     }
 
+    /// <summary>A destination that replays at 2 MIPS makes auto fall back: its disk returns to C0 with the rest, and the pause sends what changed since.</summary>
+    [Fact]
+    public void Auto_fallback_returns_the_disk_to_C0_and_the_guest_still_finishes_as_if_it_never_moved()
+    {
+        using var hosts = new Hosts(output, configure: o => o with { ReplayMipsCap = 2 });
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
+        File.WriteAllBytes(source, InitialImage());
+        var (console, _) = StartOn(hosts, source);
+        using var _c = console;
+
+        var r = Migrate(hosts, "auto", target);
+        Assert.True(r.Success, r.Error);
+        Assert.Contains(r.Switches, s => s.To == Strategy.Precopy);
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+    }
+
     [Theory]
     [InlineData("log")]
     [InlineData("precopy")]

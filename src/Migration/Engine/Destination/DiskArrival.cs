@@ -96,7 +96,11 @@ internal sealed class DiskArrival
                 try { disk = Disk.Open(backing, _identity.ReadOnly); }
                 catch { backing.Dispose(); throw; }
             }
-            else disk = _image!.OpenDisk(_identity.ReadOnly);
+            else
+            {
+                _image!.Backing.Sync(); // now, not at GO: the fsync of what arrived stays out of the downtime
+                disk = _image.OpenDisk(_identity.ReadOnly);
+            }
             disk.CommitsHeld = true; // nothing reaches the file before GO
             if (disk.CurrentIdentity() != done.Identity || disk.ContentDigest != done.ContentDigest)
             {
