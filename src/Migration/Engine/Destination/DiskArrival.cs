@@ -10,8 +10,8 @@ namespace LiveMigration.Migration.Engine;
 /// file next to the target (<see cref="IncomingDiskImage"/>: a copy of the base the destination
 /// named, or zeros); at the first <see cref="DiskDone"/> that file becomes the machine's disk and
 /// must have the identity the source sent; later blocks (pre-copy's pause) land in the open disk.
-/// With shared storage the first DiskDone opens the very file the source flushed. The disk
-/// commits nothing before GO (the source still owns the guest); at GO it flushes and the
+/// With shared storage the first DiskDone opens the very file the source flushed, and the disk
+/// commits nothing to it before GO (the source still owns the file). At GO the disk flushes and the
 /// temporary file is renamed over the target. A discarded migration deletes the temporary file.
 /// </summary>
 internal sealed class DiskArrival
@@ -101,7 +101,9 @@ internal sealed class DiskArrival
                 _image!.Backing.Sync(); // now, not at GO: the fsync of what arrived stays out of the downtime
                 disk = _image.OpenDisk(_identity.ReadOnly);
             }
-            disk.CommitsHeld = true; // nothing reaches the file before GO
+            // A shared file is the source's until GO: nothing reaches it from here before. The temporary
+            // image is ours: the replay's flushes commit into it, leaving GO only the unflushed tail.
+            disk.CommitsHeld = _plan.Shared;
             if (disk.CurrentIdentity() != done.Identity || disk.ContentDigest != done.ContentDigest)
             {
                 ulong mine = disk.CurrentIdentity();
