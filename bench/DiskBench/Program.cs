@@ -23,10 +23,13 @@ try
     File.WriteAllBytes(olderPath, older);
     long nonZero = Enumerable.Range(0, blocks).Count(b => image.AsSpan(b * 4096, 4096).ContainsAnyExcept((byte)0));
     Console.WriteLine($"disk bench: {imageMib} MiB image ({blocks} blocks, {nonZero} non-zero), 64 MiB guest RAM, loopback, no shared storage");
-    Console.WriteLine($"{"case",-34} {"strategy",-8} {"total",10} {"disk",10} {"RAM",10} {"log",10} {"state",8} {"blocks",7} {"disk/image",10} {"time",8} {"downtime",9}");
-    foreach (var (label, guest, withBase) in new[] { ("(a) fresh destination", "idle_forever", false), ("(b) base differs in 1 % of blocks", "idle_forever", true), ("(c) (b) + disk workload writing", "blk_forever", true) })
+    Console.WriteLine($"{"case",-34} {"strategy",-8} {"total",10} {"disk",10} {"RAM",10} {"log",10} {"state",8} {"blocks",7} {"zero",6} {"disk/image",10} {"time",8} {"downtime",9}");
+    var runs = new[] { ("(a) fresh destination", "idle_forever", false), ("(b) base differs in 1 % of blocks", "idle_forever", true), ("(c) (b) + disk workload writing", "blk_forever", true) };
+    // The first pass (case (a) only) warms the JIT up on the switchover's code paths: no rows.
+    foreach (var (pass, (label, guest, withBase)) in runs.Take(1).Select(r => (0, r)).Concat(runs.Select(r => (1, r))))
         foreach (var strategy in new[] { Strategy.Log, Strategy.Precopy })
         {
+            bool warmUp = pass == 0;
             string source = Path.Combine(dir, "source.img"), target = Path.Combine(dir, "target.img");
             File.WriteAllBytes(source, image);
             File.Delete(target);
@@ -36,9 +39,10 @@ try
             Thread.Sleep(guest == "blk_forever" ? 1500 : 300); // the workload has written for a while
             using var hc = HostClient.Connect(a.Address);
             var r = hc.Migrate(new MigrateCommand { Name = "g", Target = b.Address, Strategy = strategy, DowntimeLimitMs = 50, DiskPath = target, DiskBase = withBase ? olderPath : "" });
+            if (warmUp) continue;
             if (!r.Success) { Console.WriteLine($"{label,-34} {Name(strategy),-8} failed: {r.Error}"); continue; }
             ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy + r.BytesDisk;
-            Console.WriteLine($"{label,-34} {Name(strategy),-8} {Human(total),10} {Human(r.BytesDisk),10} {Human(r.BytesCheckpoint),10} {Human(r.BytesLog),10} {Human(r.BytesState),8} {r.DiskBlocksSent,7} {100.0 * r.BytesDisk / image.Length,9:F2}% {r.TotalSeconds * 1000,6:F0}ms {r.DowntimeSeconds * 1000,7:F1}ms");
+            Console.WriteLine($"{label,-34} {Name(strategy),-8} {Human(total),10} {Human(r.BytesDisk),10} {Human(r.BytesCheckpoint),10} {Human(r.BytesLog),10} {Human(r.BytesState),8} {r.DiskBlocksSent,7} {r.DiskZeroBlocks,6} {100.0 * r.BytesDisk / image.Length,9:F2}% {r.TotalSeconds * 1000,6:F0}ms {r.DowntimeSeconds * 1000,7:F1}ms");
         }
 }
 finally { Directory.Delete(dir, true); }
