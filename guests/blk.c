@@ -40,7 +40,8 @@ int main(void)
     uart_puts("blk: first 8 KiB checksum "); put_hex64(fnv(buf, sizeof buf, 0xcbf29ce484222325UL)); uart_puts("\n");
 
     uint64_t rng = 0xd15c, sum = 0xcbf29ce484222325UL;
-    for (int i = 0; i < WRITES; i++) {
+    /* WRITES 0: forever (a migration test's workload), a progress line every PROGRESS_EVERY runs. */
+    for (uint64_t i = 0; WRITES == 0 || i < (uint64_t)WRITES; i++) {
         uint32_t n = 1 + (uint32_t)(rng_next(&rng) % 16);
         uint64_t sector = rng_next(&rng) % (dev.capacity - n + 1);
         for (uint32_t j = 0; j < n * VIRTIO_BLK_SECTOR; j += 8) *(uint64_t *)(buf + j) = rng_next(&rng);
@@ -51,6 +52,9 @@ int main(void)
         for (uint32_t j = 0; j < n * VIRTIO_BLK_SECTOR; j++)
             if (check[j] != buf[j]) { uart_puts("blk: read back differs at sector "); put_dec(sector); uart_puts("\n"); exit_fail(4); }
         if ((i + 1) % FLUSH_EVERY == 0 && (st = vblk_flush(&dev)) != VBLK_S_OK) fail("flush", st);
+#ifdef PROGRESS_EVERY
+        if ((i + 1) % PROGRESS_EVERY == 0) { uart_puts("blk: "); put_dec(i + 1); uart_puts(" runs, checksum "); put_hex64(sum); uart_puts("\n"); }
+#endif
     }
     if ((st = vblk_flush(&dev)) != VBLK_S_OK) fail("flush", st);
     uart_puts("blk: wrote "); put_dec(WRITES); uart_puts(" runs, data checksum "); put_hex64(sum); uart_puts("\n");

@@ -7,9 +7,13 @@ public static class TraceFormat
     /// Version written into new headers. Bump it on ANY change to what a writer emits (a header field,
     /// an event kind, an encoding); readers keep decoding every version from <see cref="MinReadableVersion"/>
     /// up, and traces/ keeps a golden trace of the previous version that must still replay.
-    /// v1: first release. v2: header gains digest_interval and checkpoint_interval.
+    /// v1: first release. v2: header gains digest_interval and checkpoint_interval. v3: event kind
+    /// <see cref="EventKind.BlockCompletion"/> and the header's disk_image_digest (virtio-blk).
     /// </summary>
-    public const uint CurrentVersion = 2;
+    public const uint CurrentVersion = 3;
+
+    /// <summary>The first version with disk events and the header's disk image digest.</summary>
+    public const uint DiskVersion = 3;
 
     /// <summary>Oldest version this build reads. Raise only together with deleting that version's golden trace.</summary>
     public const uint MinReadableVersion = 1;
@@ -66,7 +70,7 @@ public enum EventKind : byte
     /// <summary>The recording ended. Payload: u8 <see cref="EndReason"/>, zigzag varint exit code.</summary>
     End = 7,
     /// <summary>The oldest N disk requests in flight completed, between instructions. Payload: varint N (≥ 1). Only machines with virtio-blk log it.</summary>
-    BlockCompletion = 8,
+    BlockCompletion = 8, // since v3
 }
 
 /// <summary>Why a recording ended (wire numbers, never reused).</summary>

@@ -141,6 +141,8 @@ public sealed class TraceStreamReader
         catch (Google.Protobuf.InvalidProtocolBufferException e) { throw new TraceFormatException(frame.Offset, $"header does not parse: {e.Message}"); }
         if (header.FormatVersion < TraceFormat.MinReadableVersion || header.FormatVersion > TraceFormat.CurrentVersion)
             throw new TraceFormatException(frame.Offset, $"trace format version {header.FormatVersion}; this build reads {TraceFormat.MinReadableVersion}..{TraceFormat.CurrentVersion}");
+        if (header.FormatVersion < TraceFormat.DiskVersion && header.DiskImageDigest != 0)
+            throw new TraceFormatException(frame.Offset, $"a version {header.FormatVersion} trace names a drive image; drives came with version {TraceFormat.DiskVersion}");
         if (header.Machine == null || header.Machine.MemorySize == 0) throw new TraceFormatException(frame.Offset, "header has no machine config");
         if (Guest.MachineConfig.MemorySizeProblem(header.Machine.MemorySize) is { } problem) throw new TraceFormatException(frame.Offset, $"header's {problem}");
         if (header.Machine.RamBase != Guest.Memory.GuestMemory.DefaultBase)

@@ -38,6 +38,8 @@ public sealed class TraceWriter : IDisposable
         header = header.Clone();
         header.FormatVersion = _options.FormatVersion;
         if (_options.FormatVersion < 2) { header.DigestInterval = 0; header.CheckpointInterval = 0; }
+        if (_options.FormatVersion < TraceFormat.DiskVersion && header.DiskImageDigest != 0)
+            throw new ArgumentException($"trace format version {_options.FormatVersion} cannot record a drive (version {TraceFormat.DiskVersion} and later can)");
         Header = header;
         _out.Write(TraceFormat.Magic);
         BytesWritten = TraceFormat.Magic.Length;
@@ -56,7 +58,12 @@ public sealed class TraceWriter : IDisposable
     public void TimeRead(ulong icount, ulong time) { _chunk.TimeRead(icount, time); Logged(icount); }
     public void SerialInput(ulong icount, ReadOnlySpan<byte> data) { if (data.IsEmpty) return; _chunk.SerialInput(icount, data); Logged(icount); }
     public void Entropy(ulong icount, ushort value) { _chunk.Entropy(icount, value); Logged(icount); }
-    public void BlockCompletion(ulong icount, int count) { _chunk.BlockCompletion(icount, count); Logged(icount); }
+    public void BlockCompletion(ulong icount, int count)
+    {
+        if (_options.FormatVersion < TraceFormat.DiskVersion) throw new InvalidOperationException($"trace format version {_options.FormatVersion} has no block-completion event");
+        _chunk.BlockCompletion(icount, count);
+        Logged(icount);
+    }
     public void StateDigest(ulong icount, ulong digest) { _chunk.StateDigest(icount, digest); Logged(icount); }
 
     private void Logged(ulong icount)

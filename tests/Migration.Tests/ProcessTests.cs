@@ -111,6 +111,45 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, Lm_("stop", "--host", b, "idle").Code);
     }
 
+    /// <summary>`lm start --drive` puts the disk on the host; `lm migrate --disk-path/--disk-base` moves it; bad drives and bases fail in one line.</summary>
+    [Fact]
+    public void Lm_start_with_a_drive_and_lm_migrate_move_the_disk()
+    {
+        string a = StartHost(), b = StartHost();
+        string image = Path.Combine(_workDir, "g.img"), target = Path.Combine(_workDir, "moved.img"), tiny = Path.Combine(_workDir, "tiny.img");
+        File.WriteAllBytes(image, DiskMigrationTests.InitialImage());
+        File.WriteAllBytes(tiny, new byte[4096]);
+        string elf = Path.Combine(Guests.Dir, "blk_forever.elf");
+        var missing = Lm_("start", "--host", a, elf, "--name", "g", "--mem", "64M", "--drive", Path.Combine(_workDir, "nope.img"));
+        Assert.NotEqual(0, missing.Code);
+        Assert.Contains("nope.img does not exist", missing.Err);
+        Assert.DoesNotContain('\n', missing.Err.Trim());
+        Assert.Equal(0, Lm_("start", "--host", a, elf, "--name", "g", "--mem", "64M", "--drive", image).Code);
+        using var console = new ConsoleClient(a, "g");
+        console.WaitFor(t => t.Contains("blk: 1000 runs"), 30000);
+
+        var refused = Lm_("migrate", "g", "--from", a, "--to", b, "--disk-path", target, "--disk-base", tiny);
+        Assert.NotEqual(0, refused.Code);
+        Assert.Contains("destination refused: disk mismatch: the source's disk is", refused.Out + refused.Err);
+
+        var migrate = Lm_("migrate", "g", "--from", a, "--to", b, "--strategy", "log", "--disk-path", target, "--json");
+        Assert.Equal(0, migrate.Code);
+        using var json = JsonDocument.Parse(migrate.Out);
+        var r = json.RootElement;
+        Assert.Equal("copy", r.GetProperty("diskMode").GetString());
+        ulong disk = ulong.Parse(r.GetProperty("bytesDisk").GetString()!);
+        Assert.True(disk > 0);
+        ulong parts = 0;
+        foreach (var field in new[] { "bytesCheckpoint", "bytesLog", "bytesState", "bytesProtocol", "bytesDisk" }) parts += ulong.Parse(r.GetProperty(field).GetString()!);
+        Assert.Equal(parts, ulong.Parse(r.GetProperty("bytesTotal").GetString()!));
+        Assert.True(File.Exists(target));
+        console.Follow();
+        int seen = Regex.Matches(console.Text, @"(?m)^blk: \d+ runs").Count;
+        console.WaitFor(t => Regex.Matches(t, @"(?m)^blk: \d+ runs").Count >= seen + 1, 30000);
+        Assert.DoesNotContain("failed", console.Text);
+        Assert.Equal(0, Lm_("stop", "--host", b, "g").Code);
+    }
+
     /// <summary>
     /// `lm migrate` against a source host that is SIGSTOPped, before and during the migration, returns
     /// within its silence limit with one line saying what happened (no socket text, no hang).

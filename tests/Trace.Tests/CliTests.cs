@@ -72,7 +72,7 @@ public class CliTests
     {
         var info = Lm("trace", "info", Golden("compute_small"));
         Assert.Equal(0, info.Code);
-        Assert.Contains("format version  2", info.Out);
+        Assert.Contains("format version  3", info.Out);
         Assert.Contains("state-digest", info.Out);
         Assert.Contains("checkpoints     2 in frames", info.Out);
         var dump = Lm("trace", "dump", Golden("compute_small"), "--from", "2000000", "--to", "3200000");

@@ -23,6 +23,8 @@ public class GoldenTraceTests
         new("dirty_small", "dirty_small", null, 0, TraceFormat.CurrentVersion),
         // Written by the version-1 writer and kept: it must replay after every later version bump.
         new("idle.v1", "idle", null, 0, 1),
+        // The last version before disk events (v3): same guest, version-2 writer.
+        new("idle.v2", "idle", null, 0, 2),
     ];
 
     public static TheoryData<string> Names => new(All.Select(g => g.Name));

@@ -98,11 +98,14 @@ public static class HostCommands
         var name = new Option<string>("--name") { Description = "name of the guest on the host", Required = true };
         var mem = new Option<string>("--mem") { Description = "guest RAM size (e.g. 128M)", DefaultValueFactory = _ => "128M" };
         var boot = new KernelBootOptions();
+        var drive = RunCommand.DriveOption();
+        drive.Description = "a raw disk image ON THE HOST for virtio-blk (its path there; it moves with the guest: see lm migrate --disk-path, --disk-base, --shared-disk)";
         var command = new Command("start", "Start a guest on a host (the ELF is sent to the host)");
         command.Options.Add(host);
         command.Arguments.Add(guest);
         command.Options.Add(name);
         command.Options.Add(mem);
+        command.Options.Add(drive);
         boot.AddTo(command);
         var connect = Client(command);
         command.SetAction(parse => CliErrors.Run(() =>
@@ -113,10 +116,11 @@ public static class HostCommands
             var kernel = boot.Read(parse);
             if ((file == null) == (kernel == null)) throw new FormatException("give one of: a guest ELF, --kernel Image");
             var elf = file == null ? null : File.ReadAllBytes(file.FullName);
+            var driveSpec = parse.GetValue(drive) is { } d ? Recorder.Disk.DriveSpec.Parse(d) : null;
             using var c = connect(parse, parse.GetValue(host)!);
             string console = kernel != null
-                ? c.Start(parse.GetValue(name)!, kernel, size, Path.GetFileName(parse.GetValue(boot.Kernel)!.Name))
-                : c.Start(parse.GetValue(name)!, elf!, size, Path.GetFileNameWithoutExtension(file!.Name));
+                ? c.Start(parse.GetValue(name)!, kernel, size, Path.GetFileName(parse.GetValue(boot.Kernel)!.Name), driveSpec)
+                : c.Start(parse.GetValue(name)!, elf!, size, Path.GetFileNameWithoutExtension(file!.Name), driveSpec);
             Console.WriteLine($"started '{parse.GetValue(name)}' on {parse.GetValue(host)}; console tcp:{console}");
             return 0;
         }));

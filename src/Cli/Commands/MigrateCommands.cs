@@ -31,6 +31,9 @@ public static class MigrateCommands
         var bandwidth = new Option<string>("--bandwidth") { Description = "rate limit on the wire (1gbit, 100mbit, 125MB; 0 = unlimited)", DefaultValueFactory = _ => "0" };
         var adaptive = new Option<string?>("--adaptive-bandwidth") { Description = "rate-adaptive pre-copy (Clark et al. NSDI'05): MIN[,INCREMENT]; round 1 at MIN, each later round at the last round's dirty rate + INCREMENT (default 50mbit), up to --bandwidth" };
         var downtime = new Option<uint>("--downtime-limit") { Description = "downtime budget in ms (log shipping switches over when the predicted tail fits)", DefaultValueFactory = _ => 10 };
+        var diskPath = new Option<string?>("--disk-path") { HelpName = "FILE", Description = "a guest with a disk: where the destination keeps the image (a path on the destination; default: the source's path)" };
+        var diskBase = new Option<string?>("--disk-base") { HelpName = "FILE", Description = "an older copy of the guest's image on the destination: only the blocks that differ cross (dsync-style); without it every non-zero block does" };
+        var sharedDisk = new Option<bool>("--shared-disk") { Description = "both hosts see the same image file (at --disk-path): no block crosses, ownership of the file moves with GO" };
         var json = new Option<bool>("--json") { Description = "print the report as JSON" };
         var timeline = new Option<string?>("--timeline") { Description = "write the timeline plot to FILE (.png or .svg); the source host keeps every report either way" };
         var command = new Command("migrate", "Migrate a running guest to another host");
@@ -45,6 +48,9 @@ public static class MigrateCommands
         command.Options.Add(xbzrleCache);
         command.Options.Add(autoConverge);
         command.Options.Add(maxThrottle);
+        command.Options.Add(diskPath);
+        command.Options.Add(diskBase);
+        command.Options.Add(sharedDisk);
         command.Options.Add(json);
         command.Options.Add(timeline);
         var connect = HostCommands.Client(command);
@@ -62,7 +68,9 @@ public static class MigrateCommands
                 Name = parse.GetValue(name)!, Target = target, Resume = isResume, Strategy = Strategies.Parse(parse.GetValue(strategy)!),
                 BandwidthBytesPerSecond = Bandwidth.Parse(parse.GetValue(bandwidth)!), DowntimeLimitMs = parse.GetValue(downtime),
                 XbzrleCacheBytes = parse.GetValue(xbzrleCache)!.Trim() == "0" ? 0 : LiveMigration.Guest.MachineConfig.ParseSize(parse.GetValue(xbzrleCache)!), AutoConverge = parse.GetValue(autoConverge),
+                DiskPath = parse.GetValue(diskPath) ?? "", DiskBase = parse.GetValue(diskBase) ?? "", SharedDisk = parse.GetValue(sharedDisk),
             };
+            if (cmd.SharedDisk && cmd.DiskBase.Length > 0) throw new FormatException("--shared-disk and --disk-base exclude each other (a shared file needs no base)");
             if (parse.GetValue(adaptive) is { } adaptiveText)
             {
                 var parts = adaptiveText.Split(',');
@@ -179,6 +187,8 @@ public static class MigrateCommands
         Row("bytes: state", ByteSize.Human(r.BytesState));
         Row("bytes: protocol", ByteSize.Human(r.BytesProtocol));
         if (r.BytesPostcopy > 0) Row("bytes: post-copy", ByteSize.Human(r.BytesPostcopy));
+        if (r.DiskMode.Length > 0 && r.DiskMode != "none")
+            Row("bytes: disk", $"{ByteSize.Human(r.BytesDisk)} ({r.DiskMode}: {r.DiskBlocksSent} blocks sent, {r.DiskZeroBlocks} zero blocks as markers, {r.DiskBlocksMatched} held by the destination's base)");
         Row("bytes: total", ByteSize.Human(r.BytesTotal));
         Row("throttle", $"max {r.MaxThrottle:P0}, mean {r.MeanThrottle:P0}");
         foreach (var s in r.Switches) Row($"strategy @ {Ms(s.T)}", $"{(s.HasFrom ? Strategies.Name(s.From) + " -> " : "")}{Strategies.Name(s.To)}: {s.Reason}");

@@ -20,6 +20,8 @@ namespace LiveMigration.Migration.Engine;
 public static class DiskTransfer
 {
     public const int BatchBlocks = 256;
+    /// <summary>Zero-block markers in one message at most.</summary>
+    public const int MaxZeroMarkers = 4096;
 
     /// <summary>The handshake's description of a base image the destination holds.</summary>
     public static DiskBase DescribeBase(string name, Disk disk)
@@ -70,7 +72,7 @@ public static class DiskTransfer
                 message.Hashes.Add(snapshot.BlockHashes[(int)b]);
                 inBatch++;
             }
-            if (inBatch == BatchBlocks || message.ZeroBlocks.Count >= 4096)
+            if (inBatch == BatchBlocks || message.ZeroBlocks.Count >= MaxZeroMarkers)
             {
                 yield return Seal(message, raw, inBatch, compressed);
                 message = new DiskBlocks();
@@ -95,9 +97,16 @@ public static class DiskTransfer
     /// only then writes its blocks into <paramref name="target"/>: a flipped block on the wire is
     /// refused (the caller asks for it again) and leaves the target untouched.
     /// </summary>
-    public static int Apply(DiskBlocks message, IDiskBacking target)
+    public static int Apply(DiskBlocks message, IDiskBacking target) =>
+        Apply(message, target.Length / Disk.BlockSize, (b, data) => target.Write(b * Disk.BlockSize, data));
+
+    /// <summary>As <see cref="Apply(DiskBlocks, IDiskBacking)"/>, into an open disk (each block rehashed as it lands).</summary>
+    public static int Apply(DiskBlocks message, Disk target) => Apply(message, target.BlockCount, target.WriteBlock);
+
+    public delegate void BlockWriter(long block, ReadOnlySpan<byte> data);
+
+    private static int Apply(DiskBlocks message, long blocks, BlockWriter write)
     {
-        long blocks = target.Length / Disk.BlockSize;
         if (message.Blocks.Count != message.Hashes.Count) throw new InvalidDataException("disk blocks message lists a different number of blocks and hashes");
         if (message.Blocks.Count > BatchBlocks) throw new InvalidDataException($"disk blocks message holds {message.Blocks.Count} blocks; at most {BatchBlocks}");
         foreach (ulong b in message.Blocks) if (b >= (ulong)blocks) throw new InvalidDataException($"disk blocks message names block {b}; the disk has {blocks}");
@@ -113,9 +122,9 @@ public static class DiskTransfer
         for (int i = 0; i < message.Blocks.Count; i++)
             if (XxHash3.HashToUInt64(raw.AsSpan(i * Disk.BlockSize, Disk.BlockSize)) != message.Hashes[i])
                 throw new InvalidDataException($"disk block {message.Blocks[i]} does not match its hash (corrupted on the wire)");
-        for (int i = 0; i < message.Blocks.Count; i++) target.Write((long)message.Blocks[i] * Disk.BlockSize, raw.AsSpan(i * Disk.BlockSize, Disk.BlockSize));
+        for (int i = 0; i < message.Blocks.Count; i++) write((long)message.Blocks[i], raw.AsSpan(i * Disk.BlockSize, Disk.BlockSize));
         var zero = new byte[Disk.BlockSize];
-        foreach (ulong b in message.ZeroBlocks) target.Write((long)b * Disk.BlockSize, zero);
+        foreach (ulong b in message.ZeroBlocks) write((long)b, zero);
         return message.Blocks.Count + message.ZeroBlocks.Count;
     }
 }

@@ -12,6 +12,7 @@ public sealed class IncomingDiskImage : IDisposable
 {
     private FileDiskBacking? _backing;
     private bool _done;
+    private bool _handedOver; // a Disk owns the backing now (its owner disposes it)
 
     private IncomingDiskImage(string target, string partial, FileDiskBacking backing)
     {
@@ -33,20 +34,28 @@ public sealed class IncomingDiskImage : IDisposable
         return new IncomingDiskImage(target, partial, FileDiskBacking.Open(partial, writable: true));
     }
 
-    /// <summary>Makes the assembled image durable and puts it in place of the target.</summary>
+    /// <summary>Opens the assembled blocks as the guest's disk (one read to hash them); the disk owns the file from here.</summary>
+    public Guest.Devices.Virtio.Block.Disk OpenDisk(bool readOnly)
+    {
+        var disk = Guest.Devices.Virtio.Block.Disk.Open(Backing, readOnly);
+        _handedOver = true;
+        return disk;
+    }
+
+    /// <summary>Makes the assembled image durable and puts it in place of the target (a disk opened on it keeps working).</summary>
     public void Commit()
     {
         Backing.Sync();
-        _backing!.Dispose();
-        _backing = null;
         File.Move(PartialPath, Target, overwrite: true);
+        if (!_handedOver) _backing!.Dispose();
+        _backing = null;
         _done = true;
     }
 
     /// <summary>Discards the partial image (also what <see cref="Dispose"/> does before a commit).</summary>
     public void Abort()
     {
-        _backing?.Dispose();
+        if (!_handedOver) _backing?.Dispose();
         _backing = null;
         if (!_done && File.Exists(PartialPath)) File.Delete(PartialPath);
         _done = true;

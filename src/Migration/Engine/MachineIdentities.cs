@@ -23,6 +23,7 @@ internal static class MachineIdentities
             VirtioDevices = (uint)machine.Config.Virtio,
         };
         id.Sections.AddRange(BuildSections.GetOrAdd(machine.Config.Virtio, TemplateSections));
+        if (machine.Disk is { } disk) id.Disk = new DiskIdentity { Length = (ulong)disk.Length, ReadOnly = disk.ReadOnly, BaseIdentity = disk.BaseIdentity };
         return id;
     }
 

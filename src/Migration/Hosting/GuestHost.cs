@@ -278,10 +278,19 @@ public sealed class GuestHost : IDisposable
         var console = CreateConsole();
         var port = NewPort(console);
         var kernel = request.Kernel;
-        var config = new MachineConfig { MemorySize = mem, Virtio = kernel == null ? VirtioDevices.None : VirtioBus.KernelBootDevices };
+        var drive = request.DrivePath.Length == 0 ? null : new Recorder.Disk.DriveSpec(Path.GetFullPath(request.DrivePath), request.DriveReadOnly);
+        var config = new MachineConfig
+        {
+            MemorySize = mem,
+            Virtio = (kernel == null ? VirtioDevices.None : VirtioBus.KernelBootDevices) | (drive == null ? VirtioDevices.None : VirtioDevices.Block),
+        };
+        Guest.Devices.Virtio.Block.Disk? disk;
+        try { disk = drive?.Open(); }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException) { console.Dispose(); throw new HostException(e.Message); }
         var machine = new Machine(config, port, Options.CompileBlocks);
         try
         {
+            if (disk != null) machine.InsertDisk(disk);
             if (kernel == null) ElfLoader.Load(machine, request.Elf.Span);
             else LinuxBoot.Load(machine, new BootImages
             {
@@ -289,8 +298,8 @@ public sealed class GuestHost : IDisposable
                 Initrd = kernel.Initrd.IsEmpty ? null : kernel.Initrd.ToByteArray(), CommandLine = kernel.CommandLine.Length == 0 ? null : kernel.CommandLine,
             });
         }
-        catch { machine.Dispose(); console.Dispose(); throw; }
-        return Launch(name, request.ImageName, machine, port, $"started '{name}' ({request.ImageName}, {mem >> 20} MiB)");
+        catch { machine.Dispose(); disk?.Dispose(); console.Dispose(); throw; }
+        return Launch(name, request.ImageName, machine, port, $"started '{name}' ({request.ImageName}, {mem >> 20} MiB{(drive != null ? $", drive {drive.Path}{(drive.ReadOnly ? " read-only" : "")}" : "")})", drivePath: drive?.Path);
     }
 
     /// <summary>A port for a guest of this host: bound to the host's run permit (fencing).</summary>
@@ -308,10 +317,10 @@ public sealed class GuestHost : IDisposable
         return Launch(name, imageName, machine, port, $"recovered '{name}' from its checkpoint at icount {machine.Icount}", claim: false);
     }
 
-    private string Launch(string name, string imageName, Machine machine, GuestHostPort port, string what, bool claim = true)
+    private string Launch(string name, string imageName, Machine machine, GuestHostPort port, string what, bool claim = true, string? drivePath = null)
     {
         var console = port.Console;
-        var instance = new GuestInstance(name, imageName, machine, port);
+        var instance = new GuestInstance(name, imageName, machine, port) { DrivePath = drivePath };
         try { if (claim) Ownership.Claim(name, machine.Config.MemorySize, imageName); }
         catch { instance.Dispose(); throw; }
         lock (Lock)

@@ -30,6 +30,8 @@ public sealed class GuestInstance : IDisposable
     public string Name { get; }
     public string ImageName { get; }
     public Machine Machine { get; }
+    /// <summary>The image file of the guest's disk on this host (null without one); the instance owns the open disk.</summary>
+    public string? DrivePath { get; set; }
     public GuestHostPort Port { get; }
     public ConsoleEndpoint Console => Port.Console;
     public StopReason? HaltReason { get; private set; }
@@ -176,6 +178,8 @@ public sealed class GuestInstance : IDisposable
     {
         Terminate();
         Console.Dispose();
+        var disk = Machine.Disk;
         Machine.Dispose();
+        disk?.Dispose();
     }
 }

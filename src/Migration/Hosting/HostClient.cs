@@ -57,15 +57,23 @@ public sealed class HostClient : IDisposable
     }
 
     /// <summary>Starts a guest; returns its console address.</summary>
-    public string Start(string name, byte[] elf, ulong memorySize = Guest.MachineConfig.DefaultMemorySize, string imageName = "")
+    /// <param name="drive">A raw image on the host for virtio-blk (its path there), or null.</param>
+    public string Start(string name, byte[] elf, ulong memorySize = Guest.MachineConfig.DefaultMemorySize, string imageName = "", Recorder.Disk.DriveSpec? drive = null)
     {
         Names.Check(name);
         if (elf.Length > FrameLimits.MaxElf) throw new HostException($"the guest image is {elf.Length >> 20} MiB; a host accepts images up to {FrameLimits.MaxElf >> 20} MiB");
-        return Check(Call(new Envelope { StartGuest = new StartGuest { Name = name, Elf = ByteString.CopyFrom(elf), MemorySize = memorySize, ImageName = imageName } }));
+        return Check(Call(new Envelope
+        {
+            StartGuest = new StartGuest
+            {
+                Name = name, Elf = ByteString.CopyFrom(elf), MemorySize = memorySize, ImageName = imageName,
+                DrivePath = drive?.Path ?? "", DriveReadOnly = drive?.ReadOnly ?? false,
+            },
+        }));
     }
 
     /// <summary>Boots a Linux kernel as a guest; returns its console address.</summary>
-    public string Start(string name, Guest.Platform.BootImages boot, ulong memorySize, string imageName)
+    public string Start(string name, Guest.Platform.BootImages boot, ulong memorySize, string imageName, Recorder.Disk.DriveSpec? drive = null)
     {
         Names.Check(name);
         long total = boot.Firmware.Length + boot.Kernel.Length + (boot.Initrd?.Length ?? 0L);
@@ -75,7 +83,14 @@ public sealed class HostClient : IDisposable
             Firmware = ByteString.CopyFrom(boot.Firmware), Kernel = ByteString.CopyFrom(boot.Kernel),
             Initrd = boot.Initrd == null ? ByteString.Empty : ByteString.CopyFrom(boot.Initrd), CommandLine = boot.CommandLine ?? "",
         };
-        return Check(Call(new Envelope { StartGuest = new StartGuest { Name = name, Kernel = kernel, MemorySize = memorySize, ImageName = imageName } }));
+        return Check(Call(new Envelope
+        {
+            StartGuest = new StartGuest
+            {
+                Name = name, Kernel = kernel, MemorySize = memorySize, ImageName = imageName,
+                DrivePath = drive?.Path ?? "", DriveReadOnly = drive?.ReadOnly ?? false,
+            },
+        }));
     }
 
     public StatusReply Status(string? name = null)

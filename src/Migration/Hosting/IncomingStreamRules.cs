@@ -17,6 +17,7 @@ internal sealed class IncomingStreamRules(GuestHost host, Connection conn)
 {
     private const int TraceFrameHeader = 36; // src/Trace/FORMAT.md, "Frames"
     private uint _pageCount;
+    private ulong _diskBlocks;
     private bool _started;
 
     public void Check(Envelope e)
@@ -56,6 +57,7 @@ internal sealed class IncomingStreamRules(GuestHost host, Connection conn)
                 CheckRuns(e.PostcopyManifest.RunFirst, e.PostcopyManifest.RunCount, "manifest");
                 break;
             case BodyOneofCase.Log: CheckLog(e.Log); break;
+            case BodyOneofCase.DiskBlocks: CheckDisk(e.DiskBlocks); break;
         }
     }
 
@@ -70,6 +72,19 @@ internal sealed class IncomingStreamRules(GuestHost host, Connection conn)
             throw new ProtocolException($"machine config not supported: memory size {s.MemorySize} is not supported here (4 KiB multiples up to {host.Options.MaxMemorySize >> 20} MiB)");
         if (s.PageCount != s.MemorySize / GuestMemory.PageSize) throw new ProtocolException($"refused migration: {s.PageCount} pages for {s.MemorySize} bytes");
         _pageCount = s.PageCount;
+        _diskBlocks = (s.Machine?.Disk?.Length ?? 0) / Guest.Devices.Virtio.Block.Disk.BlockSize;
+        if (s.Disk is { } plan && (plan.Path.Length > 4096 || plan.Base.Length > 4096 || plan.Path.Any(char.IsControl) || plan.Base.Any(char.IsControl)))
+            throw new ProtocolException("refused migration: a disk path must be printable and at most 4096 characters");
+    }
+
+    /// <summary>Block numbers within the disk the setup announced, lists that agree, batches of the sender's size.</summary>
+    private void CheckDisk(DiskBlocks d)
+    {
+        if (d.Blocks.Count > DiskTransfer.BatchBlocks || d.ZeroBlocks.Count > DiskTransfer.MaxZeroMarkers) throw new ProtocolException($"disk batch of {d.Blocks.Count} blocks and {d.ZeroBlocks.Count} zero markers");
+        if (d.Blocks.Count != d.Hashes.Count) throw new ProtocolException($"disk batch of {d.Blocks.Count} blocks with {d.Hashes.Count} hashes");
+        if (d.Blocks.Count > 0 && d.Zstd.IsEmpty) throw new ProtocolException("disk batch without data");
+        foreach (ulong b in d.Blocks) if (b >= _diskBlocks) throw new ProtocolException($"disk block {b} is beyond the end of the disk ({_diskBlocks} blocks)");
+        foreach (ulong b in d.ZeroBlocks) if (b >= _diskBlocks) throw new ProtocolException($"disk block {b} is beyond the end of the disk ({_diskBlocks} blocks)");
     }
 
     private void CheckResume(PostcopyResume r)

@@ -24,11 +24,12 @@ public static class FrameLimits
     public static int Max(ushort type) => (BodyOneofCase)type switch
     {
         BodyOneofCase.StartGuest => MaxElf + Small,
-        BodyOneofCase.Pages or BodyOneofCase.PostcopyPages or BodyOneofCase.DeltaPages => PageBatch,
+        BodyOneofCase.Pages or BodyOneofCase.PostcopyPages or BodyOneofCase.DeltaPages or BodyOneofCase.DiskBlocks => PageBatch,
         BodyOneofCase.ZeroPages => 1 << 20,
         BodyOneofCase.Log => LogChunk,
         BodyOneofCase.CheckpointDone or BodyOneofCase.FinalState or BodyOneofCase.Go or BodyOneofCase.GoAnswer => State,
         BodyOneofCase.PostcopyManifest or BodyOneofCase.PostcopyResumeReply => PageList,
+        BodyOneofCase.SetupReply => PageList, // with a disk base: 8 bytes per block (disks up to 16 GiB)
         BodyOneofCase.StatusReply or BodyOneofCase.Report => 8 << 20,
         BodyOneofCase.None => 0,
         _ when Enum.IsDefined((BodyOneofCase)type) => Small,

@@ -62,7 +62,7 @@ public sealed class ReportStore
 
     public static void Complete(MigrationReport r)
     {
-        r.BytesTotal = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy;
+        r.BytesTotal = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy + r.BytesDisk;
         r.Units = new ReportUnits
         {
             Bytes = "bytes", Time = "seconds", Rate = "bytes per second",

@@ -9,7 +9,7 @@ using LiveMigration.Migration.Transport.Tls;
 namespace LiveMigration.Migration.Transport;
 
 /// <summary>What a byte on the wire was for; the report adds them up per category.</summary>
-public enum ByteCategory { Checkpoint = 0, Log = 1, State = 2, Protocol = 3, Postcopy = 4 }
+public enum ByteCategory { Checkpoint = 0, Log = 1, State = 2, Protocol = 3, Postcopy = 4, Disk = 5 }
 
 /// <summary>
 /// One framed, full-duplex connection over TCP, in mutual TLS 1.3 when the host has credentials
@@ -25,7 +25,7 @@ public sealed class Connection : IDisposable
     private readonly Socket _socket;
     private readonly Stream _stream;
     private readonly object _sendLock = new();
-    private readonly long[] _sent = new long[5];
+    private readonly long[] _sent = new long[6];
     private readonly byte[] _rxHeader = new byte[Frame.HeaderSize];
     private int _closed;
     private int _idleTimeoutMs; // 0: infinite

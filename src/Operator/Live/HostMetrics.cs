@@ -99,5 +99,6 @@ public sealed class HostMetrics
         _bytes.WithLabels("state").Inc(r.BytesState);
         _bytes.WithLabels("protocol").Inc(r.BytesProtocol);
         _bytes.WithLabels("postcopy").Inc(r.BytesPostcopy);
+        _bytes.WithLabels("disk").Inc(r.BytesDisk);
     }
 }

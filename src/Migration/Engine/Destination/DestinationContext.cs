@@ -19,6 +19,8 @@ internal sealed class DestinationContext(GuestHost host, Connection conn, Migrat
     public MigrateSetup Setup { get; set; } = new();
     public GuestEntry? Entry { get; set; }
     public Machine? Machine { get; set; }
+    /// <summary>The guest's disk as it arrives (null when the guest has none).</summary>
+    public DiskArrival? Disk { get; set; }
     /// <summary>The final state the ACK verified (what GO resumes from).</summary>
     public FinalState? Final { get; set; }
     /// <summary>True once the copy runs here or was discarded (under <see cref="Lock"/>).</summary>

@@ -38,7 +38,11 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
         ctx.Final = final;
         string? why;
         ulong digest;
-        try { why = strategy.ReachFinal(final, out digest); }
+        try
+        {
+            digest = 0;
+            why = ctx.Disk is { Ready: false } ? "final state before the guest's disk arrived" : strategy.ReachFinal(final, out digest);
+        }
         catch (MigrationFailedException e) { why = e.Message; digest = 0; }
         if (why != null)
         {
@@ -71,6 +75,7 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
             instance.Console.Prepend(consoleInput);
             instance.Console.AddBacklog(backlog);
             strategy.BeforeResume();
+            CommitDisk(instance);
             instance.Resume(); // the guest runs here from now on
             resumedAt = System.Diagnostics.Stopwatch.GetTimestamp();
             lock (ctx.Host.Lock)
@@ -88,6 +93,14 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
         try { ctx.Conn.Send(new Envelope { Resumed = new Resumed { Console = consoleAddress, ResumedMonotonicNs = HostClock.ToNanoseconds(resumedAt), ClockId = HostClock.Id } }); }
         catch (IOException) { }
         ctx.Host.Log($"'{ctx.Name}' resumed at icount {ctx.Final!.Icount} on {why}; console {consoleAddress}");
+    }
+
+    /// <summary>GO: the disk's image becomes this host's (flushed, renamed into place); a failure leaves the guest on the temporary file, said loudly.</summary>
+    private void CommitDisk(GuestInstance instance)
+    {
+        if (ctx.Disk is not { } disk) return;
+        try { disk.Commit(instance); }
+        catch (IOException e) { ctx.Host.Log($"'{ctx.Name}': the disk image could not be put in place at {disk.Path}: {e.Message}; the guest runs on with it where it is"); }
     }
 
     /// <summary>The connection went: before ACK the copy goes; after it only the source knows, so ask it until it answers.</summary>
@@ -217,8 +230,9 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
         ctx.State = DestinationState.Discarded;
         stopStrategies();
         lock (ctx.Host.Lock) if (ctx.Entry != null) ctx.Host.RemoveEntry(ctx.Entry);
-        if (_ready != null) _ready.Dispose(); // its thread, console and machine
+        if (_ready != null) _ready.Dispose(); // its thread, console, machine and disk
         else ctx.Machine?.Dispose();
+        ctx.Disk?.Abort(); // the temporary image goes; the target was never touched
         _ready = null;
         ctx.Machine = null;
         ctx.Host.Log($"discarded incoming '{ctx.Name}': {why}");

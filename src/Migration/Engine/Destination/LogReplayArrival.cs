@@ -239,6 +239,7 @@ internal sealed class LogReplayArrival(DestinationContext ctx, bool keepC0) : IA
                 memory.WritePage(page, _pageScratch);
             }
         }
+        if (_c0.Disk != null) ctx.Disk?.RevertTo(_c0.Disk); // the replay wrote the disk too
         machine.RestoreDeviceState(new StateReader(_c0.DeviceState));
         ulong digest = machine.ComputeDigest();
         if (machine.Icount != _c0.Icount || digest != _c0.Digest || _c0.Icount != fallback.C0Icount)

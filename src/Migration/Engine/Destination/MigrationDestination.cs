@@ -18,6 +18,7 @@ internal sealed class MigrationDestination
     private LogReplayArrival? _log;
     private PostcopyArrival? _postcopy;
     private volatile IArrivalStrategy? _current;
+    private DiskBase? _diskBase;
 
     public MigrationDestination(GuestHost host, Connection conn)
     {
@@ -54,12 +55,14 @@ internal sealed class MigrationDestination
                 _ctx.Host.Log($"refused migration of '{first.Setup.Name}' from {first.Setup.Source}: {why}");
                 return;
             }
-            conn.Send(new Envelope { SetupReply = new SetupReply { Accepted = true } });
+            conn.Send(new Envelope { SetupReply = new SetupReply { Accepted = true, DiskBase = _diskBase } });
             new Thread(Heartbeats) { IsBackground = true, Name = $"heartbeat-{_ctx.Name}" }.Start();
             Receive();
         }
         catch (Exception e) when (e is IOException or InvalidDataException or ProtocolException or MigrationFailedException)
         {
+            // This side refuses what arrived (a disk that does not verify, say): the source hears why, not just a closed connection.
+            if (e is MigrationFailedException or InvalidDataException && _ctx.State != DestinationState.AwaitingGo) _ctx.SendAbort(e.Message);
             _switchover.ConnectionLost(e.Message, () => Current);
         }
         catch (Exception e)
@@ -104,6 +107,11 @@ internal sealed class MigrationDestination
         }
         var machine = new Machine(MachineIdentities.Config(setup), NullHostPort.Instance, host.Options.CompileBlocks);
         why = MachineIdentities.Mismatch(MachineIdentities.Of(machine), setup.Machine);
+        if (why == null)
+        {
+            try { _ctx.Disk = DiskArrival.Prepare(_ctx, setup, out _diskBase); }
+            catch (Exception e) when (e is MigrationFailedException or IOException or InvalidDataException or UnauthorizedAccessException) { why = e.Message; }
+        }
         if (why != null)
         {
             machine.Dispose();
@@ -135,6 +143,21 @@ internal sealed class MigrationDestination
                 // Under the lock a discard takes: a host shutting down must not free the RAM a batch is being written into.
                 case Envelope.BodyOneofCase.Pages: lock (_ctx.Lock) { if (_ctx.Resolved) return; PageReceiver.Apply(_ctx.Machine!.Memory, e.Pages); } break;
                 case Envelope.BodyOneofCase.ZeroPages: lock (_ctx.Lock) { if (_ctx.Resolved) return; PageReceiver.Apply(_ctx.Machine!.Memory, e.ZeroPages); } break;
+                case Envelope.BodyOneofCase.DiskBlocks:
+                    lock (_ctx.Lock)
+                    {
+                        if (_ctx.Resolved) return;
+                        if (_ctx.State == DestinationState.Replaying) throw new ProtocolException("disk blocks during log replay (replay writes the disk)");
+                        (_ctx.Disk ?? throw new ProtocolException("disk blocks for a guest without a disk")).OnBlocks(e.DiskBlocks);
+                    }
+                    break;
+                case Envelope.BodyOneofCase.DiskDone:
+                    lock (_ctx.Lock)
+                    {
+                        if (_ctx.Resolved) return;
+                        (_ctx.Disk ?? throw new ProtocolException("DiskDone for a guest without a disk")).OnDone(e.DiskDone);
+                    }
+                    break;
                 case Envelope.BodyOneofCase.CheckpointDone: Log().OnCheckpointDone(e.CheckpointDone); break;
                 case Envelope.BodyOneofCase.Log: Log().OnLog(e.Log); break;
                 case Envelope.BodyOneofCase.DeltaPages:

@@ -71,6 +71,7 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
         ctx.Guest.Pause();
         var c0 = _c0 = machine.TakeSnapshot();
         C0Icount = c0.Icount;
+        ctx.DiskSender.AtPause(); // shared storage: the file as it is at C0 is what the destination replays on
         if (fallback != null)
         {
             _sinceC0 = machine.Memory.CreateDirtyClient("since-c0"); // tracks the pages written from now on
@@ -86,6 +87,7 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
             CheckpointReference = $"migration {ctx.Id} checkpoint C0 (sent as pages)",
             Recorder = "live",
             DigestInterval = DigestInterval,
+            DiskImageDigest = c0.Disk is { } disk ? Guest.Devices.Virtio.Block.Disk.Identity(disk.BlockHashes) : 0,
         };
         var writer = new TraceWriter(Stream.Null, header, new TraceWriterOptions { FrameSink = OnLogFrame });
         var recorder = _recorder = new TraceRecorder(writer, new RecorderOptions { DigestInterval = DigestInterval, FlushInterval = TimeSpan.FromMilliseconds(10) });
@@ -94,6 +96,7 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
 
         ctx.Pages.Send(conn, machine.Memory.PageCount, c0.Memory.IsZeroPage, c0.Memory.ReadPage, ByteCategory.Checkpoint, token,
             () => ctx.Fault(FaultPoint.Checkpoint));
+        if (c0.Disk != null) ctx.DiskSender.Send(c0.Disk, token); // the only disk blocks log shipping sends: replay regenerates every later write
         conn.Send(new Envelope
         {
             CheckpointDone = new CheckpointDone { Icount = c0.Icount, DeviceState = ByteString.CopyFrom(c0.DeviceState), Digest = c0.Digest },

@@ -108,11 +108,13 @@ internal sealed class MigrationSource
                 MigrationId = Id, Name = ctx.Command.Name, MemorySize = guest.Machine.Config.MemorySize, Strategy = Strategy,
                 PageCount = (uint)guest.Machine.Memory.PageCount, Source = ctx.Host.Address, ImageName = guest.ImageName,
                 Machine = ctx.Host.Options.SentIdentity?.Invoke(identity) ?? identity,
+                Disk = ctx.DiskSender.PlanFor(ctx.Command, guest.DrivePath),
             },
         });
         ctx.ReturnPath.Start(conn, $"migrate-{Id}-rx");
         var reply = ctx.ReturnPath.Expect(Envelope.BodyOneofCase.SetupReply, TimeSpan.FromSeconds(10), token).SetupReply;
         if (!reply.Accepted) throw new MigrationFailedException($"destination refused: {reply.Error}");
+        ctx.DiskSender.OnSetupReply(reply);
         ctx.Times.SetupDone = ctx.Now;
     }
 
@@ -143,6 +145,7 @@ internal sealed class MigrationSource
             BytesState = (ulong)(c?.Sent(ByteCategory.State) ?? 0),
             BytesProtocol = (ulong)(c?.Sent(ByteCategory.Protocol) ?? 0),
             BytesPostcopy = (ulong)(c?.Sent(ByteCategory.Postcopy) ?? 0),
+            BytesDisk = (ulong)(c?.Sent(ByteCategory.Disk) ?? 0),
             SourceIcount = ctx.Guest.Machine.Icount,
             ReplayIcount = ctx.ReturnPath.ReplayIcount,
             Throttle = ctx.Throttle.Value,
@@ -199,7 +202,9 @@ internal sealed class MigrationSource
             r.BytesState = (ulong)c.Sent(ByteCategory.State);
             r.BytesProtocol = (ulong)c.Sent(ByteCategory.Protocol);
             r.BytesPostcopy = (ulong)c.Sent(ByteCategory.Postcopy);
+            r.BytesDisk = (ulong)c.Sent(ByteCategory.Disk);
         }
+        _ctx.DiskSender.FillReport(r);
         r.PagesSent = (uint)_ctx.Pages.PagesSent;
         r.ZeroPages = (uint)_ctx.Pages.ZeroPages;
         r.RawBytesCheckpoint = (ulong)_ctx.Pages.RawBytes;

@@ -87,6 +87,7 @@ internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switcho
         var machine = ctx.Guest.Machine;
         _manifest = manifest;
         switchover.Held.Postcopy = this;
+        ctx.DiskSender.SendAtPause(token); // the disk goes before the resume, not on demand
         ctx.Conn!.Send(new Envelope { PostcopyManifest = manifest }, ByteCategory.State, token);
         ctx.Fault(FaultPoint.BeforeAck);
         var devices = machine.SaveDeviceState();

@@ -98,6 +98,7 @@ internal sealed class PrecopySource : ISourceStrategy
         {
             client = memory.CreateDirtyClient("precopy"); // every page dirty: round 0 sends everything
             client.CollectAndClear(pages);
+            ctx.DiskSender.SendWhileRunning(token); // the disk's first pass; the pause sends the blocks changed since
         }
 
         try
@@ -182,6 +183,7 @@ internal sealed class PrecopySource : ISourceStrategy
             sender.Round = _round;
             foreach (int page in pages) sender.Send(page, null);
             sender.Flush();
+            ctx.DiskSender.SendAtPause(token);
             double tPages = ctx.Now;
             ulong digest = machine.ComputeDigest();
             ctx.Log($"stop-and-copy of {pages.Count} pages took {(tPages - ctx.Times.Pause) * 1000:F1} ms, the digest {(ctx.Now - tPages) * 1000:F1} ms");

@@ -27,6 +27,7 @@ internal sealed class SourceContext
         ReturnPath = new ReturnPath(Peer, Fault);
         Throttle = new GuestThrottle(Guest.Port);
         StrategyLog = new StrategyLog(this);
+        DiskSender = new DiskSender(this);
     }
 
     public string Id { get; } = Guid.NewGuid().ToString("N")[..16];
@@ -47,6 +48,8 @@ internal sealed class SourceContext
     public StrategyLog StrategyLog { get; }
     /// <summary>Pages of a whole-memory send (stop-and-copy, checkpoint C0).</summary>
     public PageSender Pages { get; } = new();
+    /// <summary>The guest's disk, for whichever strategy runs (nothing when it has none).</summary>
+    public DiskSender DiskSender { get; }
     public PhaseTimes Times { get; } = new();
 
     public MigrationPhase Phase { get => _phase; set => _phase = value; }

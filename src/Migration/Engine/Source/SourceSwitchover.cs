@@ -290,6 +290,7 @@ internal sealed class SourceSwitchover
         Strategy?.Release();
         _ctx.Throttle.Clear();
         ReopenConsole();
+        _ctx.DiskSender.ResumeCommits();
         _ctx.Guest.Resume(); // also when it was never paused: harmless
         _ctx.Log($"failed ({why}); '{_ctx.Command.Name}' keeps running here");
     }
@@ -302,6 +303,7 @@ internal sealed class SourceSwitchover
         Strategy?.Release();
         _ctx.Throttle.Clear();
         ReopenConsole();
+        _ctx.DiskSender.ResumeCommits();
         _ctx.Host.Reinstate(_ctx.Entry, _ctx.Owner, _ctx.Guest);
         _ctx.Phase = MigrationPhase.RolledBack;
         _ctx.Guest.Resume();

@@ -74,6 +74,43 @@ public class DiskTests
     }
 
     [Fact]
+    public void RevertToASnapshotRestoresEveryBlockWrittenSince()
+    {
+        var disk = Disk.Open(new MemoryDiskBacking(Image()));
+        disk.Write(5 * Disk.BlockSize + 7, [9, 9]);
+        var c0 = disk.Snapshot();
+        ulong at = disk.ContentDigest, identity = disk.CurrentIdentity();
+        disk.Write(5 * Disk.BlockSize, [1]);
+        disk.WriteZeroes(2 * Disk.BlockSize, 3 * Disk.BlockSize);
+        disk.Write(9 * Disk.BlockSize, [4]);
+        disk.Write(9 * Disk.BlockSize, [(byte)(Image()[9 * Disk.BlockSize])]); // back to what it was: unchanged, not reverted
+        Assert.Equal(4, disk.RevertTo(c0));
+        Assert.Equal(at, disk.ContentDigest);
+        Assert.Equal(identity, disk.CurrentIdentity());
+        Assert.Equal(0, disk.RevertTo(c0));
+        Assert.Throws<ArgumentException>(() => disk.RevertTo(Disk.Open(new MemoryDiskBacking(Image())).Snapshot()));
+    }
+
+    [Fact]
+    public void HeldCommitsWriteNothingUntilReleasedThenEverything()
+    {
+        var store = new MemoryDiskBacking(Image());
+        var disk = Disk.Open(store);
+        disk.Write(0, [1, 2, 3]);
+        disk.CommitsHeld = true;
+        disk.Write(3 * Disk.BlockSize, [4]);
+        disk.Flush();
+        Assert.Equal(0, store.Syncs);
+        Assert.Equal(Image()[0], store.Bytes[0]);
+        disk.CommitsHeld = false;
+        disk.Flush();
+        Assert.Equal(1, store.Syncs);
+        Assert.Equal(new byte[] { 1, 2, 3 }, store.Bytes[..3]);
+        Assert.Equal(4, store.Bytes[3 * Disk.BlockSize]);
+        Assert.Equal(0, disk.UnflushedBlocks);
+    }
+
+    [Fact]
     public void BadImageSizesAreRefusedInOneLine()
     {
         Assert.Contains("not a multiple of 4 KiB", Assert.Throws<InvalidDataException>(() => Disk.Open(new MemoryDiskBacking(new byte[1000]))).Message);

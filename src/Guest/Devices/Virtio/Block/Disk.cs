@@ -115,6 +115,13 @@ public sealed class Disk : IDisposable
     public bool InOverlay(long block) => _overlay[block] != null;
 
     public int UnflushedBlocks => _unflushedCount;
+    /// <summary>
+    /// While set, <see cref="Flush"/> writes nothing (the blocks stay unflushed, the next flush after
+    /// it is cleared commits them): a migration over shared storage, whose destination replays from
+    /// the file as it was at C0, or which has moved ownership of the file to the destination.
+    /// </summary>
+    public bool CommitsHeld { get; set; }
+
     /// <summary>Flushes that reached the store.</summary>
     public long CommitCount { get; private set; }
 
@@ -216,7 +223,7 @@ public sealed class Disk : IDisposable
     /// </summary>
     public void Flush()
     {
-        if (!Commits || _unflushedCount == 0) return;
+        if (!Commits || CommitsHeld || _unflushedCount == 0) return;
         for (long b = 0; b < BlockCount; b++)
         {
             if (!_unflushed[b]) continue;
@@ -242,6 +249,23 @@ public sealed class Disk : IDisposable
     {
         Array.Clear(_owned);
         return new DiskSnapshot(this, (byte[]?[])_overlay.Clone(), (ulong[])_hash.Clone(), _digest);
+    }
+
+    /// <summary>Returns every block to its contents in <paramref name="snapshot"/> (a snapshot of this disk); returns how many changed.</summary>
+    public int RevertTo(DiskSnapshot snapshot)
+    {
+        if (snapshot.Disk != this) throw new ArgumentException("a snapshot of another disk");
+        var hashes = snapshot.BlockHashes;
+        var block = new byte[BlockSize];
+        int changed = 0;
+        for (long b = 0; b < BlockCount; b++)
+        {
+            if (_hash[b] == hashes[(int)b]) continue;
+            snapshot.ReadBlock(b, block);
+            WriteBlock(b, block);
+            changed++;
+        }
+        return changed;
     }
 
     /// <summary>Sets the overlay to <paramref name="blocks"/> (index → contents, null = base), everything else base. Validated by the caller.</summary>

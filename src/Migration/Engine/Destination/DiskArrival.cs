@@ -1,0 +1,144 @@
+using LiveMigration.Guest.Devices.Virtio;
+using LiveMigration.Guest.Devices.Virtio.Block;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Recorder.Disk;
+
+namespace LiveMigration.Migration.Engine;
+
+/// <summary>
+/// The guest's disk, destination side. Without shared storage the blocks arrive into a temporary
+/// file next to the target (<see cref="IncomingDiskImage"/>: a copy of the base the destination
+/// named, or zeros); at the first <see cref="DiskDone"/> that file becomes the machine's disk and
+/// must have the identity the source sent; later blocks (pre-copy's pause) land in the open disk.
+/// With shared storage the first DiskDone opens the very file the source flushed, and the disk
+/// commits nothing to it before GO (the source still owns the file). At GO the disk flushes and the
+/// temporary file is renamed over the target. A discarded migration deletes the temporary file.
+/// </summary>
+internal sealed class DiskArrival
+{
+    private readonly DestinationContext _ctx;
+    private readonly DiskPlan _plan;
+    private readonly DiskIdentity _identity;
+    private IncomingDiskImage? _image;
+    private Disk? _disk;
+
+    private DiskArrival(DestinationContext ctx, DiskPlan plan, DiskIdentity identity)
+    {
+        _ctx = ctx;
+        _plan = plan;
+        _identity = identity;
+    }
+
+    /// <summary>True once the machine has its disk.</summary>
+    public bool Ready => _disk != null;
+    public string Path => _plan.Path;
+
+    /// <summary>
+    /// Checks the source's disk against what this host holds, before anything moves; null when it
+    /// needs no disk. Throws <see cref="MigrationFailedException"/> with the one-line reason to refuse.
+    /// </summary>
+    public static DiskArrival? Prepare(DestinationContext ctx, MigrateSetup setup, out DiskBase? held)
+    {
+        held = null;
+        var identity = setup.Machine?.Disk;
+        bool hasBlock = ((VirtioDevices)(setup.Machine?.VirtioDevices ?? 0) & VirtioDevices.Block) != 0;
+        if (identity == null)
+        {
+            if (hasBlock) throw new MigrationFailedException("disk mismatch: the source's machine has virtio-blk but sent no disk identity");
+            return null;
+        }
+        if (!hasBlock) throw new MigrationFailedException("disk mismatch: the source sent a disk identity for a machine without virtio-blk");
+        if (Disk.LengthProblem((long)Math.Min(identity.Length, long.MaxValue)) is { } problem) throw new MigrationFailedException($"disk mismatch: the source's disk: {problem}");
+        var plan = setup.Disk ?? throw new MigrationFailedException("the source named no place for the guest's disk on this host");
+        if (plan.Path.Length == 0 || !System.IO.Path.IsPathFullyQualified(plan.Path)) throw new MigrationFailedException($"disk path '{plan.Path}' is not an absolute path");
+        long length = (long)identity.Length;
+        var arrival = new DiskArrival(ctx, plan, identity);
+        if (plan.Shared)
+        {
+            if (!File.Exists(plan.Path)) throw new MigrationFailedException($"shared disk {plan.Path} does not exist on this host");
+            if (new FileInfo(plan.Path).Length is var n && n != length)
+                throw new MigrationFailedException($"disk mismatch: the source's disk is {length} bytes, the shared file {plan.Path} here is {n} bytes");
+            return arrival;
+        }
+        string? dir = System.IO.Path.GetDirectoryName(plan.Path);
+        if (dir == null || !Directory.Exists(dir)) throw new MigrationFailedException($"disk path {plan.Path}: its directory does not exist on this host");
+        string? basePath = plan.Base.Length > 0 ? plan.Base : null;
+        if (basePath != null)
+        {
+            if (!File.Exists(basePath)) throw new MigrationFailedException($"disk base {basePath} does not exist on this host");
+            if (new FileInfo(basePath).Length is var n && n != length)
+                throw new MigrationFailedException($"disk mismatch: the source's disk is {length} bytes, the base {basePath} here is {n} bytes");
+            using var baseDisk = new DriveSpec(basePath, ReadOnly: true).Open(commit: false);
+            held = DiskTransfer.DescribeBase(basePath, baseDisk);
+        }
+        arrival._image = IncomingDiskImage.Begin(plan.Path, basePath, length);
+        return arrival;
+    }
+
+    /// <summary>Blocks of the disk (under the destination's lock): into the temporary file, or the open disk.</summary>
+    public void OnBlocks(DiskBlocks blocks)
+    {
+        if (_disk != null) DiskTransfer.Apply(blocks, _disk);
+        else if (_image != null) DiskTransfer.Apply(blocks, _image.Backing);
+        else throw new ProtocolException("disk blocks for a shared disk");
+    }
+
+    /// <summary>The blocks up to here are in: the first time, the machine gets its disk; every time, it must have the source's identity.</summary>
+    public void OnDone(DiskDone done)
+    {
+        if (_disk == null)
+        {
+            if (done.Shared != _plan.Shared) throw new ProtocolException(done.Shared ? "a shared-disk DiskDone for a copied disk" : "a copied-disk DiskDone for a shared disk");
+            Disk disk;
+            if (_plan.Shared)
+            {
+                var backing = FileDiskBacking.Open(_plan.Path, writable: !_identity.ReadOnly);
+                try { disk = Disk.Open(backing, _identity.ReadOnly); }
+                catch { backing.Dispose(); throw; }
+            }
+            else
+            {
+                _image!.Backing.Sync(); // now, not at GO: the fsync of what arrived stays out of the downtime
+                disk = _image.OpenDisk(_identity.ReadOnly);
+            }
+            // A shared file is the source's until GO: nothing reaches it from here before. The temporary
+            // image is ours: the replay's flushes commit into it, leaving GO only the unflushed tail.
+            disk.CommitsHeld = _plan.Shared;
+            if (disk.CurrentIdentity() != done.Identity || disk.ContentDigest != done.ContentDigest)
+            {
+                ulong mine = disk.CurrentIdentity();
+                disk.Dispose();
+                throw new MigrationFailedException(_plan.Shared
+                    ? $"the shared disk {_plan.Path} here is image 0x{mine:x16}, not the source's 0x{done.Identity:x16} (not the same file?)"
+                    : $"the disk assembled here is image 0x{mine:x16}, not the source's 0x{done.Identity:x16}");
+            }
+            _ctx.Machine!.InsertDisk(disk);
+            _disk = disk;
+            _ctx.Host.Log($"'{_ctx.Name}': disk {(_plan.Shared ? "shared file" : "assembled")} at {_plan.Path}, image 0x{done.Identity:x16} verified");
+            return;
+        }
+        if (_disk.ContentDigest != done.ContentDigest || _disk.CurrentIdentity() != done.Identity)
+            throw new MigrationFailedException($"the disk here is image 0x{_disk.CurrentIdentity():x16} after the source's blocks, not the source's 0x{done.Identity:x16}");
+    }
+
+    /// <summary>Log shipping fell back: the disk returns to C0 with the rest of the machine.</summary>
+    public int RevertTo(DiskSnapshot c0) => _disk?.RevertTo(c0) ?? 0;
+
+    /// <summary>GO, before the guest runs: the disk commits what it holds and the image takes the target's name.</summary>
+    public void Commit(Hosting.GuestInstance instance)
+    {
+        if (_disk == null) throw new MigrationFailedException("GO before the guest's disk arrived");
+        _disk.CommitsHeld = false;
+        _disk.Flush();
+        _image?.Commit();
+        _image = null;
+        instance.DrivePath = _plan.Path;
+    }
+
+    /// <summary>The incoming copy is discarded: the temporary image goes (the machine's owner disposes the disk).</summary>
+    public void Abort()
+    {
+        _image?.Abort();
+        _image = null;
+    }
+}

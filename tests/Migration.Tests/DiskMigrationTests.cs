@@ -1,0 +1,244 @@
+using System.IO.Hashing;
+using System.Text.RegularExpressions;
+using LiveMigration.Migration.Hosting;
+using LiveMigration.Migration.Protocol;
+using LiveMigration.Recorder.Disk;
+using Xunit.Abstractions;
+
+namespace LiveMigration.Migration.Tests;
+
+/// <summary>
+/// A guest with a virtio-blk disk (guests/blk.c: random runs of sector writes, each read back and
+/// compared, flushes, then a checksum of the whole disk) migrated mid-run between two hosts: its
+/// output and its final image must be those of a run that never moved, with or without shared
+/// storage, for every strategy.
+/// </summary>
+public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
+{
+    private const string Guest = "blk_long";
+    private const int ImageBytes = 8 << 20;
+    private readonly string _dir = Directory.CreateTempSubdirectory("lm-diskmig-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private string DirOf(string host)
+    {
+        string d = Path.Combine(_dir, host);
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    /// <summary>The image the guest starts on: every 5th block random (seeded), the rest zero.</summary>
+    internal static byte[] InitialImage()
+    {
+        var image = new byte[ImageBytes];
+        var rng = new Random(13);
+        for (int b = 0; b < ImageBytes / 4096; b += 5) rng.NextBytes(image.AsSpan(b * 4096, 4096));
+        return image;
+    }
+
+    /// <summary>The initial image with 1 % of its blocks different (an older copy the destination holds).</summary>
+    private static byte[] OlderCopy()
+    {
+        var image = InitialImage();
+        var rng = new Random(7);
+        int blocks = ImageBytes / 4096;
+        for (int i = 0; i < blocks / 100; i++) rng.NextBytes(image.AsSpan(rng.Next(blocks) * 4096, 4096));
+        return image;
+    }
+
+    /// <summary>What the guest prints and leaves on its disk when it never moves (once per test process).</summary>
+    private static readonly Lazy<(string Tail, byte[] Image)> Reference = new(() =>
+    {
+        string dir = Directory.CreateTempSubdirectory("lm-diskref-").FullName;
+        try
+        {
+            string img = Path.Combine(dir, "ref.img");
+            File.WriteAllBytes(img, InitialImage());
+            using var hosts = new Hosts(null, count: 1);
+            using (var c = HostClient.Connect(hosts.A.Address)) c.Start("g", Guests.Elf(Guest), 64 << 20, Guest, new DriveSpec(img, false));
+            using var console = new ConsoleClient(hosts.A.Address, "g");
+            console.WaitFor(t => t.Contains("blk: done"), 60000);
+            Hosts.WaitUntil(() => hosts.A.FindInstance("g")!.State == GuestStatus.Exited, 10000, "the reference run's exit");
+            return (TailOf(console.Text), File.ReadAllBytes(img));
+        }
+        finally { Directory.Delete(dir, true); }
+    });
+
+    /// <summary>The lines after the write loop: the checksums of what was written and of the whole disk.</summary>
+    private static string TailOf(string text) => text[text.IndexOf("blk: wrote", StringComparison.Ordinal)..];
+
+    private static ulong Hash(string path) => XxHash3.HashToUInt64(File.ReadAllBytes(path));
+
+    private (ConsoleClient Console, string SourceImage) StartOn(Hosts hosts, string image)
+    {
+        using (var c = HostClient.Connect(hosts.A.Address)) c.Start("g", Guests.Elf(Guest), 64 << 20, Guest, new DriveSpec(image, false));
+        var console = new ConsoleClient(hosts.A.Address, "g");
+        console.WaitFor(t => t.Contains("blk: 1000 runs"), 30000);
+        return (console, image);
+    }
+
+    private MigrationReport Migrate(Hosts hosts, string strategy, string diskPath, string diskBase = "", bool shared = false)
+    {
+        using var c = HostClient.Connect(hosts.A.Address);
+        var r = c.Migrate(new MigrateCommand
+        {
+            Name = "g", Target = hosts.B.Address, Strategy = Engine.Strategies.Parse(strategy), DowntimeLimitMs = 50,
+            DiskPath = diskPath, DiskBase = diskBase, SharedDisk = shared,
+        });
+        output.WriteLine($"report: success={r.Success} error='{r.Error}' disk={r.DiskMode} bytes_disk={r.BytesDisk} blocks={r.DiskBlocksSent} zero={r.DiskZeroBlocks} matched={r.DiskBlocksMatched} log={r.BytesLog} checkpoint={r.BytesCheckpoint}");
+        return r;
+    }
+
+    /// <summary>Follows the guest to B and waits for its end; returns the tail of its output.</summary>
+    private static string FinishOnB(Hosts hosts, ConsoleClient console)
+    {
+        console.Follow();
+        console.WaitFor(t => t.Contains("blk: done"), 60000);
+        Hosts.WaitUntil(() => hosts.B.FindInstance("g")!.State == GuestStatus.Exited, 10000, "the guest's exit on B");
+        Assert.DoesNotContain("failed", console.Text);
+        Assert.DoesNotContain("differs", console.Text);
+        return TailOf(console.Text);
+    }
+
+    [Theory]
+    [InlineData("log", false)]
+    [InlineData("log", true)]
+    [InlineData("precopy", true)]
+    [InlineData("stopcopy", false)]
+    [InlineData("postcopy", false)]
+    [InlineData("auto", true)]
+    public void Without_shared_storage_the_disk_moves_and_the_guest_finishes_as_if_it_never_moved(string strategy, bool withBase)
+    {
+        using var hosts = new Hosts(output);
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img"), older = Path.Combine(b, "older.img");
+        File.WriteAllBytes(source, InitialImage());
+        if (withBase) File.WriteAllBytes(older, OlderCopy());
+        var (console, _) = StartOn(hosts, source);
+        using var _c = console;
+
+        var r = Migrate(hosts, strategy, target, withBase ? older : "");
+        Assert.True(r.Success, r.Error);
+        Assert.True(r.DigestVerified);
+        Assert.Equal(withBase ? "base" : "copy", r.DiskMode);
+        Assert.True(r.BytesDisk > 0);
+        Assert.Equal(r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy + r.BytesDisk, r.BytesTotal);
+        // Blocks either travel or were already there (the base's, or zeros on a fresh destination).
+        Assert.True(r.DiskBlocksSent + r.DiskZeroBlocks + r.DiskBlocksMatched >= ImageBytes / 4096);
+        ulong sourceAfterGo = Hash(source);
+        Assert.Equal(1, hosts.RunningCount("g"));
+
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+        Assert.Equal(sourceAfterGo, Hash(source)); // the source never wrote its image again
+        if (withBase) Assert.Equal(OlderCopy(), File.ReadAllBytes(older)); // a base is only read
+        string[] expected = withBase ? [older, target] : [target];
+        Assert.Equal(expected.Order(), Directory.GetFiles(b).Order()); // no temporary image left
+    }
+
+    /// <summary>A destination that replays at 2 MIPS makes auto fall back: its disk returns to C0 with the rest, and the pause sends what changed since.</summary>
+    [Fact]
+    public void Auto_fallback_returns_the_disk_to_C0_and_the_guest_still_finishes_as_if_it_never_moved()
+    {
+        using var hosts = new Hosts(output, configure: o => o with { ReplayMipsCap = 2 });
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
+        File.WriteAllBytes(source, InitialImage());
+        var (console, _) = StartOn(hosts, source);
+        using var _c = console;
+
+        var r = Migrate(hosts, "auto", target);
+        Assert.True(r.Success, r.Error);
+        Assert.Contains(r.Switches, s => s.To == Strategy.Precopy);
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+    }
+
+    [Theory]
+    [InlineData("log")]
+    [InlineData("precopy")]
+    [InlineData("stopcopy")]
+    public void With_shared_storage_no_block_crosses_and_the_source_never_writes_after_go(string strategy)
+    {
+        using var hosts = new Hosts(output);
+        string shared = Path.Combine(DirOf("shared"), "g.img");
+        File.WriteAllBytes(shared, InitialImage());
+        var (console, _) = StartOn(hosts, shared);
+        using var _c = console;
+        var sourceDisk = hosts.A.FindInstance("g")!.Machine.Disk!;
+
+        var r = Migrate(hosts, strategy, shared, shared: true);
+        Assert.True(r.Success, r.Error);
+        Assert.Equal("shared", r.DiskMode);
+        Assert.Equal(0UL, r.DiskBlocksSent);
+        Assert.Equal(0UL, r.DiskZeroBlocks);
+        Assert.True(r.BytesDisk < 100, $"{r.BytesDisk} disk bytes on the wire (only the DiskDone marker should cross)");
+        long commitsAtGo = sourceDisk.CommitCount;
+
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(commitsAtGo, sourceDisk.CommitCount); // the paused source flushed nothing after GO
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(shared)); // only the destination's writes came after
+        Assert.Equal([shared], Directory.GetFiles(Path.GetDirectoryName(shared)!));
+    }
+
+    [Fact]
+    public void A_peer_without_a_matching_disk_is_refused_up_front_in_one_line()
+    {
+        using var hosts = new Hosts(output);
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img");
+        File.WriteAllBytes(source, InitialImage());
+        string small = Path.Combine(b, "small.img");
+        File.WriteAllBytes(small, new byte[1 << 20]);
+        var (console, _) = StartOn(hosts, source);
+        using var _c = console;
+
+        var wrongBase = Migrate(hosts, "log", Path.Combine(b, "g.img"), small);
+        Assert.False(wrongBase.Success);
+        Assert.Contains($"disk mismatch: the source's disk is {ImageBytes} bytes, the base {small} here is {1 << 20} bytes", wrongBase.Error);
+        var wrongShared = Migrate(hosts, "precopy", small, shared: true);
+        Assert.Contains($"the shared file {small} here is {1 << 20} bytes", wrongShared.Error);
+        var missing = Migrate(hosts, "precopy", Path.Combine(b, "nope.img"), shared: true);
+        Assert.Contains("does not exist on this host", missing.Error);
+        foreach (var e in new[] { wrongBase.Error, wrongShared.Error, missing.Error }) Assert.DoesNotContain('\n', e);
+
+        // A different file of the same size: refused when the destination opens it (its identity is not the source's).
+        string other = Path.Combine(b, "other.img");
+        File.WriteAllBytes(other, new byte[ImageBytes]);
+        var notSame = Migrate(hosts, "stopcopy", other, shared: true);
+        Assert.False(notSame.Success);
+        Assert.Contains("not the source's", notSame.Error);
+
+        Assert.Equal(hosts.A.Address, hosts.RunningOn("g"));
+        Assert.Equal(new[] { other, small }.Order(), Directory.GetFiles(b).Order());
+        Assert.Equal(new byte[ImageBytes], File.ReadAllBytes(other));
+    }
+
+    [Theory]
+    [InlineData("log", FaultPoint.Checkpoint)]
+    [InlineData("precopy", FaultPoint.BeforeAck)]
+    public void An_aborted_migration_leaves_no_image_on_the_destination(string strategy, FaultPoint cut)
+    {
+        bool armed = true;
+        using var hosts = new Hosts(output, fault: p => p == cut && armed && !(armed = false));
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
+        File.WriteAllBytes(source, InitialImage());
+        File.WriteAllBytes(target, new byte[] { 1, 2, 3 }); // whatever the destination held under that name before stays
+        var (console, _) = StartOn(hosts, source);
+        using var _c = console;
+
+        var r = Migrate(hosts, strategy, target);
+        Assert.False(r.Success);
+        Hosts.WaitUntil(() => Directory.GetFiles(b).Length == 1, 10000, "the destination to drop its temporary image");
+        Assert.Equal(new byte[] { 1, 2, 3 }, File.ReadAllBytes(target));
+        Assert.Equal(hosts.A.Address, hosts.RunningOn("g"));
+
+        // The guest runs on at the source, and a second migration goes through.
+        var again = Migrate(hosts, strategy, target);
+        Assert.True(again.Success, again.Error);
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+    }
+}
