@@ -104,9 +104,7 @@ public sealed class ConsoleEndpoint : ISerialBackend
             // A client that stops reading must not hold the guest's output path for long.
             socket.SendTimeout = 5000;
             if (_tls == null) return new Client(socket, new NetworkStream(socket, ownsSocket: false), PeerIdentity.Loopback);
-            socket.ReceiveTimeout = (int)_handshakeTimeout.TotalMilliseconds;
-            var (ssl, peer) = _tls.AuthenticateAsServer(new NetworkStream(socket, ownsSocket: false));
-            socket.ReceiveTimeout = 0;
+            var (ssl, peer) = _tls.AuthenticateAsServer(new NetworkStream(socket, ownsSocket: false), _handshakeTimeout);
             if (Authorization.Denial(peer, Request.Console) is { } denied)
             {
                 _log?.Invoke($"refused a console client ({peer}): {denied}");

@@ -54,7 +54,8 @@ public sealed class GuestHost : IDisposable
     private readonly List<Connection> _connections = [];
     private readonly ConcurrentDictionary<string, PeerIdentity> _owners = new();
     private int _open; // connections being served (accepted, not yet closed)
-    private long _lastRefusalLog;
+    private readonly (double Tokens, long At, int Dropped)[] _refusalBudget = new (double, long, int)[3];
+    private readonly object _refusalLock = new();
     internal readonly object Lock = new();
 
     public GuestHost(HostOptions options)
@@ -80,7 +81,7 @@ public sealed class GuestHost : IDisposable
             ? $"mutual TLS 1.3 on every connection as host '{tls.Name}'; trusting only the CA in {tls.Directory}"
             : "no TLS: listening on loopback only, where every local process may drive this host (use --tls DIR for anything else)");
         Ownership = options.Ownership?.Invoke(this) ?? new PairwiseOwnership(); // FLEET: the owner record's keeper (etcd) or pairwise
-        new Thread(AcceptLoop) { IsBackground = true, Name = $"host-{bound}" }.Start();
+        _ = AcceptLoopAsync();
     }
 
     public HostOptions Options { get; }
@@ -122,30 +123,55 @@ public sealed class GuestHost : IDisposable
         Envelope.Parser.ParseFrom(new Envelope { Pages = batch }.ToByteArray());
     }
 
-    private void AcceptLoop()
+    /// <summary>
+    /// Accepts without a thread per connection: the TLS handshake, Hello and an idle control connection
+    /// wait asynchronously, so a thousand idle peers cost sockets, not threads. A thread is taken only
+    /// for work that blocks: an incoming migration (at most <see cref="HostOptions.MaxConnections"/>)
+    /// and the requests that run long (start, stop, migrate, resolve).
+    /// </summary>
+    private async Task AcceptLoopAsync()
     {
         while (!_shutdown.IsCancellationRequested)
         {
             Socket socket;
-            try { socket = _listener.AcceptSocket(); }
-            catch (SocketException) { return; }
-            catch (ObjectDisposedException) { return; }
+            try { socket = await _listener.AcceptSocketAsync(_shutdown.Token); }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException or InvalidOperationException) { return; }
             if (Interlocked.Increment(ref _open) > Options.MaxConnections)
             {
                 Interlocked.Decrement(ref _open);
                 string from = "?";
                 try { from = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (SocketException) { }
                 socket.Close(0);
-                long now = Environment.TickCount64;
-                if (now - Interlocked.Read(ref _lastRefusalLog) > 1000)
-                {
-                    Interlocked.Exchange(ref _lastRefusalLog, now);
-                    Log($"refused a connection from {from}: {Options.MaxConnections} connections are open (--max-connections)");
-                }
+                LogRefusal(Refusal.ConnectionLimit, $"refused a connection from {from}: {Options.MaxConnections} connections are open (--max-connections)");
                 continue;
             }
-            new Thread(() => Serve(socket)) { IsBackground = true, Name = "host-conn" }.Start();
+            _ = ServeAsync(socket);
         }
+    }
+
+    /// <summary>What a refused or dropped connection was, for <see cref="LogRefusal"/>'s per-kind budget.</summary>
+    private enum Refusal { ConnectionLimit, Handshake, Idle }
+
+    /// <summary>
+    /// Refusals come in floods from a hostile peer: each kind logs a burst of 10 lines, then one a
+    /// second, and the next line says how many were left out.
+    /// </summary>
+    private void LogRefusal(Refusal kind, string line)
+    {
+        const double Burst = 10;
+        long now = Environment.TickCount64;
+        lock (_refusalLock)
+        {
+            ref var b = ref _refusalBudget[(int)kind];
+            if (b.At == 0) b = (Burst, now, 0);
+            b.Tokens = Math.Min(Burst, b.Tokens + (now - b.At) / 1000.0);
+            b.At = now;
+            if (b.Tokens < 1) { b.Dropped++; return; }
+            b.Tokens--;
+            if (b.Dropped > 0) line += $" (and {b.Dropped} more like it not logged)";
+            b.Dropped = 0;
+        }
+        Log(line);
     }
 
     /// <summary>An outgoing connection to another host (a migration, a GO query), in TLS when this host has it.</summary>
@@ -163,38 +189,42 @@ public sealed class GuestHost : IDisposable
     /// <summary>A console for a guest of this host: TLS and the Console role when this host has TLS.</summary>
     internal ConsoleEndpoint CreateConsole() => new(BindAddress, Options.Tls, Options.HandshakeTimeout, Log);
 
-    private void Serve(Socket socket)
+    private async Task ServeAsync(Socket socket)
     {
         Connection conn;
         string from = "?";
         try { from = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception x) when (x is SocketException or ObjectDisposedException) { }
-        try { conn = Connection.Accept(socket, Options.Tls, Options.HandshakeTimeout); }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        try { conn = await Connection.AcceptAsync(socket, Options.Tls, Options.HandshakeTimeout, _shutdown.Token); }
+        catch (Exception e)
         {
             socket.Dispose();
             Interlocked.Decrement(ref _open);
-            Log($"refused a connection from {from}: {e.Message}");
+            if (e is IOException or SocketException) LogRefusal(Refusal.Handshake, $"refused a connection from {from}: {e.Message}");
+            else if (e is not (ObjectDisposedException or OperationCanceledException)) Log($"internal error accepting {from}: {e}");
             return;
         }
         lock (_connections) _connections.Add(conn);
+        bool handshaken = false;
         try
         {
             conn.SendTimeout = Options.ReadTimeout;
-            var purpose = conn.ServerHandshake(Options.HandshakeTimeout, p => Authorization.Denial(conn.Peer, p));
             conn.FrameTimeout = Options.ReadTimeout;
+            var purpose = await conn.ServerHandshakeAsync(Options.HandshakeTimeout, p => Authorization.Denial(conn.Peer, p), _shutdown.Token);
+            handshaken = true;
             if (purpose == Purpose.Migrate)
             {
                 conn.Validate = new IncomingStreamRules(this, conn).Check;
-                new MigrationDestination(this, conn).Run();
+                // The stream's first message (its set-up) is awaited too; a migration takes a thread once it has begun.
+                var first = await conn.ReceiveAsync(TimeSpan.FromSeconds(10), _shutdown.Token);
+                await OnThread(() => { new MigrationDestination(this, conn).Run(first); return true; }, "host-migration-in");
             }
-            else
-            {
-                conn.ReceiveTimeout = Options.IdleTimeout;
-                ControlLoop(conn);
-            }
+            else await ControlLoopAsync(conn);
         }
         catch (ProtocolException e) { Log($"connection from {conn.Remote}: {e.Message}"); }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            if (!handshaken && e is IOException && !_shutdown.IsCancellationRequested) LogRefusal(Refusal.Handshake, $"dropped a connection from {conn.Remote} at the handshake: {e.Message}");
+        }
         catch (Exception e)
         {
             // One connection's bug must not take the host and its guests down: log it loudly.
@@ -208,53 +238,77 @@ public sealed class GuestHost : IDisposable
         }
     }
 
+    /// <summary>Work that blocks runs on a thread of its own, never on the pool that serves the idle connections.</summary>
+    private static Task<T> OnThread<T>(Func<T> work, string name)
+    {
+        var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        new Thread(() =>
+        {
+            try { done.SetResult(work()); }
+            catch (Exception e) { done.SetException(e); }
+        }) { IsBackground = true, Name = name }.Start();
+        return done.Task;
+    }
+
     // ---- Control ----
 
-    private void ControlLoop(Connection conn)
+    private async Task ControlLoopAsync(Connection conn)
     {
         while (true)
         {
             Envelope request;
-            try { request = conn.Receive(); }
+            try { request = await conn.ReceiveAsync(Options.IdleTimeout, _shutdown.Token); }
             catch (EndOfStreamException) { return; }
             catch (FrameTooLargeException e)
             {
                 // Say why before closing, and take in what the client is still writing, so it reads this instead of a reset.
-                try { conn.Send(new Envelope { Result = new Result { Ok = false, Error = $"refused: {e.Message}" } }); } catch (IOException) { }
+                try { await conn.SendAsync(new Envelope { Result = new Result { Ok = false, Error = $"refused: {e.Message}" } }); } catch (IOException) { }
                 Log($"refused a request from {conn.Remote} ({conn.Peer}): {e.Message}");
-                conn.Discard(Math.Min(e.Length, 2L * FrameLimits.MaxElf), Options.ReadTimeout);
+                await conn.DiscardAsync(Math.Min(e.Length, 2L * FrameLimits.MaxElf), Options.ReadTimeout);
                 return;
             }
-            Envelope reply;
-            try
+            catch (IdleTimeoutException e)
             {
-                if (Authorization.For(request.BodyCase) is not { } kind) throw new HostException($"unexpected control message {request.BodyCase}");
-                if (Authorization.Denial(conn.Peer, kind) is { } denied)
-                {
-                    Log($"refused {request.BodyCase} from {conn.Remote}: {denied}");
-                    throw new HostException(denied);
-                }
-                reply = request.BodyCase switch
-                {
-                    Envelope.BodyOneofCase.StartGuest => Ok(StartGuest(request.StartGuest)),
-                    Envelope.BodyOneofCase.StatusRequest => new Envelope { StatusReply = Status(request.StatusRequest.Name) },
-                    Envelope.BodyOneofCase.StopGuest => Ok(StopGuest(request.StopGuest.Name)),
-                    Envelope.BodyOneofCase.MigrateCommand => new Envelope { Report = Migrate(request.MigrateCommand, p => conn.Send(new Envelope { Progress = p })) },
-                    Envelope.BodyOneofCase.Cancel => Ok(Cancel(request.Cancel.Name)),
-                    Envelope.BodyOneofCase.Resolve => Ok(Resolve(request.Resolve.Name, request.Resolve.Decision)),
-                    Envelope.BodyOneofCase.GoQuery => new Envelope { GoAnswer = AnswerGoQuery(request.GoQuery.MigrationId) },
-                    Envelope.BodyOneofCase.ArrivalQuery => new Envelope { ArrivalAnswer = AnswerArrivalQuery(request.ArrivalQuery) },
-                    _ => throw new HostException($"unexpected control message {request.BodyCase}"),
-                };
+                LogRefusal(Refusal.Idle, $"closed an idle connection from {conn.Remote} ({conn.Peer}): {e.Message} (--idle-timeout)");
+                return;
             }
-            catch (Exception e) when (e is HostException or ElfLoadException or BootImageException or FormatException or InvalidDataException)
+            // Quick reads answer on the pool; anything that may block (a migration runs for seconds) gets a thread.
+            var reply = request.BodyCase is Envelope.BodyOneofCase.StatusRequest or Envelope.BodyOneofCase.GoQuery or Envelope.BodyOneofCase.ArrivalQuery
+                ? Handle(conn, request)
+                : await OnThread(() => Handle(conn, request), "host-request");
+            await conn.SendAsync(reply);
+        }
+    }
+
+    private Envelope Handle(Connection conn, Envelope request)
+    {
+        try
+        {
+            if (Authorization.For(request.BodyCase) is not { } kind) throw new HostException($"unexpected control message {request.BodyCase}");
+            if (Authorization.Denial(conn.Peer, kind) is { } denied)
             {
-                reply = new Envelope { Result = new Result { Ok = false, Error = e.Message } };
-                if (request.BodyCase is Envelope.BodyOneofCase.StartGuest or Envelope.BodyOneofCase.MigrateCommand
-                    && Authorization.For(request.BodyCase) is { } asked && Authorization.Allows(conn.Peer, asked)) // a denial is logged where it is made
-                    Log($"refused {request.BodyCase} from {conn.Remote} ({conn.Peer}): {e.Message}");
+                Log($"refused {request.BodyCase} from {conn.Remote}: {denied}");
+                throw new HostException(denied);
             }
-            conn.Send(reply);
+            return request.BodyCase switch
+            {
+                Envelope.BodyOneofCase.StartGuest => Ok(StartGuest(request.StartGuest)),
+                Envelope.BodyOneofCase.StatusRequest => new Envelope { StatusReply = Status(request.StatusRequest.Name) },
+                Envelope.BodyOneofCase.StopGuest => Ok(StopGuest(request.StopGuest.Name)),
+                Envelope.BodyOneofCase.MigrateCommand => new Envelope { Report = Migrate(request.MigrateCommand, p => conn.Send(new Envelope { Progress = p })) },
+                Envelope.BodyOneofCase.Cancel => Ok(Cancel(request.Cancel.Name)),
+                Envelope.BodyOneofCase.Resolve => Ok(Resolve(request.Resolve.Name, request.Resolve.Decision)),
+                Envelope.BodyOneofCase.GoQuery => new Envelope { GoAnswer = AnswerGoQuery(request.GoQuery.MigrationId) },
+                Envelope.BodyOneofCase.ArrivalQuery => new Envelope { ArrivalAnswer = AnswerArrivalQuery(request.ArrivalQuery) },
+                _ => throw new HostException($"unexpected control message {request.BodyCase}"),
+            };
+        }
+        catch (Exception e) when (e is HostException or ElfLoadException or BootImageException or FormatException or InvalidDataException)
+        {
+            if (request.BodyCase is Envelope.BodyOneofCase.StartGuest or Envelope.BodyOneofCase.MigrateCommand
+                && Authorization.For(request.BodyCase) is { } asked && Authorization.Allows(conn.Peer, asked)) // a denial is logged where it is made
+                Log($"refused {request.BodyCase} from {conn.Remote} ({conn.Peer}): {e.Message}");
+            return new Envelope { Result = new Result { Ok = false, Error = e.Message } };
         }
     }
 
@@ -586,6 +640,25 @@ public sealed class GuestHost : IDisposable
         if (CapacityProblem(setup.MemorySize, incoming: true) is { } full) return full;
         _owners[setup.MigrationId] = source;
         return null;
+    }
+
+    /// <summary>
+    /// Why <paramref name="peer"/> may not send a migration as the host at <paramref name="source"/>, or
+    /// null. Hosts of one fleet may share an IP address (and so a SAN), so the proof is a call back:
+    /// the host listening at <paramref name="source"/> must present a certificate of the peer's name.
+    /// Without TLS (loopback only) every local process is trusted, as for every other request.
+    /// </summary>
+    internal string? SourceClaimProblem(PeerIdentity peer, string source)
+    {
+        if (!peer.Authenticated) return null;
+        try
+        {
+            using var back = Connect(source, TimeSpan.FromSeconds(5), expect: peer);
+            back.ClientHandshake(Purpose.Control);
+            return null;
+        }
+        catch (TlsRefusedException e) { return $"{peer} claims to be the source {source}, but {e.Message}"; }
+        catch (IOException e) { return $"cannot confirm that {peer} is the source {source} it names: {e.Message}"; }
     }
 
     internal PeerIdentity? OwnerOf(string migrationId) => _owners.GetValueOrDefault(migrationId);

@@ -129,6 +129,55 @@ public sealed class TlsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_host_sends_migrations_only_as_itself_and_only_the_owner_completes_one()
+    {
+        var log = new List<string>();
+        using var a = TlsHost("hostA");
+        using var b = TlsHost("hostB");
+        using var c = TlsHost("hostC", log);
+        using var asA = Fleet.Host("hostA");
+        using var asB = Fleet.Host("hostB");
+        using var op = Fleet.Operator;
+        SetupReply Offer(TlsIdentity who, string source, string name)
+        {
+            using var conn = Connection.Connect(c.Address, tls: who);
+            conn.ClientHandshake(Purpose.Migrate);
+            var setup = HostileStreamTests.Setup(name);
+            setup.Setup.Source = source;
+            conn.Send(setup);
+            return conn.Receive().SetupReply;
+        }
+        // hostA's certificate claiming to be hostB (same address, so the same SAN): the call back to hostB shows the lie.
+        var lie = Offer(asA, b.Address, "db");
+        Assert.False(lie.Accepted);
+        Assert.Contains("lm-host 'hostA' claims to be the source", lie.Error);
+        Assert.Contains("lm-host 'hostB'", lie.Error);
+        // A source where no host listens cannot be confirmed either.
+        var nobody = Offer(asA, "127.0.0.1:1", "db");
+        Assert.False(nobody.Accepted);
+        Assert.Contains("cannot confirm", nobody.Error);
+        using (var s = HostClient.Connect(c.Address, op)) Assert.Empty(s.Status().Guests); // nothing reserved
+        Assert.Contains(log, l => l.Contains("refused migration of 'db'") && l.Contains("claims to be the source"));
+
+        // As itself hostA is accepted; then hostB cannot take over that migration's post-copy.
+        using var real = Connection.Connect(c.Address, tls: asA);
+        real.ClientHandshake(Purpose.Migrate);
+        var setup = HostileStreamTests.Setup("db");
+        setup.Setup.Source = a.Address;
+        real.Send(setup);
+        Assert.True(real.Receive().SetupReply.Accepted);
+        using (var thief = Connection.Connect(c.Address, tls: asB))
+        {
+            thief.ClientHandshake(Purpose.Migrate);
+            thief.Send(new Envelope { PostcopyResume = new PostcopyResume { Name = "db", MigrationId = setup.Setup.MigrationId } });
+            Envelope answer;
+            do answer = thief.Receive(); while (answer.BodyCase == Envelope.BodyOneofCase.Heartbeat);
+            Assert.Contains("lm-host 'hostB' is not lm-host 'hostA', the source that owns it", answer.Abort.Reason);
+        }
+        using (var s = HostClient.Connect(c.Address, op)) Assert.Equal(DestinationState.Arriving, s.Status().Guests.Single().Arrival);
+    }
+
+    [Fact]
     public void Without_tls_a_host_binds_loopback_only()
     {
         var e = Assert.Throws<HostException>(() => new GuestHost(new HostOptions { Listen = "0.0.0.0:0" }));
