@@ -38,7 +38,7 @@ internal sealed class GuestEntry(string name)
 }
 
 /// <summary>What a source decided for a migration; a destination that lost GO asks for it.</summary>
-internal sealed record Outcome(Decision Decision, byte[] ConsoleInput, byte[] ConsoleBacklog);
+internal sealed record Outcome(Decision Decision, byte[] ConsoleInput, byte[] ConsoleBacklog, string? Destination = null);
 
 /// <summary>
 /// `lm host`: runs guests, each on its own thread, and serves the framed protocol on one listener:
@@ -298,8 +298,8 @@ public sealed class GuestHost : IDisposable
                 Envelope.BodyOneofCase.MigrateCommand => new Envelope { Report = Migrate(request.MigrateCommand, p => conn.Send(new Envelope { Progress = p })) },
                 Envelope.BodyOneofCase.Cancel => Ok(Cancel(request.Cancel.Name)),
                 Envelope.BodyOneofCase.Resolve => Ok(Resolve(request.Resolve.Name, request.Resolve.Decision)),
-                Envelope.BodyOneofCase.GoQuery => new Envelope { GoAnswer = AnswerGoQuery(request.GoQuery.MigrationId) },
-                Envelope.BodyOneofCase.ArrivalQuery => new Envelope { ArrivalAnswer = AnswerArrivalQuery(request.ArrivalQuery) },
+                Envelope.BodyOneofCase.GoQuery => new Envelope { GoAnswer = AnswerGoQuery(request.GoQuery.MigrationId, conn.Peer) },
+                Envelope.BodyOneofCase.ArrivalQuery => new Envelope { ArrivalAnswer = AnswerArrivalQuery(request.ArrivalQuery, conn.Peer) },
                 _ => throw new HostException($"unexpected control message {request.BodyCase}"),
             };
         }
@@ -563,8 +563,11 @@ public sealed class GuestHost : IDisposable
     }
 
     /// <summary>What became of an incoming migration here (a source holding its paused copy asks).</summary>
-    internal ArrivalAnswer AnswerArrivalQuery(ArrivalQuery query)
+    internal ArrivalAnswer AnswerArrivalQuery(ArrivalQuery query, PeerIdentity asker)
     {
+        // Only the source that sent the guest learns what became of it.
+        if (asker.Authenticated && OwnerOf(query.MigrationId) is { } owner && owner.Name != asker.Name)
+            throw new HostException($"{asker} is not {owner}, the source of migration {query.MigrationId}");
         lock (Lock)
         {
             if (!_guests.TryGetValue(query.Name, out var e) || e.ArrivedBy != query.MigrationId)
@@ -577,10 +580,15 @@ public sealed class GuestHost : IDisposable
         }
     }
 
-    internal GoAnswer AnswerGoQuery(string migrationId)
+    internal GoAnswer AnswerGoQuery(string migrationId, PeerIdentity asker)
     {
         if (_outcomes.TryGetValue(migrationId, out var o))
+        {
+            // The answer carries the guest's console bytes: for its destination only.
+            if (asker.Authenticated && o.Destination != null && o.Destination != asker.Name)
+                throw new HostException($"{asker} is not lm-host '{o.Destination}', the destination of migration {migrationId}");
             return new GoAnswer { Decision = o.Decision, ConsoleInput = Google.Protobuf.ByteString.CopyFrom(o.ConsoleInput), ConsoleBacklog = Google.Protobuf.ByteString.CopyFrom(o.ConsoleBacklog) };
+        }
         lock (Lock)
         {
             foreach (var e in _guests.Values)

@@ -31,6 +31,19 @@ public sealed class TlsTests(ITestOutputHelper output)
             var r = c.Migrate(new MigrateCommand { Name = "kv", Target = b.Address, Strategy = Strategy.Log });
             Assert.True(r.Success, r.Error);
             Assert.True(r.DigestVerified);
+            // The GO answer carries the console's bytes: only the destination may ask for it.
+            GoAnswer? Ask(string who)
+            {
+                using var id = Fleet.Host(who);
+                using var q = Connection.Connect(a.Address, tls: id);
+                q.ClientHandshake(Purpose.Control);
+                q.Send(new Envelope { GoQuery = new GoQuery { MigrationId = r.MigrationId } });
+                var reply = q.Receive();
+                if (reply.BodyCase == Envelope.BodyOneofCase.Result) Assert.Contains("is not lm-host 'hostB', the destination of migration", reply.Result.Error);
+                return reply.BodyCase == Envelope.BodyOneofCase.GoAnswer ? reply.GoAnswer : null;
+            }
+            Assert.Equal(Decision.Go, Ask("hostB")!.Decision);
+            Assert.Null(Ask("hostC"));
         }
         Assert.NotNull(b.FindInstance("kv"));
         var (host, info) = HostClient.Locate(a.Address, "kv", tls: op);
