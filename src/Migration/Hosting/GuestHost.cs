@@ -53,6 +53,8 @@ public sealed class GuestHost : IDisposable
     private readonly CancellationTokenSource _shutdown = new();
     private readonly List<Connection> _connections = [];
     private readonly ConcurrentDictionary<string, PeerIdentity> _owners = new();
+    private readonly ConcurrentDictionary<(string Source, string Name), long> _confirmedSources = new();
+    private const long SourceConfirmationLifetimeMs = 10 * 60 * 1000;
     private int _open; // connections being served (accepted, not yet closed)
     private readonly (double Tokens, long At, int Dropped)[] _refusalBudget = new (double, long, int)[3];
     private readonly object _refusalLock = new();
@@ -659,10 +661,14 @@ public sealed class GuestHost : IDisposable
     internal string? SourceClaimProblem(PeerIdentity peer, string source)
     {
         if (!peer.Authenticated) return null;
+        // A confirmed pair stays true while that host keeps its port: only a holder of the same name could take it over.
+        long now = Environment.TickCount64;
+        if (_confirmedSources.TryGetValue((source, peer.Name), out long at) && now - at < SourceConfirmationLifetimeMs) return null;
         try
         {
             using var back = Connect(source, TimeSpan.FromSeconds(5), expect: peer);
             back.ClientHandshake(Purpose.Control);
+            _confirmedSources[(source, peer.Name)] = now;
             return null;
         }
         catch (TlsRefusedException e) { return $"{peer} claims to be the source {source}, but {e.Message}"; }
