@@ -191,6 +191,35 @@ public sealed class TlsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Silent_console_clients_do_not_hold_up_the_operator()
+    {
+        using var a = TlsHost("hostA"); // a 5 s handshake timeout
+        using var op = Fleet.Operator;
+        GuestInfo info;
+        using (var c = HostClient.Connect(a.Address, op))
+        {
+            c.Start("kv", Guests.Elf("kv"), 16 << 20, "kv");
+            info = c.Status("kv").Guests.Single();
+        }
+        var (h, p) = Address.Parse(info.Console);
+        var silent = Enumerable.Range(0, 5).Select(_ => new TcpClient(h, p)).ToList(); // connect, never start TLS
+        try
+        {
+            Thread.Sleep(200);
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            using var tcp = new TcpClient(h, p) { ReceiveTimeout = 10000 };
+            var (ssl, _) = op.AuthenticateAsClient(tcp.GetStream(), h);
+            ssl.Write(Encoding.ASCII.GetBytes("SET k v1\nGET k\n"));
+            var text = new StringBuilder();
+            var buffer = new byte[4096];
+            while (!text.ToString().Contains("v1")) text.Append(Encoding.ASCII.GetString(buffer, 0, ssl.Read(buffer)));
+            // Served one after another, five silent clients would hold the operator for 5 x 5 s.
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4.5), $"the operator waited {sw.Elapsed.TotalSeconds:F1} s behind silent clients");
+        }
+        finally { silent.ForEach(t => t.Dispose()); }
+    }
+
+    [Fact]
     public void Without_tls_a_host_binds_loopback_only()
     {
         var e = Assert.Throws<HostException>(() => new GuestHost(new HostOptions { Listen = "0.0.0.0:0" }));

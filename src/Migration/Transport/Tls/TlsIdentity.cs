@@ -49,13 +49,9 @@ public sealed class TlsIdentity : IDisposable
         return new TlsIdentity(caCert, own, check.Identity.Role!.Value, check.Identity.Name, dir);
     }
 
-    /// <summary>Server side of the TLS handshake; returns the stream and the client's proven identity.</summary>
-    public (SslStream Stream, PeerIdentity Peer) AuthenticateAsServer(Stream inner, TimeSpan timeout) =>
-        AuthenticateAsServerAsync(inner, timeout, CancellationToken.None).AsTask().GetAwaiter().GetResult();
-
     /// <summary>
-    /// <see cref="AuthenticateAsServer"/> with no thread waiting on the client: a client that does not
-    /// complete the handshake within <paramref name="timeout"/> is refused.
+    /// Server side of the TLS handshake, with no thread waiting on the client; returns the stream and
+    /// the client's proven identity. A client that does not complete it within <paramref name="timeout"/> is refused.
     /// </summary>
     public async ValueTask<(SslStream Stream, PeerIdentity Peer)> AuthenticateAsServerAsync(Stream inner, TimeSpan timeout, CancellationToken cancel)
     {
