@@ -10,14 +10,18 @@ using LiveMigration.Migration.Reports;
 
 // Migrates idle, compute, dirty and kv-under-load guests with both strategies between two hosts on
 // loopback with a 1 Gbit/s cap, and prints downtime, total time, bytes and throttle.
-// Usage: dotnet run -c Release --project bench/MigrationBench [-- --bandwidth 1gbit --warmup 2 --guests idle,compute,dirty,kv --strategies stopcopy,log --tls off|on|both]
-// --tls on runs the hosts with mutual TLS 1.3 (a fleet made for the run); both runs every case without and with it.
+// Usage: dotnet run -c Release --project bench/MigrationBench [-- --bandwidth 1gbit --warmup 2 --guests idle,compute,dirty,kv --strategies stopcopy,log --tls off|on|both --runs 1]
+// --tls on runs the hosts with mutual TLS 1.3 (a fleet made for the run); both runs every case without and with it,
+// alternating plain and TLS run by run (--runs N times), and ends with medians side by side and TLS's cost.
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 string bandwidthText = Arg("--bandwidth", "1gbit");
 double warmup = double.Parse(Arg("--warmup", "2"), CultureInfo.InvariantCulture);
 var selected = Arg("--guests", "idle,compute,dirty,kv").Split(',');
 var strategies = Arg("--strategies", "stopcopy,log").Split(',');
 string tlsMode = Arg("--tls", "off");
+int runs = int.Parse(Arg("--runs", "1"), CultureInfo.InvariantCulture);
+if (runs < 1) throw new FormatException("--runs takes a positive count");
+var samples = new Dictionary<(string Guest, string Strategy, bool Tls), List<(double Rate, double DowntimeMs)>>();
 bool[] tlsRuns = tlsMode switch { "off" => [false], "on" => [true], "both" => [false, true], _ => throw new FormatException("--tls takes off, on or both") };
 string? fleet = null;
 if (tlsRuns.Contains(true))
@@ -46,6 +50,7 @@ MigrationWarmUp.Run();
 Console.WriteLine($"migration benchmark: loopback, bandwidth cap {bandwidthText} ({ByteSize.Human(bandwidth)}/s), warm-up {warmup} s, {Environment.ProcessorCount} cores");
 foreach (var c in cases.Where(c => selected.Contains(c.Label)))
     foreach (var strategy in strategies)
+    for (int run = 0; run < runs; run++)
     foreach (bool tls in tlsRuns)
     {
         using var op = Identity(tls, "op");
@@ -78,6 +83,11 @@ foreach (var c in cases.Where(c => selected.Contains(c.Label)))
         }
         ulong total = r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol;
         double throughput = r.TotalSeconds > 0 ? (r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy) / r.TotalSeconds : 0;
+        if (r.Success)
+        {
+            if (!samples.TryGetValue((c.Label, strategy, tls), out var list)) samples[(c.Label, strategy, tls)] = list = [];
+            list.Add((throughput, r.DowntimeSeconds * 1000));
+        }
         rows.Add([c.Label, strategy, tls ? "TLS" : "plain", ByteSize.Human(throughput) + "/s", ByteSize.Human(r.RawBytesCheckpoint / Math.Max(r.CheckpointSeconds, 1e-9)) + "/s", r.Success ? "ok" : "FAILED", $"{r.DowntimeSeconds * 1000:F1}", $"{r.TotalSeconds:F2}",
             ByteSize.Human(total), ByteSize.Human(r.BytesCheckpoint), ByteSize.Human(r.BytesLog), $"{r.MaxThrottle:P0}/{r.MeanThrottle:P0}",
             r.DigestVerified ? $"{r.Digest:x16}" : "-"]);
@@ -91,7 +101,29 @@ Console.WriteLine();
 Console.WriteLine(Line(head));
 Console.WriteLine("|" + string.Join("|", widths.Select(w => new string('-', w + 2))) + "|");
 foreach (var row in rows) Console.WriteLine(Line(row));
+if (tlsRuns.Length == 2)
+{
+    // Medians of the runs, plain next to TLS: throughput is every byte on the wire over the migration's total time.
+    Console.WriteLine();
+    Console.WriteLine($"TLS cost, medians of {runs} runs each (plain and TLS alternating)");
+    Console.WriteLine("| guest | strategy | plain wire rate | TLS wire rate | throughput cost | plain downtime ms | TLS downtime ms | downtime cost ms |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|");
+    foreach (var c in cases.Where(c => selected.Contains(c.Label)))
+        foreach (var strategy in strategies)
+        {
+            if (!samples.TryGetValue((c.Label, strategy, false), out var plain) || !samples.TryGetValue((c.Label, strategy, true), out var secure)) continue;
+            double pr = Median(plain.Select(x => x.Rate)), tr = Median(secure.Select(x => x.Rate));
+            double pd = Median(plain.Select(x => x.DowntimeMs)), td = Median(secure.Select(x => x.DowntimeMs));
+            Console.WriteLine($"| {c.Label} | {strategy} | {ByteSize.Human(pr)}/s | {ByteSize.Human(tr)}/s | {(1 - tr / pr) * 100:+0.0;-0.0} % | {pd:F2} | {td:F2} | {td - pd:+0.00;-0.00} |");
+        }
+}
 return 0;
+
+static double Median(IEnumerable<double> values)
+{
+    var v = values.OrderBy(x => x).ToArray();
+    return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+}
 
 string Arg(string name, string fallback) => BenchRepo.Arg(args, name, fallback);
 

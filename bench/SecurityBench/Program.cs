@@ -17,12 +17,16 @@ string fleet = Path.Combine(Path.GetTempPath(), $"lm-secbench-{Environment.Proce
 CertificateAuthority.Init(fleet, "op");
 CertificateAuthority.Issue(fleet, Role.Host, "hostA", [IPAddress.Loopback]);
 CertificateAuthority.Issue(fleet, Role.Host, "peer", [IPAddress.Loopback]);
+CertificateAuthority.Issue(fleet, Role.Host, "hostB", [IPAddress.Loopback]);
 CertificateAuthority.Issue(fleet, Role.Viewer, "eve", []);
 using var op = TlsIdentity.Load(fleet);
 using var peer = TlsIdentity.Load(Path.Combine(fleet, "peer"));
 using var viewer = TlsIdentity.Load(Path.Combine(fleet, "eve"));
 var log = new List<string>();
 using var host = new GuestHost(new HostOptions { Tls = TlsIdentity.Load(Path.Combine(fleet, "hostA")), Log = s => { lock (log) log.Add(s); } });
+// A hostile member of the fleet: a real host with its own certificate (so it can answer the call back a destination makes).
+using var attacker = new GuestHost(new HostOptions { Tls = TlsIdentity.Load(Path.Combine(fleet, "peer")) });
+using var hostB = new GuestHost(new HostOptions { Tls = TlsIdentity.Load(Path.Combine(fleet, "hostB")) });
 byte[] kv = File.ReadAllBytes(Path.Combine(BenchRepo.Guests, "kv.elf"));
 using (var c = HostClient.Connect(host.Address, op)) c.Start("kv", kv, 64 << 20, "kv");
 Thread.Sleep(500);
@@ -62,8 +66,13 @@ Case("200 connections held after Hello", () =>
     {
         try { held.Add(OpenTls(op)); } catch (IOException) { closed++; }
     }
+    Thread.Sleep(300);
+    int threadsHeld = Threads();
+    string status;
+    try { status = $"status answered with {Status().Count} guest(s)"; }
+    catch (IOException e) { status = $"status refused ({e.Message}): every slot is taken"; }
     held.ForEach(s => s.Dispose());
-    return $"{closed} of 200 closed at accept (--max-connections {host.Options.MaxConnections}); idle ones close after {host.Options.IdleTimeout.TotalSeconds:0} s";
+    return $"{held.Count} held, {closed} closed at accept (--max-connections {host.Options.MaxConnections}); {threadsHeld} threads while held; {status}; idle ones close after {host.Options.IdleTimeout.TotalSeconds:0} s";
 });
 Case("100 guests of 128 MiB", () =>
 {
@@ -86,6 +95,14 @@ Case("two guests of 16 GiB", () =>
     for (int i = 0; i < ok; i++) c.Stop($"big{i}");
     return $"{ok} accepted, {2 - ok} refused: {last}";
 });
+Case("host certificate 'peer' claiming to be hostB (same IP)", () =>
+{
+    using var conn = Connection.Connect(host.Address, tls: peer);
+    conn.ClientHandshake(Purpose.Migrate);
+    conn.Send(Setup("db", 64 << 20, hostB.Address));
+    var r = conn.Receive().SetupReply;
+    return r.Accepted ? "ACCEPTED" : $"refused: {r.Error}";
+});
 Case("5 fake incoming migrations of 4 GiB (host certificate)", () =>
 {
     var conns = new List<Connection>();
@@ -95,7 +112,7 @@ Case("5 fake incoming migrations of 4 GiB (host certificate)", () =>
     {
         var conn = Connection.Connect(host.Address, tls: peer);
         conn.ClientHandshake(Purpose.Migrate);
-        conn.Send(Setup($"fake{i}", 4UL << 30));
+        conn.Send(Setup($"fake{i}", 4UL << 30, attacker.Address));
         var r = conn.Receive().SetupReply;
         if (r.Accepted) accepted++; else last = r.Error;
         conns.Add(conn);
@@ -108,7 +125,7 @@ Case("malformed LogChunk (TraceFormatException)", () =>
 {
     using var conn = Connection.Connect(host.Address, tls: peer);
     conn.ClientHandshake(Purpose.Migrate);
-    conn.Send(Setup("victim", 64 << 20));
+    conn.Send(Setup("victim", 64 << 20, attacker.Address));
     conn.Receive();
     var frame = new byte[36];
     frame[0] = 0xEE;
@@ -117,7 +134,14 @@ Case("malformed LogChunk (TraceFormatException)", () =>
     return Status().Contains("victim") ? "LEFT IN arriving" : "discarded, name free";
 });
 foreach (var bad in new[] { "team/db", "a\nb", new string('x', 5000) })
-    Case($"guest name {Printable(bad)}", () => Refused(() => { using var c = HostClient.Connect(host.Address, op); c.Start(bad, kv, 64 << 20); }));
+    Case($"guest name {Printable(bad)} (raw StartGuest: lm itself refuses it before sending)", () =>
+    {
+        using var conn = Connection.Connect(host.Address, tls: op);
+        conn.ClientHandshake(Purpose.Control);
+        conn.Send(new Envelope { StartGuest = new StartGuest { Name = bad, Elf = ByteString.CopyFrom(kv), MemorySize = 64 << 20 } });
+        var r = conn.Receive().Result;
+        return r.Ok ? "ACCEPTED" : $"refused: {r.Error}";
+    });
 Case("memory_size = 0", () => Refused(() => { using var c = HostClient.Connect(host.Address, op); c.Start("zero", kv, 0); }));
 Case("frame header version 9", () =>
 {
@@ -135,26 +159,28 @@ Case("--mem BBB128M / \"128 M\"", () => Refused(() => LiveMigration.Guest.Machin
 Case("lm start of a 65 MiB image", () => Refused(() => { using var c = HostClient.Connect(host.Address, op); c.Start("huge", new byte[65 << 20], 64 << 20); }));
 Case("kv still serves", () => { using var c = HostClient.Connect(host.Address, viewer); return $"status: {string.Join(", ", c.Status().Guests.Select(g => $"{g.Name} {g.State}"))}"; });
 
-Console.WriteLine($"attack table (issue 14), host with mutual TLS on {host.Address}, in this process; RSS/threads of the process");
+Console.WriteLine($"attack table (issue 14), host with mutual TLS on {host.Address}, in this process (with the attacking clients and two more hosts); RSS/threads of the process");
 Console.WriteLine();
 Console.WriteLine("| case | result | RSS before -> after | threads | host log |");
 Console.WriteLine("|---|---|---|---|---|");
 foreach (var r in rows) Console.WriteLine("| " + string.Join(" | ", r) + " |");
 Console.WriteLine();
-Console.WriteLine("transport cost of TLS on loopback (one connection, this process): bulk 1 MiB page frames, and small-frame round trips (the switchover's ACK/GO pattern)");
-Console.WriteLine("| link | bulk MiB/s | round trip µs (median of 2000) |");
-Console.WriteLine("|---|---|---|");
-using (var hostB = TlsIdentity.Load(Path.Combine(fleet, "peer")))
+Console.WriteLine("transport cost of TLS on loopback (one connection, this process): bulk page frames (1 MiB, and 128 KiB as a compressed batch is,");
+Console.WriteLine("the receiver with the host's 30 s frame timeout), and small-frame round trips (the switchover's ACK/GO pattern)");
+Console.WriteLine("| link | bulk 1 MiB frames MiB/s | bulk 128 KiB frames MiB/s | round trip µs (median of 2000) |");
+Console.WriteLine("|---|---|---|---|");
+using (var peerId = TlsIdentity.Load(Path.Combine(fleet, "peer")))
 using (var hostA2 = TlsIdentity.Load(Path.Combine(fleet, "hostA")))
     foreach (bool tls in new[] { false, true, false, true })
     {
-        var (mibps, rttUs) = Transport(tls ? hostA2 : null, tls ? hostB : null);
-        Console.WriteLine($"| {(tls ? "TLS 1.3" : "plain")} | {mibps:F0} | {rttUs:F1} |");
+        var (mibps, rttUs) = Transport(tls ? hostA2 : null, tls ? peerId : null, 1 << 20);
+        var (small, _) = Transport(tls ? hostA2 : null, tls ? peerId : null, 128 << 10);
+        Console.WriteLine($"| {(tls ? "TLS 1.3" : "plain")} | {mibps:F0} | {small:F0} | {rttUs:F1} |");
     }
 Directory.Delete(fleet, true);
 return 0;
 
-static (double MiBps, double RttUs) Transport(TlsIdentity? server, TlsIdentity? client)
+static (double MiBps, double RttUs) Transport(TlsIdentity? server, TlsIdentity? client, int frameBytes)
 {
     var listener = new TcpListener(IPAddress.Loopback, 0);
     listener.Start();
@@ -165,18 +191,19 @@ static (double MiBps, double RttUs) Transport(TlsIdentity? server, TlsIdentity? 
     using var c = Connection.Connect($"127.0.0.1:{port}", tls: client);
     acceptor.Join();
     using var a = accepted!;
+    a.FrameTimeout = TimeSpan.FromSeconds(30); // as a host reads
     listener.Stop();
-    var payload = new byte[1 << 20];
+    var payload = new byte[frameBytes];
     Random.Shared.NextBytes(payload);
     var batch = new Envelope { Pages = new PageBatch { Zstd = ByteString.CopyFrom(payload) } };
     batch.Pages.Pages.Add(0);
-    const int frames = 300;
+    int frames = (300 << 20) / frameBytes;
     var sink = new Thread(() => { for (int i = 0; i < frames; i++) a.Receive(); });
     var sw = Stopwatch.StartNew();
     sink.Start();
     for (int i = 0; i < frames; i++) c.Send(batch);
     sink.Join();
-    double mibps = frames / sw.Elapsed.TotalSeconds;
+    double mibps = (double)frames * frameBytes / (1 << 20) / sw.Elapsed.TotalSeconds;
     var echo = new Thread(() => { for (int i = 0; i < 2100; i++) { a.Receive(); a.Send(new Envelope { Ack = new Ack { Icount = (ulong)i } }); } });
     echo.Start();
     var rtts = new List<double>();
@@ -251,10 +278,15 @@ static Envelope ReadFrame(Stream s)
     return Envelope.Parser.ParseFrom(payload);
 }
 
-static Envelope Setup(string name, ulong memory) => new()
+static Envelope Setup(string name, ulong memory, string source)
 {
-    Setup = new MigrateSetup { MigrationId = $"m-{name}", Name = name, MemorySize = memory, PageCount = (uint)(memory / 4096), Strategy = Strategy.Log, Source = "127.0.0.1:1", ImageName = "x" },
-};
+    // What a real source of this build announces (the destination checks it before any page), at the claimed size.
+    using var m = new LiveMigration.Guest.Machine(new LiveMigration.Guest.MachineConfig { MemorySize = 1 << 20 }, LiveMigration.Guest.NullHostPort.Instance, compileBlocks: false);
+    var id = LiveMigration.Migration.Engine.MachineIdentities.Of(m);
+    id.MemorySize = memory;
+    id.PageCount = (uint)(memory / 4096);
+    return new() { Setup = new MigrateSetup { MigrationId = $"m-{name}", Name = name, MemorySize = memory, PageCount = (uint)(memory / 4096), Strategy = Strategy.Log, Source = source, ImageName = "x", Machine = id } };
+}
 
 List<string> Status() { using var c = HostClient.Connect(host.Address, op); return c.Status().Guests.Select(g => g.Name).ToList(); }
 

@@ -42,7 +42,9 @@ public sealed class OperatorServer : IDisposable
         Metrics = new HostMetrics();
         var json = new JsonSerializerOptions(JsonSerializerDefaults.Web);
         _watch = new HostWatch(host, options.Peers, _feed, Metrics, json);
-        ApiEndpoints.Map(_app, host, _watch, options.Authorizer, json);
+        // A host with TLS obeys certificates only: the page's loopback default would be a way around them.
+        var authorizer = host.Options.Tls != null && options.Authorizer is Access.LoopbackOnly ? new Access.ViewOnly() : options.Authorizer;
+        ApiEndpoints.Map(_app, host, _watch, authorizer, json);
         EventStream.Map(_app, _feed, _watch, json, _app.Lifetime.ApplicationStopping);
         _app.MapGet("/metrics", async (HttpContext ctx) =>
         {

@@ -72,6 +72,24 @@ public sealed class ApiTests
     }
 
     [Fact]
+    public async Task A_host_with_tls_serves_a_dashboard_that_shows_and_does_not_control()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"lm-dash-tls-{Environment.ProcessId}");
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        Migration.Transport.Tls.CertificateAuthority.Init(dir, "op");
+        Migration.Transport.Tls.CertificateAuthority.Issue(dir, Migration.Transport.Tls.Role.Host, "h", [IPAddress.Loopback]);
+        using var host = new GuestHost(new HostOptions { Tls = Migration.Transport.Tls.TlsIdentity.Load(Path.Combine(dir, "h")) });
+        using var dashboard = new OperatorServer(host, new OperatorOptions());
+        using var http = Client(dashboard);
+        var migrate = await http.PostAsJsonAsync("/api/migrate", new { name = "g", to = "127.0.0.1:1" });
+        Assert.Equal(HttpStatusCode.Forbidden, migrate.StatusCode);
+        Assert.Contains("needs an operator certificate", await ErrorText(migrate));
+        var cancel = await http.PostAsJsonAsync("/api/cancel", new { name = "g" });
+        Assert.Equal(HttpStatusCode.Forbidden, cancel.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/api/status")).StatusCode);
+    }
+
+    [Fact]
     public async Task A_migration_shows_in_the_event_stream_the_reports_and_the_metrics()
     {
         using var hosts = new TwoHosts();

@@ -11,6 +11,8 @@ public sealed record SwitchoverRecord(string MigrationId, string Guest, string S
     public byte[] ConsoleBacklog { get; init; } = [];
     /// <summary>The ownership epoch the source held the guest under at set-up (what a fleet's commit moves; 0 pairwise).</summary>
     public long Epoch { get; init; }
+    /// <summary>The destination's certificate name (null without TLS): only it may ask for this migration's GO and console bytes.</summary>
+    public string? DestinationHost { get; init; }
 }
 
 /// <summary>
@@ -45,7 +47,7 @@ public sealed class PairwiseCommit(GuestHost host) : ISwitchoverCommit
 {
     public string? Commit(SwitchoverRecord record)
     {
-        host.RecordOutcome(record.MigrationId, new Outcome(Decision.Go, record.ConsoleInput, record.ConsoleBacklog)); // journaled before GO can reach anyone
+        host.RecordOutcome(record.MigrationId, new Outcome(Decision.Go, record.ConsoleInput, record.ConsoleBacklog, record.DestinationHost)); // journaled before GO can reach anyone
         return null;
     }
 

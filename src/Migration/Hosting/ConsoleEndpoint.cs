@@ -57,7 +57,7 @@ public sealed class ConsoleEndpoint : ISerialBackend
         _listener = new TcpListener(address, 0);
         _listener.Start();
         EndPoint = (IPEndPoint)_listener.LocalEndpoint;
-        new Thread(AcceptLoop) { IsBackground = true, Name = "console-accept" }.Start();
+        _ = AcceptLoopAsync();
     }
 
     public IPEndPoint EndPoint { get; }
@@ -65,38 +65,45 @@ public sealed class ConsoleEndpoint : ISerialBackend
     /// <summary>Total bytes the guest wrote (tests check continuity against it).</summary>
     public long OutputBytes { get; private set; }
 
-    private void AcceptLoop()
+    /// <summary>
+    /// Accepts without a thread: a client still in its TLS handshake (or one that never finishes it)
+    /// waits asynchronously and never holds up the operator who attaches next.
+    /// </summary>
+    private async Task AcceptLoopAsync()
     {
         while (true)
         {
             Socket socket;
-            try { socket = _listener.AcceptSocket(); }
-            catch (SocketException) { return; }
-            catch (ObjectDisposedException) { return; }
-            catch (InvalidOperationException) { return; } // the listener was stopped before or while this thread started
-            var client = Authenticate(socket);
-            if (client == null) continue;
-            lock (_lock)
+            try { socket = await _listener.AcceptSocketAsync(); }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException or InvalidOperationException) { return; } // stopped
+            _ = AttachAsync(socket);
+        }
+    }
+
+    private async Task AttachAsync(Socket socket)
+    {
+        var client = await AuthenticateAsync(socket);
+        if (client == null) return;
+        lock (_lock)
+        {
+            if (_closed) { client.Dispose(); return; }
+            try { _client?.Socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
+            _client?.Dispose();
+            _client = client;
+            // Hand over what was written while nobody listened.
+            if (_backlog.Count > 0)
             {
-                if (_closed) { client.Dispose(); return; }
-                try { _client?.Socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
-                _client?.Dispose();
-                _client = client;
-                // Hand over what was written while nobody listened.
-                if (_backlog.Count > 0)
-                {
-                    try { client.Send(_backlog.ToArray()); } catch (IOException) { }
-                    _backlog.Clear();
-                }
-                var pump = new Thread(() => Pump(client)) { IsBackground = true, Name = "console-input" };
-                _pump = pump;
-                pump.Start();
+                try { client.Send(_backlog.ToArray()); } catch (IOException) { }
+                _backlog.Clear();
             }
+            var pump = new Thread(() => Pump(client)) { IsBackground = true, Name = "console-input" };
+            _pump = pump;
+            pump.Start();
         }
     }
 
     /// <summary>The TLS handshake and the role check of a new console client; null (and the socket closed) when refused.</summary>
-    private Client? Authenticate(Socket socket)
+    private async Task<Client?> AuthenticateAsync(Socket socket)
     {
         try
         {
@@ -104,14 +111,12 @@ public sealed class ConsoleEndpoint : ISerialBackend
             // A client that stops reading must not hold the guest's output path for long.
             socket.SendTimeout = 5000;
             if (_tls == null) return new Client(socket, new NetworkStream(socket, ownsSocket: false), PeerIdentity.Loopback);
-            socket.ReceiveTimeout = (int)_handshakeTimeout.TotalMilliseconds;
-            var (ssl, peer) = _tls.AuthenticateAsServer(new NetworkStream(socket, ownsSocket: false));
-            socket.ReceiveTimeout = 0;
+            var (ssl, peer) = await _tls.AuthenticateAsServerAsync(new NetworkStream(socket, ownsSocket: false), _handshakeTimeout, CancellationToken.None);
             if (Authorization.Denial(peer, Request.Console) is { } denied)
             {
                 _log?.Invoke($"refused a console client ({peer}): {denied}");
-                try { ssl.Write(System.Text.Encoding.UTF8.GetBytes($"lm: refused: {denied}\n")); } catch (IOException) { }
-                ssl.Dispose();
+                try { await ssl.WriteAsync(System.Text.Encoding.UTF8.GetBytes($"lm: refused: {denied}\n")); } catch (IOException) { }
+                await ssl.DisposeAsync();
                 socket.Dispose();
                 return null;
             }

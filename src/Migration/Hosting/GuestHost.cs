@@ -38,14 +38,14 @@ internal sealed class GuestEntry(string name)
 }
 
 /// <summary>What a source decided for a migration; a destination that lost GO asks for it.</summary>
-internal sealed record Outcome(Decision Decision, byte[] ConsoleInput, byte[] ConsoleBacklog);
+internal sealed record Outcome(Decision Decision, byte[] ConsoleInput, byte[] ConsoleBacklog, string? Destination = null);
 
 /// <summary>
 /// `lm host`: runs guests, each on its own thread, and serves the framed protocol on one listener:
 /// control connections (start, status, stop, migrate, cancel, resolve, GO queries) and incoming
 /// migrations. No static state: several hosts live side by side in one process (tests, `lm demo`).
 /// </summary>
-public sealed class GuestHost : IDisposable
+public sealed partial class GuestHost : IDisposable
 {
     private readonly TcpListener _listener;
     private readonly Dictionary<string, GuestEntry> _guests = [];
@@ -53,8 +53,9 @@ public sealed class GuestHost : IDisposable
     private readonly CancellationTokenSource _shutdown = new();
     private readonly List<Connection> _connections = [];
     private readonly ConcurrentDictionary<string, PeerIdentity> _owners = new();
+    private readonly ConcurrentDictionary<(string Source, string Name), long> _confirmedSources = new();
+    private const long SourceConfirmationLifetimeMs = 10 * 60 * 1000;
     private int _open; // connections being served (accepted, not yet closed)
-    private long _lastRefusalLog;
     internal readonly object Lock = new();
 
     public GuestHost(HostOptions options)
@@ -80,7 +81,7 @@ public sealed class GuestHost : IDisposable
             ? $"mutual TLS 1.3 on every connection as host '{tls.Name}'; trusting only the CA in {tls.Directory}"
             : "no TLS: listening on loopback only, where every local process may drive this host (use --tls DIR for anything else)");
         Ownership = options.Ownership?.Invoke(this) ?? new PairwiseOwnership(); // FLEET: the owner record's keeper (etcd) or pairwise
-        new Thread(AcceptLoop) { IsBackground = true, Name = $"host-{bound}" }.Start();
+        _ = AcceptLoopAsync();
     }
 
     public HostOptions Options { get; }
@@ -122,32 +123,6 @@ public sealed class GuestHost : IDisposable
         Envelope.Parser.ParseFrom(new Envelope { Pages = batch }.ToByteArray());
     }
 
-    private void AcceptLoop()
-    {
-        while (!_shutdown.IsCancellationRequested)
-        {
-            Socket socket;
-            try { socket = _listener.AcceptSocket(); }
-            catch (SocketException) { return; }
-            catch (ObjectDisposedException) { return; }
-            if (Interlocked.Increment(ref _open) > Options.MaxConnections)
-            {
-                Interlocked.Decrement(ref _open);
-                string from = "?";
-                try { from = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (SocketException) { }
-                socket.Close(0);
-                long now = Environment.TickCount64;
-                if (now - Interlocked.Read(ref _lastRefusalLog) > 1000)
-                {
-                    Interlocked.Exchange(ref _lastRefusalLog, now);
-                    Log($"refused a connection from {from}: {Options.MaxConnections} connections are open (--max-connections)");
-                }
-                continue;
-            }
-            new Thread(() => Serve(socket)) { IsBackground = true, Name = "host-conn" }.Start();
-        }
-    }
-
     /// <summary>An outgoing connection to another host (a migration, a GO query), in TLS when this host has it.</summary>
     internal Connection Connect(string address, TimeSpan? timeout = null, PeerIdentity? expect = null)
     {
@@ -162,101 +137,6 @@ public sealed class GuestHost : IDisposable
 
     /// <summary>A console for a guest of this host: TLS and the Console role when this host has TLS.</summary>
     internal ConsoleEndpoint CreateConsole() => new(BindAddress, Options.Tls, Options.HandshakeTimeout, Log);
-
-    private void Serve(Socket socket)
-    {
-        Connection conn;
-        string from = "?";
-        try { from = socket.RemoteEndPoint?.ToString() ?? "?"; } catch (Exception x) when (x is SocketException or ObjectDisposedException) { }
-        try { conn = Connection.Accept(socket, Options.Tls, Options.HandshakeTimeout); }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
-        {
-            socket.Dispose();
-            Interlocked.Decrement(ref _open);
-            Log($"refused a connection from {from}: {e.Message}");
-            return;
-        }
-        lock (_connections) _connections.Add(conn);
-        try
-        {
-            conn.SendTimeout = Options.ReadTimeout;
-            var purpose = conn.ServerHandshake(Options.HandshakeTimeout, p => Authorization.Denial(conn.Peer, p));
-            conn.FrameTimeout = Options.ReadTimeout;
-            if (purpose == Purpose.Migrate)
-            {
-                conn.Validate = new IncomingStreamRules(this, conn).Check;
-                new MigrationDestination(this, conn).Run();
-            }
-            else
-            {
-                conn.ReceiveTimeout = Options.IdleTimeout;
-                ControlLoop(conn);
-            }
-        }
-        catch (ProtocolException e) { Log($"connection from {conn.Remote}: {e.Message}"); }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { }
-        catch (Exception e)
-        {
-            // One connection's bug must not take the host and its guests down: log it loudly.
-            Log($"internal error serving {conn.Remote}: {e}");
-        }
-        finally
-        {
-            lock (_connections) _connections.Remove(conn);
-            conn.Dispose();
-            Interlocked.Decrement(ref _open);
-        }
-    }
-
-    // ---- Control ----
-
-    private void ControlLoop(Connection conn)
-    {
-        while (true)
-        {
-            Envelope request;
-            try { request = conn.Receive(); }
-            catch (EndOfStreamException) { return; }
-            catch (FrameTooLargeException e)
-            {
-                // Say why before closing, and take in what the client is still writing, so it reads this instead of a reset.
-                try { conn.Send(new Envelope { Result = new Result { Ok = false, Error = $"refused: {e.Message}" } }); } catch (IOException) { }
-                Log($"refused a request from {conn.Remote} ({conn.Peer}): {e.Message}");
-                conn.Discard(Math.Min(e.Length, 2L * FrameLimits.MaxElf), Options.ReadTimeout);
-                return;
-            }
-            Envelope reply;
-            try
-            {
-                if (Authorization.For(request.BodyCase) is not { } kind) throw new HostException($"unexpected control message {request.BodyCase}");
-                if (Authorization.Denial(conn.Peer, kind) is { } denied)
-                {
-                    Log($"refused {request.BodyCase} from {conn.Remote}: {denied}");
-                    throw new HostException(denied);
-                }
-                reply = request.BodyCase switch
-                {
-                    Envelope.BodyOneofCase.StartGuest => Ok(StartGuest(request.StartGuest)),
-                    Envelope.BodyOneofCase.StatusRequest => new Envelope { StatusReply = Status(request.StatusRequest.Name) },
-                    Envelope.BodyOneofCase.StopGuest => Ok(StopGuest(request.StopGuest.Name)),
-                    Envelope.BodyOneofCase.MigrateCommand => new Envelope { Report = Migrate(request.MigrateCommand, p => conn.Send(new Envelope { Progress = p })) },
-                    Envelope.BodyOneofCase.Cancel => Ok(Cancel(request.Cancel.Name)),
-                    Envelope.BodyOneofCase.Resolve => Ok(Resolve(request.Resolve.Name, request.Resolve.Decision)),
-                    Envelope.BodyOneofCase.GoQuery => new Envelope { GoAnswer = AnswerGoQuery(request.GoQuery.MigrationId) },
-                    Envelope.BodyOneofCase.ArrivalQuery => new Envelope { ArrivalAnswer = AnswerArrivalQuery(request.ArrivalQuery) },
-                    _ => throw new HostException($"unexpected control message {request.BodyCase}"),
-                };
-            }
-            catch (Exception e) when (e is HostException or ElfLoadException or BootImageException or FormatException or InvalidDataException)
-            {
-                reply = new Envelope { Result = new Result { Ok = false, Error = e.Message } };
-                if (request.BodyCase is Envelope.BodyOneofCase.StartGuest or Envelope.BodyOneofCase.MigrateCommand
-                    && Authorization.For(request.BodyCase) is { } asked && Authorization.Allows(conn.Peer, asked)) // a denial is logged where it is made
-                    Log($"refused {request.BodyCase} from {conn.Remote} ({conn.Peer}): {e.Message}");
-            }
-            conn.Send(reply);
-        }
-    }
 
     private static Envelope Ok(string message) => new() { Result = new Result { Ok = true, Message = message } };
 
@@ -518,8 +398,11 @@ public sealed class GuestHost : IDisposable
     }
 
     /// <summary>What became of an incoming migration here (a source holding its paused copy asks).</summary>
-    internal ArrivalAnswer AnswerArrivalQuery(ArrivalQuery query)
+    internal ArrivalAnswer AnswerArrivalQuery(ArrivalQuery query, PeerIdentity asker)
     {
+        // Only the source that sent the guest learns what became of it.
+        if (asker.Authenticated && OwnerOf(query.MigrationId) is { } owner && owner.Name != asker.Name)
+            throw new HostException($"{asker} is not {owner}, the source of migration {query.MigrationId}");
         lock (Lock)
         {
             if (!_guests.TryGetValue(query.Name, out var e) || e.ArrivedBy != query.MigrationId)
@@ -532,10 +415,15 @@ public sealed class GuestHost : IDisposable
         }
     }
 
-    internal GoAnswer AnswerGoQuery(string migrationId)
+    internal GoAnswer AnswerGoQuery(string migrationId, PeerIdentity asker)
     {
         if (_outcomes.TryGetValue(migrationId, out var o))
+        {
+            // The answer carries the guest's console bytes: for its destination only.
+            if (asker.Authenticated && o.Destination != null && o.Destination != asker.Name)
+                throw new HostException($"{asker} is not lm-host '{o.Destination}', the destination of migration {migrationId}");
             return new GoAnswer { Decision = o.Decision, ConsoleInput = Google.Protobuf.ByteString.CopyFrom(o.ConsoleInput), ConsoleBacklog = Google.Protobuf.ByteString.CopyFrom(o.ConsoleBacklog) };
+        }
         lock (Lock)
         {
             foreach (var e in _guests.Values)
@@ -595,6 +483,29 @@ public sealed class GuestHost : IDisposable
         if (CapacityProblem(setup.MemorySize, incoming: true) is { } full) return full;
         _owners[setup.MigrationId] = source;
         return null;
+    }
+
+    /// <summary>
+    /// Why <paramref name="peer"/> may not send a migration as the host at <paramref name="source"/>, or
+    /// null. Hosts of one fleet may share an IP address (and so a SAN), so the proof is a call back:
+    /// the host listening at <paramref name="source"/> must present a certificate of the peer's name.
+    /// Without TLS (loopback only) every local process is trusted, as for every other request.
+    /// </summary>
+    internal string? SourceClaimProblem(PeerIdentity peer, string source)
+    {
+        if (!peer.Authenticated) return null;
+        // A confirmed pair stays true while that host keeps its port: only a holder of the same name could take it over.
+        long now = Environment.TickCount64;
+        if (_confirmedSources.TryGetValue((source, peer.Name), out long at) && now - at < SourceConfirmationLifetimeMs) return null;
+        try
+        {
+            using var back = Connect(source, TimeSpan.FromSeconds(5), expect: peer);
+            back.ClientHandshake(Purpose.Control);
+            _confirmedSources[(source, peer.Name)] = now;
+            return null;
+        }
+        catch (TlsRefusedException e) { return $"{peer} claims to be the source {source}, but {e.Message}"; }
+        catch (IOException e) { return $"cannot confirm that {peer} is the source {source} it names: {e.Message}"; }
     }
 
     internal PeerIdentity? OwnerOf(string migrationId) => _owners.GetValueOrDefault(migrationId);

@@ -24,12 +24,13 @@ public sealed class Connection : IDisposable
 
     private readonly Socket _socket;
     private readonly Stream _stream;
-    private readonly object _sendLock = new();
+    private readonly SemaphoreSlim _sendGate = new(1, 1); // sends are serialized, sync or async
     private readonly long[] _sent = new long[6];
     private readonly byte[] _rxHeader = new byte[Frame.HeaderSize];
     private int _closed;
     private int _idleTimeoutMs; // 0: infinite
     private int _socketTimeoutMs;
+    private int _sendTimeoutMs; // 0: infinite
 
     public Connection(Socket socket) : this(socket, null, PeerIdentity.Loopback) { }
 
@@ -100,20 +101,22 @@ public sealed class Connection : IDisposable
     }
 
     /// <summary>Server side of a new connection: the TLS handshake (when <paramref name="tls"/> is set) within <paramref name="handshakeTimeout"/>.</summary>
-    public static Connection Accept(Socket socket, TlsIdentity? tls, TimeSpan handshakeTimeout)
+    public static Connection Accept(Socket socket, TlsIdentity? tls, TimeSpan handshakeTimeout) =>
+        AcceptAsync(socket, tls, handshakeTimeout, CancellationToken.None).AsTask().GetAwaiter().GetResult();
+
+    /// <summary><see cref="Accept"/> without holding a thread while the client takes its time.</summary>
+    public static async ValueTask<Connection> AcceptAsync(Socket socket, TlsIdentity? tls, TimeSpan handshakeTimeout, CancellationToken cancel)
     {
         if (tls == null) return new Connection(socket);
         var net = new NetworkStream(socket, ownsSocket: true);
         try
         {
-            socket.ReceiveTimeout = socket.SendTimeout = (int)handshakeTimeout.TotalMilliseconds;
-            var (ssl, peer) = tls.AuthenticateAsServer(net);
-            socket.ReceiveTimeout = socket.SendTimeout = 0;
+            var (ssl, peer) = await tls.AuthenticateAsServerAsync(net, handshakeTimeout, cancel);
             return new Connection(socket, ssl, peer);
         }
         catch
         {
-            net.Dispose();
+            await net.DisposeAsync();
             throw;
         }
     }
@@ -130,13 +133,50 @@ public sealed class Connection : IDisposable
             message.WriteTo(payload);
             Frame.WriteHeader(frame[..Frame.HeaderSize], (ushort)message.BodyCase, payload);
             Limiter?.Take(frame.Length, cancel);
-            lock (_sendLock) _stream.Write(frame);
+            _sendGate.Wait(CancellationToken.None);
+            try { _stream.Write(frame); }
+            finally { _sendGate.Release(); }
             Interlocked.Add(ref _sent[(int)category], size + Frame.HeaderSize);
         }
         catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
         catch (IOException e) when (e is not ProtocolException) { throw Explain(e, sending: true); }
         catch (InvalidOperationException e) { throw new IOException($"connection unusable: {e.Message}", e); } // SslStream after a failed write
         finally { ArrayPool<byte>.Shared.Return(buffer); }
+    }
+
+    /// <summary>
+    /// A reply on a connection served without a thread of its own: a peer that takes nothing off the
+    /// connection for <see cref="SendTimeout"/> gets an <see cref="IOException"/>, no thread waits for it.
+    /// </summary>
+    public async ValueTask SendAsync(Envelope message, CancellationToken cancel = default)
+    {
+        int size = message.CalculateSize();
+        var buffer = ArrayPool<byte>.Shared.Rent(Frame.HeaderSize + size);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        if (_sendTimeoutMs != 0) timeout.CancelAfter(_sendTimeoutMs);
+        bool entered = false;
+        try
+        {
+            var payload = buffer.AsSpan(Frame.HeaderSize, size);
+            message.WriteTo(payload);
+            Frame.WriteHeader(buffer.AsSpan(0, Frame.HeaderSize), (ushort)message.BodyCase, payload);
+            await _sendGate.WaitAsync(timeout.Token);
+            entered = true;
+            await _stream.WriteAsync(buffer.AsMemory(0, Frame.HeaderSize + size), timeout.Token);
+            Interlocked.Add(ref _sent[(int)ByteCategory.Protocol], size + Frame.HeaderSize);
+        }
+        catch (OperationCanceledException e) when (!cancel.IsCancellationRequested)
+        {
+            throw new IOException($"{Remote} has taken nothing off the connection for {_sendTimeoutMs / 1000.0:F0} s (the host is stopped, stalled or overloaded)", e);
+        }
+        catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
+        catch (IOException e) when (e is not ProtocolException) { throw Explain(e, sending: true); }
+        catch (InvalidOperationException e) { throw new IOException($"connection unusable: {e.Message}", e); }
+        finally
+        {
+            if (entered) _sendGate.Release();
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     /// <summary>Reads the next envelope; EOF, garbage and timeouts are <see cref="IOException"/>s.</summary>
@@ -149,42 +189,98 @@ public sealed class Connection : IDisposable
             ReadExactly(_rxHeader, eofMessage: "the peer closed the connection");
             int length = Frame.ParseHeader(_rxHeader, out _, out ushort type, out uint checksum);
             long deadline = FrameTimeout == Timeout.InfiniteTimeSpan ? 0 : Environment.TickCount64 + (long)FrameTimeout.TotalMilliseconds;
-            // Grown as bytes arrive: a header's claim alone never pins memory.
             buffer = ArrayPool<byte>.Shared.Rent(Math.Clamp(length, 1, InitialBuffer));
             int done = 0;
             while (done < length)
             {
-                if (done == buffer.Length)
-                {
-                    var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)length, 2L * buffer.Length));
-                    buffer.AsSpan(0, done).CopyTo(bigger);
-                    ArrayPool<byte>.Shared.Return(buffer);
-                    buffer = bigger;
-                }
+                Grow(ref buffer, done, length);
                 if (deadline != 0)
                 {
                     long left = deadline - Environment.TickCount64;
-                    if (left <= 0) throw new IOException($"timed out: a {(Envelope.BodyOneofCase)type} frame did not arrive within {FrameTimeout.TotalSeconds:0.#} s");
+                    if (left <= 0) throw FrameTimedOut(type);
                     SetSocketTimeout((int)Math.Max(1, left));
                 }
                 int n = _stream.Read(buffer.AsSpan(done, Math.Min(length, buffer.Length) - done));
                 if (n == 0) throw new EndOfStreamException("the peer closed the connection mid-frame");
                 done += n;
             }
-            if (Frame.Checksum(buffer.AsSpan(0, length)) != checksum)
-                throw new ProtocolException("frame checksum mismatch: the stream is corrupt");
-            Envelope e;
-            try { e = Envelope.Parser.ParseFrom(buffer, 0, length); }
-            catch (InvalidProtocolBufferException ex) { throw new ProtocolException($"undecodable message of type {type}: {ex.Message}", ex); }
-            if ((ushort)e.BodyCase != type) throw new ProtocolException($"frame type {type} does not match its message ({e.BodyCase})");
-            Interlocked.Add(ref _received, length + Frame.HeaderSize);
-            Validate?.Invoke(e);
-            return e;
+            return Decode(buffer, length, type, checksum);
         }
         catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
         catch (IOException e) when (e is not ProtocolException and not EndOfStreamException) { throw Explain(e, sending: false); }
         catch (InvalidOperationException e) { throw new IOException($"connection unusable: {e.Message}", e); }
         finally { if (buffer != null) ArrayPool<byte>.Shared.Return(buffer); }
+    }
+
+    /// <summary>
+    /// <see cref="Receive"/> without a thread waiting: the next frame must begin within <paramref name="wait"/>
+    /// (infinite: <see cref="Timeout.InfiniteTimeSpan"/>) and then arrive whole within <see cref="FrameTimeout"/>.
+    /// </summary>
+    public async ValueTask<Envelope> ReceiveAsync(TimeSpan wait, CancellationToken cancel = default)
+    {
+        byte[]? buffer = null;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        ushort type = 0;
+        bool inFrame = false;
+        try
+        {
+            if (wait != Timeout.InfiniteTimeSpan) timeout.CancelAfter(wait);
+            int got = 0;
+            while (got < Frame.HeaderSize)
+            {
+                int n = await _stream.ReadAsync(_rxHeader.AsMemory(got), timeout.Token);
+                if (n == 0) throw new EndOfStreamException(got == 0 ? "the peer closed the connection" : "the peer closed the connection mid-frame");
+                got += n;
+            }
+            int length = Frame.ParseHeader(_rxHeader, out _, out type, out uint checksum);
+            inFrame = true;
+            timeout.CancelAfter(FrameTimeout); // rescheduled: the frame's own deadline from its header on
+            buffer = ArrayPool<byte>.Shared.Rent(Math.Clamp(length, 1, InitialBuffer));
+            int done = 0;
+            while (done < length)
+            {
+                Grow(ref buffer, done, length);
+                int n = await _stream.ReadAsync(buffer.AsMemory(done, Math.Min(length, buffer.Length) - done), timeout.Token);
+                if (n == 0) throw new EndOfStreamException("the peer closed the connection mid-frame");
+                done += n;
+            }
+            return Decode(buffer, length, type, checksum);
+        }
+        catch (OperationCanceledException e) when (!cancel.IsCancellationRequested)
+        {
+            throw inFrame ? FrameTimedOut(type) : new IdleTimeoutException($"{Remote} has sent nothing for {wait.TotalSeconds:0.#} s", e);
+        }
+        catch (ObjectDisposedException e) { throw new IOException("connection closed", e); }
+        catch (IOException e) when (e is not ProtocolException and not EndOfStreamException) { throw Explain(e, sending: false); }
+        catch (InvalidOperationException e) { throw new IOException($"connection unusable: {e.Message}", e); }
+        finally { if (buffer != null) ArrayPool<byte>.Shared.Return(buffer); }
+    }
+
+    /// <summary>Grown as bytes arrive: a header's claim alone never pins memory.</summary>
+    private static void Grow(ref byte[] buffer, int done, int length)
+    {
+        if (done < buffer.Length) return;
+        var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)length, 2L * buffer.Length));
+        buffer.AsSpan(0, done).CopyTo(bigger);
+        ArrayPool<byte>.Shared.Return(buffer);
+        buffer = bigger;
+    }
+
+    private IOException FrameTimedOut(ushort type) =>
+        new($"timed out: a {(Envelope.BodyOneofCase)type} frame did not arrive within {FrameTimeout.TotalSeconds:0.#} s");
+
+    /// <summary>A whole frame's payload: checksum, decode, type check, <see cref="Validate"/>.</summary>
+    private Envelope Decode(byte[] buffer, int length, ushort type, uint checksum)
+    {
+        if (Frame.Checksum(buffer.AsSpan(0, length)) != checksum)
+            throw new ProtocolException("frame checksum mismatch: the stream is corrupt");
+        Envelope e;
+        try { e = Envelope.Parser.ParseFrom(buffer, 0, length); }
+        catch (InvalidProtocolBufferException ex) { throw new ProtocolException($"undecodable message of type {type}: {ex.Message}", ex); }
+        if ((ushort)e.BodyCase != type) throw new ProtocolException($"frame type {type} does not match its message ({e.BodyCase})");
+        Interlocked.Add(ref _received, length + Frame.HeaderSize);
+        Validate?.Invoke(e);
+        return e;
     }
 
     /// <summary>Says what happened instead of the socket's text ("Broken pipe", "Connection reset by peer").</summary>
@@ -211,21 +307,20 @@ public sealed class Connection : IDisposable
     /// After refusing an oversized frame: reads and drops up to <paramref name="bytes"/> (bounded by
     /// <paramref name="within"/>) so the peer finishes its write and reads the refusal instead of a reset.
     /// </summary>
-    public void Discard(long bytes, TimeSpan within)
+    public async ValueTask DiscardAsync(long bytes, TimeSpan within)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(InitialBuffer);
-        long until = Environment.TickCount64 + (long)within.TotalMilliseconds;
+        using var timeout = new CancellationTokenSource(within);
         try
         {
-            while (bytes > 0 && Environment.TickCount64 < until)
+            while (bytes > 0)
             {
-                SetSocketTimeout((int)Math.Max(1, until - Environment.TickCount64));
-                int n = _stream.Read(buffer.AsSpan(0, (int)Math.Min(bytes, buffer.Length)));
+                int n = await _stream.ReadAsync(buffer.AsMemory(0, (int)Math.Min(bytes, buffer.Length)), timeout.Token);
                 if (n == 0) return;
                 bytes -= n;
             }
         }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException) { }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException or OperationCanceledException) { }
         finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
@@ -251,7 +346,7 @@ public sealed class Connection : IDisposable
     public TimeSpan ReceiveTimeout { set => _idleTimeoutMs = value == Timeout.InfiniteTimeSpan ? 0 : (int)Math.Max(1, value.TotalMilliseconds); }
 
     /// <summary>How long a send may block on a peer that does not read (infinite by default).</summary>
-    public TimeSpan SendTimeout { set => _socket.SendTimeout = value == Timeout.InfiniteTimeSpan ? 0 : (int)Math.Max(1, value.TotalMilliseconds); }
+    public TimeSpan SendTimeout { set => _socket.SendTimeout = _sendTimeoutMs = value == Timeout.InfiniteTimeSpan ? 0 : (int)Math.Max(1, value.TotalMilliseconds); }
 
     /// <summary>Cuts the connection at once (RST): the peer sees an error, not an orderly end. Fault tests use it.</summary>
     public void Abort()
@@ -298,54 +393,45 @@ public sealed class Connection : IDisposable
     }
 
     /// <summary>
-    /// Server side: reads Hello, checks the version and asks <paramref name="authorize"/> whether this
-    /// peer may open a connection for that purpose (null: yes; else why not), answers. Returns the
-    /// purpose, or throws after telling the peer why.
+    /// Server side: reads Hello (within <paramref name="timeout"/>, no thread waiting), checks the
+    /// version and asks <paramref name="authorize"/> whether this peer may open a connection for that
+    /// purpose (null: yes; else why not), answers. Returns the purpose, or throws after telling the peer why.
     /// </summary>
-    public Purpose ServerHandshake(TimeSpan? timeout = null, Func<Purpose, string?>? authorize = null)
+    public async ValueTask<Purpose> ServerHandshakeAsync(TimeSpan timeout, Func<Purpose, string?>? authorize = null, CancellationToken cancel = default)
     {
-        ReceiveTimeout = timeout ?? TimeSpan.FromSeconds(10);
         Envelope hello;
-        try { hello = Receive(); }
+        try { hello = await ReceiveAsync(timeout, cancel); }
         catch (ProtocolException e)
         {
-            Refuse($"not a LiveMigration client: {e.Message}");
+            await RefuseAsync($"not a LiveMigration client: {e.Message}");
             throw;
         }
-        ReceiveTimeout = Timeout.InfiniteTimeSpan;
-        if (hello.BodyCase != Envelope.BodyOneofCase.Hello)
-        {
-            Refuse($"expected Hello, got {hello.BodyCase}");
-            throw new ProtocolException($"peer {Remote} did not start with Hello");
-        }
+        string? why = null;
         var h = hello.Hello;
-        if (h.ProtocolVersion < Frame.MinProtocolVersion || h.MinProtocolVersion > Frame.ProtocolVersion)
+        if (hello.BodyCase != Envelope.BodyOneofCase.Hello) why = $"expected Hello, got {hello.BodyCase}";
+        else if (h.ProtocolVersion < Frame.MinProtocolVersion || h.MinProtocolVersion > Frame.ProtocolVersion)
+            why = $"protocol version {h.ProtocolVersion} is not supported; this host speaks {Frame.MinProtocolVersion}..{Frame.ProtocolVersion}";
+        else if (h.Purpose == Purpose.Unspecified) why = "Hello names no purpose";
+        else if (authorize?.Invoke(h.Purpose) is { } denied) why = denied;
+        if (why != null)
         {
-            string why = $"protocol version {h.ProtocolVersion} is not supported; this host speaks {Frame.MinProtocolVersion}..{Frame.ProtocolVersion}";
-            Refuse(why);
-            throw new ProtocolException($"refused {Remote}: {why}");
-        }
-        if (h.Purpose == Purpose.Unspecified)
-        {
-            Refuse("Hello names no purpose");
-            throw new ProtocolException($"refused {Remote}: Hello names no purpose");
-        }
-        if (authorize?.Invoke(h.Purpose) is { } denied)
-        {
-            Refuse(denied);
-            throw new ProtocolException($"refused {Remote} ({Peer}): {denied}");
+            await RefuseAsync(why);
+            throw new ProtocolException($"refused {Remote} ({Peer}): {why}");
         }
         PeerVersion = Math.Min(h.ProtocolVersion, Frame.ProtocolVersion);
-        Send(new Envelope { HelloReply = new HelloReply { Accepted = true, ProtocolVersion = PeerVersion } });
+        await SendAsync(new Envelope { HelloReply = new HelloReply { Accepted = true, ProtocolVersion = PeerVersion } }, cancel);
         return h.Purpose;
     }
 
-    private void Refuse(string error)
+    private async ValueTask RefuseAsync(string error)
     {
-        try { Send(new Envelope { HelloReply = new HelloReply { Accepted = false, ProtocolVersion = Frame.ProtocolVersion, Error = error } }); }
+        try { await SendAsync(new Envelope { HelloReply = new HelloReply { Accepted = false, ProtocolVersion = Frame.ProtocolVersion, Error = error } }); }
         catch (IOException) { }
     }
 }
+
+/// <summary>No frame began within the wait a receive was given (the peer is idle or gone).</summary>
+public sealed class IdleTimeoutException(string message, Exception inner) : IOException(message, inner);
 
 /// <summary>HOST:PORT parsing shared by the CLI and hosts.</summary>
 public static class Address

@@ -29,3 +29,14 @@ public sealed class LoopbackOnly : IControlAuthorizer
             ? null
             : $"{action} is allowed from this machine only (loopback) until operator roles are configured";
 }
+
+/// <summary>
+/// A host with mutual TLS: a browser brings no client certificate yet, so its dashboard shows and
+/// does not control; control takes an operator certificate (`lm ... --tls DIR`). Without this, any
+/// local process could drive through the page what the TLS listener refuses it.
+/// </summary>
+public sealed class ViewOnly : IControlAuthorizer
+{
+    public string? Deny(HttpContext request, ControlAction action) =>
+        $"{action} needs an operator certificate on this host (it runs with mutual TLS): use `lm` with --tls DIR; the dashboard only shows";
+}

@@ -31,6 +31,19 @@ public sealed class TlsTests(ITestOutputHelper output)
             var r = c.Migrate(new MigrateCommand { Name = "kv", Target = b.Address, Strategy = Strategy.Log });
             Assert.True(r.Success, r.Error);
             Assert.True(r.DigestVerified);
+            // The GO answer carries the console's bytes: only the destination may ask for it.
+            GoAnswer? Ask(string who)
+            {
+                using var id = Fleet.Host(who);
+                using var q = Connection.Connect(a.Address, tls: id);
+                q.ClientHandshake(Purpose.Control);
+                q.Send(new Envelope { GoQuery = new GoQuery { MigrationId = r.MigrationId } });
+                var reply = q.Receive();
+                if (reply.BodyCase == Envelope.BodyOneofCase.Result) Assert.Contains("is not lm-host 'hostB', the destination of migration", reply.Result.Error);
+                return reply.BodyCase == Envelope.BodyOneofCase.GoAnswer ? reply.GoAnswer : null;
+            }
+            Assert.Equal(Decision.Go, Ask("hostB")!.Decision);
+            Assert.Null(Ask("hostC"));
         }
         Assert.NotNull(b.FindInstance("kv"));
         var (host, info) = HostClient.Locate(a.Address, "kv", tls: op);
@@ -126,6 +139,84 @@ public sealed class TlsTests(ITestOutputHelper output)
         var reader = new StreamReader(ssl);
         Assert.Contains("may not attach to consoles", reader.ReadLine());
         Assert.Equal(GuestStatus.Running, a.FindInstance("g")!.State);
+    }
+
+    [Fact]
+    public void A_host_sends_migrations_only_as_itself_and_only_the_owner_completes_one()
+    {
+        var log = new List<string>();
+        using var a = TlsHost("hostA");
+        using var b = TlsHost("hostB");
+        using var c = TlsHost("hostC", log);
+        using var asA = Fleet.Host("hostA");
+        using var asB = Fleet.Host("hostB");
+        using var op = Fleet.Operator;
+        SetupReply Offer(TlsIdentity who, string source, string name)
+        {
+            using var conn = Connection.Connect(c.Address, tls: who);
+            conn.ClientHandshake(Purpose.Migrate);
+            var setup = HostileStreamTests.Setup(name);
+            setup.Setup.Source = source;
+            conn.Send(setup);
+            return conn.Receive().SetupReply;
+        }
+        // hostA's certificate claiming to be hostB (same address, so the same SAN): the call back to hostB shows the lie.
+        var lie = Offer(asA, b.Address, "db");
+        Assert.False(lie.Accepted);
+        Assert.Contains("lm-host 'hostA' claims to be the source", lie.Error);
+        Assert.Contains("lm-host 'hostB'", lie.Error);
+        // A source where no host listens cannot be confirmed either.
+        var nobody = Offer(asA, "127.0.0.1:1", "db");
+        Assert.False(nobody.Accepted);
+        Assert.Contains("cannot confirm", nobody.Error);
+        using (var s = HostClient.Connect(c.Address, op)) Assert.Empty(s.Status().Guests); // nothing reserved
+        Assert.Contains(log, l => l.Contains("refused migration of 'db'") && l.Contains("claims to be the source"));
+
+        // As itself hostA is accepted; then hostB cannot take over that migration's post-copy.
+        using var real = Connection.Connect(c.Address, tls: asA);
+        real.ClientHandshake(Purpose.Migrate);
+        var setup = HostileStreamTests.Setup("db");
+        setup.Setup.Source = a.Address;
+        real.Send(setup);
+        Assert.True(real.Receive().SetupReply.Accepted);
+        using (var thief = Connection.Connect(c.Address, tls: asB))
+        {
+            thief.ClientHandshake(Purpose.Migrate);
+            thief.Send(new Envelope { PostcopyResume = new PostcopyResume { Name = "db", MigrationId = setup.Setup.MigrationId } });
+            Envelope answer;
+            do answer = thief.Receive(); while (answer.BodyCase == Envelope.BodyOneofCase.Heartbeat);
+            Assert.Contains("lm-host 'hostB' is not lm-host 'hostA', the source that owns it", answer.Abort.Reason);
+        }
+        using (var s = HostClient.Connect(c.Address, op)) Assert.Equal(DestinationState.Arriving, s.Status().Guests.Single().Arrival);
+    }
+
+    [Fact]
+    public void Silent_console_clients_do_not_hold_up_the_operator()
+    {
+        using var a = TlsHost("hostA"); // a 5 s handshake timeout
+        using var op = Fleet.Operator;
+        GuestInfo info;
+        using (var c = HostClient.Connect(a.Address, op))
+        {
+            c.Start("kv", Guests.Elf("kv"), 16 << 20, "kv");
+            info = c.Status("kv").Guests.Single();
+        }
+        var (h, p) = Address.Parse(info.Console);
+        var silent = Enumerable.Range(0, 5).Select(_ => new TcpClient(h, p)).ToList(); // connect, never start TLS
+        try
+        {
+            Thread.Sleep(200);
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            using var tcp = new TcpClient(h, p) { ReceiveTimeout = 10000 };
+            var (ssl, _) = op.AuthenticateAsClient(tcp.GetStream(), h);
+            ssl.Write(Encoding.ASCII.GetBytes("SET k v1\nGET k\n"));
+            var text = new StringBuilder();
+            var buffer = new byte[4096];
+            while (!text.ToString().Contains("v1")) text.Append(Encoding.ASCII.GetString(buffer, 0, ssl.Read(buffer)));
+            // Served one after another, five silent clients would hold the operator for 5 x 5 s.
+            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4.5), $"the operator waited {sw.Elapsed.TotalSeconds:F1} s behind silent clients");
+        }
+        finally { silent.ForEach(t => t.Dispose()); }
     }
 
     [Fact]

@@ -33,13 +33,12 @@ internal sealed class MigrationDestination
     internal GuestInstance? Instance => _switchover.Instance;
     private IArrivalStrategy Current => _current ?? throw new ProtocolException("no strategy set up");
 
-    public void Run()
+    /// <summary>Serves the stream that began with <paramref name="first"/> (its set-up, or a post-copy resume).</summary>
+    public void Run(Envelope first)
     {
         var conn = _ctx.Conn;
         try
         {
-            conn.ReceiveTimeout = TimeSpan.FromSeconds(10);
-            var first = conn.Receive();
             if (first.BodyCase == Envelope.BodyOneofCase.PostcopyResume)
             {
                 conn.ReceiveTimeout = TimeSpan.FromSeconds(60);
@@ -85,6 +84,8 @@ internal sealed class MigrationDestination
             why = $"unknown strategy {(int)setup.Strategy} (a peer of a newer build)";
         // FLEET: a draining host takes no guests; the record must name the source (its epoch is what the commit moves).
         else if (host.Ownership.RefuseNewGuests() is { } refused) why = refused;
+        // The source named here is whom GO is asked of and whose fleet record is moved: it must be the peer.
+        else if (host.SourceClaimProblem(_ctx.Conn.Peer, setup.Source) is { } impostor) why = impostor;
         else if (host.Ownership.EpochIfOwner(setup.Name, setup.Source) is long epoch) _ctx.Epoch = epoch;
         else why = $"the fleet record of '{setup.Name}' does not name {setup.Source}";
         if (why != null) return false;

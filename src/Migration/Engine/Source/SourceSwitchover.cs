@@ -125,7 +125,11 @@ internal sealed class SourceSwitchover
     }
 
     private SwitchoverRecord Record(SwitchoverPoint? point) =>
-        new(_ctx.Id, _ctx.Command.Name, _ctx.Host.Address, _ctx.Target, point?.Icount ?? 0, point?.Digest ?? 0) { Epoch = _ctx.Epoch };
+        new(_ctx.Id, _ctx.Command.Name, _ctx.Host.Address, _ctx.Target, point?.Icount ?? 0, point?.Digest ?? 0)
+        {
+            Epoch = _ctx.Epoch,
+            DestinationHost = _ctx.Conn?.Peer is { Authenticated: true } peer ? peer.Name : null,
+        };
 
     /// <summary>On the return-path reader, for the ACK that matches: commit, then GO at once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // switchover path: optimized at its first call, not tiered up later

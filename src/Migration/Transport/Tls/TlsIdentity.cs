@@ -49,15 +49,20 @@ public sealed class TlsIdentity : IDisposable
         return new TlsIdentity(caCert, own, check.Identity.Role!.Value, check.Identity.Name, dir);
     }
 
-    /// <summary>Server side of the TLS handshake; returns the stream and the client's proven identity.</summary>
-    public (SslStream Stream, PeerIdentity Peer) AuthenticateAsServer(Stream inner)
+    /// <summary>
+    /// Server side of the TLS handshake, with no thread waiting on the client; returns the stream and
+    /// the client's proven identity. A client that does not complete it within <paramref name="timeout"/> is refused.
+    /// </summary>
+    public async ValueTask<(SslStream Stream, PeerIdentity Peer)> AuthenticateAsServerAsync(Stream inner, TimeSpan timeout, CancellationToken cancel)
     {
         PeerIdentity? peer = null;
         string? error = null;
         var ssl = new SslStream(inner, leaveInnerStreamOpen: false);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        deadline.CancelAfter(timeout);
         try
         {
-            ssl.AuthenticateAsServer(new SslServerAuthenticationOptions
+            await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
             {
                 ServerCertificate = Certificate,
                 ClientCertificateRequired = true,
@@ -69,11 +74,16 @@ public sealed class TlsIdentity : IDisposable
                     (peer, error) = (r.Identity, r.Error);
                     return r.Identity != null;
                 },
-            });
+            }, deadline.Token);
+        }
+        catch (OperationCanceledException e) when (!cancel.IsCancellationRequested)
+        {
+            await ssl.DisposeAsync();
+            throw new TlsRefusedException($"the TLS handshake did not complete within {timeout.TotalSeconds:0.#} s", e);
         }
         catch (Exception e) when (e is AuthenticationException or IOException or System.ComponentModel.Win32Exception)
         {
-            ssl.Dispose();
+            await ssl.DisposeAsync();
             throw new TlsRefusedException(error ?? $"TLS handshake failed (a plaintext or non-TLS-1.3 client, or no certificate): {e.Message}", e);
         }
         return (ssl, peer ?? throw new TlsRefusedException("the client presented no certificate"));
