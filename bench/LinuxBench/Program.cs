@@ -50,9 +50,16 @@ try
     long shortBytes = new FileInfo(shortTrace).Length, longBytes = new FileInfo(longTrace).Length;
     double rate = (longBytes - shortBytes) / idle;
     Console.WriteLine($"idle log rate: {longBytes - shortBytes} bytes more over {idle:F0} s more of idle guest time = {rate:F0} B/s (target <= 1024 B/s; QEMU rr, bare-metal idle: 13.7 KB/s)");
-    double replayShort = Replay(shortTrace), replayLong = Replay(longTrace);
-    double idleReplay = Math.Max(replayLong - replayShort, 1e-3);
-    Console.WriteLine($"replay: boot trace {replayShort:F2} s, idle trace {replayLong:F2} s; the {idle:F0} s of idle replay in {idleReplay:F2} s = {idle / idleReplay:F0}x real time (target >= 100x)");
+    // Medians of alternating replays; a difference inside their spread is reported as a bound, not a ratio.
+    var shortRuns = new List<double>(); var longRuns = new List<double>();
+    for (int i = 0; i < runs; i++) { shortRuns.Add(Replay(shortTrace)); longRuns.Add(Replay(longTrace)); }
+    double replayShort = Median(shortRuns), replayLong = Median(longRuns);
+    double spread = Math.Max(shortRuns.Max() - shortRuns.Min(), longRuns.Max() - longRuns.Min());
+    double idleReplay = replayLong - replayShort;
+    string verdict = idleReplay > spread
+        ? $"the {idle:F0} s of idle replay in {idleReplay:F2} s = {idle / idleReplay:F0}x real time"
+        : $"the {idle:F0} s of idle add {idleReplay:F3} s, within the replays' spread of {spread:F3} s: at least {idle / Math.Max(spread, 1e-3):F0}x real time";
+    Console.WriteLine($"replay (median of {runs}): boot trace {replayShort:F2} s, idle trace {replayLong:F2} s; {verdict} (target >= 100x)");
 }
 finally { Directory.Delete(tmp, recursive: true); }
 return 0;
