@@ -114,6 +114,9 @@ public sealed class SwitchoverFaultTests(ITestOutputHelper output)
         Hosts.WaitUntil(() => hosts.B.Status().Guests.Count == 0, 15000, "the destination to discard its copy once it wakes");
         for (int i = 0; i < 20; i++) Assert.Equal($"x{i}", client.Get($"a{i}"));
 
+        // The retry is against the woken destination. It may have discarded before waking (a receive
+        // already under way when the stall began takes the Abort), so wait for the stall's end itself.
+        Hosts.WaitUntil(() => Environment.TickCount64 >= Interlocked.Read(ref stallUntil), 15000, "the destination's stall to end");
         var retry = hosts.Migrate("kv", hosts.A, hosts.B, strategy);
         Assert.True(retry.Success, retry.Error);
         Assert.Equal(hosts.B.Address, hosts.RunningOn("kv"));
