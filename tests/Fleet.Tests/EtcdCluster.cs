@@ -101,18 +101,24 @@ public sealed class EtcdCluster : IDisposable
     /// <summary>The index of the member that leads now.</summary>
     public int Leader()
     {
-        for (int i = 0; i < _members.Length; i++)
+        // Asked again for a while: a status call can time out on a loaded machine, or land mid-election.
+        var until = DateTime.UtcNow.AddSeconds(15);
+        while (true)
         {
-            if (_members[i] is not { HasExited: false }) continue;
-            using var c = new EtcdClient([Endpoint(i)]);
-            try
+            for (int i = 0; i < _members.Length; i++)
             {
-                var s = c.Status(0);
-                if (s.Leader == s.Header.MemberId) return i;
+                if (_members[i] is not { HasExited: false }) continue;
+                using var c = new EtcdClient([Endpoint(i)]);
+                try
+                {
+                    var s = c.Status(0);
+                    if (s.Leader == s.Header.MemberId) return i;
+                }
+                catch (Exception e) when (e is Grpc.Core.RpcException or LiveMigration.Fleet.Etcd.EtcdUnavailableException) { }
             }
-            catch (Grpc.Core.RpcException) { }
+            if (DateTime.UtcNow > until) throw new InvalidOperationException("no etcd member leads");
+            Thread.Sleep(100);
         }
-        throw new InvalidOperationException("no etcd member leads");
     }
 
     /// <summary>kill -9 of one member.</summary>
