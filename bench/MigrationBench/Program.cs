@@ -10,7 +10,7 @@ using LiveMigration.Migration.Reports;
 
 // Migrates idle, compute, dirty and kv-under-load guests with both strategies between two hosts on
 // loopback with a 1 Gbit/s cap, and prints downtime, total time, bytes and throttle.
-// Usage: dotnet run -c Release --project bench/MigrationBench [-- --bandwidth 1gbit --warmup 2 --guests idle,compute,dirty,kv --strategies stopcopy,log --tls off|on|both --runs 1]
+// Usage: dotnet run -c Release --project bench/MigrationBench [-- --bandwidth 1gbit --warmup 2 --guests idle,compute,dirty,kv --strategies stopcopy,log --tls off|on|both --runs 1 --mem 128M]
 // --tls on runs the hosts with mutual TLS 1.3 (a fleet made for the run); both runs every case without and with it,
 // alternating plain and TLS run by run (--runs N times), and ends with medians side by side and TLS's cost.
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
@@ -18,6 +18,8 @@ string bandwidthText = Arg("--bandwidth", "1gbit");
 double warmup = double.Parse(Arg("--warmup", "2"), CultureInfo.InvariantCulture);
 var selected = Arg("--guests", "idle,compute,dirty,kv").Split(',');
 var strategies = Arg("--strategies", "stopcopy,log").Split(',');
+// Guest memory: the dirty guest's checkpoint is ~0.43 of it, so 1G makes a transfer of a few seconds, long enough to time.
+ulong mem = LiveMigration.Guest.MachineConfig.ParseSize(Arg("--mem", "128M"));
 string tlsMode = Arg("--tls", "off");
 int runs = int.Parse(Arg("--runs", "1"), CultureInfo.InvariantCulture);
 if (runs < 1) throw new FormatException("--runs takes a positive count");
@@ -37,10 +39,10 @@ string dir = FindGuests();
 
 var cases = new (string Label, string Elf, ulong Mem, bool Kv)[]
 {
-    ("idle", "idle_forever", 128UL << 20, false),
-    ("compute", "compute_forever", 128UL << 20, false),
-    ("dirty", "dirty_forever", 128UL << 20, false),
-    ("kv", "kv", 128UL << 20, true),
+    ("idle", "idle_forever", mem, false),
+    ("compute", "compute_forever", mem, false),
+    ("dirty", "dirty_forever", mem, false),
+    ("kv", "kv", mem, true),
 };
 var rows = new List<string[]>();
 bool verbose = args.Contains("--verbose");

@@ -101,7 +101,9 @@ internal sealed class SourceSwitchover
         if (ack.Digest != point.Digest || ack.Icount != point.Icount)
             throw new MigrationFailedException($"destination verified icount {ack.Icount} digest {ack.Digest:x16}, source has {point.Icount} {point.Digest:x16}");
         if (!Committed && Commit(point)) { RecordMove(); _ctx.Fault(FaultPoint.AfterAck); } // the reader could not commit (an abort that won: this throws)
-        _ctx.Log($"switchover: final state sent {(tFinal - _ctx.Times.Pause) * 1000:F2} ms after the pause, ACK and GO {(_ctx.Times.Go - _ctx.Times.Pause) * 1000:F2} ms after it");
+        // GO is stamped only when the reader sent it; otherwise FinishAfterCommit sends it next.
+        string go = _ctx.Times.Go > _ctx.Times.Pause ? $"ACK and GO {(_ctx.Times.Go - _ctx.Times.Pause) * 1000:F2} ms after it" : $"ACK {(_ctx.Now - _ctx.Times.Pause) * 1000:F2} ms after it, GO next";
+        _ctx.Log($"switchover: final state sent {(tFinal - _ctx.Times.Pause) * 1000:F2} ms after the pause, {go}");
     }
 
     /// <summary>The point of no return: from here the guest belongs to the destination. Throws when it is not (abort, refusal).</summary>

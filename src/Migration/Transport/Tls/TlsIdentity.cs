@@ -57,7 +57,7 @@ public sealed class TlsIdentity : IDisposable
     {
         PeerIdentity? peer = null;
         string? error = null;
-        var ssl = new SslStream(inner, leaveInnerStreamOpen: false);
+        var ssl = new SslStream(new ReadAheadStream(inner), leaveInnerStreamOpen: false);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         deadline.CancelAfter(timeout);
         try
@@ -94,7 +94,7 @@ public sealed class TlsIdentity : IDisposable
     {
         PeerIdentity? peer = null;
         string? error = null;
-        var ssl = new SslStream(inner, leaveInnerStreamOpen: false);
+        var ssl = new SslStream(new ReadAheadStream(inner), leaveInnerStreamOpen: false);
         try
         {
             ssl.AuthenticateAsClient(new SslClientAuthenticationOptions
