@@ -4,8 +4,12 @@ using LiveMigration.Guest.Loader;
 
 // Guest MIPS of our machine against QEMU TCG on the same ELF, measured side by side in one run
 // (the machine is shared and noisy: only the ratios are meaningful). Each figure is the best of N.
-//   dotnet run -c Release --project bench/GuestBench [-- ELF [REPEATS]]
+//   dotnet run -c Release --project bench/GuestBench [-- ELF [REPEATS] [--tcg-only]]
+// --tcg-only: ours (block compiler) against QEMU TCG alone, without the interpreter's and -icount's
+// slow runs (minutes on the long ELFs).
 string root = FindRoot();
+bool tcgOnly = args.Contains("--tcg-only");
+args = args.Where(a => a != "--tcg-only").ToArray();
 string elf = args.Length > 0 ? args[0] : Path.Combine(root, "guests/build/compute.elf");
 int repeats = args.Length > 1 ? int.Parse(args[1]) : 3;
 
@@ -13,17 +17,17 @@ var (icount, output) = RunOurs(elf, compile: true, out _);
 Console.WriteLine($"guest: {Path.GetFileName(elf)}, {icount:N0} instructions, output: {output.Trim()}");
 
 double ours = Best(repeats, () => { RunOurs(elf, compile: true, out double s); return s; });
-double interp = Best(repeats, () => { RunOurs(elf, compile: false, out double s); return s; });
+double interp = tcgOnly ? double.NaN : Best(repeats, () => { RunOurs(elf, compile: false, out double s); return s; });
 double qemuStartup = Best(repeats, () => RunQemu(Path.Combine(root, "guests/build/hello.elf"), icountMode: false));
 double qemu = Best(repeats, () => RunQemu(elf, icountMode: false)) - qemuStartup;
-double qemuIcount = Best(repeats, () => RunQemu(elf, icountMode: true)) - qemuStartup;
+double qemuIcount = tcgOnly ? double.NaN : Best(repeats, () => RunQemu(elf, icountMode: true)) - qemuStartup;
 
 Console.WriteLine();
 Console.WriteLine($"{"engine",-38} {"seconds",8} {"guest MIPS",11} {"ours/that",10}");
 Row("ours (block compiler)", ours);
-Row("ours (interpreter only)", interp);
+if (!tcgOnly) Row("ours (interpreter only)", interp);
 Row("QEMU 7.2 TCG", qemu);
-Row("QEMU 7.2 TCG -icount shift=0", qemuIcount);
+if (!tcgOnly) Row("QEMU 7.2 TCG -icount shift=0", qemuIcount);
 Console.WriteLine($"(QEMU times exclude its start-up, measured on hello.elf: {qemuStartup:F3} s)");
 
 void Row(string name, double seconds) =>

@@ -68,7 +68,8 @@ internal sealed unsafe partial class Hart
     {
         TlbEntry* e = table + ((a >> GuestMemory.PageShift) & Tlb.Mask);
         o = a + e->Addend;
-        return e->Tag == a >> GuestMemory.PageShift && (a & (GuestMemory.PageSize - 1)) <= (ulong)(GuestMemory.PageSize - size);
+        // The entry at va's index never holds the next page: one compare also rules out a page cross.
+        return e->Tag == (a + (ulong)(size - 1)) >> GuestMemory.PageShift;
     }
 
     /// <summary>True while the loop runs with translation (read by the slow paths).</summary>

@@ -40,8 +40,8 @@ public sealed unsafe partial class GuestMemory : IDisposable
         Base = baseAddress;
         Size = size;
         PageCount = checked((int)(size / PageSize));
-        // calloc lets the OS hand out zero pages lazily, so an untouched 128 MiB guest costs little.
-        Ram = (byte*)NativeMemory.AllocZeroed((nuint)size);
+        // The OS hands out zero pages lazily, so an untouched 128 MiB guest costs little.
+        Ram = HostPages.Allocate((nuint)size);
         WriteFast = GC.AllocateArray<byte>(PageCount, pinned: true); // compiled blocks read it through a pointer
         DirtyMap = new byte[PageCount];
         DecodeCache = new DecodedInsn[PageCount][];
@@ -401,6 +401,6 @@ public sealed unsafe partial class GuestMemory : IDisposable
 
     private void FreeRam()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) == 0) NativeMemory.Free(Ram);
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) HostPages.Free(Ram, (nuint)Size);
     }
 }

@@ -358,14 +358,14 @@ internal static unsafe partial class BlockCompiler
             Const(Tlb.Mask); il.Emit(OpCodes.And); Const((ulong)sizeof(TlbEntry)); il.Emit(OpCodes.Mul);
             if (write) { Const((ulong)(Tlb.Size * sizeof(TlbEntry))); il.Emit(OpCodes.Add); }
             il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, _entry);
+            // One compare for the page and the page cross: the entry indexed by va's page holds only
+            // pages with that index, never the next page, so the tag equals the page of the access's
+            // last byte only when that page is va's own.
             il.Emit(OpCodes.Ldloc, _entry); il.Emit(OpCodes.Ldind_I8);
-            il.Emit(OpCodes.Ldloc, _va); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
+            il.Emit(OpCodes.Ldloc, _va);
+            if (size > 1) { Const((ulong)(size - 1)); il.Emit(OpCodes.Add); }
+            il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
             il.Emit(OpCodes.Bne_Un, bail);
-            if (size > 1)
-            {
-                il.Emit(OpCodes.Ldloc, _va); Const(GuestMemory.PageSize - 1); il.Emit(OpCodes.And);
-                Const((ulong)(GuestMemory.PageSize - size)); il.Emit(OpCodes.Bgt_Un, bail);
-            }
             il.Emit(OpCodes.Ldloc, _va);
             il.Emit(OpCodes.Ldloc, _entry); il.Emit(OpCodes.Ldc_I4, 8); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I8);
             il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, offset);
@@ -388,7 +388,7 @@ internal static unsafe partial class BlockCompiler
             // The write barrier: bail unless stores to this page need no bookkeeping.
             il.Emit(OpCodes.Ldarg_2); il.Emit(OpCodes.Ldloc, offset); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
             il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_U1); il.Emit(OpCodes.Brfalse, bail);
-            if (size > 1)
+            if (size > 1 && !_translated) // translated: the TLB compare already kept the store inside one page
             {
                 il.Emit(OpCodes.Ldloc, offset); Const(GuestMemory.PageSize - 1); il.Emit(OpCodes.And);
                 Const((ulong)(GuestMemory.PageSize - size)); il.Emit(OpCodes.Bgt_Un, bail);
