@@ -4,12 +4,13 @@ using LiveMigration.Guest.Loader;
 
 // Guest MIPS of our machine against QEMU TCG on the same ELF, measured side by side in one run
 // (the machine is shared and noisy: only the ratios are meaningful). Each figure is the best of N.
-//   dotnet run -c Release --project bench/GuestBench [-- ELF [REPEATS] [--tcg-only]]
+//   dotnet run -c Release --project bench/GuestBench [-- ELF [REPEATS] [--tcg-only | --ours-only]]
 // --tcg-only: ours (block compiler) against QEMU TCG alone, without the interpreter's and -icount's
-// slow runs (minutes on the long ELFs).
+// slow runs (minutes on the long ELFs); --ours-only: the block compiler alone (A/B of our own changes).
 string root = FindRoot();
-bool tcgOnly = args.Contains("--tcg-only");
-args = args.Where(a => a != "--tcg-only").ToArray();
+bool oursOnly = args.Contains("--ours-only");
+bool tcgOnly = oursOnly || args.Contains("--tcg-only");
+args = args.Where(a => a is not ("--tcg-only" or "--ours-only")).ToArray();
 string elf = args.Length > 0 ? args[0] : Path.Combine(root, "guests/build/compute.elf");
 int repeats = args.Length > 1 ? int.Parse(args[1]) : 3;
 
@@ -18,6 +19,11 @@ Console.WriteLine($"guest: {Path.GetFileName(elf)}, {icount:N0} instructions, ou
 
 double ours = Best(repeats, () => { RunOurs(elf, compile: true, out double s); return s; });
 double interp = tcgOnly ? double.NaN : Best(repeats, () => { RunOurs(elf, compile: false, out double s); return s; });
+if (oursOnly)
+{
+    Console.WriteLine($"ours (block compiler) {ours:F3} s, {icount / ours / 1e6:F1} MIPS");
+    return;
+}
 double qemuStartup = Best(repeats, () => RunQemu(Path.Combine(root, "guests/build/hello.elf"), icountMode: false));
 double qemu = Best(repeats, () => RunQemu(elf, icountMode: false)) - qemuStartup;
 double qemuIcount = tcgOnly ? double.NaN : Best(repeats, () => RunQemu(elf, icountMode: true)) - qemuStartup;

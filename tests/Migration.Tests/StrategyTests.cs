@@ -22,6 +22,7 @@ public sealed class StrategyTests(ITestOutputHelper output)
     [InlineData("precopy", "idle_forever")]
     [InlineData("precopy", "compute_forever")]
     [InlineData("precopy", "dirty_hotcold")]
+    [InlineData("precopy", "dirty_hotcold_sv39")] // S-mode stores through compiled code's superpage region
     [InlineData("auto", "idle_forever")]
     [InlineData("auto", "compute_forever")]
     [InlineData("auto", "dirty_hotcold")]

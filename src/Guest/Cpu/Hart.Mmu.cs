@@ -80,9 +80,10 @@ internal sealed unsafe partial class Hart : IDisposable
         uint priv = access == Access.Fetch ? s->Priv : DataPriv;
         pa = va;
         bool pageUniform = true;
+        ulong leafBytes = 0;
         if (priv < Priv.M && Sv.Mode(s->Satp) != Sv.Bare)
         {
-            ulong r = Walk(va, access, priv, out pa);
+            ulong r = Walk(va, access, priv, out pa, out leafBytes);
             if (r != FaultNone) return r;
         }
         int perms = Pmp.Check(s, priv, pa & ~0xFFFUL, GuestMemory.PageSize);
@@ -91,14 +92,33 @@ internal sealed unsafe partial class Hart : IDisposable
         if ((perms & need) == 0) return AccessFault(access);
         ulong off = pa - _mem.Base;
         if (pageUniform && !_noFill && pa >= _mem.Base && off < _mem.Size && !_mem.IsAbsent((int)(off >> GuestMemory.PageShift)))
+        {
             _tlb.Fill(_tlb.Table(priv, access), va, off);
+            if (leafBytes > GuestMemory.PageSize && access != Access.Fetch) FillRegion(va, pa, leafBytes, priv, access, need);
+        }
         return FaultNone;
     }
 
-    private ulong Walk(ulong va, Access access, uint priv, out ulong pa)
+    /// <summary>
+    /// After a walk that ended in a superpage leaf: the part of it in RAM becomes its table's region,
+    /// when PMP gives that whole part the same permission. The leaf's A (and for a write D) are set,
+    /// and anything that could change the translation flushes the TLB, the region with it.
+    /// </summary>
+    private void FillRegion(ulong va, ulong pa, ulong leafBytes, uint priv, Access access, int need)
+    {
+        if (_mem.HasAbsentPages) return;
+        ulong into = va & (leafBytes - 1);
+        ulong paStart = pa - into, ramEnd = _mem.Base + _mem.Size;
+        ulong lo = Math.Max(paStart, _mem.Base), hi = Math.Min(paStart + leafBytes, ramEnd);
+        if (hi <= lo || (Pmp.Check(_s, priv, lo, hi - lo) & need) == 0) return;
+        Tlb.FillRegion(_tlb.Table(priv, access), va - into + (lo - paStart), lo - _mem.Base, hi - lo);
+    }
+
+    private ulong Walk(ulong va, Access access, uint priv, out ulong pa, out ulong leafBytes)
     {
         CpuState* s = _s;
         pa = 0;
+        leafBytes = 0;
         int levels = Sv.Levels(s->Satp);
         int vaBits = 12 + 9 * levels;
         if ((ulong)((long)(va << (64 - vaBits)) >> (64 - vaBits)) != va) return PageFault(access);
@@ -137,6 +157,7 @@ internal sealed unsafe partial class Hart : IDisposable
             }
             foreach (int p in pages[..used]) MarkTablePage(p);
             pa = ((ppn & ~low) << 12) | (va & ((low << 12) | 0xFFF));
+            leafBytes = (ulong)GuestMemory.PageSize << (9 * level);
             return FaultNone;
         }
         return PageFault(access);

@@ -353,10 +353,19 @@ internal static unsafe partial class BlockCompiler
         private void TlbOffset(DecodedInsn d, LocalBuilder offset, Label bail, int size, bool write)
         {
             Reg(d.Rs1); Const((ulong)d.Imm); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, _va);
+            // The table's superpage region first: offset = va - region.Va, inside when below its limit.
+            int table = write ? Tlb.TableBytes : 0, region = table + Tlb.RegionOffset;
+            var pageLookup = il.DefineLabel();
+            var found = il.DefineLabel();
+            il.Emit(OpCodes.Ldloc, _va); TlbField(region); il.Emit(OpCodes.Sub); il.Emit(OpCodes.Stloc, offset);
+            il.Emit(OpCodes.Ldloc, offset); TlbField(region + 8); il.Emit(OpCodes.Bge_Un, pageLookup);
+            il.Emit(OpCodes.Ldloc, offset); TlbField(region + 16); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, offset);
+            il.Emit(OpCodes.Br, found);
+            il.MarkLabel(pageLookup);
             il.Emit(OpCodes.Ldarg, 5);
             il.Emit(OpCodes.Ldloc, _va); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
             Const(Tlb.Mask); il.Emit(OpCodes.And); Const((ulong)sizeof(TlbEntry)); il.Emit(OpCodes.Mul);
-            if (write) { Const((ulong)(Tlb.Size * sizeof(TlbEntry))); il.Emit(OpCodes.Add); }
+            if (write) { Const((ulong)table); il.Emit(OpCodes.Add); }
             il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, _entry);
             // One compare for the page and the page cross: the entry indexed by va's page holds only
             // pages with that index, never the next page, so the tag equals the page of the access's
@@ -369,6 +378,13 @@ internal static unsafe partial class BlockCompiler
             il.Emit(OpCodes.Ldloc, _va);
             il.Emit(OpCodes.Ldloc, _entry); il.Emit(OpCodes.Ldc_I4, 8); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I8);
             il.Emit(OpCodes.Add); il.Emit(OpCodes.Stloc, offset);
+            il.MarkLabel(found);
+        }
+
+        /// <summary>Loads the 8-byte field <paramref name="bytes"/> past the read table (argument 5).</summary>
+        private void TlbField(int bytes)
+        {
+            il.Emit(OpCodes.Ldarg, 5); il.Emit(OpCodes.Ldc_I4, bytes); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_I8);
         }
 
         public void Load(DecodedInsn d, LocalBuilder offset, Label bail, int size, OpCode load, bool signed)
@@ -388,7 +404,7 @@ internal static unsafe partial class BlockCompiler
             // The write barrier: bail unless stores to this page need no bookkeeping.
             il.Emit(OpCodes.Ldarg_2); il.Emit(OpCodes.Ldloc, offset); il.Emit(OpCodes.Ldc_I4, GuestMemory.PageShift); il.Emit(OpCodes.Shr_Un);
             il.Emit(OpCodes.Conv_U); il.Emit(OpCodes.Add); il.Emit(OpCodes.Ldind_U1); il.Emit(OpCodes.Brfalse, bail);
-            if (size > 1 && !_translated) // translated: the TLB compare already kept the store inside one page
+            if (size > 1) // the barrier above is one page's: a store into the next needs its own check
             {
                 il.Emit(OpCodes.Ldloc, offset); Const(GuestMemory.PageSize - 1); il.Emit(OpCodes.And);
                 Const((ulong)(GuestMemory.PageSize - size)); il.Emit(OpCodes.Bgt_Un, bail);

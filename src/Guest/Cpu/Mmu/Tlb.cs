@@ -11,6 +11,19 @@ internal struct TlbEntry
     public ulong Addend;
 }
 
+/// <summary>
+/// A virtually and physically contiguous RAM range with one translation: va hits when
+/// va - <see cref="Va"/> &lt; <see cref="Limit"/> (the length less 7, so an access of up to 8 bytes
+/// stays inside; 0 when empty), and its RAM offset is (va - Va) + <see cref="Ram"/>.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct TlbRegion
+{
+    public ulong Va;
+    public ulong Limit;
+    public ulong Ram;
+}
+
 internal enum Access { Read = 0, Write = 1, Fetch = 2 }
 
 /// <summary>
@@ -21,6 +34,9 @@ internal enum Access { Read = 0, Write = 1, Fetch = 2 }
 /// of memory and CSRs, and a restored checkpoint (with an empty TLB) runs exactly as the machine it
 /// was taken from. A flush clears only the entries filled since the last one (Linux flushes often,
 /// and clearing all 2.3 MB each time would cost more than the walks it saves).
+/// Each read and write table also keeps one <see cref="TlbRegion"/>: the RAM part of the superpage
+/// it last filled from, which compiled code checks first with one compare, as it checks RAM without
+/// paging (a gigapage-mapped guest then pays almost nothing for translation).
 /// </summary>
 internal sealed unsafe class Tlb : IDisposable
 {
@@ -28,32 +44,39 @@ internal sealed unsafe class Tlb : IDisposable
     public const int Size = 1 << Bits;
     public const ulong Mask = Size - 1;
     private const int Modes = 3, Kinds = 3, Tables = Modes * Kinds;
+    /// <summary>Entries per table: <see cref="Size"/> translations, then two slots that hold its <see cref="TlbRegion"/>.</summary>
+    public const int Stride = Size + 2;
+    /// <summary>Bytes from a table to the next kind's (read to write) and to its region.</summary>
+    public static readonly int TableBytes = Stride * sizeof(TlbEntry), RegionOffset = Size * sizeof(TlbEntry);
     /// <summary>Fills remembered for the next flush; beyond this many it clears every table.</summary>
     private const int FillLog = 4096;
     private readonly TlbEntry* _entries;
     private readonly int* _filled;
     private int _fillCount = FillLog + 1;
     // 2.3 MB looked up at random: on huge pages, like guest RAM.
-    private static readonly nuint EntriesBytes = (nuint)((Tables + 1) * Size * sizeof(TlbEntry));
+    private static readonly nuint EntriesBytes = (nuint)((Tables + 1) * Stride * sizeof(TlbEntry));
 
     public Tlb()
     {
         _entries = (TlbEntry*)HostPages.Allocate(EntriesBytes);
         _filled = (int*)NativeMemory.Alloc(FillLog * sizeof(int));
         Flush();
-        new Span<TlbEntry>(Empty, Size).Fill(new TlbEntry { Tag = ulong.MaxValue });
+        new Span<TlbEntry>(Empty, Stride).Fill(new TlbEntry { Tag = ulong.MaxValue }); // its region: Limit 0, never hit
     }
 
     /// <summary>A table that never holds anything: lookups in it always miss (every access goes the slow way).</summary>
-    public TlbEntry* Empty => _entries + Tables * Size;
+    public TlbEntry* Empty => _entries + Tables * Stride;
 
     /// <summary>The table for accesses of <paramref name="kind"/> at effective privilege <paramref name="priv"/>.</summary>
-    public TlbEntry* Table(uint priv, Access kind) => _entries + ((priv == Priv.M ? 2 : (int)priv) * Kinds + (int)kind) * Size;
+    public TlbEntry* Table(uint priv, Access kind) => _entries + ((priv == Priv.M ? 2 : (int)priv) * Kinds + (int)kind) * Stride;
+
+    private static TlbRegion* Region(TlbEntry* table) => (TlbRegion*)(table + Size);
 
     public void Flush()
     {
-        if (_fillCount > FillLog) new Span<TlbEntry>(_entries, Tables * Size).Fill(new TlbEntry { Tag = ulong.MaxValue });
+        if (_fillCount > FillLog) new Span<TlbEntry>(_entries, Tables * Stride).Fill(new TlbEntry { Tag = ulong.MaxValue });
         else for (int i = 0; i < _fillCount; i++) _entries[_filled[i]].Tag = ulong.MaxValue;
+        for (int t = 0; t < Tables; t++) *Region(_entries + t * Stride) = default;
         _fillCount = 0;
     }
 
@@ -66,6 +89,10 @@ internal sealed unsafe class Tlb : IDisposable
         if (_fillCount < FillLog) _filled[_fillCount] = index;
         if (_fillCount <= FillLog) _fillCount++;
     }
+
+    /// <summary>The RAM range [<paramref name="ramOffset"/>, + <paramref name="length"/>) seen at <paramref name="va"/> through one superpage leaf.</summary>
+    public static void FillRegion(TlbEntry* table, ulong va, ulong ramOffset, ulong length) =>
+        *Region(table) = new TlbRegion { Va = va, Limit = length - 7, Ram = ramOffset };
 
     public void Dispose()
     {
