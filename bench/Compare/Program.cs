@@ -24,6 +24,8 @@ string dir = Path.Combine(root, "guests", "build");
 const ulong Memory = 128UL << 20;
 // "linux": our kernel and initramfs (guests/linux/build) booted under Debian's OpenSBI with 256 MiB, the kv
 // server on its console under load; bench/QemuMigration/qemu_migrate.py --guests linux runs QEMU's side.
+// "linux-noballoon": the same without virtio-balloon, so the kernel reports no free pages: next to
+// "linux" it shows what free page reporting saves on the wire.
 const ulong LinuxMemory = 256UL << 20;
 const double WorkWindowSeconds = 5.0;
 bool verbose = args.Contains("--verbose");
@@ -42,9 +44,9 @@ foreach (var guest in guests)
     {
         using var a = new GuestHost(new HostOptions { Log = log });
         using var b = new GuestHost(new HostOptions { Log = log });
-        bool linux = guest == "linux";
+        bool linux = guest is "linux" or "linux-noballoon";
         using (var client = HostClient.Connect(a.Address))
-            if (linux) client.Start("g", LinuxGuest(), LinuxMemory, "Image");
+            if (linux) client.Start("g", LinuxGuest() with { Balloon = guest == "linux" }, LinuxMemory, "Image");
             else client.Start("g", File.ReadAllBytes(Path.Combine(dir, guest + ".elf")), Memory, guest);
         KvClient? kv = null;
         using var stopLoad = new CancellationTokenSource();

@@ -67,6 +67,25 @@ public sealed partial class LinuxMigrationTests(ITestOutputHelper output)
         Assert.InRange(upAfter - upBefore, wall - r.DowntimeSeconds - 1.0, wall + 1.0);
     }
 
+    /// <summary>--no-balloon: the machine has no virtio-balloon, the kernel reports nothing, pre-copy skips nothing and still verifies.</summary>
+    [Fact]
+    public void Linux_without_the_balloon_migrates_with_no_page_skipped()
+    {
+        using var hosts = new Hosts(output);
+        using (var c = HostClient.Connect(hosts.A.Address)) c.Start("linux", Linux() with { Balloon = false }, 256 << 20, "Image");
+        Assert.Null(hosts.A.FindInstance("linux")!.Machine.Virtio!.Balloon);
+        Assert.NotNull(hosts.A.FindInstance("linux")!.Machine.Virtio!.Rng);
+        using var client = new KvClient(hosts.A.Address, "linux");
+        client.WaitReady(timeoutMs: 120_000);
+        client.Set("k", "v");
+        var r = hosts.Migrate("linux", hosts.A, hosts.B, "precopy", downtimeMs: 50);
+        Assert.True(r.Success, r.Error);
+        Assert.True(r.DigestVerified);
+        Assert.Equal(0UL, r.FreePages);
+        Assert.Null(hosts.B.FindInstance("linux")!.Machine.Virtio!.Balloon);
+        Assert.Empty(client.VerifyAll());
+    }
+
     private static double Uptime(KvClient client)
     {
         string reply = client.Request("uptime");

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using LiveMigration.Guest.Devices.Virtio;
 using LiveMigration.Guest.Platform;
 
 namespace LiveMigration.Cli.Commands;
@@ -13,17 +12,15 @@ public sealed class KernelBootOptions
     /// <summary>Debian's OpenSBI generic build (package opensbi): the firmware for QEMU and for us.</summary>
     public const string DefaultFirmware = "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin";
 
-    /// <summary>The devices a kernel boot gets: virtio-rng and virtio-balloon (free page reporting).</summary>
-    public const VirtioDevices Devices = VirtioBus.KernelBootDevices;
-
     public Option<FileInfo?> Kernel { get; } = new("--kernel") { HelpName = "Image", Description = "boot this Linux kernel Image (arch/riscv/boot/Image) under OpenSBI, as qemu -M virt -kernel does" };
     public Option<FileInfo?> Initrd { get; } = new("--initrd") { HelpName = "FILE", Description = "with --kernel: initramfs (cpio) to load high in RAM" };
     public Option<string?> Append { get; } = new("--append") { HelpName = "CMDLINE", Description = "with --kernel: the kernel command line" };
     public Option<FileInfo?> Bios { get; } = new("--bios") { HelpName = "FW", Description = $"with --kernel: M-mode firmware (default {DefaultFirmware})" };
+    public Option<bool> NoBalloon { get; } = new("--no-balloon") { Description = "with --kernel: no virtio-balloon, so the kernel reports no free pages and every strategy sends them (QEMU without -device virtio-balloon-device)" };
 
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Kernel, Initrd, Append, Bios }) command.Options.Add(o);
+        foreach (var o in new Option[] { Kernel, Initrd, Append, Bios, NoBalloon }) command.Options.Add(o);
     }
 
     /// <summary>The images named on the command line, or null without --kernel (then none of the others may be given).</summary>
@@ -33,12 +30,13 @@ public sealed class KernelBootOptions
         var initrd = parse.GetValue(Initrd);
         string? append = parse.GetValue(Append);
         var bios = parse.GetValue(Bios);
+        bool noBalloon = parse.GetValue(NoBalloon);
         if (kernel == null)
         {
-            if (initrd != null || append != null || bios != null) throw new FormatException("--initrd, --append and --bios need --kernel");
+            if (initrd != null || append != null || bios != null || noBalloon) throw new FormatException("--initrd, --append, --bios and --no-balloon need --kernel");
             return null;
         }
-        return Read(kernel.FullName, initrd?.FullName, append, bios?.FullName);
+        return Read(kernel.FullName, initrd?.FullName, append, bios?.FullName) with { Balloon = !noBalloon };
     }
 
     /// <summary>Reads the images of a kernel boot (the firmware defaults to Debian's OpenSBI).</summary>

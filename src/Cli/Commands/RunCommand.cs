@@ -69,7 +69,7 @@ public static class RunCommand
                 Config = new MachineConfig
                 {
                     MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!),
-                    Virtio = (boot == null ? Guest.Devices.Virtio.VirtioDevices.None : KernelBootOptions.Devices)
+                    Virtio = (boot?.Devices ?? Guest.Devices.Virtio.VirtioDevices.None)
                         | (driveSpec == null ? Guest.Devices.Virtio.VirtioDevices.None : Guest.Devices.Virtio.VirtioDevices.Block),
                 },
                 Drive = driveSpec,

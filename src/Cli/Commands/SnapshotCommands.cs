@@ -37,7 +37,7 @@ public static class SnapshotCommands
                 Config = new MachineConfig
                 {
                     MemorySize = MachineConfig.ParseSize(parse.GetValue(mem)!),
-                    Virtio = boot == null ? Guest.Devices.Virtio.VirtioDevices.None : KernelBootOptions.Devices,
+                    Virtio = boot?.Devices ?? Guest.Devices.Virtio.VirtioDevices.None,
                 },
                 MaxInstructions = parse.GetValue(at),
                 SaveCheckpointPath = parse.GetValue(output)!.FullName,

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using LiveMigration.Guest.Loader;
+using LiveMigration.Guest.Devices.Virtio;
 using LiveMigration.Guest.Memory;
 
 namespace LiveMigration.Guest.Platform;
@@ -11,6 +12,14 @@ public sealed record BootImages
     public required byte[] Kernel { get; init; }
     public byte[]? Initrd { get; init; }
     public string? CommandLine { get; init; }
+    /// <summary>
+    /// Whether the machine gets virtio-balloon with free page reporting (true, the default; QEMU needs
+    /// -device virtio-balloon-device,free-page-reporting=on): pages the kernel reports free are never sent.
+    /// </summary>
+    public bool Balloon { get; init; } = true;
+
+    /// <summary>The virtio devices a machine booting these images has (before a disk).</summary>
+    public VirtioDevices Devices => Balloon ? VirtioBus.KernelBootDevices : VirtioBus.KernelBootDevices & ~VirtioDevices.Balloon;
 }
 
 /// <summary>Where <see cref="LinuxBoot.Load"/> put everything.</summary>

@@ -159,10 +159,16 @@ public sealed partial class GuestHost : IDisposable
         var port = NewPort(console);
         var kernel = request.Kernel;
         var drive = request.DrivePath.Length == 0 ? null : new Recorder.Disk.DriveSpec(Path.GetFullPath(request.DrivePath), request.DriveReadOnly);
+        var boot = kernel == null ? null : new BootImages
+        {
+            Firmware = kernel.Firmware.ToByteArray(), Kernel = kernel.Kernel.ToByteArray(),
+            Initrd = kernel.Initrd.IsEmpty ? null : kernel.Initrd.ToByteArray(), CommandLine = kernel.CommandLine.Length == 0 ? null : kernel.CommandLine,
+            Balloon = !kernel.NoBalloon,
+        };
         var config = new MachineConfig
         {
             MemorySize = mem,
-            Virtio = (kernel == null ? VirtioDevices.None : VirtioBus.KernelBootDevices) | (drive == null ? VirtioDevices.None : VirtioDevices.Block),
+            Virtio = (boot?.Devices ?? VirtioDevices.None) | (drive == null ? VirtioDevices.None : VirtioDevices.Block),
         };
         Guest.Devices.Virtio.Block.Disk? disk;
         try { disk = drive?.Open(); }
@@ -171,12 +177,8 @@ public sealed partial class GuestHost : IDisposable
         try
         {
             if (disk != null) machine.InsertDisk(disk);
-            if (kernel == null) ElfLoader.Load(machine, request.Elf.Span);
-            else LinuxBoot.Load(machine, new BootImages
-            {
-                Firmware = kernel.Firmware.ToByteArray(), Kernel = kernel.Kernel.ToByteArray(),
-                Initrd = kernel.Initrd.IsEmpty ? null : kernel.Initrd.ToByteArray(), CommandLine = kernel.CommandLine.Length == 0 ? null : kernel.CommandLine,
-            });
+            if (boot == null) ElfLoader.Load(machine, request.Elf.Span);
+            else LinuxBoot.Load(machine, boot);
         }
         catch { machine.Dispose(); disk?.Dispose(); console.Dispose(); throw; }
         return Launch(name, request.ImageName, machine, port, $"started '{name}' ({request.ImageName}, {mem >> 20} MiB{(drive != null ? $", drive {drive.Path}{(drive.ReadOnly ? " read-only" : "")}" : "")})", drivePath: drive?.Path);

@@ -82,6 +82,7 @@ public sealed class HostClient : IDisposable
         {
             Firmware = ByteString.CopyFrom(boot.Firmware), Kernel = ByteString.CopyFrom(boot.Kernel),
             Initrd = boot.Initrd == null ? ByteString.Empty : ByteString.CopyFrom(boot.Initrd), CommandLine = boot.CommandLine ?? "",
+            NoBalloon = !boot.Balloon,
         };
         return Check(Call(new Envelope
         {
