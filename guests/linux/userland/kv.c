@@ -6,12 +6,15 @@
  * and a few system commands:
  *   uptime -> up S.SS s idle S.SS s      free -> MemTotal/MemFree/MemAvailable in KiB
  *   cat /proc/interrupts -> the file      poweroff -> powers the machine off
+ *   churn N -> churned N MiB: N MiB (1..1024) written with a pseudo-random pattern and freed again,
+ *              so the kernel holds that much dirty free memory (what free page reporting gives the balloon)
  * The console is put in raw mode: no echo, no CR/LF translation, so replies are byte-identical
  * to the bare-metal guest's. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/reboot.h>
 #include <termios.h>
 #include <unistd.h>
@@ -105,6 +108,27 @@ static void power_off(void)
     exit(0);
 }
 
+static void churn(const char *arg, size_t n)
+{
+    char digits[8];
+    if (n == 0 || n >= sizeof digits) { printf("ERR\n"); return; }
+    memcpy(digits, arg, n);
+    digits[n] = 0;
+    char *end;
+    unsigned long mib = strtoul(digits, &end, 10);
+    if (*end || mib == 0 || mib > 1024) { printf("ERR\n"); return; }
+    size_t len = (size_t)mib << 20;
+    uint64_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { printf("ERR\n"); return; }
+    uint64_t x = 0x9E3779B97F4A7C15ULL; /* xorshift: incompressible, and the same on every run */
+    for (size_t i = 0; i < len / 8; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        p[i] = x;
+    }
+    munmap(p, len);
+    printf("churned %lu MiB\n", mib);
+}
+
 /* Splits off the first space-separated word of s[0..n): returns its length; rest and restn get what follows one space. */
 static size_t word(const char *s, size_t n, const char **rest, size_t *restn, int *more)
 {
@@ -129,6 +153,7 @@ static void command(const char *line, size_t n)
     size_t cn = word(line, n, &arg, &argn, &has_arg);
     kn = word(arg, argn, &val, &valn, &has_val);
     int key_ok = has_arg && kn > 0 && kn <= KEY_MAX;
+    if (cn == 5 && !memcmp(line, "churn", 5) && has_arg) { churn(arg, argn); return; }
 
     if (cn == 3 && !memcmp(line, "SET", 3) && key_ok && has_val && valn > 0 && valn <= VAL_MAX) {
         struct entry **p = find(arg, kn);
