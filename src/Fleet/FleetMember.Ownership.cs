@@ -74,20 +74,6 @@ public sealed partial class FleetMember
         return t;
     }
 
-    /// <summary>Runs a decision's transaction until etcd answers: the guest is paused meanwhile, and an unknown outcome must never be guessed.</summary>
-    private TxnResponse Decide(TxnRequest request, string what)
-    {
-        while (true)
-        {
-            try { return _etcd.Txn(request); }
-            catch (EtcdUnavailableException e)
-            {
-                if (_stop.IsCancellationRequested) throw new HostException($"{what}: host shutting down with etcd unreachable");
-                Log($"{what}: etcd unreachable ({e.Message}); the guest stays paused until etcd answers");
-            }
-        }
-    }
-
     public string? CommitMove(string guest, string source, string destination, long epoch)
     {
         long t0 = Stopwatch.GetTimestamp();
@@ -131,7 +117,14 @@ public sealed partial class FleetMember
 
     public long? Reclaim(string guest, string owner, long epoch)
     {
-        var r = Decide(Move(guest, owner, epoch, Txn.Put(_keys.Epoch(guest), Num(epoch + 1))), $"rollback of '{guest}'");
+        TxnResponse r;
+        // Bounded: an unknown outcome is never guessed, the paused guest waits and the caller asks again (an exit for `lm migrate`).
+        try { r = _etcd.Txn(Move(guest, owner, epoch, Txn.Put(_keys.Epoch(guest), Num(epoch + 1))), _options.ReclaimBudget); }
+        catch (EtcdUnavailableException e)
+        {
+            Log($"rollback of '{guest}': etcd unreachable ({e.Message}); the guest stays paused until etcd answers");
+            throw new OwnershipUnsettledException($"etcd did not answer within {_options.ReclaimBudget.TotalSeconds:F1} s");
+        }
         long? now = r.Succeeded ? epoch + 1 : Record(guest, r) is { } rec && rec.Owner == owner ? rec.Epoch : null;
         lock (_epochs)
         {

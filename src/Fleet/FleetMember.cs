@@ -20,6 +20,8 @@ public sealed record FleetOptions
     public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>How long the commit transaction may take before the migration aborts (the guest is paused meanwhile).</summary>
     public TimeSpan CommitBudget { get; init; } = TimeSpan.FromSeconds(2);
+    /// <summary>How long one rollback's transaction may wait for etcd; past it `lm migrate` returns and the host keeps asking, the guest paused.</summary>
+    public TimeSpan ReclaimBudget { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>Guest memory this host offers (placement); default: the machine's available memory.</summary>
     public ulong CapacityBytes { get; init; }
 }

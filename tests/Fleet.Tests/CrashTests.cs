@@ -14,11 +14,12 @@ public sealed class CrashTests(ITestOutputHelper output)
 {
     public enum Victim { Source, Destination, Leader }
 
+    /// <summary>RecordSeen is the destination's point (the record committed, the guest not yet resumed); the others are the source's.</summary>
     public static TheoryData<Victim, string> Cases() => new()
     {
-        { Victim.Source, "Checkpoint" }, { Victim.Source, "Log" }, { Victim.Source, "BeforeCommit" }, { Victim.Source, "AfterAck" },
-        { Victim.Destination, "Checkpoint" }, { Victim.Destination, "Log" }, { Victim.Destination, "BeforeCommit" }, { Victim.Destination, "AfterAck" },
-        { Victim.Leader, "Checkpoint" }, { Victim.Leader, "Log" }, { Victim.Leader, "BeforeCommit" }, { Victim.Leader, "AfterAck" },
+        { Victim.Source, "Checkpoint" }, { Victim.Source, "Log" }, { Victim.Source, "BeforeCommit" }, { Victim.Source, "AfterAck" }, { Victim.Source, "RecordSeen" },
+        { Victim.Destination, "Checkpoint" }, { Victim.Destination, "Log" }, { Victim.Destination, "BeforeCommit" }, { Victim.Destination, "AfterAck" }, { Victim.Destination, "RecordSeen" },
+        { Victim.Leader, "Checkpoint" }, { Victim.Leader, "Log" }, { Victim.Leader, "BeforeCommit" }, { Victim.Leader, "AfterAck" }, { Victim.Leader, "RecordSeen" },
     };
 
     [Theory]
@@ -27,35 +28,60 @@ public sealed class CrashTests(ITestOutputHelper output)
     {
         using var etcd = new EtcdCluster(victim == Victim.Leader ? 3 : 1);
         using var fleet = new Fleet(output, etcd);
-        string fault = victim == Victim.Source ? $"{point}:crash" : $"{point}:hold-2500";
-        var a = fleet.StartHost(3, "--fault-at", fault);
-        var b = fleet.StartHost(3);
+        bool atDestination = Enum.TryParse<DestinationFaultPoint>(point, out _);
+        // The host at the point crashes itself there when it is the victim; otherwise it holds there while the test kills the victim.
+        bool selfCrash = atDestination ? victim == Victim.Destination : victim == Victim.Source;
+        string fault = selfCrash ? $"{point}:crash" : $"{point}:hold-2500";
+        string[] none = [], faultAt = ["--fault-at", fault];
+        var a = fleet.StartHost(3, atDestination ? none : faultAt);
+        var b = fleet.StartHost(3, atDestination ? faultAt : none);
         var c = fleet.StartHost(3);
+        var (atPoint, victimHost) = atDestination ? (b, victim == Victim.Source ? a : b) : (a, victim == Victim.Destination ? b : a);
         Assert.Equal(0, fleet.Run("start", "--host", a.Address, Guests.Path("kv"), "--name", "kv", "--mem", "16M").Code);
         var acked = WriteAndCheckpoint(fleet, a.Address, 40);
+        using var load = new KvLoad(a.Address);
+        var floor = LoadInCheckpoint(fleet, load);
 
         var migrate = Task.Run(() => fleet.Run("migrate", "kv", "--from", a.Address, "--to", b.Address, "--strategy", "log", "--json"));
-        if (victim == Victim.Source) Assert.True(a.Process.WaitForExit(60000), "the source did not crash at its fault point");
+        if (selfCrash) Assert.True(atPoint.Process.WaitForExit(60000), $"{atPoint.Address} did not crash at its fault point");
         else
         {
-            a.WaitLogged($"holding at {point}");
-            if (victim == Victim.Destination) b.Kill();
-            else etcd.Kill(etcd.Leader());
+            atPoint.WaitLogged($"holding at {point}");
+            if (victim == Victim.Leader) etcd.Kill(etcd.Leader());
+            else victimHost.Kill();
         }
         Assert.True(migrate.Wait(TimeSpan.FromSeconds(90)), "lm migrate did not finish");
 
         var live = new[] { a, b, c }.Where(h => !h.Process.HasExited).ToList();
-        string runner = Settle(fleet, live, "kv");
+        var (runner, recovered) = Settle(fleet, live, "kv");
+        load.Stop();
+        output.WriteLine($"{load.Acknowledged} SETs acknowledged under load; '{runner}' runs the guest{(recovered ? " (recovered)" : "")}");
+        Assert.True(load.Acknowledged > 0, "no SET was acknowledged under load");
         if (victim == Victim.Leader) Assert.Equal(b.Address, runner); // etcd failed over: the migration went through
-        if (victim == Victim.Source && point is "BeforeCommit" or "AfterAck") Assert.Equal(b.Address, runner); // the destination took over / had the record
+        if (victim == Victim.Source && point is "BeforeCommit" or "AfterAck" or "RecordSeen") Assert.Equal(b.Address, runner); // the destination took over / had the record
         AssertAcked(runner, acked);
+        // Only a source that died before the commit loses what ran after its last checkpoint (recover restarts from it);
+        // every other case keeps every acknowledged SET (a live copy, or the state handed over at the commit).
+        bool fromPeriodicCheckpoint = victim == Victim.Source && point is "Checkpoint" or "Log";
+        if (fromPeriodicCheckpoint) Assert.True(recovered, "the source died before the commit: only `lm recover` can bring the guest back");
+        load.AssertKept(runner, fromPeriodicCheckpoint ? floor : null);
+    }
+
+    /// <summary>Takes what the load has acknowledged now and waits until a checkpoint taken after it is on disk.</summary>
+    internal static int[] LoadInCheckpoint(Fleet fleet, KvLoad load, string name = "kv")
+    {
+        Fleet.Wait(() => load.Acknowledged > 20, 15000, "the kv load to get going");
+        var floor = load.Snapshot();
+        var after = DateTime.UtcNow.AddMilliseconds(100);
+        Fleet.Wait(() => Directory.GetFiles(Path.Combine(fleet.CheckpointDir, name), "*.ckpt").Any(f => File.GetLastWriteTimeUtc(f) > after), 15000, "a checkpoint under load");
+        return floor;
     }
 
     /// <summary>
     /// Waits until exactly one live host runs the guest and its record names that host, or until no
-    /// host runs it and its owner's lease is gone; then recovers it with `lm recover`. Returns the runner.
+    /// host runs it and its owner's lease is gone; then recovers it with `lm recover`. Returns the runner, and whether it was recovered.
     /// </summary>
-    internal static string Settle(Fleet fleet, List<LmHost> live, string name)
+    internal static (string Runner, bool Recovered) Settle(Fleet fleet, List<LmHost> live, string name)
     {
         var liveAddresses = live.Select(h => h.Address).ToList();
         using var admin = new FleetAdmin(fleet.Etcd.Endpoints);
@@ -72,14 +98,14 @@ public sealed class CrashTests(ITestOutputHelper output)
         if (runner != null)
         {
             Assert.Contains(runner, fleet.Fleetctl("guests").Out); // the fleet view agrees
-            return runner;
+            return (runner, false);
         }
         string to = liveAddresses.First();
         var r = fleet.Fleetctl("recover", name, "--to", to);
         Assert.True(r.Code == 0, r.Err);
         Assert.True(Runs(to, name));
         Assert.Single(liveAddresses.Where(h => Runs(h, name)));
-        return to;
+        return (to, true);
     }
 
     /// <summary>The host has the guest in any state but "moved" (running, or arriving and able to take it).</summary>

@@ -60,9 +60,12 @@ public sealed class Fleet(ITestOutputHelper output, EtcdCluster etcd) : IDisposa
 
     private void Out(string s) { try { output.WriteLine(s); } catch (InvalidOperationException) { } }
 
-    public LmHost StartHost(double leaseTtl = 3, params string[] extra)
+    public LmHost StartHost(double leaseTtl = 3, params string[] extra) => StartHostVia(etcd.Endpoints, leaseTtl, extra);
+
+    /// <summary>A host that reaches etcd through <paramref name="etcdUrls"/> (a proxy the test can cut).</summary>
+    public LmHost StartHostVia(string etcdUrls, double leaseTtl, params string[] extra)
     {
-        var args = new List<string> { "host", "--listen", "127.0.0.1:0", "--etcd", etcd.Endpoints, "--lease-ttl", leaseTtl.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        var args = new List<string> { "host", "--listen", "127.0.0.1:0", "--etcd", etcdUrls, "--lease-ttl", leaseTtl.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--checkpoints", CheckpointDir, "--checkpoint-interval", "1", "--capacity", "1G" };
         args.AddRange(extra);
         var p = Spawn(args);

@@ -27,7 +27,12 @@ internal sealed class HostFleetOptions
     public HostOptions Apply(ParseResult parse, HostOptions options)
     {
         var faults = (parse.GetValue(_fault) ?? []).Select(ParseFault).ToList();
-        if (faults.Count > 0) options = options with { Fault = p => { foreach (var (point, act) in faults) if (point == p) act(); return false; } };
+        if (faults.Count > 0)
+            options = options with
+            {
+                Fault = p => { foreach (var (point, act) in faults) if (point.Equals(p)) act(); return false; },
+                DestinationFault = p => { foreach (var (point, act) in faults) if (point.Equals(p)) act(); return false; },
+            };
         if (parse.GetValue(_etcd) is not { } etcd) return options;
         if (parse.GetValue(_ttl) is var ttl && ttl < 1) throw new FormatException("--lease-ttl must be at least 1 second");
         return options with
@@ -45,10 +50,14 @@ internal sealed class HostFleetOptions
         };
     }
 
-    private static (FaultPoint, Action) ParseFault(string spec)
+    /// <summary>POINT names a source <see cref="FaultPoint"/> or a destination <see cref="DestinationFaultPoint"/> (their names differ).</summary>
+    private static (Enum, Action) ParseFault(string spec)
     {
         var parts = spec.Split(':');
-        if (parts.Length != 2 || !Enum.TryParse<FaultPoint>(parts[0], out var point)) throw new FormatException($"bad --fault-at '{spec}' (POINT:crash or POINT:hold-MS)");
+        Enum? point = parts.Length != 2 ? null
+            : Enum.TryParse<FaultPoint>(parts[0], out var s) ? s
+            : Enum.TryParse<DestinationFaultPoint>(parts[0], out var d) ? d : null;
+        if (point == null) throw new FormatException($"bad --fault-at '{spec}' (POINT:crash or POINT:hold-MS)");
         if (parts[1] == "crash")
             return (point, () => { Console.Error.WriteLine($"lm host: fault: crashing at {point}"); Process.GetCurrentProcess().Kill(); });
         if (parts[1].StartsWith("hold-") && int.TryParse(parts[1][5..], out int ms))

@@ -8,7 +8,7 @@ namespace LiveMigration.Cli.Demo;
 /// The demo workload (the `kv` guest under load), shared by `lm demo`, the benches and the tests; not
 /// part of the engine. A kv client over the guest's console that follows it across hosts. A SET counts as acknowledged
 /// only once "OK" came back; a request whose answer was lost with a moving console is retried
-/// (SET and GET are idempotent) after a resync: the client sets a fresh nonce, reads it back and
+/// (SET and GET are idempotent) after a resync: the client voids any half line the guest holds, sets a fresh nonce, reads it back and
 /// drops every line before it, so answers to requests that did reach the guest twice (once through
 /// the moving console, once retried) never pair up with the wrong request.
 /// </summary>
@@ -116,10 +116,17 @@ public sealed class KvClient : IDisposable
 
     private int _nonce;
 
+    /// <summary>
+    /// Longer than any line the kv guests take (256): whatever the guest holds of a line whose rest was
+    /// lost with a broken connection (a crash, a takeover without the console's bytes) becomes an
+    /// overlong line, answered ERR and applied never, instead of a prefix glued to the next request.
+    /// </summary>
+    private static readonly string LineBreaker = new string('#', 300) + "\n";
+
     private void Resync()
     {
         string nonce = $"sync{Environment.TickCount64}-{++_nonce}";
-        _stream!.Write(Encoding.ASCII.GetBytes($"SET __sync {nonce}\nGET __sync\n"));
+        _stream!.Write(Encoding.ASCII.GetBytes($"{LineBreaker}SET __sync {nonce}\nGET __sync\n"));
         while (true)
         {
             string? line = _reader!.ReadLine() ?? throw new IOException("console closed during resync");

@@ -241,7 +241,8 @@ public sealed partial class GuestHost : IDisposable
                     info.Console = ConsoleAddress(g.Console);
                     info.ImageName = g.ImageName;
                     if (g.Machine.ExitCode is int code) { info.ExitCode = code; info.HasExitCode = true; }
-                    if (e.Outgoing != null) info.Migration = Engine.Strategies.Name(e.Outgoing.Phase);
+                    if (e.Outgoing is { Unsettled: true }) info.Migration = UnsettledStatus(e.Name);
+                    else if (e.Outgoing != null) info.Migration = Engine.Strategies.Name(e.Outgoing.Phase);
                     else if (e.PostcopyIncoming is { } pc) info.Migration = pc.PostcopyStatus;
                     if (e.PostcopyIncoming is { PostcopyFailure: not null })
                         info.Migration += $"; if its source is gone for good, `lm stop {e.Name} --host {Address}` discards it";
@@ -332,7 +333,16 @@ public sealed partial class GuestHost : IDisposable
         }
         started(source);
         try { return source.Run(progress); }
-        finally { lock (Lock) e_ClearOutgoing(command.Name, source); }
+        finally { lock (Lock) if (!source.Unsettled) e_ClearOutgoing(command.Name, source); }
+    }
+
+    private string UnsettledStatus(string name) =>
+        $"rolled back, paused until etcd answers: it resumes here if its record still names {Address}; `lm recover {name} --to HOST` if this host never reaches etcd again";
+
+    /// <summary>An unsettled rollback has settled: the guest is no longer migrating.</summary>
+    internal void EndOutgoing(GuestEntry entry, MigrationSource source)
+    {
+        lock (Lock) if (entry.Outgoing == source) entry.Outgoing = null;
     }
 
     private MigrationReport ResumePostcopy(MigrateCommand command, Action<MigrationProgress> progress, Action<MigrationSource> started)
@@ -377,6 +387,7 @@ public sealed partial class GuestHost : IDisposable
         MigrationSource? source;
         lock (Lock) source = _guests.TryGetValue(name, out var e) ? e.Outgoing : null;
         if (source == null) throw new HostException($"no migration of '{name}' is in progress on this host");
+        if (source.Unsettled) throw new HostException($"the migration of '{name}' is over; {UnsettledStatus(name)}");
         if (!source.Cancel()) throw new HostException($"too late: the migration of '{name}' has committed (GO)");
         return $"cancelled the migration of '{name}'; it keeps running here";
     }

@@ -30,6 +30,8 @@ public enum DestinationFaultPoint
     BeforeResume = 1,
     /// <summary>Post-copy: every page verified, PostcopyDone not yet sent (a hook that sleeps here is a transient stall).</summary>
     BeforePostcopyDone = 2,
+    /// <summary>Fleet: GO in hand and the committed record seen (the guest is this host's now), the guest not yet resumed.</summary>
+    RecordSeen = 3,
 }
 
 public sealed record HostOptions

@@ -100,5 +100,8 @@ public sealed class PairwiseOwnership : IOwnership
     public void Dispose() { }
 }
 
+/// <summary>The store did not answer in time: who owns the guest is unknown here, so it stays paused until a later read tells.</summary>
+public sealed class OwnershipUnsettledException(string message) : Exception(message);
+
 /// <summary>The guest's record names another host (or the store moved on): this host must not run it.</summary>
 public sealed class OwnershipLostException(string message) : Engine.MigrationFailedException(message);

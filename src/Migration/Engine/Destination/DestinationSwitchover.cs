@@ -63,6 +63,7 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
     {
         // FLEET: resume only on the committed record (GO alone is not enough).
         if (ctx.Record != null && !AwaitRecord()) { Discard("the fleet record names another host"); return; }
+        if (ctx.Record != null && ctx.Host.Options.DestinationFault?.Invoke(DestinationFaultPoint.RecordSeen) == true) return; // crashed here (the test took the host down)
         GuestInstance instance;
         long resumedAt;
         lock (ctx.Lock)

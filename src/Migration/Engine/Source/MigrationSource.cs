@@ -41,6 +41,8 @@ internal sealed class MigrationSource
     public string Id => _ctx.Id;
     public Strategy Strategy { get; }
     public MigrationPhase Phase => _ctx.Phase;
+    /// <summary>The rollback waits for the store (the guest paused): the host keeps this as the guest's migration until it settles.</summary>
+    public bool Unsettled => _switchover.Unsettled;
 
     /// <summary>Cancels unless the migration has committed; returns false when it is too late.</summary>
     public bool Cancel() => _switchover.Cancel();
@@ -70,9 +72,8 @@ internal sealed class MigrationSource
             string why = e is OperationCanceledException ? "cancelled" : e.Message;
             if (_switchover.TryAbort())
             {
-                _switchover.RollBack(why);
                 report.Success = false;
-                report.Error = why;
+                report.Error = _switchover.RollBack(why);
                 reporter.Stop();
                 FillReport(report);
                 return report;

@@ -273,22 +273,67 @@ internal sealed class SourceSwitchover
         _ctx.Log(why);
     }
 
-    /// <summary>Before commit: the destination is told, the guest runs on here with its console.</summary>
-    public void RollBack(string why)
+    /// <summary>True while a rollback waits for the store to say who owns the guest (the host keeps it as migrating meanwhile).</summary>
+    public bool Unsettled => _ctx.Phase == MigrationPhase.Unsettled;
+
+    /// <summary>
+    /// Before commit: the destination is told, the guest runs on here with its console. Returns what
+    /// the report says: <paramref name="why"/>, or, when the store did not answer, the paused state
+    /// and its exits (the host then keeps asking and settles the guest by itself).
+    /// </summary>
+    public string RollBack(string why)
     {
         _ctx.Phase = MigrationPhase.RolledBack;
         // Once paused a commit may have been tried: first make sure none can still apply; only then
         // is the destination told to discard and the guest resumed here.
-        if (_ctx.Times.Pause >= 0 && _commit.Reclaim(Record(null)) is { } lost)
+        if (_ctx.Times.Pause < 0) { ResumeAfterRollBack(why); return why; }
+        string? lost;
+        try { lost = _commit.Reclaim(Record(null)); }
+        catch (OwnershipUnsettledException e)
         {
-            _ctx.Conn?.Dispose(); // no Abort: the host the record names may be the destination
-            _ctx.Guest.Pause();
-            Strategy?.Release();
-            _ctx.Guest.Dispose();
-            lock (_ctx.Host.Lock) _ctx.Host.RemoveEntry(_ctx.Entry);
-            _ctx.Log($"failed ({why}); {lost}: dropped here");
-            return;
+            _ctx.Phase = MigrationPhase.Unsettled;
+            string name = _ctx.Command.Name, here = _ctx.Host.Address;
+            string error = $"{why}; then {e.Message} to the rollback, so '{name}' stays paused on {here} (it runs nowhere): it resumes by itself once etcd answers " +
+                $"and its record still names {here}; if {here} cannot reach etcd again, `lm recover {name} --to HOST --etcd URL` restarts it elsewhere from its checkpoint";
+            _ctx.Log(error);
+            new Thread(() => SettleLater(why)) { IsBackground = true, Name = $"settle-{_ctx.Id}" }.Start();
+            return error;
         }
+        if (lost != null) { Drop($"failed ({why}); {lost}: dropped here"); return why; }
+        ResumeAfterRollBack(why);
+        return why;
+    }
+
+    /// <summary>The rollback's record read failed: asks again until the store answers, then finishes the rollback as it would have.</summary>
+    private void SettleLater(string why)
+    {
+        var host = _ctx.Host;
+        string? lost = null;
+        while (true)
+        {
+            if (host.ShuttingDown.WaitHandle.WaitOne(200)) return; // the host goes: its guest never ran again
+            try { lost = _commit.Reclaim(Record(null)); break; }
+            catch (OwnershipUnsettledException) { }
+        }
+        _ctx.Phase = MigrationPhase.RolledBack;
+        if (lost != null) Drop($"settled after etcd answered: {lost}; dropped here (it never ran again on this host)");
+        else ResumeAfterRollBack($"{why}; settled after etcd answered");
+        host.EndOutgoing(_ctx.Entry, _ctx.Owner);
+    }
+
+    /// <summary>The record names another host: the paused guest goes, and the destination is not told to discard (it may be the owner).</summary>
+    private void Drop(string log)
+    {
+        _ctx.Conn?.Dispose();
+        _ctx.Guest.Pause();
+        Strategy?.Release();
+        _ctx.Guest.Dispose();
+        lock (_ctx.Host.Lock) _ctx.Host.RemoveEntry(_ctx.Entry);
+        _ctx.Log(log);
+    }
+
+    private void ResumeAfterRollBack(string why)
+    {
         _commit.Abort(Record(null));
         try { _ctx.Conn?.Send(new Envelope { Abort = new Abort { Reason = why } }); } catch (IOException) { }
         _ctx.Conn?.Dispose();
