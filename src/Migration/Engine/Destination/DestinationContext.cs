@@ -27,8 +27,10 @@ internal sealed class DestinationContext(GuestHost host, Connection conn, Migrat
     public bool Resolved { get; set; }
     /// <summary>Fleet: the epoch of the record that named the source at set-up (what the commit moves).</summary>
     public long Epoch { get; set; }
-    /// <summary>Fleet, after the ACK: completes when the guest's record shows the commit (true) or another owner (false).</summary>
+    /// <summary>Fleet, from the final state's verification on: completes when the guest's record shows the commit (true) or another owner (false).</summary>
     public Task<bool>? Record { get; set; }
+    /// <summary>Stops the <see cref="Record"/> watch when the copy is discarded.</summary>
+    public CancellationTokenSource? RecordWatch { get; set; }
 
     public DestinationState State { get => _state; set => _state = value; }
     public string Name => Setup.Name;

@@ -36,6 +36,15 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
     {
         ctx.State = DestinationState.Verifying;
         ctx.Final = final;
+        var host = ctx.Host;
+        // FLEET: the record watch opens before the verification, so etcd has it in step when the source
+        // commits (a watch that starts at a revision already passed waits for etcd's ~100 ms catch-up).
+        if (host.Ownership.Coordinated)
+        {
+            ctx.RecordWatch?.Cancel();
+            ctx.RecordWatch = CancellationTokenSource.CreateLinkedTokenSource(host.ShuttingDown);
+            ctx.Record = host.Ownership.AwaitCommitted(ctx.Name, ctx.Setup.Source, host.Address, ctx.Epoch, ctx.RecordWatch.Token);
+        }
         string? why;
         ulong digest;
         try
@@ -51,8 +60,6 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
             return false;
         }
         ctx.State = DestinationState.AwaitingGo;
-        var host = ctx.Host;
-        if (host.Ownership.Coordinated) ctx.Record = host.Ownership.AwaitCommitted(ctx.Name, ctx.Setup.Source, host.Address, ctx.Epoch, host.ShuttingDown); // FLEET
         ctx.Conn.Send(new Envelope { Ack = new Ack { Icount = final.Icount, Digest = digest } });
         strategy.AfterAck(final, digest);
         return true;
@@ -229,6 +236,7 @@ internal sealed class DestinationSwitchover(DestinationContext ctx, Action stopS
         if (ctx.Resolved) return;
         ctx.Resolved = true;
         ctx.State = DestinationState.Discarded;
+        ctx.RecordWatch?.Cancel(); // a copy that will never run has no record to wait for
         stopStrategies();
         lock (ctx.Host.Lock) if (ctx.Entry != null) ctx.Host.RemoveEntry(ctx.Entry);
         if (_ready != null) _ready.Dispose(); // its thread, console, machine and disk
