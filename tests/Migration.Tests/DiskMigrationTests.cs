@@ -78,16 +78,96 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         return (console, image);
     }
 
-    private MigrationReport Migrate(Hosts hosts, string strategy, string diskPath, string diskBase = "", bool shared = false)
+    private MigrationReport Migrate(Hosts hosts, string strategy, string diskPath, string diskBase = "", bool shared = false, ulong bandwidth = 0)
     {
         using var c = HostClient.Connect(hosts.A.Address);
         var r = c.Migrate(new MigrateCommand
         {
             Name = "g", Target = hosts.B.Address, Strategy = Engine.Strategies.Parse(strategy), DowntimeLimitMs = 50,
-            DiskPath = diskPath, DiskBase = diskBase, SharedDisk = shared,
+            DiskPath = diskPath, DiskBase = diskBase, SharedDisk = shared, BandwidthBytesPerSecond = bandwidth,
         });
-        output.WriteLine($"report: success={r.Success} error='{r.Error}' disk={r.DiskMode} bytes_disk={r.BytesDisk} blocks={r.DiskBlocksSent} zero={r.DiskZeroBlocks} matched={r.DiskBlocksMatched} log={r.BytesLog} checkpoint={r.BytesCheckpoint}");
+        output.WriteLine($"report: success={r.Success} error='{r.Error}' disk={r.DiskMode} bytes_disk={r.BytesDisk} blocks={r.DiskBlocksSent} zero={r.DiskZeroBlocks} matched={r.DiskBlocksMatched} " +
+            $"postcopy_blocks={r.PostcopyDiskBlocks} requested={r.PostcopyRequestedDiskBlocks} verified={r.PostcopyVerifiedDiskBlocks} log={r.BytesLog} checkpoint={r.BytesCheckpoint} " +
+            $"downtime={r.DowntimeSeconds * 1000:F1} ms total={r.TotalSeconds * 1000:F0} ms postcopy_done={r.PostcopyDoneSeconds * 1000:F0} ms rounds=[{string.Join(' ', r.PrecopyDiskBlocksPerRound)}]");
         return r;
+    }
+
+    /// <summary>
+    /// Post-copy moves no disk block before the guest resumes on the destination: the blocks it lacks
+    /// come after GO, those a guest request needs on demand, the rest pushed, each checked against its
+    /// hash. Over a slow link the push takes seconds; meanwhile the guest runs on B (its requests
+    /// fetch what they read), the source holds its paused copy, and the image is not yet in place.
+    /// The source lets go only once every block arrived.
+    /// </summary>
+    [Fact]
+    public void Post_copy_resumes_without_the_disk_and_fetches_blocks_on_demand_while_the_rest_is_pushed()
+    {
+        using var hosts = new Hosts(output);
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
+        File.WriteAllBytes(source, InitialImage());
+        var (console, _) = StartOn(hosts, source);
+        using var _c = console;
+
+        var migration = Task.Run(() => Migrate(hosts, "postcopy", target, bandwidth: 2_000_000));
+        // The guest runs on B with blocks still missing; the source still holds its copy.
+        Hosts.WaitUntil(() => hosts.B.FindInstance("g") is { State: GuestStatus.Running } || migration.IsCompleted, 30000, "the guest to run on B");
+        Assert.False(migration.IsCompleted, "the post-copy ended before it could be observed: the link limit no longer makes it slow");
+        var disk = hosts.B.FindInstance("g")!.Machine.Disk!;
+        Assert.True(disk.AwaitedBlocks > 0);
+        Assert.NotNull(hosts.A.FindInstance("g")); // held, paused
+        Assert.False(File.Exists(target)); // the image is put in place only when complete
+        var r = migration.Result;
+
+        Assert.True(r.Success, r.Error);
+        Assert.Equal(0UL, r.DiskBlocksSent + r.DiskZeroBlocks); // nothing of the disk before the resume
+        Assert.True(r.PostcopyDiskBlocks > 0);
+        Assert.Equal(r.PostcopyDiskBlocks, r.PostcopyVerifiedDiskBlocks);
+        Assert.True(r.PostcopyRequestedDiskBlocks > 0, "no guest request fetched a block");
+        Assert.True(r.PostcopyRequestedDiskBlocks <= r.PostcopyDiskBlocks);
+        Assert.True(r.PostcopyDoneSeconds > r.TotalSeconds - r.DowntimeSeconds); // completed after the resume
+        Assert.Equal(0, disk.AwaitedBlocks);
+        Assert.False(disk.HasAbsentBlocks);
+        Assert.Null(hosts.A.FindInstance("g")); // released once every block was verified
+        Assert.True(File.Exists(target));
+
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+        Assert.Equal([target], Directory.GetFiles(b));
+    }
+
+    /// <summary>
+    /// A post-copy disk block damaged on the wire fails its hash: it is not applied, the link is cut,
+    /// the destination guest waits (a request for a block that cannot come stalls it, never reads a
+    /// wrong one), and `--resume` sends exactly what is still missing, intact.
+    /// </summary>
+    [Fact]
+    public void A_damaged_post_copy_disk_block_is_refused_and_a_resume_delivers_it_intact()
+    {
+        int damaged = 0;
+        using var hosts = new Hosts(output, configure: o => o with { CorruptPostcopyBlock = _ => Interlocked.CompareExchange(ref damaged, 1, 0) == 0 });
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
+        File.WriteAllBytes(source, InitialImage());
+        var (console, _) = StartOn(hosts, source);
+        using var _c = console;
+
+        var first = Migrate(hosts, "postcopy", target);
+        Assert.False(first.Success);
+        Assert.Contains("--resume", first.Error);
+        var disk = hosts.B.FindInstance("g")!.Machine.Disk!;
+        Assert.True(disk.AwaitedBlocks > 0);
+        Assert.False(File.Exists(target));
+
+        using var c = HostClient.Connect(hosts.A.Address);
+        var resumed = c.Migrate(new MigrateCommand { Name = "g", Resume = true });
+        output.WriteLine($"resume: pages={resumed.PostcopyPages} blocks={resumed.PostcopyDiskBlocks} verified={resumed.PostcopyVerifiedDiskBlocks} error='{resumed.Error}'");
+        Assert.True(resumed.Success, resumed.Error);
+        Assert.True(resumed.PostcopyDiskBlocks > 0);
+        Assert.Equal(0, disk.AwaitedBlocks);
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+        Assert.Equal([target], Directory.GetFiles(b));
     }
 
     /// <summary>Follows the guest to B and waits for its end; returns the tail of its output.</summary>
@@ -107,6 +187,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [InlineData("precopy", true)]
     [InlineData("stopcopy", false)]
     [InlineData("postcopy", false)]
+    [InlineData("postcopy", true)]
     [InlineData("auto", true)]
     public void Without_shared_storage_the_disk_moves_and_the_guest_finishes_as_if_it_never_moved(string strategy, bool withBase)
     {
@@ -125,7 +206,8 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         Assert.True(r.BytesDisk > 0);
         Assert.Equal(r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy + r.BytesDisk, r.BytesTotal);
         // Blocks either travel or were already there (the base's, or zeros on a fresh destination).
-        Assert.True(r.DiskBlocksSent + r.DiskZeroBlocks + r.DiskBlocksMatched >= ImageBytes / 4096);
+        Assert.True(r.DiskBlocksSent + r.DiskZeroBlocks + r.DiskBlocksMatched + r.PostcopyDiskBlocks >= ImageBytes / 4096);
+        Assert.Equal(r.PostcopyDiskBlocks, r.PostcopyVerifiedDiskBlocks);
         ulong sourceAfterGo = Hash(source);
         Assert.Equal(1, hosts.RunningCount("g"));
 

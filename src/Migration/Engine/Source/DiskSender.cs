@@ -109,6 +109,35 @@ internal sealed class DiskSender(SourceContext ctx)
         Send(disk.Snapshot(), token);
     }
 
+    /// <summary>
+    /// Post-copy, at the pause: only the list of blocks the destination lacks goes now (as runs in a
+    /// <see cref="DiskDone"/> with the identity it must reach); the blocks themselves go after GO, on
+    /// request and in the background (<see cref="PostcopyDiskPush"/>, from the returned snapshot).
+    /// With shared storage the file is flushed and nothing needs to follow (null).
+    /// </summary>
+    public (DiskSnapshot Snapshot, long[] Blocks)? SendPostcopy(CancellationToken token)
+    {
+        if (Disk is not { } disk) return null;
+        if (Shared) { SendAtPause(token); return null; }
+        var snapshot = disk.Snapshot();
+        var hashes = snapshot.BlockHashes;
+        var blocks = DiskTransfer.Differing(hashes, _destination);
+        if (!_destinationHasDisk) Matched = snapshot.BlockCount - blocks.Count;
+        var done = new DiskDone { Identity = Guest.Devices.Virtio.Block.Disk.Identity(hashes), ContentDigest = snapshot.ContentDigest, Postcopy = true };
+        for (int i = 0; i < blocks.Count;)
+        {
+            int j = i + 1;
+            while (j < blocks.Count && blocks[j] == blocks[j - 1] + 1) j++;
+            done.AbsentFirst.Add((ulong)blocks[i]);
+            done.AbsentCount.Add((ulong)(j - i));
+            i = j;
+        }
+        ctx.Conn!.Send(new Envelope { DiskDone = done }, ByteCategory.Disk, token);
+        _destination = hashes.ToArray();
+        _destinationHasDisk = true;
+        return (snapshot, blocks.ToArray());
+    }
+
     /// <summary>Rolled back: the guest owns its file again (the blocks held back commit at its next flush).</summary>
     public void ResumeCommits()
     {
