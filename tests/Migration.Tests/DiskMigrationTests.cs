@@ -109,13 +109,15 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         var (console, _) = StartOn(hosts, source);
         using var _c = console;
 
+        var sourceMachine = hosts.A.FindInstance("g")!.Machine;
         var migration = Task.Run(() => Migrate(hosts, "postcopy", target, bandwidth: 2_000_000));
         // The guest runs on B with blocks still missing; the source still holds its copy.
         Hosts.WaitUntil(() => hosts.B.FindInstance("g") is { State: GuestStatus.Running } || migration.IsCompleted, 30000, "the guest to run on B");
         Assert.False(migration.IsCompleted, "the post-copy ended before it could be observed: the link limit no longer makes it slow");
         var disk = hosts.B.FindInstance("g")!.Machine.Disk!;
         Assert.True(disk.AwaitedBlocks > 0);
-        Assert.NotNull(hosts.A.FindInstance("g")); // held, paused
+        Assert.False(sourceMachine.IsDisposed); // the paused source copy is kept: it holds the blocks still to come
+        using (var cb = HostClient.Connect(hosts.B.Address)) Assert.Contains("disk blocks to come", cb.Status("g").Guests.Single().Migration);
         Assert.False(File.Exists(target)); // the image is put in place only when complete
         var r = migration.Result;
 
@@ -128,7 +130,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         Assert.True(r.PostcopyDoneSeconds > r.TotalSeconds - r.DowntimeSeconds); // completed after the resume
         Assert.Equal(0, disk.AwaitedBlocks);
         Assert.False(disk.HasAbsentBlocks);
-        Assert.Null(hosts.A.FindInstance("g")); // released once every block was verified
+        Assert.True(sourceMachine.IsDisposed); // released once every block was verified
         Assert.True(File.Exists(target));
 
         Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
@@ -159,8 +161,10 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         Assert.True(disk.AwaitedBlocks > 0);
         Assert.False(File.Exists(target));
 
+        var stalled = hosts.B.FindInstance("g")!;
         using var c = HostClient.Connect(hosts.A.Address);
         var resumed = c.Migrate(new MigrateCommand { Name = "g", Resume = true });
+        Assert.Null(stalled.Crash);
         output.WriteLine($"resume: pages={resumed.PostcopyPages} blocks={resumed.PostcopyDiskBlocks} verified={resumed.PostcopyVerifiedDiskBlocks} error='{resumed.Error}'");
         Assert.True(resumed.Success, resumed.Error);
         Assert.True(resumed.PostcopyDiskBlocks > 0);

@@ -220,11 +220,13 @@ public sealed class VirtioBlk(Machine machine) : IVirtioDevice
         if (!InRange(sector, bytes)) return StatusIoErr;
         if (Disk!.ReadOnly) return StatusIoErr;
         long offset = (long)sector * Disk.SectorSize;
-        for (long at = 0; at < bytes; at += _buffer.Length)
+        // Pieces end on block boundaries, so a block the request covers is written whole in one piece
+        // (post-copy: such a block need not arrive first, see EnsureBlocksPresent).
+        for (long at = 0, n; at < bytes; at += n)
         {
-            int n = (int)Math.Min(_buffer.Length, bytes - at);
-            if (q.ReadChain(chain, 16 + at, _buffer.AsSpan(0, n)) != n) return StatusIoErr;
-            Disk.Write(offset + at, _buffer.AsSpan(0, n));
+            n = Math.Min(Disk.BlockSize - ((offset + at) & (Disk.BlockSize - 1)), bytes - at);
+            if (q.ReadChain(chain, 16 + at, _buffer.AsSpan(0, (int)n)) != n) return StatusIoErr;
+            Disk.Write(offset + at, _buffer.AsSpan(0, (int)n));
         }
         return StatusOk;
     }
