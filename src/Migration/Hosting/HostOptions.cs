@@ -77,6 +77,8 @@ public sealed record HostOptions
     public Func<int, bool>? CorruptPostcopyPage { get; init; }
     /// <summary>Test hook: returning true for a post-copy disk block damages it on the wire, after its hash was taken.</summary>
     public Func<long, bool>? CorruptPostcopyBlock { get; init; }
+    /// <summary>Pre-copy sends the disk's dirty blocks after every round (false: only the first pass and the pause, for comparison in DiskBench).</summary>
+    public bool PrecopyDiskEveryRound { get; init; } = true;
     /// <summary>Compile hot guest blocks to IL (speed only).</summary>
     public bool CompileBlocks { get; init; } = true;
     /// <summary>Test hook: a destination replays the migration log at most this fast (guest MIPS; 0 = no cap).</summary>
