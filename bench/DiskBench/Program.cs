@@ -33,8 +33,8 @@ try
             string source = Path.Combine(dir, "source.img"), target = Path.Combine(dir, "target.img");
             File.WriteAllBytes(source, image);
             File.Delete(target);
-            using var a = new GuestHost(new HostOptions());
-            using var b = new GuestHost(new HostOptions());
+            using var a = new GuestHost(new HostOptions { DiskDir = dir });
+            using var b = new GuestHost(new HostOptions { DiskDir = dir });
             using (var c = HostClient.Connect(a.Address)) c.Start("g", File.ReadAllBytes(LiveMigration.Tests.Shared.RepoPaths.Guest(guest)), 64 << 20, guest, new DriveSpec(source, false));
             Thread.Sleep(guest == "blk_forever" ? 1500 : 300); // the workload has written for a while
             using var hc = HostClient.Connect(a.Address);

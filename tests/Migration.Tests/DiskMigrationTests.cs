@@ -21,6 +21,10 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, true);
 
+    /// <summary>Two hosts whose disk directory is this test's directory (a disk path outside it is refused).</summary>
+    private Hosts TwoHosts(Func<FaultPoint, bool>? fault = null, Func<HostOptions, HostOptions>? configure = null) =>
+        new(output, fault: fault, configure: o => (configure?.Invoke(o) ?? o) with { DiskDir = _dir });
+
     private string DirOf(string host)
     {
         string d = Path.Combine(_dir, host);
@@ -102,7 +106,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Post_copy_resumes_without_the_disk_and_fetches_blocks_on_demand_while_the_rest_is_pushed()
     {
-        using var hosts = new Hosts(output);
+        using var hosts = TwoHosts();
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
         File.WriteAllBytes(source, InitialImage());
@@ -147,7 +151,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Pre_copy_resends_dirty_disk_blocks_every_round_so_the_pause_sends_only_the_last_rounds()
     {
-        using var hosts = new Hosts(output);
+        using var hosts = TwoHosts();
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
         File.WriteAllBytes(source, InitialImage());
@@ -176,7 +180,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     public void A_damaged_post_copy_disk_block_is_refused_and_a_resume_delivers_it_intact()
     {
         int damaged = 0;
-        using var hosts = new Hosts(output, configure: o => o with { CorruptPostcopyBlock = _ => Interlocked.CompareExchange(ref damaged, 1, 0) == 0 });
+        using var hosts = TwoHosts(configure: o => o with { CorruptPostcopyBlock = _ => Interlocked.CompareExchange(ref damaged, 1, 0) == 0 });
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
         File.WriteAllBytes(source, InitialImage());
@@ -224,7 +228,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [InlineData("auto", true)]
     public void Without_shared_storage_the_disk_moves_and_the_guest_finishes_as_if_it_never_moved(string strategy, bool withBase)
     {
-        using var hosts = new Hosts(output);
+        using var hosts = TwoHosts();
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img"), older = Path.Combine(b, "older.img");
         File.WriteAllBytes(source, InitialImage());
@@ -256,7 +260,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Auto_fallback_returns_the_disk_to_C0_and_the_guest_still_finishes_as_if_it_never_moved()
     {
-        using var hosts = new Hosts(output, configure: o => o with { ReplayMipsCap = 2 });
+        using var hosts = TwoHosts(configure: o => o with { ReplayMipsCap = 2 });
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
         File.WriteAllBytes(source, InitialImage());
@@ -276,7 +280,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [InlineData("stopcopy")]
     public void With_shared_storage_no_block_crosses_and_the_source_never_writes_after_go(string strategy)
     {
-        using var hosts = new Hosts(output);
+        using var hosts = TwoHosts();
         string shared = Path.Combine(DirOf("shared"), "g.img");
         File.WriteAllBytes(shared, InitialImage());
         var (console, _) = StartOn(hosts, shared);
@@ -300,7 +304,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void A_peer_without_a_matching_disk_is_refused_up_front_in_one_line()
     {
-        using var hosts = new Hosts(output);
+        using var hosts = TwoHosts();
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img");
         File.WriteAllBytes(source, InitialImage());
@@ -330,13 +334,75 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(new byte[ImageBytes], File.ReadAllBytes(other));
     }
 
+    /// <summary>
+    /// The destination keeps images only in its disk directory: a disk path or base that leads
+    /// anywhere else ("..", an absolute path elsewhere, a directory link or a file link pointing
+    /// out) is refused in one line before a byte is written, and a host without a disk directory
+    /// takes no disk at all. A relative path lands in the directory.
+    /// </summary>
+    [Fact]
+    public void A_disk_path_outside_the_destinations_disk_directory_is_refused_before_a_byte_is_written()
+    {
+        string a = DirOf("a"), b = DirOf("b");
+        string outside = Directory.CreateTempSubdirectory("lm-diskout-").FullName;
+        try
+        {
+            using var hosts = new Hosts(output, configure: o => o with { DiskDir = b });
+            string source = Path.Combine(a, "g.img");
+            File.WriteAllBytes(source, InitialImage());
+            string outsideBase = Path.Combine(outside, "base.img");
+            File.WriteAllBytes(outsideBase, OlderCopy());
+            Directory.CreateSymbolicLink(Path.Combine(b, "escape"), outside);
+            File.CreateSymbolicLink(Path.Combine(b, "evil.img"), Path.Combine(outside, "evil.img"));
+            File.CreateSymbolicLink(Path.Combine(b, "relative.img"), Path.Combine("..", "..", Path.GetFileName(outside), "rel.img"));
+            var (console, _) = StartOn(hosts, source);
+            using var _c = console;
+
+            foreach (var (path, baseImage) in new[]
+            {
+                (Path.Combine("..", "a", "stolen.img"), ""),     // relative, up and out
+                (Path.Combine(b, "..", "up.img"), ""),           // absolute with ..
+                (Path.Combine(outside, "abs.img"), ""),          // absolute elsewhere
+                (Path.Combine(b, "escape", "via-dir.img"), ""),  // a directory link that leads out
+                (Path.Combine(b, "evil.img"), ""),               // a file link that leads out (its target does not exist yet)
+                ("relative.img", ""),                            // a relative file link that leads out
+                ("fine.img", outsideBase),                       // a base outside
+            })
+            {
+                var r = Migrate(hosts, "log", path, baseImage);
+                Assert.False(r.Success, $"{path} (base '{baseImage}') was accepted");
+                Assert.Contains("is outside this host's disk directory", r.Error);
+                Assert.DoesNotContain('\n', r.Error);
+            }
+            Assert.Equal([outsideBase], Directory.GetFiles(outside)); // nothing written out there
+            Assert.Equal(OlderCopy(), File.ReadAllBytes(outsideBase));
+            Assert.Equal([source], Directory.GetFiles(a));
+            Assert.Equal(new[] { "escape", "evil.img", "relative.img" }.Order(), Directory.GetFileSystemEntries(b).Select(Path.GetFileName).Order());
+            Assert.Equal(hosts.A.Address, hosts.RunningOn("g"));
+
+            using (var bare = new GuestHost(new HostOptions()))
+            using (var c = HostClient.Connect(hosts.A.Address))
+            {
+                var r = c.Migrate(new MigrateCommand { Name = "g", Target = bare.Address, Strategy = Strategy.Log, DiskPath = Path.Combine(b, "x.img") });
+                Assert.False(r.Success);
+                Assert.Contains("this host keeps no disk images", r.Error);
+            }
+
+            var ok = Migrate(hosts, "log", "moved.img"); // relative: in the disk directory
+            Assert.True(ok.Success, ok.Error);
+            Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+            Assert.Equal(Reference.Value.Image, File.ReadAllBytes(Path.Combine(b, "moved.img")));
+        }
+        finally { Directory.Delete(outside, true); }
+    }
+
     [Theory]
     [InlineData("log", FaultPoint.Checkpoint)]
     [InlineData("precopy", FaultPoint.BeforeAck)]
     public void An_aborted_migration_leaves_no_image_on_the_destination(string strategy, FaultPoint cut)
     {
         bool armed = true;
-        using var hosts = new Hosts(output, fault: p => p == cut && armed && !(armed = false));
+        using var hosts = TwoHosts(fault: p => p == cut && armed && !(armed = false));
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
         File.WriteAllBytes(source, InitialImage());

@@ -38,6 +38,11 @@ public sealed record HostOptions
     public string Listen { get; init; } = "127.0.0.1:0";
     /// <summary>Directory for the host's journal of migration outcomes (optional).</summary>
     public string? DataDir { get; init; }
+    /// <summary>
+    /// Where incoming guests' disk images are kept (`lm host --disk-dir`); a migration naming a disk
+    /// path or base outside it is refused. Null: the data directory; neither: no disk is accepted.
+    /// </summary>
+    public string? DiskDir { get; init; }
     /// <summary>Largest single guest.</summary>
     public ulong MaxMemorySize { get; init; } = 16UL << 30;
     /// <summary>Mutual TLS for every connection (control, migration, console); null: plaintext, loopback only.</summary>

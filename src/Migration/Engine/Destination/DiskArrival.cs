@@ -61,8 +61,14 @@ internal sealed class DiskArrival
         }
         if (!hasBlock) throw new MigrationFailedException("disk mismatch: the source sent a disk identity for a machine without virtio-blk");
         if (Disk.LengthProblem((long)Math.Min(identity.Length, long.MaxValue)) is { } problem) throw new MigrationFailedException($"disk mismatch: the source's disk: {problem}");
-        var plan = setup.Disk ?? throw new MigrationFailedException("the source named no place for the guest's disk on this host");
-        if (plan.Path.Length == 0 || !System.IO.Path.IsPathFullyQualified(plan.Path)) throw new MigrationFailedException($"disk path '{plan.Path}' is not an absolute path");
+        var named = setup.Disk ?? throw new MigrationFailedException("the source named no place for the guest's disk on this host");
+        // Nothing is opened, read or written before both paths are known to be under the disk directory.
+        string? root = DiskPaths.Root(ctx.Host.Options);
+        var plan = new DiskPlan(named)
+        {
+            Path = DiskPaths.Confine(root, named.Path, "disk path"),
+            Base = named.Base.Length > 0 ? DiskPaths.Confine(root, named.Base, "disk base") : "",
+        };
         long length = (long)identity.Length;
         var arrival = new DiskArrival(ctx, plan, identity);
         if (plan.Shared)

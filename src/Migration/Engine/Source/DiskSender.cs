@@ -51,7 +51,10 @@ internal sealed class DiskSender(SourceContext ctx)
     public DiskPlan? PlanFor(MigrateCommand command, string? sourcePath)
     {
         if (Disk == null) return null;
-        string path = command.DiskPath.Length > 0 ? command.DiskPath : sourcePath ?? "";
+        // Default: the same file for shared storage; otherwise the image's name, which the destination
+        // resolves in its disk directory.
+        string path = command.DiskPath.Length > 0 ? command.DiskPath
+            : command.SharedDisk ? sourcePath ?? "" : Path.GetFileName(sourcePath ?? "");
         if (path.Length == 0) throw new HostException("the guest's disk has no path here; give the destination's with --disk-path FILE");
         if (command.SharedDisk && command.DiskBase.Length > 0) throw new HostException("--shared-disk and --disk-base exclude each other (a shared file needs no base)");
         return Plan = new DiskPlan { Path = path, Base = command.DiskBase, Shared = command.SharedDisk };
