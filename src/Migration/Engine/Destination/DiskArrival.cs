@@ -144,6 +144,8 @@ internal sealed class DiskArrival
         }
         if (_disk.ContentDigest != done.ContentDigest || _disk.CurrentIdentity() != done.Identity)
             throw new MigrationFailedException($"the disk here is image 0x{_disk.CurrentIdentity():x16} after the source's blocks, not the source's 0x{done.Identity:x16}");
+        // Pre-copy's rounds: what arrived goes to the temporary image now, not in GO's flush (downtime).
+        if (!_plan.Shared) _disk.Flush();
     }
 
     /// <summary>
