@@ -74,6 +74,16 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
 
     private static ulong Hash(string path) => XxHash3.HashToUInt64(File.ReadAllBytes(path));
 
+    /// <summary>The guest started on A from A's g.img (the initial image); B's g.img is where it is to go.</summary>
+    private (ConsoleClient Console, string Source, string Target, string DirB) StartGuest(Hosts hosts)
+    {
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img");
+        File.WriteAllBytes(source, InitialImage());
+        var (console, _) = StartOn(hosts, source);
+        return (console, source, Path.Combine(b, "g.img"), b);
+    }
+
     private (ConsoleClient Console, string SourceImage) StartOn(Hosts hosts, string image)
     {
         using (var c = HostClient.Connect(hosts.A.Address)) c.Start("g", Guests.Elf(Guest), 64 << 20, Guest, new DriveSpec(image, false));
@@ -107,10 +117,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     public void Post_copy_resumes_without_the_disk_and_fetches_blocks_on_demand_while_the_rest_is_pushed()
     {
         using var hosts = TwoHosts();
-        string a = DirOf("a"), b = DirOf("b");
-        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
-        File.WriteAllBytes(source, InitialImage());
-        var (console, _) = StartOn(hosts, source);
+        var (console, source, target, b) = StartGuest(hosts);
         using var _c = console;
 
         var sourceMachine = hosts.A.FindInstance("g")!.Machine;
@@ -152,10 +159,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     public void Pre_copy_resends_dirty_disk_blocks_every_round_so_the_pause_sends_only_the_last_rounds()
     {
         using var hosts = TwoHosts();
-        string a = DirOf("a"), b = DirOf("b");
-        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
-        File.WriteAllBytes(source, InitialImage());
-        var (console, _) = StartOn(hosts, source);
+        var (console, source, target, b) = StartGuest(hosts);
         using var _c = console;
 
         var r = Migrate(hosts, "precopy", target);
@@ -181,10 +185,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     {
         int damaged = 0;
         using var hosts = TwoHosts(configure: o => o with { CorruptPostcopyBlock = _ => Interlocked.CompareExchange(ref damaged, 1, 0) == 0 });
-        string a = DirOf("a"), b = DirOf("b");
-        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
-        File.WriteAllBytes(source, InitialImage());
-        var (console, _) = StartOn(hosts, source);
+        var (console, source, target, b) = StartGuest(hosts);
         using var _c = console;
 
         var first = Migrate(hosts, "postcopy", target);
@@ -261,10 +262,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     public void Auto_fallback_returns_the_disk_to_C0_and_the_guest_still_finishes_as_if_it_never_moved()
     {
         using var hosts = TwoHosts(configure: o => o with { ReplayMipsCap = 2 });
-        string a = DirOf("a"), b = DirOf("b");
-        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
-        File.WriteAllBytes(source, InitialImage());
-        var (console, _) = StartOn(hosts, source);
+        var (console, source, target, b) = StartGuest(hosts);
         using var _c = console;
 
         var r = Migrate(hosts, "auto", target);
