@@ -20,6 +20,7 @@ using LiveMigration.Recorder.Disk;
 
 int imageMib = Arg("--image-mib", 64), filled = Arg("--filled", 20);
 string? qemuJson = args.SkipWhile(a => a != "--qemu").Skip(1).FirstOrDefault();
+bool verbose = args.Contains("--verbose"); // the hosts' logs on stderr (where a downtime goes)
 var ours = new List<(string Case, string Strategy, ulong Bytes, double Seconds, double Downtime)>();
 string dir = Directory.CreateTempSubdirectory("lm-diskbench-").FullName;
 try
@@ -45,8 +46,9 @@ try
             string source = Path.Combine(dir, "source.img"), target = Path.Combine(dir, "target.img");
             File.WriteAllBytes(source, image);
             File.Delete(target);
-            using var a = new GuestHost(new HostOptions { DiskDir = dir, PrecopyDiskEveryRound = everyRound });
-            using var b = new GuestHost(new HostOptions { DiskDir = dir });
+            Action<string>? log = verbose && !warmUp ? m => Console.Error.WriteLine(m) : null;
+            using var a = new GuestHost(new HostOptions { DiskDir = dir, PrecopyDiskEveryRound = everyRound, Log = log });
+            using var b = new GuestHost(new HostOptions { DiskDir = dir, Log = log });
             using (var c = HostClient.Connect(a.Address)) c.Start("g", File.ReadAllBytes(LiveMigration.Tests.Shared.RepoPaths.Guest(guest)), 64 << 20, guest, new DriveSpec(source, false));
             Thread.Sleep(guest == "blk_forever" ? 1500 : 300); // the workload has written for a while
             using var hc = HostClient.Connect(a.Address);
