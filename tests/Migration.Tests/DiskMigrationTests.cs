@@ -394,6 +394,25 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         finally { Directory.Delete(outside, true); }
     }
 
+    /// <summary>
+    /// A post-copy whose blocks cannot come (every one damaged on the wire) and that the operator
+    /// gives up on (`lm stop` on the destination) leaves no image there: the incomplete one is
+    /// never put in place, its temporary file goes.
+    /// </summary>
+    [Fact]
+    public void An_abandoned_post_copy_leaves_no_image_on_the_destination()
+    {
+        using var hosts = TwoHosts(configure: o => o with { CorruptPostcopyBlock = _ => true });
+        var (console, _, target, b) = StartGuest(hosts);
+        using var _c = console;
+        var r = Migrate(hosts, "postcopy", target);
+        Assert.False(r.Success);
+        Assert.Single(Directory.GetFiles(b)); // the temporary image, missing blocks
+        using (var c = HostClient.Connect(hosts.B.Address)) c.Stop("g");
+        Hosts.WaitUntil(() => Directory.GetFiles(b).Length == 0, 10000, "the temporary image to go");
+        Assert.False(File.Exists(target));
+    }
+
     [Theory]
     [InlineData("log", FaultPoint.Checkpoint)]
     [InlineData("precopy", FaultPoint.BeforeAck)]

@@ -210,6 +210,7 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
     {
         Failed(why, ctx.Conn);
         lock (ctx.Lock) ctx.State = DestinationState.Abandoned;
+        ctx.Disk?.Abort(); // an image still missing blocks is never put in place: its temporary file goes
     }
 
     /// <summary>Moves the post-copy onto <paramref name="conn"/>; an old link that still looks alive is cut first.</summary>
