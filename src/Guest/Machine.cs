@@ -209,7 +209,12 @@ public sealed unsafe partial class Machine : IDisposable
                 HostPort.Poll(this);
                 Memory.SetGuestActive(true);
             }
-            if (_blk != null && _blk.TakeAnnouncement()) HostPort.BlockRequestsPending(this);
+            if (_blk != null && _blk.TakeAnnouncement())
+            {
+                // Post-copy: a request whose disk blocks cannot come now waits, and so does the guest.
+                if (!_blk.EnsureBlocksPresent()) return StopReason.PageUnavailable;
+                HostPort.BlockRequestsPending(this);
+            }
 
             ulong pending = Mip & _cpu->Mie;
             if (pending != 0)

@@ -13,8 +13,9 @@ public enum StopReason
     Idle,
     /// <summary>
     /// Post-copy: the next instruction touches a page that has not arrived and cannot be fetched now
-    /// (<see cref="Memory.GuestMemory.PageFetcher"/> returned false). Nothing of it executed; running
-    /// again retries it.
+    /// (<see cref="Memory.GuestMemory.PageFetcher"/> returned false), or a disk request needs a block
+    /// that cannot (<see cref="Devices.Virtio.Block.Disk.BlockFetcher"/>). Nothing of it executed;
+    /// running again retries it.
     /// </summary>
     PageUnavailable,
     /// <summary>A breakpoint or watchpoint hit; see <see cref="Debug.DebugHooks.LastStop"/>.</summary>

@@ -21,6 +21,10 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, true);
 
+    /// <summary>Two hosts whose disk directory is this test's directory (a disk path outside it is refused).</summary>
+    private Hosts TwoHosts(Func<FaultPoint, bool>? fault = null, Func<HostOptions, HostOptions>? configure = null) =>
+        new(output, fault: fault, configure: o => (configure?.Invoke(o) ?? o) with { DiskDir = _dir });
+
     private string DirOf(string host)
     {
         string d = Path.Combine(_dir, host);
@@ -70,6 +74,16 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
 
     private static ulong Hash(string path) => XxHash3.HashToUInt64(File.ReadAllBytes(path));
 
+    /// <summary>The guest started on A from A's g.img (the initial image); B's g.img is where it is to go.</summary>
+    private (ConsoleClient Console, string Source, string Target, string DirB) StartGuest(Hosts hosts)
+    {
+        string a = DirOf("a"), b = DirOf("b");
+        string source = Path.Combine(a, "g.img");
+        File.WriteAllBytes(source, InitialImage());
+        var (console, _) = StartOn(hosts, source);
+        return (console, source, Path.Combine(b, "g.img"), b);
+    }
+
     private (ConsoleClient Console, string SourceImage) StartOn(Hosts hosts, string image)
     {
         using (var c = HostClient.Connect(hosts.A.Address)) c.Start("g", Guests.Elf(Guest), 64 << 20, Guest, new DriveSpec(image, false));
@@ -78,16 +92,120 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         return (console, image);
     }
 
-    private MigrationReport Migrate(Hosts hosts, string strategy, string diskPath, string diskBase = "", bool shared = false)
+    private MigrationReport Migrate(Hosts hosts, string strategy, string diskPath, string diskBase = "", bool shared = false, ulong bandwidth = 0)
     {
         using var c = HostClient.Connect(hosts.A.Address);
         var r = c.Migrate(new MigrateCommand
         {
             Name = "g", Target = hosts.B.Address, Strategy = Engine.Strategies.Parse(strategy), DowntimeLimitMs = 50,
-            DiskPath = diskPath, DiskBase = diskBase, SharedDisk = shared,
+            DiskPath = diskPath, DiskBase = diskBase, SharedDisk = shared, BandwidthBytesPerSecond = bandwidth,
         });
-        output.WriteLine($"report: success={r.Success} error='{r.Error}' disk={r.DiskMode} bytes_disk={r.BytesDisk} blocks={r.DiskBlocksSent} zero={r.DiskZeroBlocks} matched={r.DiskBlocksMatched} log={r.BytesLog} checkpoint={r.BytesCheckpoint}");
+        output.WriteLine($"report: success={r.Success} error='{r.Error}' disk={r.DiskMode} bytes_disk={r.BytesDisk} blocks={r.DiskBlocksSent} zero={r.DiskZeroBlocks} matched={r.DiskBlocksMatched} " +
+            $"postcopy_blocks={r.PostcopyDiskBlocks} requested={r.PostcopyRequestedDiskBlocks} verified={r.PostcopyVerifiedDiskBlocks} log={r.BytesLog} checkpoint={r.BytesCheckpoint} " +
+            $"downtime={r.DowntimeSeconds * 1000:F1} ms total={r.TotalSeconds * 1000:F0} ms postcopy_done={r.PostcopyDoneSeconds * 1000:F0} ms passes=[{string.Join(" ", r.DiskBlocksPerPass)}] changed_since_first={r.DiskBlocksChangedSinceFirstPass}");
         return r;
+    }
+
+    /// <summary>
+    /// Post-copy moves no disk block before the guest resumes on the destination: the blocks it lacks
+    /// come after GO, those a guest request needs on demand, the rest pushed, each checked against its
+    /// hash. Over a slow link the push takes seconds; meanwhile the guest runs on B (its requests
+    /// fetch what they read), the source holds its paused copy, and the image is not yet in place.
+    /// The source lets go only once every block arrived.
+    /// </summary>
+    [Fact]
+    public void Post_copy_resumes_without_the_disk_and_fetches_blocks_on_demand_while_the_rest_is_pushed()
+    {
+        using var hosts = TwoHosts();
+        var (console, source, target, b) = StartGuest(hosts);
+        using var _c = console;
+
+        var sourceMachine = hosts.A.FindInstance("g")!.Machine;
+        var migration = Task.Run(() => Migrate(hosts, "postcopy", target, bandwidth: 2_000_000));
+        // The guest runs on B with blocks still missing; the source still holds its copy.
+        Hosts.WaitUntil(() => hosts.B.FindInstance("g") is { State: GuestStatus.Running } || migration.IsCompleted, 30000, "the guest to run on B");
+        Assert.False(migration.IsCompleted, "the post-copy ended before it could be observed: the link limit no longer makes it slow");
+        var disk = hosts.B.FindInstance("g")!.Machine.Disk!;
+        Assert.True(disk.AwaitedBlocks > 0);
+        Assert.False(sourceMachine.IsDisposed); // the paused source copy is kept: it holds the blocks still to come
+        using (var cb = HostClient.Connect(hosts.B.Address)) Assert.Contains("disk blocks to come", cb.Status("g").Guests.Single().Migration);
+        Assert.False(File.Exists(target)); // the image is put in place only when complete
+        var r = migration.Result;
+
+        Assert.True(r.Success, r.Error);
+        Assert.Equal(0UL, r.DiskBlocksSent + r.DiskZeroBlocks); // nothing of the disk before the resume
+        Assert.True(r.PostcopyDiskBlocks > 0);
+        Assert.Equal(r.PostcopyDiskBlocks, r.PostcopyVerifiedDiskBlocks);
+        Assert.True(r.PostcopyRequestedDiskBlocks > 0, "no guest request fetched a block");
+        Assert.True(r.PostcopyRequestedDiskBlocks <= r.PostcopyDiskBlocks);
+        Assert.True(r.PostcopyDoneSeconds > r.TotalSeconds - r.DowntimeSeconds); // completed after the resume
+        Assert.Equal(0, disk.AwaitedBlocks);
+        Assert.False(disk.HasAbsentBlocks);
+        Assert.True(sourceMachine.IsDisposed); // released once every block was verified
+        Assert.True(File.Exists(target));
+
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+        Assert.Equal([target], Directory.GetFiles(b));
+    }
+
+    /// <summary>
+    /// Pre-copy resends the disk's dirty blocks every round, as it does pages: with the disk workload
+    /// writing, rounds after the first pass carry blocks, and the pause sends only what the last
+    /// round dirtied — fewer than all the blocks changed since the first pass, which is what the
+    /// pause sent before. The guest still ends exactly as if it never moved.
+    /// </summary>
+    [Fact]
+    public void Pre_copy_resends_dirty_disk_blocks_every_round_so_the_pause_sends_only_the_last_rounds()
+    {
+        using var hosts = TwoHosts();
+        var (console, source, target, b) = StartGuest(hosts);
+        using var _c = console;
+
+        var r = Migrate(hosts, "precopy", target);
+        Assert.True(r.Success, r.Error);
+        var passes = r.DiskBlocksPerPass;
+        Assert.Equal((int)r.PrecopyRounds + 1, passes.Count); // the first pass, one per round before the pause, the pause
+        Assert.Equal(r.DiskBlocksSent + r.DiskZeroBlocks, passes.Aggregate(0UL, (x, y) => x + y));
+        ulong rounds = passes.Skip(1).SkipLast(1).Aggregate(0UL, (x, y) => x + y);
+        Assert.True(rounds > 0, "no round after the first pass sent a disk block: the workload did not write during the migration");
+        Assert.True(passes[^1] < r.DiskBlocksChangedSinceFirstPass, $"the pause sent {passes[^1]} blocks, not fewer than the {r.DiskBlocksChangedSinceFirstPass} changed since the first pass");
+
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+    }
+
+    /// <summary>
+    /// A post-copy disk block damaged on the wire fails its hash: it is not applied, the link is cut,
+    /// the destination guest waits (a request for a block that cannot come stalls it, never reads a
+    /// wrong one), and `--resume` sends exactly what is still missing, intact.
+    /// </summary>
+    [Fact]
+    public void A_damaged_post_copy_disk_block_is_refused_and_a_resume_delivers_it_intact()
+    {
+        int damaged = 0;
+        using var hosts = TwoHosts(configure: o => o with { CorruptPostcopyBlock = _ => Interlocked.CompareExchange(ref damaged, 1, 0) == 0 });
+        var (console, source, target, b) = StartGuest(hosts);
+        using var _c = console;
+
+        var first = Migrate(hosts, "postcopy", target);
+        Assert.False(first.Success);
+        Assert.Contains("--resume", first.Error);
+        var disk = hosts.B.FindInstance("g")!.Machine.Disk!;
+        Assert.True(disk.AwaitedBlocks > 0);
+        Assert.False(File.Exists(target));
+
+        var stalled = hosts.B.FindInstance("g")!;
+        using var c = HostClient.Connect(hosts.A.Address);
+        var resumed = c.Migrate(new MigrateCommand { Name = "g", Resume = true });
+        Assert.Null(stalled.Crash);
+        output.WriteLine($"resume: pages={resumed.PostcopyPages} blocks={resumed.PostcopyDiskBlocks} verified={resumed.PostcopyVerifiedDiskBlocks} error='{resumed.Error}'");
+        Assert.True(resumed.Success, resumed.Error);
+        Assert.True(resumed.PostcopyDiskBlocks > 0);
+        Assert.Equal(0, disk.AwaitedBlocks);
+        Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+        Assert.Equal(Reference.Value.Image, File.ReadAllBytes(target));
+        Assert.Equal([target], Directory.GetFiles(b));
     }
 
     /// <summary>Follows the guest to B and waits for its end; returns the tail of its output.</summary>
@@ -107,10 +225,11 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [InlineData("precopy", true)]
     [InlineData("stopcopy", false)]
     [InlineData("postcopy", false)]
+    [InlineData("postcopy", true)]
     [InlineData("auto", true)]
     public void Without_shared_storage_the_disk_moves_and_the_guest_finishes_as_if_it_never_moved(string strategy, bool withBase)
     {
-        using var hosts = new Hosts(output);
+        using var hosts = TwoHosts();
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img"), older = Path.Combine(b, "older.img");
         File.WriteAllBytes(source, InitialImage());
@@ -125,7 +244,8 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         Assert.True(r.BytesDisk > 0);
         Assert.Equal(r.BytesCheckpoint + r.BytesLog + r.BytesState + r.BytesProtocol + r.BytesPostcopy + r.BytesDisk, r.BytesTotal);
         // Blocks either travel or were already there (the base's, or zeros on a fresh destination).
-        Assert.True(r.DiskBlocksSent + r.DiskZeroBlocks + r.DiskBlocksMatched >= ImageBytes / 4096);
+        Assert.True(r.DiskBlocksSent + r.DiskZeroBlocks + r.DiskBlocksMatched + r.PostcopyDiskBlocks >= ImageBytes / 4096);
+        Assert.Equal(r.PostcopyDiskBlocks, r.PostcopyVerifiedDiskBlocks);
         ulong sourceAfterGo = Hash(source);
         Assert.Equal(1, hosts.RunningCount("g"));
 
@@ -141,11 +261,8 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Auto_fallback_returns_the_disk_to_C0_and_the_guest_still_finishes_as_if_it_never_moved()
     {
-        using var hosts = new Hosts(output, configure: o => o with { ReplayMipsCap = 2 });
-        string a = DirOf("a"), b = DirOf("b");
-        string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
-        File.WriteAllBytes(source, InitialImage());
-        var (console, _) = StartOn(hosts, source);
+        using var hosts = TwoHosts(configure: o => o with { ReplayMipsCap = 2 });
+        var (console, source, target, b) = StartGuest(hosts);
         using var _c = console;
 
         var r = Migrate(hosts, "auto", target);
@@ -161,7 +278,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [InlineData("stopcopy")]
     public void With_shared_storage_no_block_crosses_and_the_source_never_writes_after_go(string strategy)
     {
-        using var hosts = new Hosts(output);
+        using var hosts = TwoHosts();
         string shared = Path.Combine(DirOf("shared"), "g.img");
         File.WriteAllBytes(shared, InitialImage());
         var (console, _) = StartOn(hosts, shared);
@@ -185,7 +302,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void A_peer_without_a_matching_disk_is_refused_up_front_in_one_line()
     {
-        using var hosts = new Hosts(output);
+        using var hosts = TwoHosts();
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img");
         File.WriteAllBytes(source, InitialImage());
@@ -215,13 +332,94 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(new byte[ImageBytes], File.ReadAllBytes(other));
     }
 
+    /// <summary>
+    /// The destination keeps images only in its disk directory: a disk path or base that leads
+    /// anywhere else ("..", an absolute path elsewhere, a directory link or a file link pointing
+    /// out) is refused in one line before a byte is written, and a host without a disk directory
+    /// takes no disk at all. A relative path lands in the directory.
+    /// </summary>
+    [Fact]
+    public void A_disk_path_outside_the_destinations_disk_directory_is_refused_before_a_byte_is_written()
+    {
+        string a = DirOf("a"), b = DirOf("b");
+        string outside = Directory.CreateTempSubdirectory("lm-diskout-").FullName;
+        try
+        {
+            using var hosts = new Hosts(output, configure: o => o with { DiskDir = b });
+            string source = Path.Combine(a, "g.img");
+            File.WriteAllBytes(source, InitialImage());
+            string outsideBase = Path.Combine(outside, "base.img");
+            File.WriteAllBytes(outsideBase, OlderCopy());
+            Directory.CreateSymbolicLink(Path.Combine(b, "escape"), outside);
+            File.CreateSymbolicLink(Path.Combine(b, "evil.img"), Path.Combine(outside, "evil.img"));
+            File.CreateSymbolicLink(Path.Combine(b, "relative.img"), Path.Combine("..", "..", Path.GetFileName(outside), "rel.img"));
+            var (console, _) = StartOn(hosts, source);
+            using var _c = console;
+
+            foreach (var (path, baseImage) in new[]
+            {
+                (Path.Combine("..", "a", "stolen.img"), ""),     // relative, up and out
+                (Path.Combine(b, "..", "up.img"), ""),           // absolute with ..
+                (Path.Combine(outside, "abs.img"), ""),          // absolute elsewhere
+                (Path.Combine(b, "escape", "via-dir.img"), ""),  // a directory link that leads out
+                (Path.Combine(b, "evil.img"), ""),               // a file link that leads out (its target does not exist yet)
+                ("relative.img", ""),                            // a relative file link that leads out
+                ("fine.img", outsideBase),                       // a base outside
+            })
+            {
+                var r = Migrate(hosts, "log", path, baseImage);
+                Assert.False(r.Success, $"{path} (base '{baseImage}') was accepted");
+                Assert.Contains("is outside this host's disk directory", r.Error);
+                Assert.DoesNotContain('\n', r.Error);
+            }
+            Assert.Equal([outsideBase], Directory.GetFiles(outside)); // nothing written out there
+            Assert.Equal(OlderCopy(), File.ReadAllBytes(outsideBase));
+            Assert.Equal([source], Directory.GetFiles(a));
+            Assert.Equal(new[] { "escape", "evil.img", "relative.img" }.Order(), Directory.GetFileSystemEntries(b).Select(Path.GetFileName).Order());
+            Assert.Equal(hosts.A.Address, hosts.RunningOn("g"));
+
+            using (var bare = new GuestHost(new HostOptions()))
+            using (var c = HostClient.Connect(hosts.A.Address))
+            {
+                var r = c.Migrate(new MigrateCommand { Name = "g", Target = bare.Address, Strategy = Strategy.Log, DiskPath = Path.Combine(b, "x.img") });
+                Assert.False(r.Success);
+                Assert.Contains("this host keeps no disk images", r.Error);
+            }
+
+            var ok = Migrate(hosts, "log", "moved.img"); // relative: in the disk directory
+            Assert.True(ok.Success, ok.Error);
+            Assert.Equal(Reference.Value.Tail, FinishOnB(hosts, console));
+            Assert.Equal(Reference.Value.Image, File.ReadAllBytes(Path.Combine(b, "moved.img")));
+        }
+        finally { Directory.Delete(outside, true); }
+    }
+
+    /// <summary>
+    /// A post-copy whose blocks cannot come (every one damaged on the wire) and that the operator
+    /// gives up on (`lm stop` on the destination) leaves no image there: the incomplete one is
+    /// never put in place, its temporary file goes.
+    /// </summary>
+    [Fact]
+    public void An_abandoned_post_copy_leaves_no_image_on_the_destination()
+    {
+        using var hosts = TwoHosts(configure: o => o with { CorruptPostcopyBlock = _ => true });
+        var (console, _, target, b) = StartGuest(hosts);
+        using var _c = console;
+        var r = Migrate(hosts, "postcopy", target);
+        Assert.False(r.Success);
+        Assert.Single(Directory.GetFiles(b)); // the temporary image, missing blocks
+        using (var c = HostClient.Connect(hosts.B.Address)) c.Stop("g");
+        Hosts.WaitUntil(() => Directory.GetFiles(b).Length == 0, 10000, "the temporary image to go");
+        Assert.False(File.Exists(target));
+    }
+
     [Theory]
     [InlineData("log", FaultPoint.Checkpoint)]
     [InlineData("precopy", FaultPoint.BeforeAck)]
     public void An_aborted_migration_leaves_no_image_on_the_destination(string strategy, FaultPoint cut)
     {
         bool armed = true;
-        using var hosts = new Hosts(output, fault: p => p == cut && armed && !(armed = false));
+        using var hosts = TwoHosts(fault: p => p == cut && armed && !(armed = false));
         string a = DirOf("a"), b = DirOf("b");
         string source = Path.Combine(a, "g.img"), target = Path.Combine(b, "g.img");
         File.WriteAllBytes(source, InitialImage());

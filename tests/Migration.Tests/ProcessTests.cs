@@ -29,7 +29,7 @@ public sealed class ProcessTests(ITestOutputHelper output) : IDisposable
 
     private (string Address, Process Process) StartHostProcess()
     {
-        var p = Spawn("host", "--listen", "127.0.0.1:0");
+        var p = Spawn("host", "--listen", "127.0.0.1:0", "--disk-dir", _workDir);
         p.ErrorDataReceived += (_, e) => { if (e.Data != null) try { output.WriteLine("host: " + e.Data); } catch (InvalidOperationException) { } };
         p.BeginErrorReadLine();
         string line = p.StandardOutput.ReadLine() ?? throw new InvalidOperationException("lm host printed nothing");

@@ -32,6 +32,7 @@ public static class HostCommands
     {
         var listen = new Option<string>("--listen") { Description = "HOST:PORT to listen on", DefaultValueFactory = _ => "127.0.0.1:7070" };
         var data = new Option<string?>("--data") { Description = "directory for the host's log and journal of migration outcomes" };
+        var diskDir = new Option<string?>("--disk-dir") { HelpName = "DIR", Description = "where incoming guests' disk images are kept (default: --data); a migration naming a disk path or base outside it is refused" };
         var quiet = new Option<bool>("--quiet") { Description = "do not log events to stderr" };
         var tls = TlsOptions.Create("TLS directory of this host's identity (from `lm certs issue --host NAME`): mutual TLS on every connection; required to listen beyond loopback");
         var defaults = new HostOptions();
@@ -45,7 +46,7 @@ public static class HostCommands
         var command = new Command("host", "Run a host: runs guests and accepts migrations and control commands");
         var http = new Option<string?>("--http") { Description = "serve the dashboard, JSON API and /metrics on HOST:PORT (loopback only for now)" };
         var peers = new Option<string[]>("--peer") { Description = "another host's HOST:PORT to show on the dashboard (repeatable)", AllowMultipleArgumentsPerToken = false };
-        foreach (var o in new Option[] { listen, data, quiet, http, peers, tls, maxConnections, handshake, read, idle, maxGuests, memFraction, maxIncoming }) command.Options.Add(o);
+        foreach (var o in new Option[] { listen, data, diskDir, quiet, http, peers, tls, maxConnections, handshake, read, idle, maxGuests, memFraction, maxIncoming }) command.Options.Add(o);
         var fleet = HostFleetOptions.Add(command);
         command.SetAction(parse => CliErrors.Run(() =>
         {
@@ -61,6 +62,7 @@ public static class HostCommands
             {
                 Listen = parse.GetValue(listen)!,
                 DataDir = parse.GetValue(data),
+                DiskDir = parse.GetValue(diskDir) is { } dd ? Path.GetFullPath(dd) : null,
                 Log = q ? null : m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}"),
                 Tls = identity,
                 MaxConnections = Positive(parse.GetValue(maxConnections), "--max-connections"),

@@ -31,8 +31,8 @@ public static class MigrateCommands
         var bandwidth = new Option<string>("--bandwidth") { Description = "rate limit on the wire (1gbit, 100mbit, 125MB; 0 = unlimited)", DefaultValueFactory = _ => "0" };
         var adaptive = new Option<string?>("--adaptive-bandwidth") { Description = "rate-adaptive pre-copy (Clark et al. NSDI'05): MIN[,INCREMENT]; round 1 at MIN, each later round at the last round's dirty rate + INCREMENT (default 50mbit), up to --bandwidth" };
         var downtime = new Option<uint>("--downtime-limit") { Description = "downtime budget in ms (log shipping switches over when the predicted tail fits)", DefaultValueFactory = _ => 10 };
-        var diskPath = new Option<string?>("--disk-path") { HelpName = "FILE", Description = "a guest with a disk: where the destination keeps the image (a path on the destination; default: the source's path)" };
-        var diskBase = new Option<string?>("--disk-base") { HelpName = "FILE", Description = "an older copy of the guest's image on the destination: only the blocks that differ cross (dsync-style); without it every non-zero block does" };
+        var diskPath = new Option<string?>("--disk-path") { HelpName = "FILE", Description = "a guest with a disk: where the destination keeps the image, in its --disk-dir (a relative path is taken there; default: the image's file name there, or with --shared-disk the source's path)" };
+        var diskBase = new Option<string?>("--disk-base") { HelpName = "FILE", Description = "an older copy of the guest's image on the destination, in its --disk-dir: only the blocks that differ cross (dsync-style); without it every non-zero block does" };
         var sharedDisk = new Option<bool>("--shared-disk") { Description = "both hosts see the same image file (at --disk-path): no block crosses, ownership of the file moves with GO" };
         var json = new Option<bool>("--json") { Description = "print the report as JSON" };
         var timeline = new Option<string?>("--timeline") { Description = "write the timeline plot to FILE (.png or .svg); the source host keeps every report either way" };

@@ -54,7 +54,8 @@ public static class DiskTransfer
     }
 
     /// <summary>Encodes <paramref name="blocks"/> of <paramref name="snapshot"/> as messages (zero markers, zstd batches).</summary>
-    public static IEnumerable<DiskBlocks> Encode(DiskSnapshot snapshot, IReadOnlyList<long> blocks)
+    /// <param name="corrupt">Test hook: a block it returns true for is damaged after its hash was taken.</param>
+    public static IEnumerable<DiskBlocks> Encode(DiskSnapshot snapshot, IReadOnlyList<long> blocks, Func<long, bool>? corrupt = null)
     {
         var raw = new byte[BatchBlocks * Disk.BlockSize];
         var compressed = new byte[Zstd.CompressBound(raw.Length)];
@@ -68,6 +69,7 @@ public static class DiskTransfer
             else
             {
                 block.CopyTo(raw, inBatch * Disk.BlockSize);
+                if (corrupt?.Invoke(b) == true) raw[inBatch * Disk.BlockSize + 100] ^= 0x5A;
                 message.Blocks.Add((ulong)b);
                 message.Hashes.Add(snapshot.BlockHashes[(int)b]);
                 inBatch++;
@@ -105,7 +107,8 @@ public static class DiskTransfer
 
     public delegate void BlockWriter(long block, ReadOnlySpan<byte> data);
 
-    private static int Apply(DiskBlocks message, long blocks, BlockWriter write)
+    /// <summary>As <see cref="Apply(DiskBlocks, IDiskBacking)"/>, each verified block handed to <paramref name="write"/> (post-copy).</summary>
+    public static int Apply(DiskBlocks message, long blocks, BlockWriter write)
     {
         if (message.Blocks.Count != message.Hashes.Count) throw new InvalidDataException("disk blocks message lists a different number of blocks and hashes");
         if (message.Blocks.Count > BatchBlocks) throw new InvalidDataException($"disk blocks message holds {message.Blocks.Count} blocks; at most {BatchBlocks}");

@@ -42,6 +42,14 @@ public sealed class IncomingDiskImage : IDisposable
         return disk;
     }
 
+    /// <summary>As <see cref="OpenDisk(bool)"/> when the blocks' hashes are known (nothing read: a post-copy destination in the downtime).</summary>
+    public Guest.Devices.Virtio.Block.Disk OpenDisk(bool readOnly, ReadOnlySpan<ulong> blockHashes)
+    {
+        var disk = Guest.Devices.Virtio.Block.Disk.Open(Backing, readOnly, blockHashes);
+        _handedOver = true;
+        return disk;
+    }
+
     /// <summary>Makes the assembled image durable and puts it in place of the target (a disk opened on it keeps working).</summary>
     public void Commit()
     {

@@ -529,6 +529,11 @@ public sealed partial class GuestHost : IDisposable
         lock (Lock) return _guests.TryGetValue(name, out var e) && e.Instance != null ? (uint)e.Instance.Machine.Memory.PageCount : 0;
     }
 
+    internal ulong DiskBlocksOf(string name)
+    {
+        lock (Lock) return _guests.TryGetValue(name, out var e) && e.Instance?.Machine.Disk is { } d ? (ulong)d.BlockCount : 0;
+    }
+
     // ---- Entries, for the migration engine ----
 
     internal GuestEntry? Entry(string name) => _guests.GetValueOrDefault(name);

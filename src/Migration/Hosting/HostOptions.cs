@@ -40,6 +40,11 @@ public sealed record HostOptions
     public string Listen { get; init; } = "127.0.0.1:0";
     /// <summary>Directory for the host's journal of migration outcomes (optional).</summary>
     public string? DataDir { get; init; }
+    /// <summary>
+    /// Where incoming guests' disk images are kept (`lm host --disk-dir`); a migration naming a disk
+    /// path or base outside it is refused. Null: the data directory; neither: no disk is accepted.
+    /// </summary>
+    public string? DiskDir { get; init; }
     /// <summary>Largest single guest.</summary>
     public ulong MaxMemorySize { get; init; } = 16UL << 30;
     /// <summary>Mutual TLS for every connection (control, migration, console); null: plaintext, loopback only.</summary>
@@ -77,6 +82,10 @@ public sealed record HostOptions
     public Func<FaultPoint, bool>? Fault { get; init; }
     /// <summary>Test hook: returning true for a post-copy page damages it on the wire, after its hash was taken.</summary>
     public Func<int, bool>? CorruptPostcopyPage { get; init; }
+    /// <summary>Test hook: returning true for a post-copy disk block damages it on the wire, after its hash was taken.</summary>
+    public Func<long, bool>? CorruptPostcopyBlock { get; init; }
+    /// <summary>Pre-copy sends the disk's dirty blocks after every round (false: only the first pass and the pause, for comparison in DiskBench).</summary>
+    public bool PrecopyDiskEveryRound { get; init; } = true;
     /// <summary>Compile hot guest blocks to IL (speed only).</summary>
     public bool CompileBlocks { get; init; } = true;
     /// <summary>Test hook: a destination replays the migration log at most this fast (guest MIPS; 0 = no cap).</summary>

@@ -58,6 +58,13 @@ internal sealed class IncomingStreamRules(GuestHost host, Connection conn)
                 break;
             case BodyOneofCase.Log: CheckLog(e.Log); break;
             case BodyOneofCase.DiskBlocks: CheckDisk(e.DiskBlocks); break;
+            case BodyOneofCase.DiskDone:
+                var d = e.DiskDone;
+                if (d.AbsentFirst.Count != d.AbsentCount.Count) throw new ProtocolException("disk runs with mismatched lists");
+                for (int i = 0; i < d.AbsentFirst.Count; i++)
+                    if (d.AbsentCount[i] == 0 || d.AbsentFirst[i] > _diskBlocks || d.AbsentCount[i] > _diskBlocks - d.AbsentFirst[i])
+                        throw new ProtocolException($"disk run {d.AbsentFirst[i]}+{d.AbsentCount[i]} is beyond the end of the disk ({_diskBlocks} blocks)");
+                break;
         }
     }
 
@@ -93,6 +100,7 @@ internal sealed class IncomingStreamRules(GuestHost host, Connection conn)
         if (host.OwnerOf(r.MigrationId) is { } owner && owner.Authenticated && owner.Name != conn.Peer.Name)
             throw new ProtocolException($"refused post-copy resume of '{r.Name}': {conn.Peer} is not {owner}, the source that owns it");
         _pageCount = host.PageCountOf(r.Name);
+        _diskBlocks = host.DiskBlocksOf(r.Name);
     }
 
     private void CheckPage(uint page)

@@ -29,6 +29,7 @@ public static class FrameLimits
         BodyOneofCase.Log => LogChunk,
         BodyOneofCase.CheckpointDone or BodyOneofCase.FinalState or BodyOneofCase.Go or BodyOneofCase.GoAnswer => State,
         BodyOneofCase.PostcopyManifest or BodyOneofCase.PostcopyResumeReply => PageList,
+        BodyOneofCase.DiskDone => PageList, // post-copy: the absent blocks as runs
         BodyOneofCase.SetupReply => PageList, // with a disk base: 8 bytes per block (disks up to 16 GiB)
         BodyOneofCase.StatusReply or BodyOneofCase.Report => 8 << 20,
         BodyOneofCase.None => 0,

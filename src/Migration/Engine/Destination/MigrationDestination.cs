@@ -231,7 +231,7 @@ internal sealed class MigrationDestination
     public long PostcopyRequestedPages => _postcopy?.RequestedPages ?? 0;
     public int PostcopyAbsentPages => _ctx.Machine?.Memory.AbsentPageCount ?? 0;
     /// <summary>For status: the post-copy phase and how many pages are still missing.</summary>
-    public string PostcopyStatus => $"{DestinationStates.Name(State)}, {PostcopyAbsentPages} pages absent";
+    public string PostcopyStatus => $"{DestinationStates.Name(State)}, {PostcopyAbsentPages} pages absent" + (_ctx.Disk is { AwaitedBlocks: > 0 and var b } ? $", {b} disk blocks to come" : "");
 
     /// <summary>`lm stop` of a post-copy guest whose pages may never come: cut the link; the guest thread stops waiting.</summary>
     public void AbandonPostcopy(string why) => _postcopy?.Abandon(why);

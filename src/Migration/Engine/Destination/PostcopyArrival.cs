@@ -12,7 +12,9 @@ namespace LiveMigration.Migration.Engine;
 /// Post-copy, receiving side: CPU and devices are restored and verified before the ACK, the
 /// manifest's pages are marked absent; after GO the guest runs at once and an absent page it touches
 /// is requested from the source (<see cref="FetchPage"/>, on the guest thread) while this thread
-/// applies whatever arrives, each page checked against its manifest hash before it lands. When the
+/// applies whatever arrives, each page checked against its manifest hash before it lands. Disk
+/// blocks the same way: a virtio-blk request that needs an absent block asks for it (<see cref="FetchBlocks"/>),
+/// pushed blocks land as they come (<see cref="DiskArrival.OnPostcopyBlocks"/>). When the
 /// link fails the fetcher answers false: the guest stops before the instruction and stays paused
 /// until the source resumes post-copy on a new connection (<see cref="TakeOver"/>).
 /// </summary>
@@ -20,7 +22,7 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
 {
     private static readonly TimeSpan FetchPoll = TimeSpan.FromMilliseconds(50);
     private volatile string? _failure;
-    private long _verifiedPages, _requestedPages;
+    private long _verifiedPages, _requestedPages, _requestedBlocks;
     private int _manifestPageCount;
     private int _takingOver;
     /// <summary>Set while no thread receives post-copy pages (a resume waits for the old receiver to let go).</summary>
@@ -65,7 +67,11 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
     public void AfterAck(FinalState final, ulong digest) =>
         ctx.Host.Log($"'{ctx.Name}' post-copy: device state verified at icount {final.Icount} ({digest:x16}), {_manifestPageCount} pages absent; ACK sent, awaiting GO");
 
-    public void BeforeResume() => ctx.Machine!.Memory.PageFetcher = FetchPage;
+    public void BeforeResume()
+    {
+        ctx.Machine!.Memory.PageFetcher = FetchPage;
+        if (ctx.Machine.Disk is { HasAbsentBlocks: true } disk) disk.BlockFetcher = FetchBlocks;
+    }
 
     public void Stop() { }
 
@@ -87,6 +93,24 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
         return true;
     }
 
+    /// <summary>A disk request needs absent blocks (guest thread): ask the source for the run and wait, or give up when the link is gone.</summary>
+    private bool FetchBlocks(long first, long count)
+    {
+        var disk = ctx.Machine?.Disk;
+        var conn = ctx.Conn;
+        if (disk == null || _failure != null) return false;
+        try { conn.Send(new Envelope { DiskBlockRequest = new DiskBlockRequest { First = (ulong)first, Count = (ulong)count } }); }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            Failed($"cannot request disk blocks {first}+{count}: {e.Message}", conn);
+            return false;
+        }
+        Interlocked.Add(ref _requestedBlocks, count);
+        while (!disk.WaitForBlocks(first, count, FetchPoll))
+            if (_failure != null) return false;
+        return true;
+    }
+
     /// <summary>After GO (and after each resume): applies pushed and requested pages until every manifest page is in, then tells the source.</summary>
     public void ReceivePages()
     {
@@ -99,13 +123,18 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
         try
         {
             WakeStalledGuest();
-            while (Interlocked.Read(ref _verifiedPages) < expected)
+            var disk = ctx.Machine.Disk;
+            while (Interlocked.Read(ref _verifiedPages) < expected || disk is { AwaitedBlocks: > 0 })
             {
                 var e = conn.Receive();
                 switch (e.BodyCase)
                 {
                     case Envelope.BodyOneofCase.PostcopyPages:
                         ApplyBatch(memory, e.PostcopyPages, raw);
+                        WakeStalledGuest();
+                        break;
+                    case Envelope.BodyOneofCase.DiskBlocks:
+                        (ctx.Disk ?? throw new ProtocolException("disk blocks for a guest without a disk")).OnPostcopyBlocks(e.DiskBlocks);
                         WakeStalledGuest();
                         break;
                     case Envelope.BodyOneofCase.Abort:
@@ -115,15 +144,18 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
                 }
             }
             memory.PageFetcher = null;
+            if (disk != null) disk.BlockFetcher = null;
+            ctx.Disk?.CompletePostcopy(ctx.Owner.Instance);
             lock (ctx.Host.Lock) if (ctx.Entry!.PostcopyIncoming == ctx.Owner) ctx.Entry.PostcopyIncoming = null;
             WakeStalledGuest();
             ctx.WhileStalled();
             ctx.Host.Options.DestinationFault?.Invoke(DestinationFaultPoint.BeforePostcopyDone); // a hook may hold this (a transient stall)
             ctx.State = DestinationState.Running;
             // Complete either way: a source that missed this learns it by asking (ArrivalQuery).
-            try { conn.Send(new Envelope { PostcopyDone = new PostcopyDone { VerifiedPages = (ulong)_verifiedPages } }); }
+            try { conn.Send(new Envelope { PostcopyDone = new PostcopyDone { VerifiedPages = (ulong)_verifiedPages, VerifiedDiskBlocks = (ulong)(ctx.Disk?.VerifiedPostcopyBlocks ?? 0) } }); }
             catch (IOException e) { ctx.Host.Log($"'{ctx.Name}' post-copy complete, but the source did not hear it ({e.Message}); it will ask"); }
-            ctx.Host.Log($"'{ctx.Name}' post-copy complete: {_verifiedPages} pages verified ({_requestedPages} requested by the guest)");
+            ctx.Host.Log($"'{ctx.Name}' post-copy complete: {_verifiedPages} pages verified ({_requestedPages} requested by the guest)" +
+                (ctx.Disk is { } d ? $", {d.VerifiedPostcopyBlocks} disk blocks verified ({Interlocked.Read(ref _requestedBlocks)} requested by guest disk requests)" : ""));
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidDataException or ProtocolException or MigrationFailedException)
         {
@@ -168,7 +200,8 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
             ctx.State = DestinationState.PostcopyStalled;
         }
         int absent = ctx.Machine?.Memory.AbsentPageCount ?? 0;
-        ctx.Host.Log($"'{ctx.Name}' POST-COPY FAILED: {why}; {absent} pages still absent. The guest runs until it touches one, then stays paused until the source resumes post-copy (`lm migrate {ctx.Name} --from {ctx.Setup.Source} --resume`)");
+        long blocks = ctx.Machine?.Disk?.AwaitedBlocks ?? 0;
+        ctx.Host.Log($"'{ctx.Name}' POST-COPY FAILED: {why}; {absent} pages and {blocks} disk blocks still absent. The guest runs until it touches one, then stays paused until the source resumes post-copy (`lm migrate {ctx.Name} --from {ctx.Setup.Source} --resume`)");
         try { conn.Abort(); } catch (Exception e) when (e is IOException or ObjectDisposedException) { }
     }
 
@@ -177,6 +210,7 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
     {
         Failed(why, ctx.Conn);
         lock (ctx.Lock) ctx.State = DestinationState.Abandoned;
+        ctx.Disk?.Abort(); // an image still missing blocks is never put in place: its temporary file goes
     }
 
     /// <summary>Moves the post-copy onto <paramref name="conn"/>; an old link that still looks alive is cut first.</summary>
@@ -192,6 +226,9 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
             var reply = new PostcopyResumeReply { Accepted = true, VerifiedPages = (ulong)Interlocked.Read(ref _verifiedPages) };
             foreach (int page in ManifestPages.Expand(manifest, memory.PageCount))
                 if (memory.IsAbsent(page)) reply.AbsentPages.Add((uint)page);
+            if (ctx.Machine.Disk is { HasAbsentBlocks: true } disk)
+                for (long b = 0; b < disk.BlockCount; b++)
+                    if (disk.IsAwaited(b)) reply.AbsentDiskBlocks.Add((ulong)b);
             lock (ctx.Lock)
             {
                 ctx.Conn = conn;
@@ -199,7 +236,7 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
                 ctx.State = DestinationState.Postcopy;
             }
             conn.Send(new Envelope { PostcopyResumeReply = reply });
-            ctx.Host.Log($"'{ctx.Name}' post-copy resumed by the source: {reply.AbsentPages.Count} pages still absent");
+            ctx.Host.Log($"'{ctx.Name}' post-copy resumed by the source: {reply.AbsentPages.Count} pages and {reply.AbsentDiskBlocks.Count} disk blocks still absent");
             return true;
         }
         finally { Volatile.Write(ref _takingOver, 0); }

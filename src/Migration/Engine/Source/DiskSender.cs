@@ -12,8 +12,9 @@ namespace LiveMigration.Migration.Engine;
 /// then a <see cref="DiskDone"/> with the identity the destination must reach; each later call
 /// ships the blocks changed since the last (the block "dirty map" is the per-block hashes, so a block
 /// rewritten with the same bytes does not travel). Log shipping calls it once, at C0 (replay
-/// regenerates every later write); pre-copy at its start and at the pause; stop-and-copy and
-/// post-copy at the pause. With shared storage nothing is sent: at the first call the paused source
+/// regenerates every later write); pre-copy at its start, after every round (so the pause sends
+/// only what the last round dirtied) and at the pause; stop-and-copy at the pause; post-copy
+/// sends the list of missing blocks at the pause and the blocks after GO. With shared storage nothing is sent: at the first call the paused source
 /// flushes the file and holds its commits from then on, and the destination opens the same file.
 /// </summary>
 internal sealed class DiskSender(SourceContext ctx)
@@ -21,6 +22,8 @@ internal sealed class DiskSender(SourceContext ctx)
     private ulong[]? _destination; // block hashes the destination holds (its base, then what was sent)
     private bool _destinationHasDisk;
     private bool _held;
+    private ulong[]? _firstPass;     // what the first pass sent: how much a pause without rounds would have to send
+    private readonly List<ulong> _passes = [];
 
     public Disk? Disk => ctx.Guest.Machine.Disk;
     public DiskPlan? Plan { get; private set; }
@@ -28,12 +31,30 @@ internal sealed class DiskSender(SourceContext ctx)
     public long BlocksSent { get; private set; }
     public long ZeroBlocks { get; private set; }
     public long Matched { get; private set; }
+    /// <summary>At the last pass: blocks changed since the first (what the pause would send without the rounds).</summary>
+    public long ChangedSinceFirstPass { get; private set; }
+
+    /// <summary>
+    /// Blocks whose hash changed since the last pass (pre-copy's convergence check, while the guest
+    /// runs: a hash read mid-write only makes the count a little off).
+    /// </summary>
+    public int DirtyBlocks()
+    {
+        if (Disk is not { } disk || Shared || _destination == null || !_destinationHasDisk) return 0;
+        var now = disk.BlockHashes;
+        int n = 0;
+        for (int b = 0; b < now.Length; b++) if (now[b] != _destination[b]) n++;
+        return n;
+    }
 
     /// <summary>The plan the setup carries (null without a disk): paths on the destination.</summary>
     public DiskPlan? PlanFor(MigrateCommand command, string? sourcePath)
     {
         if (Disk == null) return null;
-        string path = command.DiskPath.Length > 0 ? command.DiskPath : sourcePath ?? "";
+        // Default: the same file for shared storage; otherwise the image's name, which the destination
+        // resolves in its disk directory.
+        string path = command.DiskPath.Length > 0 ? command.DiskPath
+            : command.SharedDisk ? sourcePath ?? "" : Path.GetFileName(sourcePath ?? "");
         if (path.Length == 0) throw new HostException("the guest's disk has no path here; give the destination's with --disk-path FILE");
         if (command.SharedDisk && command.DiskBase.Length > 0) throw new HostException("--shared-disk and --disk-base exclude each other (a shared file needs no base)");
         return Plan = new DiskPlan { Path = path, Base = command.DiskBase, Shared = command.SharedDisk };
@@ -84,6 +105,9 @@ internal sealed class DiskSender(SourceContext ctx)
                 ZeroBlocks += message.ZeroBlocks.Count;
                 conn.Send(new Envelope { DiskBlocks = message }, ByteCategory.Disk, token);
             }
+            _passes.Add((ulong)blocks.Count);
+            if (_firstPass == null) _firstPass = hashes.ToArray();
+            else ChangedSinceFirstPass = DiskTransfer.Changed(_firstPass, hashes).Count;
         }
         conn.Send(new Envelope { DiskDone = done }, ByteCategory.Disk, token);
         _destination = hashes.ToArray();
@@ -109,6 +133,36 @@ internal sealed class DiskSender(SourceContext ctx)
         Send(disk.Snapshot(), token);
     }
 
+    /// <summary>
+    /// Post-copy, at the pause: only the list of blocks the destination lacks goes now (as runs in a
+    /// <see cref="DiskDone"/> with the identity it must reach); the blocks themselves go after GO, on
+    /// request and in the background (<see cref="PostcopyDiskPush"/>, from the returned snapshot).
+    /// With shared storage the file is flushed and nothing needs to follow (null).
+    /// </summary>
+    public (DiskSnapshot Snapshot, long[] Blocks)? SendPostcopy(CancellationToken token)
+    {
+        if (Disk is not { } disk) return null;
+        if (Shared) { SendAtPause(token); return null; }
+        var snapshot = disk.Snapshot();
+        var hashes = snapshot.BlockHashes;
+        var blocks = DiskTransfer.Differing(hashes, _destination);
+        if (!_destinationHasDisk) Matched = snapshot.BlockCount - blocks.Count;
+        var done = new DiskDone { Identity = Guest.Devices.Virtio.Block.Disk.Identity(hashes), ContentDigest = snapshot.ContentDigest, Postcopy = true };
+        for (int i = 0; i < blocks.Count;)
+        {
+            int j = i + 1;
+            while (j < blocks.Count && blocks[j] == blocks[j - 1] + 1) j++;
+            done.AbsentFirst.Add((ulong)blocks[i]);
+            done.AbsentCount.Add((ulong)(j - i));
+            i = j;
+        }
+        ctx.Conn!.Send(new Envelope { DiskDone = done }, ByteCategory.Disk, token);
+        _passes.Add((ulong)blocks.Count);
+        _destination = hashes.ToArray();
+        _destinationHasDisk = true;
+        return (snapshot, blocks.ToArray());
+    }
+
     /// <summary>Rolled back: the guest owns its file again (the blocks held back commit at its next flush).</summary>
     public void ResumeCommits()
     {
@@ -122,5 +176,7 @@ internal sealed class DiskSender(SourceContext ctx)
         r.DiskBlocksSent = (ulong)BlocksSent;
         r.DiskZeroBlocks = (ulong)ZeroBlocks;
         r.DiskBlocksMatched = (ulong)Matched;
+        r.DiskBlocksPerPass.AddRange(_passes);
+        r.DiskBlocksChangedSinceFirstPass = (ulong)ChangedSinceFirstPass;
     }
 }

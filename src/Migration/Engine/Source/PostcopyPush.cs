@@ -11,7 +11,8 @@ namespace LiveMigration.Migration.Engine;
 /// <summary>
 /// Sends the manifest pages not yet marked sent, each once: requested pages (with a few following
 /// ones as pre-paging) before the background push, which goes a small batch at a time so a
-/// request never waits long behind it.
+/// request never waits long behind it. The disk's missing blocks (<see cref="PostcopyDiskPush"/>)
+/// share the loop: requested blocks as soon as they are asked for, the rest after the pages.
 /// </summary>
 internal sealed class PostcopyPush
 {
@@ -24,6 +25,7 @@ internal sealed class PostcopyPush
     private readonly GuestMemory _memory;
     private readonly Dictionary<int, int> _slotOf;
     private readonly bool[] _sent;
+    private readonly PostcopyDiskPush? _disk;
     private readonly byte[] _raw = new byte[PushBatchPages * GuestMemory.PageSize];
     private readonly byte[] _compressed = new byte[Zstd.CompressBound(PushBatchPages * GuestMemory.PageSize)];
     private int _cursor;
@@ -32,8 +34,10 @@ internal sealed class PostcopyPush
 
     /// <param name="pages">The manifest's pages, in order (a slot is an index into it).</param>
     /// <param name="sent">Per slot: already sent (or already at the destination).</param>
-    public PostcopyPush(SourceContext ctx, int[] pages, bool[] sent)
+    /// <param name="disk">The disk blocks still to send (null: none).</param>
+    public PostcopyPush(SourceContext ctx, int[] pages, bool[] sent, PostcopyDiskPush? disk)
     {
+        _disk = disk;
         _ctx = ctx;
         _pages = pages;
         _memory = ctx.Guest.Machine.Memory;
@@ -60,8 +64,9 @@ internal sealed class PostcopyPush
     {
         double t0 = _ctx.Now;
         var requests = _ctx.ReturnPath.PageRequests;
+        var blockRequests = _ctx.ReturnPath.BlockRequests;
         var slots = new List<int>(PushBatchPages);
-        while (Remaining > 0)
+        while (Remaining > 0 || _disk is { Remaining: > 0 })
         {
             slots.Clear();
             _ctx.ReturnPath.ThrowIfEnded();
@@ -74,11 +79,18 @@ internal sealed class PostcopyPush
                 for (int k = 1; k <= PrepagePages && slot + k < _sent.Length; k++)
                     if (Take(slot + k, slots)) _prepaged++;
             }
-            if (slots.Count == 0)
-                while (slots.Count < PushBatchPages && _cursor < _sent.Length) Take(_cursor++, slots);
+            bool blocksAsked = false;
+            if (_disk != null)
+                while (blockRequests.TryDequeue(out var r)) blocksAsked |= _disk.SendRequested(conn, r.First, r.Count);
+            if (slots.Count == 0 && !blocksAsked)
+            {
+                if (Remaining > 0) while (slots.Count < PushBatchPages && _cursor < _sent.Length) Take(_cursor++, slots);
+                else _disk?.SendBackground(conn); // RAM first: a missing page stalls the guest's CPU, a block one request
+            }
             SendBatch(conn, slots);
         }
-        _ctx.Log($"post-copy: {_total} pages sent in {(_ctx.Now - t0) * 1000:F1} ms ({_requested} requested, {_prepaged} pre-paged)");
+        _ctx.Log($"post-copy: {_total} pages sent in {(_ctx.Now - t0) * 1000:F1} ms ({_requested} requested, {_prepaged} pre-paged)" +
+            (_disk != null ? $", {_disk.Sent} disk blocks" : ""));
     }
 
     private bool Take(int slot, List<int> into)
@@ -117,5 +129,6 @@ internal sealed class PostcopyPush
         report.PostcopyPages = (ulong)_total;
         report.PostcopyRequestedPages = (ulong)_requested;
         report.PostcopyPrepagedPages = (ulong)_prepaged;
+        _disk?.FillReport(report);
     }
 }

@@ -12,8 +12,10 @@ namespace LiveMigration.Migration.Engine;
 /// matter (non-zero, not balloon-free) go before the ACK. After GO the destination runs with those
 /// pages absent and asks for the ones it touches; this side keeps the paused guest's memory,
 /// answers requests first (with a few following pages as pre-paging) and pushes the rest in the
-/// background, each page once (<see cref="PostcopyPush"/>). The source guest is released only when
-/// every page has been sent and the destination confirmed their hashes; a broken link holds it for
+/// background, each page once (<see cref="PostcopyPush"/>). The disk goes the same way: only the
+/// list of blocks the destination lacks before the ACK, the blocks themselves after GO, on request
+/// and pushed (<see cref="PostcopyDiskPush"/>). The source guest is released only when every page
+/// and block has been sent and the destination confirmed their hashes; a broken link holds it for
 /// `lm migrate --resume` (<see cref="ResumeAfterFailure"/>).
 /// </summary>
 internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switchover) : ISourceStrategy
@@ -21,6 +23,7 @@ internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switcho
     private PostcopyManifest? _manifest;
     private int[] _manifestPages = [];
     private volatile PostcopyPush? _push;
+    private (Guest.Devices.Virtio.Block.DiskSnapshot Snapshot, long[] Blocks)? _disk;
 
     /// <summary>The xxh3 of the device state: what post-copy verifies before the ACK (RAM comes later, page by page).</summary>
     internal static ulong DeviceDigest(ReadOnlySpan<byte> deviceState) => XxHash3.HashToUInt64(deviceState);
@@ -87,7 +90,7 @@ internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switcho
         var machine = ctx.Guest.Machine;
         _manifest = manifest;
         switchover.Held.Postcopy = this;
-        ctx.DiskSender.SendAtPause(token); // the disk goes before the resume, not on demand
+        _disk = ctx.DiskSender.SendPostcopy(token); // which blocks are missing; they follow after GO
         ctx.Conn!.Send(new Envelope { PostcopyManifest = manifest }, ByteCategory.State, token);
         ctx.Fault(FaultPoint.BeforeAck);
         var devices = machine.SaveDeviceState();
@@ -105,7 +108,7 @@ internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switcho
     {
         ctx.Phase = MigrationPhase.Postcopy;
         EnsureManifestPages(); // after GO: not downtime
-        var push = _push = new PostcopyPush(ctx, _manifestPages, new bool[_manifestPages.Length]);
+        var push = _push = new PostcopyPush(ctx, _manifestPages, new bool[_manifestPages.Length], DiskPush(null));
         try
         {
             // The destination asks for nothing before it resumes: pushing now would only compete with
@@ -129,11 +132,16 @@ internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switcho
         push.FillReport(report);
         var done = ctx.ReturnPath.Expect(Envelope.BodyOneofCase.PostcopyDone, ctx.Host.Options.PostcopyDoneTimeout, CancellationToken.None).PostcopyDone;
         report.PostcopyVerifiedPages = done.VerifiedPages;
+        report.PostcopyVerifiedDiskBlocks = done.VerifiedDiskBlocks;
         if (done.VerifiedPages != (ulong)_manifestPages.Length)
             throw new MigrationFailedException($"destination verified {done.VerifiedPages} of {_manifestPages.Length} post-copy pages");
+        long blocks = _disk?.Blocks.LongLength ?? 0;
+        if (done.VerifiedDiskBlocks != (ulong)blocks)
+            throw new MigrationFailedException($"destination verified {done.VerifiedDiskBlocks} of {blocks} post-copy disk blocks");
+        report.PostcopyDoneSeconds = ctx.Now;
         report.Success = true;
         switchover.Held.Stop();
-        switchover.ReleaseCopy($"'{ctx.Command.Name}' now runs on {ctx.Target}; every post-copy page verified there, source copy released");
+        switchover.ReleaseCopy($"'{ctx.Command.Name}' now runs on {ctx.Target}; every post-copy page{(blocks > 0 ? " and disk block" : "")} verified there, source copy released");
     }
 
     public void HoldForResume(MigrationReport report, PostcopyPush? push, Exception e)
@@ -204,8 +212,9 @@ internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switcho
                     sent[slot] = false;
                 }
                 ctx.Phase = MigrationPhase.Postcopy;
-                ctx.Log($"the destination lacks {reply.AbsentPages.Count} of {sent.Length} pages ({reply.VerifiedPages} verified before the link failed)");
-                push = _push = new PostcopyPush(ctx, _manifestPages, sent);
+                ctx.Log($"the destination lacks {reply.AbsentPages.Count} of {sent.Length} pages ({reply.VerifiedPages} verified before the link failed)" +
+                    (_disk != null ? $" and {reply.AbsentDiskBlocks.Count} of {_disk.Value.Blocks.Length} disk blocks" : ""));
+                push = _push = new PostcopyPush(ctx, _manifestPages, sent, DiskPush(reply.AbsentDiskBlocks));
                 push.Run(conn);
                 ctx.Target = target;
                 Finish(report, push);
@@ -226,6 +235,14 @@ internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switcho
         if (ctx.Conn is { } c) report.BytesPostcopy = (ulong)c.Sent(ByteCategory.Postcopy);
         report.BytesProtocol = (ulong)(ctx.Conn?.Sent(ByteCategory.Protocol) ?? 0);
         return report;
+    }
+
+    /// <summary>The disk blocks to send: all of them, or after a resume those the destination still lacks.</summary>
+    private PostcopyDiskPush? DiskPush(IEnumerable<ulong>? absent)
+    {
+        if (_disk is not { } d) return null;
+        var sent = absent == null ? new bool[d.Blocks.Length] : PostcopyDiskPush.SentExcept(d.Blocks, absent);
+        return new PostcopyDiskPush(ctx, d.Snapshot, d.Blocks, sent);
     }
 
     private void EnsureManifestPages()

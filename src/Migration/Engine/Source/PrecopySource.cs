@@ -118,6 +118,9 @@ internal sealed class PrecopySource : ISourceStrategy
                 double t0 = ctx.Now;
                 foreach (int page in pages) sender.Send(page, _c0);
                 sender.Flush();
+                // The disk's dirty blocks go every round too (a block dirty map by hashes), so the pause
+                // sends only those the last round dirtied.
+                if (ctx.Host.Options.PrecopyDiskEveryRound) ctx.DiskSender.SendWhileRunning(token);
                 // A round counts when the destination has it, not when it sits in a socket buffer.
                 ctx.Peer.WaitCaughtUp(conn.SentTotal, token, () => ctx.ReturnPath.Check(token));
                 if (_c0 != null) { _c0.Dispose(); _c0 = null; } // only round 1 after a fallback needs it
@@ -140,11 +143,13 @@ internal sealed class PrecopySource : ISourceStrategy
                 // from here could race a store in flight.
                 refresher.Request(TimeSpan.FromMilliseconds(50));
                 int dirty = client.CountDirty();
+                int dirtyBlocks = ctx.DiskSender.DirtyBlocks();
                 _lastDirty = dirty;
                 adaptive?.AfterRound(dirty, seconds);
-                double predicted = dirty * bytesPerPage / rate;
-                if (dirty <= FewDirtyPages) { _convergedBy = $"few dirty pages ({dirty}) after round {_round}"; break; }
-                if (predicted <= limit) { _convergedBy = $"downtime budget: {dirty} dirty pages, predicted {predicted * 1000:F1} ms <= {limit * 1000:F0} ms after round {_round}"; break; }
+                double predicted = (dirty * bytesPerPage + dirtyBlocks * (double)Guest.Devices.Virtio.Block.Disk.BlockSize) / rate;
+                string blocks = dirtyBlocks > 0 ? $" and {dirtyBlocks} dirty disk blocks" : "";
+                if (dirty + dirtyBlocks <= FewDirtyPages) { _convergedBy = $"few dirty pages ({dirty}){blocks} after round {_round}"; break; }
+                if (predicted <= limit) { _convergedBy = $"downtime budget: {dirty} dirty pages{blocks}, predicted {predicted * 1000:F1} ms <= {limit * 1000:F0} ms after round {_round}"; break; }
                 if (_round >= MaxRounds) { _convergedBy = $"iteration cap ({MaxRounds} rounds), {dirty} dirty pages left (predicted {predicted * 1000:F0} ms)"; gaveUp = true; break; }
                 if (dirty >= previous) noProgress++;
                 else noProgress = 0;

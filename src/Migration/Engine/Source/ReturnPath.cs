@@ -20,6 +20,8 @@ internal sealed class ReturnPath(PeerLiveness peer, Func<FaultPoint, bool> fault
 
     /// <summary>Post-copy page requests from the destination; -1 when the connection is gone.</summary>
     public BlockingCollection<int> PageRequests { get; } = new();
+    /// <summary>Post-copy disk block requests (runs) from the destination.</summary>
+    public ConcurrentQueue<(long First, long Count)> BlockRequests { get; } = new();
     /// <summary>Set while an ACK may commit: runs on the reader thread.</summary>
     public volatile Func<Ack, bool>? OnAck;
 
@@ -36,6 +38,7 @@ internal sealed class ReturnPath(PeerLiveness peer, Func<FaultPoint, bool> fault
     {
         while (_inbox.TryTake(out _)) { }
         while (PageRequests.TryTake(out _)) { }
+        BlockRequests.Clear();
         _error = null;
     }
 
@@ -54,6 +57,9 @@ internal sealed class ReturnPath(PeerLiveness peer, Func<FaultPoint, bool> fault
                         continue;
                     case Envelope.BodyOneofCase.PageRequest:
                         PageRequests.Add((int)e.PageRequest.Page);
+                        continue;
+                    case Envelope.BodyOneofCase.DiskBlockRequest:
+                        BlockRequests.Enqueue(((long)Math.Min(e.DiskBlockRequest.First, long.MaxValue), (long)Math.Min(e.DiskBlockRequest.Count, int.MaxValue)));
                         continue;
                     case Envelope.BodyOneofCase.ReplayProgress:
                         Interlocked.Exchange(ref _replayIcount, (long)e.ReplayProgress.Icount);

@@ -139,6 +139,42 @@ public class VirtioBlkTests
         Assert.Throws<ArgumentOutOfRangeException>(() => m.CompleteBlockRequests(1));
     }
 
+    /// <summary>
+    /// Post-copy: a read of a block that has not arrived is not served until it has; when it cannot
+    /// come now the machine stops before completing it (PageUnavailable) and the request stays in
+    /// flight; the next run fetches it and the guest reads the arrived bytes.
+    /// </summary>
+    [Fact]
+    public void ARequestForAnAbsentBlockWaitsForItAndTheMachineStopsWhenItCannotCome()
+    {
+        var (m, d, _) = NewMachine();
+        using var _m = m;
+        var disk = m.Disk!;
+        disk.MarkAbsent([3]);
+        var arrived = Enumerable.Repeat((byte)0xC3, Disk.BlockSize).ToArray();
+        bool linkUp = false;
+        int asked = 0;
+        disk.BlockFetcher = (first, count) =>
+        {
+            asked++;
+            Assert.Equal((3L, 1L), (first, count));
+            return linkUp && disk.SupplyBlock(3, arrived);
+        };
+        Submit(d, VirtioBlk.TypeIn, 3 * 8 + 2, 1024, deviceWrites: true); // sectors 26..27: inside block 3
+        Assert.Equal(StopReason.PageUnavailable, m.Run(m.Icount + 1));
+        Assert.Equal(1, asked);
+        Assert.Equal(1, m.BlockRequestsInFlight);
+        Assert.Equal(0xEE, StatusByte(m));
+
+        linkUp = true;
+        m.Run(m.Icount + 1);
+        Assert.Equal(2, asked);
+        Assert.Equal(0, m.BlockRequestsInFlight);
+        Assert.Equal(VirtioBlk.StatusOk, StatusByte(m));
+        Assert.Equal(arrived.AsSpan(0, 1024).ToArray(), Ram(m, Data, 1024));
+        Assert.False(disk.HasAbsentBlocks);
+    }
+
     [Fact]
     public void BadRequestsGetIoErrOrUnsupported()
     {

@@ -14,7 +14,7 @@ namespace LiveMigration.Guest.Devices.Virtio.Block;
 /// commits the blocks written since the last flush to the store and syncs it; the base contents a
 /// commit overwrites are kept (in memory) for the snapshots and the overlay that still refer to them.
 /// </summary>
-public sealed class Disk : IDisposable
+public sealed partial class Disk : IDisposable
 {
     public const int BlockShift = 12;
     public const int BlockSize = 1 << BlockShift;
@@ -69,10 +69,36 @@ public sealed class Disk : IDisposable
             backing.Read(b << BlockShift, chunk.AsSpan(0, n * BlockSize));
             for (int i = 0; i < n; i++) disk._hash[b + i] = XxHash3.HashToUInt64(chunk.AsSpan(i * BlockSize, BlockSize));
         }
-        for (long b = 0; b < disk.BlockCount; b++) disk._digest += Mix(b, disk._hash[b]);
-        disk._hash.CopyTo(disk._baseHash, 0);
-        disk.BaseIdentity = Identity(disk._hash);
-        return disk;
+        return disk.Hashed();
+    }
+
+    /// <summary>
+    /// Opens a disk on <paramref name="backing"/> whose block hashes the caller already knows (a
+    /// migration destination that hashed the base it copied, or a store of zeros): nothing is read.
+    /// </summary>
+    public static Disk Open(IDiskBacking backing, bool readOnly, ReadOnlySpan<ulong> blockHashes)
+    {
+        if (LengthProblem(backing.Length) is { } problem) throw new InvalidDataException(problem);
+        var disk = new Disk(backing, readOnly, backing.Length >> BlockShift);
+        if (blockHashes.Length != disk.BlockCount) throw new ArgumentException($"{blockHashes.Length} block hashes for a disk of {disk.BlockCount} blocks");
+        blockHashes.CopyTo(disk._hash);
+        return disk.Hashed();
+    }
+
+    private Disk Hashed()
+    {
+        _digest = ContentDigestOf(_hash);
+        _hash.CopyTo(_baseHash, 0);
+        BaseIdentity = Identity(_hash);
+        return this;
+    }
+
+    /// <summary>The <see cref="ContentDigest"/> of a disk whose blocks have these hashes.</summary>
+    public static ulong ContentDigestOf(ReadOnlySpan<ulong> blockHashes)
+    {
+        ulong digest = 0;
+        for (int b = 0; b < blockHashes.Length; b++) digest += Mix(b, blockHashes[b]);
+        return digest;
     }
 
     /// <summary>An image's identity: xxh3-64 of its block count and block hashes (what a trace and a migration name).</summary>
@@ -133,12 +159,19 @@ public sealed class Disk : IDisposable
 
     public void Read(long offset, Span<byte> destination)
     {
+        if (_arrival != null) { lock (_arrivalLock) ReadLocked(offset, destination); return; }
+        ReadLocked(offset, destination);
+    }
+
+    private void ReadLocked(long offset, Span<byte> destination)
+    {
         BytesRead += destination.Length;
         while (!destination.IsEmpty)
         {
             long block = offset >> BlockShift;
             int at = (int)(offset & (BlockSize - 1));
             int n = Math.Min(BlockSize - at, destination.Length);
+            if (_arrival != null) ThrowIfAbsent(block);
             if (_overlay[block] is { } data) data.AsSpan(at, n).CopyTo(destination);
             else ReadBase(block, at, destination[..n]);
             destination = destination[n..];
@@ -153,12 +186,19 @@ public sealed class Disk : IDisposable
     /// <summary>Writes <paramref name="data"/> (or zeroes) block by block, each block rehashed once.</summary>
     private void Store(long offset, long length, ReadOnlySpan<byte> data, bool zeroes)
     {
+        if (_arrival != null) { lock (_arrivalLock) StoreLocked(offset, length, data, zeroes); return; }
+        StoreLocked(offset, length, data, zeroes);
+    }
+
+    private void StoreLocked(long offset, long length, ReadOnlySpan<byte> data, bool zeroes)
+    {
         BytesWritten += length;
         while (length > 0)
         {
             long block = offset >> BlockShift;
             int at = (int)(offset & (BlockSize - 1));
             int n = (int)Math.Min(BlockSize - at, length);
+            if (_arrival != null) Overwriting(block, whole: n == BlockSize);
             var target = WritableBlock(block, whole: n == BlockSize);
             if (zeroes) target.AsSpan(at, n).Clear();
             else
@@ -223,6 +263,12 @@ public sealed class Disk : IDisposable
     /// </summary>
     public void Flush()
     {
+        if (_arrival != null) { lock (_arrivalLock) FlushLocked(); return; }
+        FlushLocked();
+    }
+
+    private void FlushLocked()
+    {
         if (!Commits || CommitsHeld || _unflushedCount == 0) return;
         for (long b = 0; b < BlockCount; b++)
         {
@@ -247,6 +293,7 @@ public sealed class Disk : IDisposable
     /// <summary>A copy-on-write view of the disk now; the guest may keep writing.</summary>
     public DiskSnapshot Snapshot()
     {
+        EnsureAllPresent();
         Array.Clear(_owned);
         return new DiskSnapshot(this, (byte[]?[])_overlay.Clone(), (ulong[])_hash.Clone(), _digest);
     }

@@ -21,6 +21,7 @@ public static class DiskState
     /// <summary>Writes the contents of <paramref name="snapshot"/>, or of <paramref name="disk"/> as it is now (a stopped machine).</summary>
     public static void Save(StateWriter w, Disk? disk, DiskSnapshot? snapshot)
     {
+        if (snapshot == null) disk?.EnsureAllPresent(); // post-copy: blocks still on their way are part of the state
         w.BeginSection("DISK", Version);
         w.U32(Disk.BlockSize);
         long blocks = snapshot?.BlockCount ?? disk?.BlockCount ?? 0;

@@ -106,6 +106,46 @@ public sealed class VirtioBlk(Machine machine) : IVirtioDevice
         return true;
     }
 
+    /// <summary>
+    /// Post-copy: makes present every disk block the requests in flight read, or write in part
+    /// (fetching the absent ones); false when one cannot come now, and then they stay in flight,
+    /// announced again. A malformed request needs nothing: it fails as it would anyway.
+    /// </summary>
+    internal bool EnsureBlocksPresent()
+    {
+        if (Disk is not { HasAbsentBlocks: true } disk || _pending.Count == 0) return true;
+        var q = _transport!.Queue(0);
+        Span<byte> header = stackalloc byte[16];
+        Span<byte> range = stackalloc byte[16];
+        foreach (var r in _pending)
+        {
+            long readable = 0, writable = 0;
+            foreach (var s in r.Segments)
+                if (s.DeviceWritable) writable += s.Length; else readable += s.Length;
+            if (writable == 0 || q.ReadChain(r.Segments, 0, header) != 16) continue;
+            uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
+            ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
+            bool ok = true;
+            if (type == TypeIn && InRange(sector, writable - 1)) ok = disk.EnsureReadable((long)sector * Disk.SectorSize, writable - 1);
+            else if (type == TypeOut && InRange(sector, readable - 16)) ok = disk.EnsureWritable((long)sector * Disk.SectorSize, readable - 16);
+            else if (type is TypeDiscard or TypeWriteZeroes && readable > 16 && (readable - 16) % 16 == 0)
+                for (long at = 0; ok && at < readable - 16; at += 16)
+                {
+                    if (q.ReadChain(r.Segments, 16 + at, range) != 16) break;
+                    ulong first = BinaryPrimitives.ReadUInt64LittleEndian(range);
+                    uint sectors = BinaryPrimitives.ReadUInt32LittleEndian(range[8..]);
+                    if (sectors <= MaxRangeSectors && InRange(first, (long)sectors * Disk.SectorSize))
+                        ok = disk.EnsureWritable((long)first * Disk.SectorSize, (long)sectors * Disk.SectorSize);
+                }
+            if (!ok)
+            {
+                _announce = true; // the port hears of them again when the machine runs on
+                return false;
+            }
+        }
+        return true;
+    }
+
     /// <summary>Completes the <paramref name="count"/> oldest requests in flight (reads see the disk now), then interrupts once.</summary>
     public void Complete(int count)
     {
@@ -180,11 +220,13 @@ public sealed class VirtioBlk(Machine machine) : IVirtioDevice
         if (!InRange(sector, bytes)) return StatusIoErr;
         if (Disk!.ReadOnly) return StatusIoErr;
         long offset = (long)sector * Disk.SectorSize;
-        for (long at = 0; at < bytes; at += _buffer.Length)
+        // Pieces end on block boundaries, so a block the request covers is written whole in one piece
+        // (post-copy: such a block need not arrive first, see EnsureBlocksPresent).
+        for (long at = 0, n; at < bytes; at += n)
         {
-            int n = (int)Math.Min(_buffer.Length, bytes - at);
-            if (q.ReadChain(chain, 16 + at, _buffer.AsSpan(0, n)) != n) return StatusIoErr;
-            Disk.Write(offset + at, _buffer.AsSpan(0, n));
+            n = Math.Min(Disk.BlockSize - ((offset + at) & (Disk.BlockSize - 1)), bytes - at);
+            if (q.ReadChain(chain, 16 + at, _buffer.AsSpan(0, (int)n)) != n) return StatusIoErr;
+            Disk.Write(offset + at, _buffer.AsSpan(0, (int)n));
         }
         return StatusOk;
     }
