@@ -24,7 +24,7 @@ mkdir -p "$root/artifacts"
 exec 9>"$root/artifacts/.lm-client.lock"
 flock 9 # another ./lm may be publishing it right now
 current && exit 0
-echo "lm: building the AOT client (NativeAOT, into artifacts/lm-client; about a minute)..." >&2
+echo "lm: building the AOT client (NativeAOT, into artifacts/lm-client; a few minutes)..." >&2
 tmp="$out.tmp.$$"
 rm -rf "$tmp"
 mkdir -p "$tmp"
