@@ -6,24 +6,19 @@
 # build at every command: it falls back to the ReadyToRun CLI until a source changes).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/scripts/client-sources.sh"
 out="$root/artifacts/lm-client"
-bin="$out/lm"
+bin="$lm_client_bin"
 failed="$root/artifacts/lm-client.failed"
-# What the client compiles (src/Cli and src/Operator are not in it).
-sources=("$root/src/Client" "$root/src/ClientCommands" "$root/src/Guest" "$root/src/Recorder" "$root/src/Replayer"
-  "$root/src/Trace" "$root/src/Migration" "$root/src/Fleet" "$root/Directory.Build.props" "$root/Directory.Packages.props")
-newer_than() { [ -n "$(find "${sources[@]}" \( -name '*.cs' -o -name '*.csproj' -o -name '*.proto' -o -name '*.props' \) -not -path '*/obj/*' -not -path '*/bin/*' -newer "$1" -print -quit)" ]; }
-current() { [ -x "$bin" ] && ! newer_than "$bin"; }
-
-current && exit 0
-if [ -f "$failed" ] && ! newer_than "$failed" && [ -z "${LM_CLIENT_RETRY:-}" ]; then
+lm_client_current && exit 0
+if [ -f "$failed" ] && ! lm_client_newer_than "$failed" && [ -z "${LM_CLIENT_RETRY:-}" ]; then
   echo "lm: the AOT client did not build ($(head -n 1 "$failed")); see $failed" >&2
   exit 1
 fi
 mkdir -p "$root/artifacts"
 exec 9>"$root/artifacts/.lm-client.lock"
 flock 9 # another ./lm may be publishing it right now
-current && exit 0
+lm_client_current && exit 0
 echo "lm: building the AOT client (NativeAOT, into artifacts/lm-client; a few minutes)..." >&2
 tmp="$out.tmp.$$"
 rm -rf "$tmp"
