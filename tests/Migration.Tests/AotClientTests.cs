@@ -65,9 +65,9 @@ public sealed class AotClientTests(ITestOutputHelper output) : IDisposable
         return aot;
     }
 
-    private string StartHost()
+    private string StartHost(string? data = null)
     {
-        var p = Spawn(false, ["host", "--listen", "127.0.0.1:0", "--quiet"]);
+        var p = Spawn(false, data == null ? ["host", "--listen", "127.0.0.1:0", "--quiet"] : ["host", "--listen", "127.0.0.1:0", "--quiet", "--data", data]);
         string line = p.StandardOutput.ReadLine() ?? throw new InvalidOperationException("lm host printed nothing");
         var m = Regex.Match(line, @"listening on (\S+)");
         Assert.True(m.Success, line);
@@ -115,7 +115,8 @@ public sealed class AotClientTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Aot_client_migrates_a_guest_and_its_console_follows()
     {
-        string a = StartHost(), b = StartHost();
+        string data = Directory.CreateTempSubdirectory("lm-aot-host-").FullName;
+        string a = StartHost(data), b = StartHost();
         Assert.Equal(0, Run(true, "start", "--host", a, Path.Combine(Guests.Dir, "idle_forever.elf"), "--name", "idle", "--mem", "32M").Code);
         var console = Run(true, "console", "--host", a, "idle"); // stdin closed: attaches, then leaves
         Assert.Equal(0, console.Code);
@@ -133,6 +134,9 @@ public sealed class AotClientTests(ITestOutputHelper output) : IDisposable
             Assert.True(doc.RootElement.GetProperty("success").GetBoolean());
             Assert.True(doc.RootElement.GetProperty("digestVerified").GetBoolean());
         }
+        // The source host (JIT) kept the same report: the AOT client's JsonFormatter wrote what the host's did.
+        string stored = Assert.Single(Directory.GetFiles(Path.Combine(data, "reports"), "*.json"));
+        Assert.Equal(File.ReadAllText(stored).TrimEnd('\n'), migrate.Out.TrimEnd('\n'));
         var status = Run(true, "status", "--host", b, "--json");
         Assert.Contains("\"running\"", status.Out);
         var table = Run(true, "migrate", "idle", "--from", b, "--to", a); // the report table, not interactive here
@@ -142,6 +146,7 @@ public sealed class AotClientTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(Run(false, "status", "--host", a, "idle", "--json").Out.Contains("\"running\""), Run(true, "status", "--host", a, "idle", "--json").Out.Contains("\"running\""));
         Assert.Equal(2, Same("cancel", "--host", a, "idle").Code); // no migration in progress
         Assert.Empty(Directory.GetFileSystemEntries(_workDir));
+        try { Directory.Delete(data, recursive: true); } catch (IOException) { }
     }
 
     [Fact]
