@@ -1,16 +1,11 @@
 using System.CommandLine;
 using LiveMigration.Cli.Commands;
+using LiveMigration.Operator.Plots;
 
 var root = new RootCommand("lm: a deterministic RISC-V machine that migrates live by shipping its execution log");
 root.Subcommands.Add(RunCommand.Create());
-root.Subcommands.Add(HostCommands.Host());
-root.Subcommands.Add(HostCommands.Start());
-root.Subcommands.Add(HostCommands.Status());
-root.Subcommands.Add(HostCommands.Stop());
-root.Subcommands.Add(HostCommands.ConsoleCommand());
-root.Subcommands.Add(HostCommands.Resolve());
-root.Subcommands.Add(MigrateCommands.Migrate());
-root.Subcommands.Add(MigrateCommands.Cancel());
+root.Subcommands.Add(HostCommand.Create());
+foreach (var c in ClientCommandList.HostClients(new TimelineWriter(path => TimelinePlot.FormatOf(path), TimelinePlot.Write))) root.Subcommands.Add(c);
 root.Subcommands.Add(FleetCommands.Hosts());
 root.Subcommands.Add(FleetCommands.Guests());
 root.Subcommands.Add(FleetCommands.Recover());

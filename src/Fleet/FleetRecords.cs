@@ -91,9 +91,16 @@ public sealed record GuestRecord(string Name, string Owner, long Epoch, GuestInf
 
 internal static class FleetJson
 {
-    private static readonly JsonSerializerOptions Options = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.Never };
+    // Source-generated (FleetJsonContext): the NativeAOT client reads these records too, without reflection.
+    public static string Write<T>(T value) => JsonSerializer.Serialize(value, Info<T>());
 
-    public static string Write<T>(T value) => JsonSerializer.Serialize(value, Options);
+    public static T Read<T>(string json) => JsonSerializer.Deserialize(json, Info<T>()) ?? throw new InvalidDataException($"bad fleet record: {json}");
 
-    public static T Read<T>(string json) => JsonSerializer.Deserialize<T>(json, Options) ?? throw new InvalidDataException($"bad fleet record: {json}");
+    private static System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> Info<T>() =>
+        (System.Text.Json.Serialization.Metadata.JsonTypeInfo<T>)(FleetJsonContext.Default.GetTypeInfo(typeof(T)) ?? throw new InvalidOperationException($"{typeof(T).Name} is not a fleet record"));
 }
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSerializable(typeof(HostRecord))]
+[JsonSerializable(typeof(GuestInfoRecord))]
+internal sealed partial class FleetJsonContext : JsonSerializerContext;

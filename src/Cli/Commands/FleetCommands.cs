@@ -9,30 +9,16 @@ using Spectre.Console;
 
 namespace LiveMigration.Cli.Commands;
 
-/// <summary>`lm hosts`, `lm guests`, `lm recover`, `lm drain`, and the `--etcd` options the other commands share.</summary>
+/// <summary>`lm hosts`, `lm guests`, `lm recover`, `lm drain` (the `--etcd` options are <see cref="EtcdOptions"/>).</summary>
 public static class FleetCommands
 {
-    public static Option<string?> EtcdOption(bool required = false) => new("--etcd")
-    {
-        Description = "etcd endpoints of the fleet (URL[,URL...], e.g. http://127.0.0.1:2379)",
-        Required = required,
-        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("LM_ETCD"),
-    };
-
-    public static Option<string> PrefixOption() => new("--etcd-prefix")
-    {
-        Description = "key prefix of the fleet in etcd",
-        DefaultValueFactory = _ => FleetKeys.DefaultPrefix,
-        Hidden = true,
-    };
-
     private static FleetAdmin Admin(ParseResult parse, Option<string?> etcd, Option<string> prefix) =>
         new(parse.GetValue(etcd) ?? throw new FormatException("--etcd URL is required (or set LM_ETCD)"), parse.GetValue(prefix)!);
 
     private static Command WithFleet(Command c, out Option<string?> etcd, out Option<string> prefix)
     {
-        etcd = EtcdOption();
-        prefix = PrefixOption();
+        etcd = EtcdOptions.Etcd();
+        prefix = EtcdOptions.Prefix();
         c.Options.Add(etcd);
         c.Options.Add(prefix);
         return c;
@@ -153,30 +139,6 @@ public static class FleetCommands
             return results.All(r => r.Success) ? 0 : MigrateCommands.MigrationFailedExit;
         }));
         return command;
-    }
-
-    /// <summary>
-    /// `lm migrate NAME [--from HOST] --to HOST|auto --etcd URL`: the source is the guest's owner,
-    /// auto places it on the live, non-draining host with the most free memory.
-    /// </summary>
-    public static (string From, string To) Route(string? etcd, string prefix, string name, string? from, string to)
-    {
-        if (etcd == null)
-        {
-            if (to == "auto") throw new FormatException("--to auto places the guest in a fleet: give --etcd URL");
-            return (from ?? throw new FormatException("--from HOST:PORT is required (or --etcd URL to find the guest's host)"), to);
-        }
-        using var fleet = new FleetAdmin(etcd, prefix);
-        var rec = fleet.Guest(name);
-        if (from != null && from != rec.Owner) throw new HostException($"'{name}' runs on {rec.Owner}, not on {from}");
-        return (rec.Owner, to == "auto" ? fleet.Place(rec.Info.MemoryBytes, rec.Owner) : to);
-    }
-
-    /// <summary>`lm status NAME --etcd URL`: the host that owns NAME, wherever it is.</summary>
-    public static string Locate(string etcd, string prefix, string name)
-    {
-        using var fleet = new FleetAdmin(etcd, prefix);
-        return fleet.Guest(name).Owner;
     }
 
     private static string Mib(ulong bytes) => $"{bytes >> 20} MiB";

@@ -9,8 +9,8 @@ namespace LiveMigration.Cli.Commands;
 /// <summary>The options of `lm host` that make it a fleet member, and the hidden fault hook the process tests use.</summary>
 internal sealed class HostFleetOptions
 {
-    private readonly Option<string?> _etcd = FleetCommands.EtcdOption();
-    private readonly Option<string> _prefix = FleetCommands.PrefixOption();
+    private readonly Option<string?> _etcd = EtcdOptions.Etcd();
+    private readonly Option<string> _prefix = EtcdOptions.Prefix();
     private readonly Option<double> _ttl = new("--lease-ttl") { Description = "seconds of the host's etcd lease; its guests stop at half of it without a keep-alive", DefaultValueFactory = _ => 6 };
     private readonly Option<string?> _checkpoints = new("--checkpoints") { Description = "shared directory for guest checkpoints (what `lm recover` restarts from)" };
     private readonly Option<double> _interval = new("--checkpoint-interval") { Description = "seconds between checkpoints of each running guest (0: only when a guest moves)", DefaultValueFactory = _ => 10 };

@@ -20,7 +20,7 @@ public static class ReplayCommand
         var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { HelpName = "FILE", Description = "save the machine where the replay stops to this checkpoint file" };
         var noVerify = new Option<bool>("--no-verify") { Description = "do not compare state digests (inputs are still checked)" };
         var stats = new Option<bool>("--stats") { Description = "print icount, events, digests checked, seconds and speed to stderr" };
-        var drive = RunCommand.DriveOption();
+        var drive = MachineOptions.Drive();
         var gdb = new Option<string?>("--gdb") { Description = "serve gdb (remote protocol, with reverse execution) on HOST:PORT instead of replaying straight through" };
         var command = new Command("replay", "Replay a trace: exit 0 when faithful; 1 on divergence, 2 on corruption, 4 on a truncated trace");
         command.Arguments.Add(trace);

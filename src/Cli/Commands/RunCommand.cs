@@ -50,7 +50,7 @@ public static class RunCommand
         var digestEvery = new Option<ulong>("--digest-every") { HelpName = "N", Description = "with --record: log a state digest every N instructions", DefaultValueFactory = _ => new RecorderOptions().DigestInterval };
         var saveCheckpoint = new Option<FileInfo?>("--save-checkpoint") { HelpName = "FILE", Description = "when the run stops (e.g. at --max-instructions), save the machine to this checkpoint file" };
         var restore = new Option<FileInfo?>("--restore") { HelpName = "FILE", Description = "resume the machine saved in this checkpoint file instead of booting a guest" };
-        var drive = DriveOption();
+        var drive = MachineOptions.Drive();
 
         var command = new Command("run", "Run a guest program live (optionally recording a trace), or resume a checkpoint");
         command.Arguments.Add(guest);
@@ -88,13 +88,6 @@ public static class RunCommand
         }));
         return command;
     }
-
-    /// <summary>`--drive FILE[,readonly]`, shared by the commands that build a machine.</summary>
-    public static Option<string?> DriveOption() => new("--drive")
-    {
-        HelpName = "FILE[,readonly]",
-        Description = "a raw disk image for virtio-blk (as qemu -drive file=FILE,format=raw,if=none,id=d0 -device virtio-blk-device,drive=d0); flushes are written to the file",
-    };
 
     public static ISerialBackend OpenSerial(string spec)
     {

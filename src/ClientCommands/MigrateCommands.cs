@@ -5,7 +5,6 @@ using LiveMigration.Migration.Hosting;
 using LiveMigration.Migration.Protocol;
 using LiveMigration.Migration.Transport;
 using LiveMigration.Migration.Reports;
-using LiveMigration.Operator.Plots;
 using Spectre.Console;
 
 namespace LiveMigration.Cli.Commands;
@@ -15,13 +14,14 @@ public static class MigrateCommands
 {
     public const int MigrationFailedExit = 1;
 
-    public static Command Migrate()
+    /// <param name="timeline">draws `--timeline FILE`; null in the AOT client (./lm sends --timeline to the full CLI).</param>
+    public static Command Migrate(TimelineWriter? timeline)
     {
         var name = new Argument<string>("name") { Description = "guest to migrate" };
         var from = new Option<string?>("--from") { Description = "source host (HOST:PORT); with --etcd, the guest's owner by default" };
         var to = new Option<string>("--to") { Description = "destination host (HOST:PORT), or auto (with --etcd: the host with the most free memory); with --resume, a new address of the same destination" };
-        var etcd = FleetCommands.EtcdOption();
-        var prefix = FleetCommands.PrefixOption();
+        var etcd = EtcdOptions.Etcd();
+        var prefix = EtcdOptions.Prefix();
         var resume = new Option<bool>("--resume") { Description = "recover a post-copy migration whose link failed: send the destination the pages it still lacks (QEMU's migrate-recover)" };
         var strategy = new Option<string>("--strategy") { Description = Strategies.Help, DefaultValueFactory = _ => "auto" };
         strategy.AcceptOnlyFromAmong([.. Strategies.Names]);
@@ -35,7 +35,7 @@ public static class MigrateCommands
         var diskBase = new Option<string?>("--disk-base") { HelpName = "FILE", Description = "an older copy of the guest's image on the destination, in its --disk-dir: only the blocks that differ cross (dsync-style); without it every non-zero block does" };
         var sharedDisk = new Option<bool>("--shared-disk") { Description = "both hosts see the same image file (at --disk-path): no block crosses, ownership of the file moves with GO" };
         var json = new Option<bool>("--json") { Description = "print the report as JSON" };
-        var timeline = new Option<string?>("--timeline") { Description = "write the timeline plot to FILE (.png or .svg); the source host keeps every report either way" };
+        var timelineFile = new Option<string?>("--timeline") { Description = "write the timeline plot to FILE (.png or .svg); the source host keeps every report either way" };
         var command = new Command("migrate", "Migrate a running guest to another host");
         command.Arguments.Add(name);
         command.Options.Add(from);
@@ -52,7 +52,7 @@ public static class MigrateCommands
         command.Options.Add(diskBase);
         command.Options.Add(sharedDisk);
         command.Options.Add(json);
-        command.Options.Add(timeline);
+        command.Options.Add(timelineFile);
         var connect = HostCommands.Client(command);
         command.Options.Add(etcd);
         command.Options.Add(prefix);
@@ -62,7 +62,7 @@ public static class MigrateCommands
             bool isResume = parse.GetValue(resume);
             if (!isResume && string.IsNullOrEmpty(parse.GetValue(to))) throw new FormatException("--to HOST:PORT is required (only --resume may leave it out)");
             var (source, target) = isResume ? (parse.GetValue(from) ?? throw new FormatException("--from HOST:PORT is required"), parse.GetValue(to) ?? "")
-                : FleetCommands.Route(parse.GetValue(etcd), parse.GetValue(prefix)!, parse.GetValue(name)!, parse.GetValue(from), parse.GetValue(to)!);
+                : EtcdOptions.Route(parse.GetValue(etcd), parse.GetValue(prefix)!, parse.GetValue(name)!, parse.GetValue(from), parse.GetValue(to)!);
             var cmd = new MigrateCommand
             {
                 Name = parse.GetValue(name)!, Target = target, Resume = isResume, Strategy = Strategies.Parse(parse.GetValue(strategy)!),
@@ -84,12 +84,14 @@ public static class MigrateCommands
                 if (cap > 99) throw new FormatException("--max-throttle is a percentage from 0 to 99");
                 cmd.MaxThrottlePercent = cap;
             }
-            string? timelinePath = parse.GetValue(timeline);
-            if (timelinePath != null) TimelinePlot.FormatOf(timelinePath); // a bad name fails before the migration, not after
+            string? timelinePath = parse.GetValue(timelineFile);
+            if (timelinePath != null)
+                (timeline ?? throw new FormatException("--timeline needs the full CLI (src/Cli): this client carries no plotting"))
+                    .CheckName(timelinePath); // a bad name fails before the migration, not after
             using var c = connect(parse, source);
             bool asJson = parse.GetValue(json);
             var report = RunWithProgress(c, cmd, showProgress: !asJson);
-            if (timelinePath != null) TimelinePlot.Write(report, timelinePath);
+            if (timelinePath != null) timeline!.Write(report, timelinePath);
             if (asJson) Console.WriteLine(ToJson(report));
             else PrintReport(report, timelinePath);
             return report.Success ? 0 : MigrationFailedExit;
@@ -206,3 +208,7 @@ public static class MigrateCommands
 
     private static string Ms(double seconds) => seconds >= 1 ? $"{seconds:F2} s" : $"{seconds * 1000:F1} ms";
 }
+
+/// <summary>How `lm migrate --timeline FILE` draws its plot: ScottPlot, which only the full CLI carries.</summary>
+/// <param name="CheckName">throws FormatException for a name it cannot write (before the migration starts).</param>
+public sealed record TimelineWriter(Action<string> CheckName, Action<MigrationReport, string> Write);
