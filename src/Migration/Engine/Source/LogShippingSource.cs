@@ -49,6 +49,9 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
     private double _measuredThrottle;
     private long _lastFrameTimestamp;
     private volatile bool _wantDigest;
+    private ulong _preDigestIcount;
+    /// <summary>How long the pause may wait for the replay to verify the last digest logged before it.</summary>
+    private static readonly TimeSpan PreDigestWait = TimeSpan.FromMilliseconds(20);
     private volatile bool _approach;
     private readonly ManualResetEventSlim _digestRequest = new();
 
@@ -111,12 +114,14 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
         ApproachSwitchover(token);
         ctx.Times.LogDone = ctx.Now;
 
-        // Have the guest thread hash its memory once more while it still runs, so the digest at the
-        // pause covers only the pages written in the last moment (downtime follows it).
+        // Have the guest thread hash its memory once more while it still runs, and the replay verify
+        // that digest, so both digests at the pause cover only the pages written in the last moment
+        // (downtime follows it).
         _digestRequest.Reset();
         _wantDigest = true;
-        _digestRequest.Wait(TimeSpan.FromMilliseconds(10)); // an idle guest may not poll soon: the pause's digest covers it
+        bool hashed = _digestRequest.Wait(TimeSpan.FromMilliseconds(10)); // an idle guest may not poll soon: the pause's digest covers it
         _wantDigest = false;
+        if (hashed) AwaitReplayPast(_preDigestIcount, token);
 
         // Switchover: pause, log a digest at the pause icount (the destination's replayer checks it
         // there), flush the tail, stop recording, send the final state.
@@ -249,6 +254,28 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
         ctx.Log($"final approach {(ctx.Now - start) * 1000:F1} ms (throttle {throttleBefore:P0} -> {throttle.Value:P0}); replay {machine.Icount - Math.Min(machine.Icount, ctx.ReturnPath.ReplayIcount):N0} instructions behind");
     }
 
+    /// <summary>
+    /// Lets the replay verify the digest logged at <paramref name="icount"/> while the guest still runs:
+    /// the destination then hashes at the switchover only what the source hashes there too, the pages
+    /// written since (on a guest that writes everywhere that is most of the destination's downtime).
+    /// </summary>
+    private void AwaitReplayPast(ulong icount, CancellationToken token)
+    {
+        _approach = true; // heartbeats every 0.2 ms carry the digest out at once
+        double start = ctx.Now;
+        try
+        {
+            while (ctx.ReturnPath.ReplayIcount < icount && ctx.Now - start < PreDigestWait.TotalSeconds)
+            {
+                token.ThrowIfCancellationRequested();
+                SendLogFrames(token);
+                ctx.Peer.Check();
+                _logReady.WaitOne(1);
+            }
+        }
+        finally { _approach = false; }
+    }
+
     private void StopLogging()
     {
         ctx.Guest.Port.Log = null;
@@ -285,6 +312,7 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
             {
                 owner._wantDigest = false;
                 recorder.Writer.StateDigest(machine.Icount, machine.ComputeDigest());
+                owner._preDigestIcount = machine.Icount;
                 owner._digestRequest.Set();
             }
             if (Stopwatch.GetTimestamp() - owner._lastFrameTimestamp > (owner._approach ? ApproachHeartbeatTicks : HeartbeatTicks))
