@@ -79,6 +79,31 @@ public sealed class CommitPointTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_record_that_moved_during_the_log_phase_is_seen_before_the_pause_and_the_guest_is_never_paused_for_a_doomed_commit()
+    {
+        using var etcd = new EtcdCluster();
+        InProcessFleet? f = null;
+        int armed = 1;
+        using var fleet = f = new InProcessFleet(output, etcd, count: 3, fault: p =>
+        {
+            if (p != FaultPoint.Log || Interlocked.Exchange(ref armed, 0) != 1) return false;
+            using var c = new EtcdClient(etcd.Endpoints.Split(','));
+            c.Put(f!.Admin.Keys.Owner("kv"), f[2].Address);
+            c.Put(f.Admin.Keys.Epoch("kv"), "2");
+            return false;
+        });
+        using var kv = StartKv(fleet);
+        var r = fleet.Migrate("kv", fleet.A, fleet.B, "log");
+        Assert.False(r.Success);
+        Assert.Contains("not paused", r.Error);
+        Assert.Contains("no longer names", r.Error);
+        Assert.False(fleet.Logged("switchover: final state sent")); // no final state: the guest never paused for it
+        Assert.False(fleet.Logged("committed 'kv'"));
+        Fleet.Wait(() => fleet.B.FindInstance("kv") == null && fleet.B.Status().Guests.All(g => g.Name != "kv"), 10000, "the destination to discard its incoming copy");
+        Assert.Equal((fleet[2].Address, 2L), (fleet.Admin.Guest("kv").Owner, fleet.Admin.Guest("kv").Epoch));
+    }
+
+    [Fact]
     public void Etcd_down_at_the_commit_aborts_the_migration_returns_with_the_guest_paused_and_the_source_resumes_once_the_record_is_settled()
     {
         using var etcd = new EtcdCluster();

@@ -32,6 +32,13 @@ public interface ISwitchoverCommit
     void Abort(SwitchoverRecord record);
 
     /// <summary>
+    /// Just before the guest pauses: null when a commit can still succeed, else why not (the guest is
+    /// then never paused for a doomed switchover). A fleet reads its record here, which also leaves
+    /// the path to the store warm for the commit moments later.
+    /// </summary>
+    string? BeforePause(SwitchoverRecord record) => null;
+
+    /// <summary>
     /// Before a paused source rolls back (a commit may have been tried): makes sure no commit can
     /// still apply. Null when the guest is the source's again; otherwise why not (it is dropped there,
     /// and the destination is not told to discard: the owner may be the destination).
@@ -72,6 +79,14 @@ public sealed class OwnershipCommit(GuestHost host) : ISwitchoverCommit
     }
 
     public void Abort(SwitchoverRecord record) => _journal.Abort(record);
+
+    public string? BeforePause(SwitchoverRecord record)
+    {
+        long? epoch;
+        try { epoch = host.Ownership.EpochIfOwner(record.Guest, record.Source); }
+        catch (HostException e) { return e.Message; }
+        return epoch == record.Epoch ? null : $"the fleet record of '{record.Guest}' no longer names {record.Source} at epoch {record.Epoch}";
+    }
 
     public string? Reclaim(SwitchoverRecord record) =>
         host.Ownership.Reclaim(record.Guest, record.Source, record.Epoch) == null ? $"the fleet record of '{record.Guest}' names another host" : null;

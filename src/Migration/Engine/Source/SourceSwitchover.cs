@@ -62,6 +62,7 @@ internal sealed class SourceSwitchover
     public void Pause(bool proven = false)
     {
         _ctx.Peer.WaitCaughtUp(proven ? 0 : _ctx.Conn!.SentTotal, _cancel.Token);
+        if (_commit.BeforePause(Record(null)) is { } doomed) throw new MigrationFailedException($"not paused: {doomed}");
         _ctx.Guest.Pause();
         _ctx.Times.Pause = _ctx.Now;
         _ctx.Times.PauseTimestamp = Stopwatch.GetTimestamp();
