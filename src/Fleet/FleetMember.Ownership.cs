@@ -157,21 +157,27 @@ public sealed partial class FleetMember
         {
             try
             {
+                using var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
+                cts.CancelAfter(TimeSpan.FromSeconds(2)); // re-read now and then: a silent member must not hold us forever
+                using var call = _etcd.Watch(cts.Token);
+                // A watch from "now" is synced at once; one from a past revision waits for etcd's catch-up
+                // loop (~100 ms) whenever anything was written in between, the commit included. The read
+                // after the watch is confirmed sees every write the watch will not deliver.
+                await call.RequestStream.WriteAsync(new WatchRequest { CreateRequest = new WatchCreateRequest { Key = EtcdClient.Bytes(_keys.Guest(guest)), RangeEnd = EtcdClient.PrefixEnd(_keys.Guest(guest)) } });
+                if (!await call.ResponseStream.MoveNext(cts.Token) || call.ResponseStream.Current.Canceled) continue;
                 var read = _etcd.GetPrefix(_keys.Guest(guest));
                 var rec = GuestRecord.From(_keys, guest, read.Kvs);
                 string? owner = rec?.Owner;
                 long e = rec?.Epoch ?? 0;
                 if (Decided(owner, e, source, destination, epoch) is bool first) return Settled(guest, first, e);
-                using var cts = CancellationTokenSource.CreateLinkedTokenSource(token);
-                cts.CancelAfter(TimeSpan.FromSeconds(2)); // re-read now and then: a silent member must not hold us forever
-                using var call = _etcd.Watch(cts.Token);
-                await call.RequestStream.WriteAsync(new WatchRequest { CreateRequest = new WatchCreateRequest { Key = EtcdClient.Bytes(_keys.Guest(guest)), RangeEnd = EtcdClient.PrefixEnd(_keys.Guest(guest)), StartRevision = read.Header.Revision + 1 } });
+                long readRevision = read.Header.Revision;
                 while (await call.ResponseStream.MoveNext(cts.Token))
                 {
                     var w = call.ResponseStream.Current;
                     if (w.Canceled) break;
                     foreach (var ev in w.Events)
                     {
+                        if (ev.Kv.ModRevision <= readRevision) continue; // the read already has it (or a later value)
                         string k = ev.Kv.Key.ToStringUtf8();
                         bool deleted = ev.Type == Event.Types.EventType.Delete;
                         if (k == _keys.Owner(guest)) owner = deleted ? null : ev.Kv.Value.ToStringUtf8();
