@@ -20,7 +20,6 @@ ulong bandwidth = Bandwidth.Parse(bandwidthText);
 var guests = Arg("--guests", "idle_forever,compute_forever,dirty_forever,dirty_hotcold,kv").Split(',');
 var strategies = Arg("--strategies", "stopcopy,log,precopy,precopy+ac,postcopy,auto").Split(',');
 string root = FindRoot();
-string dir = Path.Combine(root, "guests", "build");
 const ulong Memory = 128UL << 20;
 // "linux": our kernel and initramfs (guests/linux/build) booted under Debian's OpenSBI with 256 MiB, the kv
 // server on its console under load; bench/QemuMigration/qemu_migrate.py --guests linux runs QEMU's side.
@@ -47,7 +46,7 @@ foreach (var guest in guests)
         bool linux = guest is "linux" or "linux-noballoon";
         using (var client = HostClient.Connect(a.Address))
             if (linux) client.Start("g", LinuxGuest() with { Balloon = guest == "linux" }, LinuxMemory, "Image");
-            else client.Start("g", File.ReadAllBytes(Path.Combine(dir, guest + ".elf")), Memory, guest);
+            else client.Start("g", BenchRepo.GuestElf(guest), Memory, guest);
         KvClient? kv = null;
         using var stopLoad = new CancellationTokenSource();
         Thread? load = null;

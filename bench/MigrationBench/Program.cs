@@ -35,7 +35,6 @@ if (tlsRuns.Contains(true))
 LiveMigration.Migration.Transport.Tls.TlsIdentity? Identity(bool on, string who) =>
     on ? LiveMigration.Migration.Transport.Tls.TlsIdentity.Load(who == "op" ? fleet! : Path.Combine(fleet!, who)) : null;
 ulong bandwidth = Bandwidth.Parse(bandwidthText);
-string dir = FindGuests();
 
 var cases = new (string Label, string Elf, ulong Mem, bool Kv)[]
 {
@@ -44,6 +43,11 @@ var cases = new (string Label, string Elf, ulong Mem, bool Kv)[]
     ("dirty", "dirty_forever", mem, false),
     ("kv", "kv", mem, true),
 };
+if (selected.FirstOrDefault(g => cases.All(c => c.Label != g)) is { } unknown)
+{
+    Console.Error.WriteLine($"bench: unknown guest '{unknown}' in --guests (known: {string.Join(", ", cases.Select(c => c.Label))})");
+    return 2;
+}
 var rows = new List<string[]>();
 bool verbose = args.Contains("--verbose");
 Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
@@ -58,7 +62,7 @@ foreach (var c in cases.Where(c => selected.Contains(c.Label)))
         using var op = Identity(tls, "op");
         using var a = new GuestHost(new HostOptions { Log = log, Tls = Identity(tls, "a") });
         using var b = new GuestHost(new HostOptions { Log = log, Tls = Identity(tls, "b") });
-        using (var client = HostClient.Connect(a.Address, op)) client.Start("g", File.ReadAllBytes(Path.Combine(dir, c.Elf + ".elf")), c.Mem, c.Elf);
+        using (var client = HostClient.Connect(a.Address, op)) client.Start("g", BenchRepo.GuestElf(c.Elf), c.Mem, c.Elf);
         KvClient? kv = null;
         using var stopLoad = new CancellationTokenSource();
         Thread? load = null;
@@ -129,4 +133,3 @@ static double Median(IEnumerable<double> values)
 
 string Arg(string name, string fallback) => BenchRepo.Arg(args, name, fallback);
 
-static string FindGuests() => BenchRepo.Guests;

@@ -27,7 +27,7 @@ using var host = new GuestHost(new HostOptions { Tls = TlsIdentity.Load(Path.Com
 // A hostile member of the fleet: a real host with its own certificate (so it can answer the call back a destination makes).
 using var attacker = new GuestHost(new HostOptions { Tls = TlsIdentity.Load(Path.Combine(fleet, "peer")) });
 using var hostB = new GuestHost(new HostOptions { Tls = TlsIdentity.Load(Path.Combine(fleet, "hostB")) });
-byte[] kv = File.ReadAllBytes(Path.Combine(BenchRepo.Guests, "kv.elf"));
+byte[] kv = BenchRepo.GuestElf("kv");
 using (var c = HostClient.Connect(host.Address, op)) c.Start("kv", kv, 64 << 20, "kv");
 Thread.Sleep(500);
 var rows = new List<string[]>();

@@ -8,6 +8,16 @@ internal static class BenchRepo
 
     public static string Guests => Path.Combine(Root, "guests", "build");
 
+    /// <summary>The bytes of guests/build/NAME.elf; a missing guest ends the benchmark with one line (exit 2), not a stack trace.</summary>
+    public static byte[] GuestElf(string name)
+    {
+        string path = Path.Combine(Guests, name + ".elf");
+        if (File.Exists(path)) return File.ReadAllBytes(path);
+        Console.Error.WriteLine($"bench: {path} is missing; build the guests first (`make -C guests`, or `bash scripts/setup.sh`)");
+        Environment.Exit(2);
+        return [];
+    }
+
     /// <summary>"--name value" from the command line, or the fallback.</summary>
     public static string Arg(string[] args, string name, string fallback)
     {
