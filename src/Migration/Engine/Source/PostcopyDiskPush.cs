@@ -19,9 +19,9 @@ internal sealed class PostcopyDiskPush
     private readonly SourceContext _ctx;
     private readonly DiskSnapshot _snapshot;
     private readonly long[] _blocks;
-    private readonly bool[] _sent;
+    private readonly SendOnceSlots _slots;
+    private readonly List<int> _taken = new(DiskTransfer.BatchBlocks);
     private readonly List<long> _batch = new(DiskTransfer.BatchBlocks);
-    private int _cursor;
     private long _total, _requested;
 
     /// <param name="blocks">The blocks the destination lacks, ascending (a slot is an index into it).</param>
@@ -31,23 +31,22 @@ internal sealed class PostcopyDiskPush
         _ctx = ctx;
         _snapshot = snapshot;
         _blocks = blocks;
-        _sent = sent;
-        Remaining = sent.Count(s => !s);
+        _slots = new SendOnceSlots(sent);
     }
 
-    public int Remaining { get; private set; }
+    public int Remaining => _slots.Remaining;
     public long Sent => _total;
 
     /// <summary>Sends the unsent blocks of [first, first + count) and a few after them; false when none was left to send.</summary>
     public bool SendRequested(Connection conn, long first, long count)
     {
-        _batch.Clear();
+        _taken.Clear();
         int i = Array.BinarySearch(_blocks, first);
         if (i < 0) i = ~i;
-        for (; i < _blocks.Length && _blocks[i] < first + count; i++) Take(i);
-        if (_batch.Count == 0) return false;
-        _requested += _batch.Count;
-        for (int k = 0; k < PrefetchBlocks && i < _blocks.Length; i++, k++) Take(i);
+        for (; i < _blocks.Length && _blocks[i] < first + count; i++) _slots.Take(i, _taken);
+        if (_taken.Count == 0) return false;
+        _requested += _taken.Count;
+        for (int k = 0; k < PrefetchBlocks; i++, k++) _slots.Take(i, _taken);
         Send(conn);
         return true;
     }
@@ -55,22 +54,16 @@ internal sealed class PostcopyDiskPush
     /// <summary>The next few unsent blocks, in order.</summary>
     public void SendBackground(Connection conn)
     {
-        _batch.Clear();
-        while (_batch.Count < PushBatchBlocks && _cursor < _blocks.Length) Take(_cursor++);
+        _taken.Clear();
+        _slots.TakeNext(PushBatchBlocks, _taken);
         Send(conn);
-    }
-
-    private void Take(int slot)
-    {
-        if (_sent[slot]) return;
-        _sent[slot] = true;
-        Remaining--;
-        _batch.Add(_blocks[slot]);
     }
 
     private void Send(Connection conn)
     {
-        if (_batch.Count == 0) return;
+        if (_taken.Count == 0) return;
+        _batch.Clear();
+        foreach (int slot in _taken) _batch.Add(_blocks[slot]);
         foreach (var message in DiskTransfer.Encode(_snapshot, _batch, _ctx.Host.Options.CorruptPostcopyBlock))
             conn.Send(new Envelope { DiskBlocks = message }, ByteCategory.Disk);
         _total += _batch.Count;

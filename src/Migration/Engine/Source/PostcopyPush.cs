@@ -24,11 +24,10 @@ internal sealed class PostcopyPush
     private readonly int[] _pages;
     private readonly GuestMemory _memory;
     private readonly Dictionary<int, int> _slotOf;
-    private readonly bool[] _sent;
+    private readonly SendOnceSlots _slots;
     private readonly PostcopyDiskPush? _disk;
     private readonly byte[] _raw = new byte[PushBatchPages * GuestMemory.PageSize];
     private readonly byte[] _compressed = new byte[Zstd.CompressBound(PushBatchPages * GuestMemory.PageSize)];
-    private int _cursor;
     private long _total, _requested, _prepaged;
     private volatile int _sentCount;
 
@@ -42,12 +41,11 @@ internal sealed class PostcopyPush
         _pages = pages;
         _memory = ctx.Guest.Machine.Memory;
         _slotOf = SlotIndex(pages);
-        _sent = sent;
-        Remaining = sent.Count(s => !s);
+        _slots = new SendOnceSlots(sent);
         ToSend = Remaining;
     }
 
-    public int Remaining { get; private set; }
+    public int Remaining => _slots.Remaining;
     /// <summary>For progress: pages this push has to send, and has sent.</summary>
     public int ToSend { get; }
     public int Sent => _sentCount;
@@ -74,32 +72,23 @@ internal sealed class PostcopyPush
             {
                 if (page < 0) throw new IOException($"lost the connection to the destination: {_ctx.ReturnPath.ErrorMessage}");
                 if (!_slotOf.TryGetValue(page, out int slot)) continue; // not in the manifest
-                if (!Take(slot, slots)) continue; // already sent
+                if (!_slots.Take(slot, slots)) continue; // already sent
                 _requested++;
-                for (int k = 1; k <= PrepagePages && slot + k < _sent.Length; k++)
-                    if (Take(slot + k, slots)) _prepaged++;
+                for (int k = 1; k <= PrepagePages; k++)
+                    if (_slots.Take(slot + k, slots)) _prepaged++;
             }
             bool blocksAsked = false;
             if (_disk != null)
                 while (blockRequests.TryDequeue(out var r)) blocksAsked |= _disk.SendRequested(conn, r.First, r.Count);
             if (slots.Count == 0 && !blocksAsked)
             {
-                if (Remaining > 0) while (slots.Count < PushBatchPages && _cursor < _sent.Length) Take(_cursor++, slots);
+                if (Remaining > 0) _slots.TakeNext(PushBatchPages, slots);
                 else _disk?.SendBackground(conn); // RAM first: a missing page stalls the guest's CPU, a block one request
             }
             SendBatch(conn, slots);
         }
         _ctx.Log($"post-copy: {_total} pages sent in {(_ctx.Now - t0) * 1000:F1} ms ({_requested} requested, {_prepaged} pre-paged)" +
             (_disk != null ? $", {_disk.Sent} disk blocks" : ""));
-    }
-
-    private bool Take(int slot, List<int> into)
-    {
-        if (slot < 0 || slot >= _sent.Length || _sent[slot]) return false;
-        _sent[slot] = true;
-        Remaining--;
-        into.Add(slot);
-        return true;
     }
 
     private void SendBatch(Connection conn, List<int> slots)
