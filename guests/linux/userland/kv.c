@@ -17,6 +17,7 @@
  * first torn or damaged record: one that was never acknowledged) and rewritten compacted; it is
  * compacted again when it grows past LOG_COMPACT bytes. A record:
  *   op ('S' | 'D') klen vlen (1 byte each) key[klen] val[vlen] fnv1a32(all before, little endian) */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -281,14 +282,15 @@ static int del(const char *k, size_t kn, int durable)
     return 0;
 }
 
-/* Replays DIR/kv.log into the table, up to the first torn or damaged record; returns how many records applied. */
+/* Replays DIR/kv.log into the table, up to the first torn or damaged record; returns how many records
+ * applied, or (size_t)-1 when the file cannot be read whole. */
 static size_t load(void)
 {
     char path[128];
     path_in(path, sizeof path, "kv.log");
     int fd = open(path, O_RDONLY);
     if (fd < 0)
-        return 0;
+        return errno == ENOENT ? 0 : (size_t)-1;
     struct stat st;
     size_t size = fstat(fd, &st) == 0 ? (size_t)st.st_size : 0;
     unsigned char *buf = size ? malloc(size) : NULL;
@@ -300,6 +302,10 @@ static size_t load(void)
         got += (size_t)n;
     }
     close(fd);
+    if (got < size) { /* unreadable: compacting now would drop what it holds */
+        free(buf);
+        return (size_t)-1;
+    }
     size_t at = 0, records = 0;
     while (at + 7 <= got) {
         unsigned char *r = buf + at;
@@ -381,9 +387,17 @@ int main(int argc, char **argv)
     if (argc > 1) {
         data_dir = argv[1];
         size_t records = load();
-        if (compact() != 0)
-            printf("kv: cannot write %s/kv.log\n", data_dir);
-        printf("kv: %llu keys from %s/kv.log (%zu records)\n", keys, data_dir, records);
+        if (records == (size_t)-1) {
+            /* Keep the log as it is and append to it: the next start may read it. */
+            char path[128];
+            path_in(path, sizeof path, "kv.log");
+            log_fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
+            printf("kv: cannot read %s/kv.log whole; appending to it as it is\n", data_dir);
+        } else {
+            if (compact() != 0)
+                printf("kv: cannot write %s/kv.log\n", data_dir);
+            printf("kv: %llu keys from %s/kv.log (%zu records)\n", keys, data_dir, records);
+        }
     }
     printf("kv ready\n");
     fflush(stdout);
