@@ -19,6 +19,8 @@ for tool in bc flex bison cpio xz; do
 done
 [ -f /usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin ] || need+=(opensbi)
 command -v dtc >/dev/null || need+=(device-tree-compiler)
+# The Linux guest's ext4 data disk (guests/linux/build-datadisk.sh); mke2fs lives in /sbin, off a user's PATH.
+PATH="$PATH:/usr/sbin:/sbin" command -v mke2fs >/dev/null || need+=(e2fsprogs)
 # The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser here);
 # plots render with DejaVu Sans; hyperfine measures the CLI's start time (bench/CliStart).
 command -v chromium >/dev/null || need+=(chromium)
@@ -46,6 +48,7 @@ make -s -C "$root/guests" >&2
 # The Linux guest: the kernel only when missing or its config fragment changed (minutes; progress shown).
 nice -n 10 "$root/guests/linux/build-kernel.sh" >&2
 "$root/guests/linux/build-initramfs.sh" >&2
+"$root/guests/linux/build-datadisk.sh" >&2
 
 # NuGet packages: restore once per change of the project files.
 stamp="$root/artifacts/.restored"

@@ -44,7 +44,8 @@ public static class RepoPaths
 
     /// <summary>
     /// guests/linux/build/{Image, initramfs.cpio}, running the build scripts once per test run (they do
-    /// nothing when up to date; scripts/setup.sh has normally built the kernel already).
+    /// nothing when up to date; scripts/setup.sh has normally built the kernel already); the blank
+    /// ext4 data disk (<see cref="LinuxDataDisk"/>) with them.
     /// </summary>
     public static (string Image, string Initramfs) LinuxGuest()
     {
@@ -53,7 +54,7 @@ public static class RepoPaths
         {
             if (!_linuxBuilt)
             {
-                foreach (string script in new[] { "build-kernel.sh", "build-initramfs.sh" })
+                foreach (string script in new[] { "build-kernel.sh", "build-initramfs.sh", "build-datadisk.sh" })
                 {
                     using var p = Process.Start(new ProcessStartInfo(Path.Combine(dir, script)) { RedirectStandardError = true })
                         ?? throw new InvalidOperationException($"cannot start {script}");
@@ -68,4 +69,12 @@ public static class RepoPaths
     }
 
     private static bool _linuxBuilt;
+
+    /// <summary>A fresh copy of guests/linux/build/data.img (a blank 32 MiB ext4 file system) at <paramref name="path"/>: the guest's /data.</summary>
+    public static string LinuxDataDisk(string path)
+    {
+        LinuxGuest();
+        File.Copy(Path.Combine(Root, "guests", "linux", "build", "data.img"), path, overwrite: true);
+        return path;
+    }
 }
