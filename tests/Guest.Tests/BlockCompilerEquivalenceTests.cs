@@ -1,3 +1,4 @@
+using LiveMigration.Guest.Tests.Infra;
 using LiveMigration.Guest;
 
 namespace LiveMigration.Guest.Tests;
@@ -50,7 +51,7 @@ public class BlockCompilerEquivalenceTests
 
     private static Machine Load(uint[] program, ulong[] registers, bool compile)
     {
-        var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance, compile ? BlockCompilation.Inline : BlockCompilation.Off);
+        var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance, compile ? BlockCompilation.Inline : BlockCompilation.Off, EagerCompile.Threshold);
         var bytes = new byte[program.Length * 4];
         Buffer.BlockCopy(program, 0, bytes, 0, bytes.Length);
         m.Memory.Write(CodeBase, bytes);

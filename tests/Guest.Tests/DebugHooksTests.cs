@@ -1,3 +1,4 @@
+using LiveMigration.Guest.Tests.Infra;
 using LiveMigration.Guest.Debug;
 
 namespace LiveMigration.Guest.Tests;
@@ -18,7 +19,7 @@ public class DebugHooksTests
 
     private static Machine Load(bool compile)
     {
-        var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance, compile);
+        var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance, compile, EagerCompile.Threshold);
         var bytes = new byte[Loop.Length * 4];
         Buffer.BlockCopy(Loop, 0, bytes, 0, bytes.Length);
         m.Memory.Write(0x8000_0000, bytes);
@@ -72,7 +73,7 @@ public class DebugHooksTests
     {
         // auipc x6, 0x100 (x6 = 0x80100000) ; ld x7, 0x48(x6) ; then the finisher sequence
         uint[] code = [0x00100317, 0x04833383, 0x00100437, 0x000054B7, 0x55548493, 0x00942023];
-        using var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance);
+        using var m = new Machine(new MachineConfig { MemorySize = 4 << 20 }, NullHostPort.Instance, compileThreshold: EagerCompile.Threshold);
         var bytes = new byte[code.Length * 4];
         Buffer.BlockCopy(code, 0, bytes, 0, bytes.Length);
         m.Memory.Write(0x8000_0000, bytes);

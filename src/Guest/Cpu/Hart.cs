@@ -19,12 +19,12 @@ internal sealed unsafe partial class Hart
     private readonly BlockCache? _blocks;
     private bool _breakOut;
 
-    public Hart(Machine machine, CpuState* state, BlockCompilation compilation)
+    public Hart(Machine machine, CpuState* state, BlockCompilation compilation, short compileThreshold)
     {
         _machine = machine;
         _s = state;
         _mem = machine.Memory;
-        if (compilation != BlockCompilation.Off) _blocks = new BlockCache(_mem, compilation == BlockCompilation.Background);
+        if (compilation != BlockCompilation.Off) _blocks = new BlockCache(_mem, compilation == BlockCompilation.Background, compileThreshold);
         _mem.PageTableWritten = OnPageTableWritten;
     }
 
@@ -102,6 +102,7 @@ internal sealed unsafe partial class Hart
         if (absentPages) { loadLimit = 0; blockCache = null; }
         if (blockCache != null && blockCache.Generation != debug.Generation) blockCache.Flush(debug.Generation);
         if (blockCache != null && blockCache.HasCompleted) blockCache.InstallCompleted();
+        short compileAt = blockCache?.Threshold ?? short.MaxValue;
         DecodedInsn crossPage;
         ulong codePhys = 0; // RAM offset of the code page
         _paged = T.Paged;
@@ -187,7 +188,7 @@ internal sealed unsafe partial class Hart
                         if ((pc & ~(ulong)(GuestMemory.PageSize - 1)) != codeBase) continue;
                     }
                 }
-                else if (be.Hits >= 0 && ++be.Hits >= BlockCache.CompileThreshold)
+                else if (be.Hits >= 0 && ++be.Hits >= compileAt)
                 {
                     ulong slotOffset = pc & (GuestMemory.PageSize - 1);
                     if (blockCache.Background)

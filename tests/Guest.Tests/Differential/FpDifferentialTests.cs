@@ -17,7 +17,7 @@ public class FpDifferentialTests
         var qemu = HandWritten.RunOnQemu(elf, timeoutMs: 120_000);
         Assert.Equal(0, qemu.ExitCode);
         var port = new TestHostPort();
-        using var m = new Machine(new MachineConfig(), port, compile);
+        using var m = new Machine(new MachineConfig(), port, compile, EagerCompile.Threshold);
         ElfLoader.Load(m, elf);
         Assert.Equal(StopReason.Exited, m.Run(50_000_000));
         Assert.Equal(0, m.ExitCode);

@@ -46,7 +46,7 @@ public class RandomPagingDifferentialTests
         var qemu = HandWritten.RunOnQemu(elf);
         Assert.Equal(0, qemu.ExitCode);
         var port = new TestHostPort();
-        using var m = new Machine(new MachineConfig(), port, compilation);
+        using var m = new Machine(new MachineConfig(), port, compilation, EagerCompile.Threshold);
         LiveMigration.Guest.Loader.ElfLoader.Load(m, File.ReadAllBytes(elf));
         Assert.Equal(StopReason.Exited, m.Run(200_000_000));
         string[] theirs = Encoding.ASCII.GetString(qemu.Stdout).Split('\n'), ours = port.OutputText.Split('\n');

@@ -16,7 +16,7 @@ public class DirtyClientConcurrencyTests
     [InlineData(false)]
     public void RoundsOfCollectAndCopyWhileTheGuestWritesLoseNothing(bool compile)
     {
-        using var m = new Machine(new MachineConfig(), NullHostPort.Instance, compile);
+        using var m = new Machine(new MachineConfig(), NullHostPort.Instance, compile, EagerCompile.Threshold);
         ElfLoader.Load(m, File.ReadAllBytes(Repo.Guest("dirty_forever")));
         var client = m.Memory.CreateDirtyClient("copy");
         var shadow = new byte[m.Memory.PageCount][];

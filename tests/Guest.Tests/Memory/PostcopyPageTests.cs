@@ -25,7 +25,7 @@ public class PostcopyPageTests
 
     private static Machine Destination(byte[] devices, byte[][] pages, TestHostPort port, bool compile)
     {
-        var d = new Machine(new MachineConfig(), port, compile);
+        var d = new Machine(new MachineConfig(), port, compile, EagerCompile.Threshold);
         d.RestoreDeviceState(new StateReader(devices));
         for (int p = 0; p < pages.Length; p++)
             if (pages[p] != null) d.Memory.MarkAbsentRange(p, 1);

@@ -21,19 +21,20 @@ internal struct BlockEntry
     public int Count;
     /// <summary>Bytes the block covers from its start (for invalidation).</summary>
     public ushort Bytes;
-    /// <summary>Entries seen while interpreted; compiled at <see cref="BlockCache.CompileThreshold"/>; -1: not compilable.</summary>
+    /// <summary>Entries seen while interpreted; compiled at <see cref="BlockCache.Threshold"/>; -1: not compilable.</summary>
     public short Hits;
 }
 
 /// <summary>
 /// Compiled blocks per guest-physical page, indexed by 2-byte slot like the decode cache (so a store
 /// through any virtual alias invalidates them). Cold code stays
-/// interpreted: a block start is compiled only after <see cref="CompileThreshold"/> entries, so short
+/// interpreted: a block start is compiled only after <see cref="Threshold"/> entries, so short
 /// runs (tests, boot) never pay for the IL compiler.
 /// </summary>
 internal sealed class BlockCache
 {
-    public const short CompileThreshold = 64;
+    /// <summary>Entries before a block is compiled.</summary>
+    public readonly short Threshold;
     private const int MaxBlockBytes = BlockCompiler.MaxInstructions * 4;
 
     /// <summary><see cref="BlockEntry.Hits"/> of a block waiting for the background compiler.</summary>
@@ -47,8 +48,10 @@ internal sealed class BlockCache
     private readonly ConcurrentQueue<(BackgroundCompiler.Request Request, BlockFn? Fn)> _completed = new();
     private volatile bool _closed;
 
-    public BlockCache(GuestMemory memory, bool background)
+    public BlockCache(GuestMemory memory, bool background, short threshold)
     {
+        if (threshold < 1) throw new ArgumentOutOfRangeException(nameof(threshold), "a block is compiled after at least one entry");
+        Threshold = threshold;
         _pages = new BlockEntry[memory.PageCount][];
         _pageGenerations = new int[memory.PageCount];
         Background = background;
