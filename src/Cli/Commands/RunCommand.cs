@@ -173,7 +173,7 @@ public static class RunCommand
         if (request.Stats)
         {
             double seconds = clock.Elapsed.TotalSeconds;
-            Console.Error.WriteLine($"lm: instructions {machine.Icount}, seconds {seconds:F3}, guest MIPS {machine.Icount / seconds / 1e6:F1}");
+            Console.Error.WriteLine($"lm: instructions {machine.Icount}, seconds {seconds:F3}, guest MIPS {machine.Icount / seconds / 1e6:F1}, host JIT {System.Runtime.JitInfo.GetCompilationTime().TotalMilliseconds:F0} ms for {System.Runtime.JitInfo.GetCompiledMethodCount()} methods (compiled blocks included)");
         }
         switch (reason)
         {
