@@ -282,6 +282,13 @@ public sealed partial class GuestHost : IDisposable
             held.DiscardHeldCopy();
             return $"discarded the paused copy of '{name}' held here; its destination can no longer fetch pages from it";
         }
+        MigrationSource? unsettled;
+        lock (Lock) unsettled = _guests.TryGetValue(name, out var u) && u.Outgoing is { Unsettled: true } s ? s : null;
+        if (unsettled != null)
+        {
+            if (!unsettled.DiscardUnsettled()) throw new HostException($"the rollback of '{name}' settled meanwhile; see `lm status {name}`");
+            return $"discarded the copy of '{name}' paused here since its rolled-back migration (it never runs again on this host); once etcd answers its record is removed, unless the fleet had given it to another host";
+        }
         MigrationDestination? incoming = null;
         lock (Lock)
         {
@@ -337,7 +344,7 @@ public sealed partial class GuestHost : IDisposable
     }
 
     private string UnsettledStatus(string name) =>
-        $"rolled back, paused until etcd answers: it resumes here if its record still names {Address}; `lm recover {name} --to HOST` if this host never reaches etcd again";
+        $"rolled back, paused until etcd answers: it resumes here if its record still names {Address}; `lm recover {name} --to HOST` if this host never reaches etcd again; `lm stop {name}` discards it";
 
     /// <summary>An unsettled rollback has settled: the guest is no longer migrating.</summary>
     internal void EndOutgoing(GuestEntry entry, MigrationSource source)
