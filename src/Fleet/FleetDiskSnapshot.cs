@@ -32,6 +32,17 @@ public static class FleetDiskSnapshot
     {
         string path = Path.Combine(guestDir, FileName(epoch, icount, readOnly));
         string tmp = $"{path}.{Environment.ProcessId}.tmp";
+        // Unchanged since the epoch's last image (an idle disk): a second name for the same file, nothing written.
+        if (Unchanged(guestDir, epoch, snapshot, readOnly) is { } same && same != path)
+        {
+            File.Delete(tmp);
+            if (link(same, tmp) == 0)
+            {
+                File.Move(tmp, path, overwrite: true);
+                Note(guestDir, epoch, snapshot.ContentDigest, path);
+                return path;
+            }
+        }
         var block = new byte[Disk.BlockSize];
         try
         {
@@ -48,7 +59,34 @@ public static class FleetDiskSnapshot
             File.Move(tmp, path, overwrite: true);
         }
         catch { File.Delete(tmp); throw; }
+        Note(guestDir, epoch, snapshot.ContentDigest, path);
         return path;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int link(string oldpath, string newpath);
+
+    /// <summary>The epoch's current image when it holds exactly the snapshot's blocks (its digest, kept in a side note), else null.</summary>
+    private static string? Unchanged(string guestDir, long epoch, DiskSnapshot snapshot, bool readOnly)
+    {
+        string note = Path.Combine(guestDir, $"{epoch.ToString(CultureInfo.InvariantCulture)}.disk-digest");
+        string? previous = null;
+        try
+        {
+            var parts = File.Exists(note) ? File.ReadAllText(note).Split(' ') : [];
+            if (parts.Length == 2 && parts[0] == snapshot.ContentDigest.ToString("x16", CultureInfo.InvariantCulture) && File.Exists(Path.Combine(guestDir, parts[1])) && parts[1].EndsWith(readOnly ? ".ro.disk" : ".disk", StringComparison.Ordinal))
+                previous = Path.Combine(guestDir, parts[1]);
+        }
+        catch (IOException) { }
+        return previous;
+    }
+
+    /// <summary>Remembers which image holds the blocks with <paramref name="digest"/> (for <see cref="Unchanged"/>).</summary>
+    private static void Note(string guestDir, long epoch, ulong digest, string path)
+    {
+        string note = Path.Combine(guestDir, $"{epoch.ToString(CultureInfo.InvariantCulture)}.disk-digest");
+        File.WriteAllText($"{note}.{Environment.ProcessId}.tmp", $"{digest.ToString("x16", CultureInfo.InvariantCulture)} {Path.GetFileName(path)}");
+        File.Move($"{note}.{Environment.ProcessId}.tmp", note, overwrite: true);
     }
 
     /// <summary>After EPOCH.ckpt took the pair at <paramref name="icount"/>: the epoch's older disk images go.</summary>

@@ -57,6 +57,7 @@ public sealed partial class FleetMember
             lock (_epochs) if (!_epochs.TryGetValue(e.Name, out epoch)) continue;
             byte[] file = [];
             MachineSnapshot? snapshot = null;
+            long paused = System.Diagnostics.Stopwatch.GetTimestamp();
             g.Pause();
             try
             {
@@ -66,16 +67,25 @@ public sealed partial class FleetMember
                 else file = CheckpointFile.Create(g.Machine);
             }
             finally { g.Resume(); }
+            var pause = System.Diagnostics.Stopwatch.GetElapsedTime(paused);
             if (snapshot == null) { WriteCheckpoint(e.Name, epoch, file, replace: true); continue; }
             using (snapshot)
             {
-                file = CheckpointFile.Create(snapshot, g.Machine.Config);
-                WriteCheckpoint(e.Name, epoch, file, replace: true, snapshot.Icount, snapshot.Disk, g.Machine.Disk!.ReadOnly);
+                long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+                try
+                {
+                    file = CheckpointFile.Create(snapshot, g.Machine.Config);
+                    WriteCheckpoint(e.Name, epoch, file, replace: true, snapshot.Icount, snapshot.Disk, g.Machine.Disk!.ReadOnly);
+                }
+                catch (ObjectDisposedException) { continue; } // stopped meanwhile: nothing to keep
+                if (_pairsLogged.Add((e.Name, epoch)))
+                    Log($"checkpoint pair of '{e.Name}' (epoch {epoch}): paused {pause.TotalMilliseconds:F2} ms, RAM and disk written in {System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds:F0} ms after");
             }
         }
     }
 
-    private readonly HashSet<(string, long)> _refusedRecoveries = []; // said once, not every reconcile round
+    private readonly HashSet<(string, long)> _refusedRecoveries = [];
+    private readonly HashSet<(string, long)> _pairsLogged = []; // the first pair of each epoch says what it cost // said once, not every reconcile round
 
     /// <summary>Starts the guests that `lm recover` gave to this host (their record names it and asks for a recovery).</summary>
     private void StartRecoveries()
@@ -96,7 +106,8 @@ public sealed partial class FleetMember
             {
                 (checkpoint, diskSnapshot, readOnly) = FleetDiskSnapshot.Pair(path, rec.Name);
                 // Its disk goes into this host's disk directory (only there: DiskPaths).
-                if (diskSnapshot != null) drive = DiskPaths.Confine(DiskPaths.Root(_host.Options), $"{rec.Name}.img", "recovered disk");
+                // NAME.EPOCH.img: the epoch is this recovery's own, so no other image of the directory is ever replaced.
+                if (diskSnapshot != null) drive = DiskPaths.Confine(DiskPaths.Root(_host.Options), $"{rec.Name}.{Num(rec.Epoch)}.img", "recovered disk");
             }
             catch (Exception x) when (x is InvalidDataException or IOException or TraceFormatException or MigrationFailedException)
             {

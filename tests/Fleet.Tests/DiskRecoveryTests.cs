@@ -89,7 +89,8 @@ public sealed class DiskRecoveryTests(ITestOutputHelper output) : IDisposable
         Assert.Equal((b.Address, 2L), (admin.Guest("g").Owner, admin.Guest("g").Epoch));
         Assert.True(CrashTests.Runs(b.Address, "g"));
         Assert.True(b.Logged("and its disk snapshot"), b.Log);
-        string placed = Path.Combine(_dir, "b", "g.img");
+        Assert.True(a.Logged("checkpoint pair of 'g' (epoch 1): paused"), a.Log);
+        string placed = Path.Combine(_dir, "b", "g.2.img"); // NAME.EPOCH.img: never another image's name
         Assert.True(File.Exists(placed));
 
         // Its RAM and its disk agree: every run it reads back matches, and it ends as the run that never stopped.
