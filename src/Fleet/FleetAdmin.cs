@@ -68,6 +68,7 @@ public sealed class FleetAdmin : IDisposable
     {
         var rec = Guest(name);
         if (rec.Owner == to) throw new HostException($"'{name}' already belongs to {to}");
+        CheckPair(rec, to);
         var info = rec.Info with { Recover = true };
         var r = Try(() => _etcd.Txn(new TxnRequest
         {
@@ -84,6 +85,24 @@ public sealed class FleetAdmin : IDisposable
         if (!hosts.Contains(to)) throw new HostException($"{to} is not a live host of the fleet");
         if (Draining().Contains(to)) throw new HostException($"{to} is draining");
         throw new HostException($"the record of '{name}' changed meanwhile; try again");
+    }
+
+    /// <summary>
+    /// Before the epoch moves: the newest checkpoint of a guest with a drive must have its disk
+    /// snapshot beside it, giving the digest the checkpoint expects, and <paramref name="to"/> must
+    /// keep disk images. A refusal is one line and changes nothing.
+    /// </summary>
+    private void CheckPair(GuestRecord rec, string to)
+    {
+        if (rec.Info.CheckpointDir.Length == 0 || FleetMember.LatestCheckpoint(rec.Info.CheckpointDir, rec.Name) is not { } checkpoint) return; // the host says why
+        try
+        {
+            if (!FleetDiskSnapshot.NeedsDisk(File.ReadAllBytes(checkpoint))) return;
+            FleetDiskSnapshot.Verify(checkpoint, rec.Name);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or Trace.TraceFormatException) { throw new HostException($"cannot recover '{rec.Name}': {e.Message}"); }
+        if (Hosts().FirstOrDefault(h => h.Address == to) is { TakesDisks: false })
+            throw new HostException($"cannot recover '{rec.Name}' on {to}: it has a drive, and {to} keeps no disk images (start it with --disk-dir DIR)");
     }
 
     public void Dispose() => _etcd.Dispose();

@@ -29,7 +29,7 @@ public sealed partial class FleetMember
 
     public long Claim(string guest, ulong memoryBytes, string image)
     {
-        var info = FleetJson.Write(new GuestInfoRecord { MemoryBytes = memoryBytes, Image = image });
+        var info = FleetJson.Write(new GuestInfoRecord { MemoryBytes = memoryBytes, Image = image, CheckpointDir = _options.CheckpointDir is { } d ? Path.GetFullPath(d) : "" });
         var r = Try(() => _etcd.Txn(new TxnRequest
         {
             Compare = { Txn.Missing(_keys.Owner(guest)) },
@@ -209,7 +209,11 @@ public sealed partial class FleetMember
         lock (_epochs) if (!_committedEpochs.Remove(guest, out epoch)) return;
         if (_options.CheckpointDir == null) return;
         // The state the destination starts from: a recover after the destination died loses nothing it had not run.
-        try { WriteCheckpoint(guest, epoch, CheckpointFile.Create(paused), replace: false); }
+        try
+        {
+            if (paused.Disk is { } disk) WriteCheckpoint(guest, epoch, CheckpointFile.Create(paused), replace: false, paused.Icount, disk.Snapshot(), disk.ReadOnly);
+            else WriteCheckpoint(guest, epoch, CheckpointFile.Create(paused), replace: false);
+        }
         catch (IOException e) { Log($"checkpoint of '{guest}' not written: {e.Message}"); }
     }
 

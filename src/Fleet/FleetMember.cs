@@ -214,7 +214,7 @@ public sealed partial class FleetMember : IOwnership
             }
             else if (e.Arriving != null) used += e.Arriving.MemorySize;
         }
-        var record = new HostRecord { Address = Address, CapacityBytes = Capacity, FreeBytes = Capacity > used ? Capacity - used : 0, Guests = guests, UpdatedUtc = DateTime.UtcNow };
+        var record = new HostRecord { Address = Address, CapacityBytes = Capacity, FreeBytes = Capacity > used ? Capacity - used : 0, Guests = guests, UpdatedUtc = DateTime.UtcNow, TakesDisks = Migration.Engine.DiskPaths.Root(_host.Options) != null };
         _etcd.Put(_keys.Host(Address), FleetJson.Write(record), _lease);
     }
 

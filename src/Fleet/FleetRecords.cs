@@ -39,6 +39,8 @@ public sealed record HostRecord
     public ulong FreeBytes { get; init; }
     public List<HostGuest> Guests { get; init; } = [];
     public DateTime UpdatedUtc { get; init; }
+    /// <summary>The host keeps disk images (`lm host --disk-dir`/`--data`): only such a host can recover a guest with a drive.</summary>
+    public bool TakesDisks { get; init; }
 }
 
 public sealed record HostGuest(string Name, string State, ulong MemoryBytes, long Epoch);
@@ -49,6 +51,8 @@ public sealed record GuestInfoRecord
     public string Image { get; init; } = "";
     /// <summary>Path of the last checkpoint (shared storage), or "" when none was written.</summary>
     public string Checkpoint { get; init; } = "";
+    /// <summary>The owner's checkpoint directory (shared storage), where `lm recover` checks the checkpoint and disk snapshot first; "" when none.</summary>
+    public string CheckpointDir { get; init; } = "";
     /// <summary>Set by `lm recover`: the owner starts the guest from <see cref="Checkpoint"/>.</summary>
     public bool Recover { get; init; }
 }

@@ -223,7 +223,10 @@ public sealed unsafe partial class Machine
     }
 
     /// <summary>Restores a state saved by <see cref="SaveState(StateWriter)"/> or a snapshot into this machine.</summary>
-    public void RestoreState(StateReader r)
+    public void RestoreState(StateReader r) => RestoreState(r, diskAtSavedContents: false);
+
+    /// <summary>As <see cref="RestoreState(StateReader)"/>; with <paramref name="diskAtSavedContents"/> the inserted disk already holds the saved disk contents (checked by digest, see <see cref="Devices.Virtio.Block.DiskState.Prepare"/>).</summary>
+    public void RestoreState(StateReader r, bool diskAtSavedContents)
     {
         var (saved, ramBase) = ReadMachineSection(r);
         if (saved.MemorySize != Config.MemorySize || ramBase != Memory.Base)
@@ -233,7 +236,7 @@ public sealed unsafe partial class Machine
         // Every section is read and checked before the first one is applied.
         var devices = PrepareDeviceState(r);
         var ram = PrepareRam(r);
-        var disk = _blk != null ? Devices.Virtio.Block.DiskState.Prepare(r, Disk) : null;
+        var disk = _blk != null ? Devices.Virtio.Block.DiskState.Prepare(r, Disk, diskAtSavedContents) : null;
         devices();
         ram();
         disk?.Invoke();

@@ -171,14 +171,15 @@ public static class CheckpointFile
     }
 
     /// <summary>As <see cref="Load(ReadOnlySpan{byte}, IHostPort, bool)"/>, with <paramref name="disk"/> inserted first (a machine with virtio-blk: its saved disk is relative to that image).</summary>
-    public static Machine Load(ReadOnlySpan<byte> file, IHostPort port, Guest.Devices.Virtio.Block.Disk? disk, bool compileBlocks = true)
+    /// <param name="diskAtSavedContents">The disk holds the contents saved with the state (a fleet checkpoint's disk snapshot): checked by digest, its overlay not applied.</param>
+    public static Machine Load(ReadOnlySpan<byte> file, IHostPort port, Guest.Devices.Virtio.Block.Disk? disk, bool compileBlocks = true, bool diskAtSavedContents = false)
     {
         var state = ReadState(file, out var info);
         var machine = new Machine(MachineSection(state, info), port, compileBlocks);
         try
         {
             if (disk != null) machine.InsertDisk(disk);
-            Apply(machine, state, info);
+            Apply(machine, state, info, diskAtSavedContents);
         }
         catch { machine.Dispose(); throw; }
         return machine;
@@ -203,10 +204,10 @@ public static class CheckpointFile
             throw new InvalidDataException($"checkpoint is of a machine with {info.MemorySize >> 20} MiB of RAM; this one has {machine.Config.MemorySize >> 20} MiB");
     }
 
-    private static void Apply(Machine machine, byte[] state, CheckpointInfo info)
+    private static void Apply(Machine machine, byte[] state, CheckpointInfo info, bool diskAtSavedContents = false)
     {
         CheckFits(info, machine);
-        machine.RestoreState(new StateReader(state));
+        machine.RestoreState(new StateReader(state), diskAtSavedContents);
         ulong digest = machine.ComputeDigest();
         if (digest != info.Digest || machine.Icount != info.Icount)
             throw new InvalidDataException($"restored checkpoint has digest 0x{digest:x16} at icount {machine.Icount}; its header says 0x{info.Digest:x16} at {info.Icount} (made before digest version {Machine.DigestVersion}?)");

@@ -85,6 +85,50 @@ public sealed class EtcdOutageTests(ITestOutputHelper output)
         CrashTests.AssertAcked(a.Address, acked);
     }
 
+    /// <summary>
+    /// The exit an operator takes when etcd stays away: `lm stop` on the source discards the copy an
+    /// unsettled rollback keeps paused (one line), `lm status` no longer lists it, nothing runs it, and
+    /// once etcd is back the host only removes its record: it is never resurrected here or on the destination.
+    /// </summary>
+    [Fact]
+    public void Lm_stop_discards_the_copy_an_unsettled_rollback_keeps_paused_and_etcd_coming_back_does_not_resurrect_it()
+    {
+        using var etcd = new EtcdCluster();
+        using var fleet = new Fleet(output, etcd);
+        var a = fleet.StartHost(3, "--fault-at", "BeforeCommit:hold-1500");
+        var b = fleet.StartHost(3);
+        Assert.Equal(0, fleet.Run("start", "--host", a.Address, Guests.Path("kv"), "--name", "kv", "--mem", "16M").Code);
+        CrashTests.WriteAndCheckpoint(fleet, a.Address, 10);
+
+        var migrate = Task.Run(() => fleet.Run("migrate", "kv", "--from", a.Address, "--to", b.Address, "--strategy", "stopcopy", "--json"));
+        a.WaitLogged("holding at BeforeCommit");
+        etcd.Kill(0);
+        Assert.True(migrate.Wait(TimeSpan.FromSeconds(40)), "lm migrate did not return while etcd was down");
+        Assert.Contains("`lm stop kv --host", JsonDocument.Parse(migrate.Result.Out).RootElement.GetProperty("error").GetString());
+        Assert.Contains("`lm stop kv` discards it", Info(a.Address, "kv").Migration);
+
+        var stop = fleet.Run("stop", "kv", "--host", a.Address);
+        Assert.True(stop.Code == 0, stop.Err);
+        Assert.Contains("discarded the copy of 'kv' paused here", stop.Out);
+        Assert.Contains("never runs again on this host", stop.Out);
+        Assert.Single(stop.Out.Trim().Split('\n'));
+        using (var c = HostClient.Connect(a.Address)) Assert.DoesNotContain(c.Status().Guests, g => g.Name == "kv");
+        Assert.DoesNotContain("kv", fleet.Run("status", "--host", a.Address).Out);
+        Assert.False(CrashTests.Runs(a.Address, "kv"));
+        Assert.False(CrashTests.Runs(b.Address, "kv"));
+        var again = fleet.Run("stop", "kv", "--host", a.Address);
+        Assert.NotEqual(0, again.Code); // gone: nothing left to stop
+
+        etcd.Restart(0);
+        a.WaitLogged("(discarded here by lm stop) settled after etcd answered: its record is removed");
+        using var admin = new FleetAdmin(etcd.Endpoints);
+        Fleet.Wait(() => admin.Guests().All(g => g.Name != "kv"), 10000, "the record of 'kv' to go");
+        Thread.Sleep(3000); // a reconcile round or several, and the destination's watch, have seen etcd again
+        Assert.False(CrashTests.Runs(a.Address, "kv"));
+        Assert.False(CrashTests.Runs(b.Address, "kv"));
+        using (var c = HostClient.Connect(a.Address)) Assert.DoesNotContain(c.Status().Guests, g => g.Name == "kv");
+    }
+
     [Fact]
     public void A_host_cut_off_from_etcd_fences_before_its_lease_expires_does_not_resume_a_guest_that_moved_and_rejoins_after_the_partition()
     {

@@ -14,24 +14,59 @@ public sealed class IncomingDiskImage : IDisposable
     private bool _done;
     private bool _handedOver; // a Disk owns the backing now (its owner disposes it)
 
-    private IncomingDiskImage(string target, string partial, FileDiskBacking backing)
+    private readonly ConfinedPath _target;
+
+    private IncomingDiskImage(ConfinedPath target, string partial, FileDiskBacking backing)
     {
-        Target = target;
-        PartialPath = partial;
+        _target = target;
+        _partial = partial;
         _backing = backing;
     }
 
-    public string Target { get; }
-    public string PartialPath { get; }
+    private readonly string _partial; // its name in the target's directory
+    public string Target => _target.Path;
     public FileDiskBacking Backing => _backing ?? throw new ObjectDisposedException(nameof(IncomingDiskImage));
 
-    /// <summary>Starts an image of <paramref name="length"/> bytes at <paramref name="target"/>, from <paramref name="basePath"/> when it is as long.</summary>
+    /// <summary>Starts an image of <paramref name="length"/> bytes at <paramref name="target"/> (a file in a directory of its own, not confined).</summary>
     public static IncomingDiskImage Begin(string target, string? basePath, long length)
     {
-        string partial = $"{target}.partial-{Guid.NewGuid():N}";
-        if (basePath != null && new FileInfo(basePath).Length == length) File.Copy(basePath, partial);
-        else using (var f = new FileStream(partial, FileMode.CreateNew, FileAccess.Write)) f.SetLength(length);
-        return new IncomingDiskImage(target, partial, FileDiskBacking.Open(partial, writable: true));
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(target))!;
+        var confined = DiskPaths.Confine(dir, target, "disk path");
+        using var b = basePath == null ? null : DiskPaths.Confine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(basePath))!, basePath, "disk base");
+        return Begin(confined, b, length);
+    }
+
+    /// <summary>
+    /// Starts an image of <paramref name="length"/> bytes at <paramref name="target"/>, from
+    /// <paramref name="basePath"/> when it is as long; every file is opened in the directories
+    /// <see cref="DiskPaths.Confine"/> checked (takes <paramref name="target"/>).
+    /// </summary>
+    public static IncomingDiskImage Begin(ConfinedPath target, ConfinedPath? basePath, long length)
+    {
+        string partial = $"{target.Name}.partial-{Guid.NewGuid():N}";
+        FileDiskBacking? backing = null;
+        try
+        {
+            var handle = target.CreateSibling(partial);
+            using (var to = new FileStream(handle, FileAccess.ReadWrite))
+            {
+                if (basePath != null)
+                {
+                    using var from = new FileStream(basePath.Open(writable: false), FileAccess.Read);
+                    if (from.Length == length) from.CopyTo(to, 1 << 20);
+                }
+                to.SetLength(length);
+            }
+            backing = FileDiskBacking.Open(target.OpenSibling(partial, writable: true), System.IO.Path.Combine(System.IO.Path.GetDirectoryName(target.Path)!, partial), writable: true);
+            return new IncomingDiskImage(target, partial, backing);
+        }
+        catch
+        {
+            backing?.Dispose();
+            target.DeleteSibling(partial);
+            target.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Opens the assembled blocks as the guest's disk (one read to hash them); the disk owns the file from here.</summary>
@@ -54,10 +89,11 @@ public sealed class IncomingDiskImage : IDisposable
     public void Commit()
     {
         Backing.Sync();
-        File.Move(PartialPath, Target, overwrite: true);
+        _target.ReplaceWith(_partial);
         if (!_handedOver) _backing!.Dispose();
         _backing = null;
         _done = true;
+        _target.Dispose();
     }
 
     /// <summary>Discards the partial image (also what <see cref="Dispose"/> does before a commit).</summary>
@@ -65,8 +101,10 @@ public sealed class IncomingDiskImage : IDisposable
     {
         if (!_handedOver) _backing?.Dispose();
         _backing = null;
-        if (!_done && File.Exists(PartialPath)) File.Delete(PartialPath);
+        if (_done) return;
         _done = true;
+        _target.DeleteSibling(_partial);
+        _target.Dispose();
     }
 
     public void Dispose() => Abort();

@@ -188,15 +188,22 @@ public sealed partial class GuestHost : IDisposable
     internal GuestHostPort NewPort(ConsoleEndpoint console, ulong timeBase = 0) => new(console, timeBase) { Permit = Ownership.Permit };
 
     /// <summary>Restarts a guest from a checkpoint (a fleet's `lm recover`: its record already names this host).</summary>
-    public string StartFromCheckpoint(string name, string imageName, byte[] checkpoint)
+    public string StartFromCheckpoint(string name, string imageName, byte[] checkpoint) => StartFromCheckpoint(name, imageName, checkpoint, null, null);
+
+    /// <summary>
+    /// As <see cref="StartFromCheckpoint(string, string, byte[])"/> for a machine with a drive:
+    /// <paramref name="disk"/> holds the disk as it was at the checkpoint (its digest is checked
+    /// against the checkpoint's, the checkpoint's overlay is not applied); the guest owns it from here.
+    /// </summary>
+    public string StartFromCheckpoint(string name, string imageName, byte[] checkpoint, Guest.Devices.Virtio.Block.Disk? disk, string? drivePath)
     {
         var console = CreateConsole();
         var port = NewPort(console);
         Machine machine;
-        try { machine = Trace.CheckpointFile.Load(checkpoint, port); }
-        catch { console.Dispose(); throw; }
+        try { machine = disk == null ? Trace.CheckpointFile.Load(checkpoint, port) : Trace.CheckpointFile.Load(checkpoint, port, disk, diskAtSavedContents: true); }
+        catch { console.Dispose(); disk?.Dispose(); throw; }
         port.Rebase(machine.Clint.Time);
-        return Launch(name, imageName, machine, port, $"recovered '{name}' from its checkpoint at icount {machine.Icount}", claim: false);
+        return Launch(name, imageName, machine, port, $"recovered '{name}' from its checkpoint at icount {machine.Icount}{(drivePath != null ? $" with its disk at {drivePath}" : "")}", claim: false, drivePath: drivePath);
     }
 
     private string Launch(string name, string imageName, Machine machine, GuestHostPort port, string what, bool claim = true, string? drivePath = null)
@@ -282,6 +289,13 @@ public sealed partial class GuestHost : IDisposable
             held.DiscardHeldCopy();
             return $"discarded the paused copy of '{name}' held here; its destination can no longer fetch pages from it";
         }
+        MigrationSource? unsettled;
+        lock (Lock) unsettled = _guests.TryGetValue(name, out var u) && u.Outgoing is { Unsettled: true } s ? s : null;
+        if (unsettled != null)
+        {
+            if (!unsettled.DiscardUnsettled()) throw new HostException($"the rollback of '{name}' settled meanwhile; see `lm status {name}`");
+            return $"discarded the copy of '{name}' paused here since its rolled-back migration (it never runs again on this host); once etcd answers its record is removed, unless the fleet had given it to another host";
+        }
         MigrationDestination? incoming = null;
         lock (Lock)
         {
@@ -337,7 +351,7 @@ public sealed partial class GuestHost : IDisposable
     }
 
     private string UnsettledStatus(string name) =>
-        $"rolled back, paused until etcd answers: it resumes here if its record still names {Address}; `lm recover {name} --to HOST` if this host never reaches etcd again";
+        $"rolled back, paused until etcd answers: it resumes here if its record still names {Address}; `lm recover {name} --to HOST` if this host never reaches etcd again; `lm stop {name}` discards it";
 
     /// <summary>An unsettled rollback has settled: the guest is no longer migrating.</summary>
     internal void EndOutgoing(GuestEntry entry, MigrationSource source)

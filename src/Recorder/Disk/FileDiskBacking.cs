@@ -28,6 +28,12 @@ public sealed class FileDiskBacking : IDiskBacking
         try { handle = File.OpenHandle(path, FileMode.Open, writable ? FileAccess.ReadWrite : FileAccess.Read, writable ? FileShare.Read : FileShare.ReadWrite); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new IOException($"drive image {path} cannot be opened{(writable ? " for writing" : "")}: {e.Message}"); }
+        return Open(handle, path, writable);
+    }
+
+    /// <summary>Takes <paramref name="handle"/> (opened by the caller, e.g. under a confined directory); disposes it when the image is refused.</summary>
+    public static FileDiskBacking Open(SafeFileHandle handle, string path, bool writable)
+    {
         long length = RandomAccess.GetLength(handle);
         if (Guest.Devices.Virtio.Block.Disk.LengthProblem(length) is { } problem)
         {

@@ -24,6 +24,7 @@ internal sealed class DiskArrival
     private readonly DiskPlan _plan;
     private readonly DiskIdentity _identity;
     private IncomingDiskImage? _image;
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _shared; // the shared file, opened when checked
     private Disk? _disk;
     private ulong[]? _heldHashes;   // the block hashes of what the temporary image starts as (its base's, or zeros)
     private ulong[]? _pauseHashes;  // post-copy: the source's disk at the pause, as far as it has arrived
@@ -62,41 +63,57 @@ internal sealed class DiskArrival
         if (!hasBlock) throw new MigrationFailedException("disk mismatch: the source sent a disk identity for a machine without virtio-blk");
         if (Disk.LengthProblem((long)Math.Min(identity.Length, long.MaxValue)) is { } problem) throw new MigrationFailedException($"disk mismatch: the source's disk: {problem}");
         var named = setup.Disk ?? throw new MigrationFailedException("the source named no place for the guest's disk on this host");
-        // Nothing is opened, read or written before both paths are known to be under the disk directory.
+        // Nothing is opened, read or written before both paths are known to be under the disk directory;
+        // from here every file is opened in the directories that check opened (no link is walked after it).
         string? root = DiskPaths.Root(ctx.Host.Options);
-        var plan = new DiskPlan(named)
+        var target = DiskPaths.Confine(root, named.Path, "disk path");
+        ConfinedPath? confinedBase = null;
+        IncomingDiskImage? arrivalImage = null;
+        try
         {
-            Path = DiskPaths.Confine(root, named.Path, "disk path"),
-            Base = named.Base.Length > 0 ? DiskPaths.Confine(root, named.Base, "disk base") : "",
-        };
-        long length = (long)identity.Length;
-        var arrival = new DiskArrival(ctx, plan, identity);
-        if (plan.Shared)
-        {
-            if (!File.Exists(plan.Path)) throw new MigrationFailedException($"shared disk {plan.Path} does not exist on this host");
-            if (new FileInfo(plan.Path).Length is var n && n != length)
-                throw new MigrationFailedException($"disk mismatch: the source's disk is {length} bytes, the shared file {plan.Path} here is {n} bytes");
+            confinedBase = named.Base.Length > 0 ? DiskPaths.Confine(root, named.Base, "disk base") : null;
+            var plan = new DiskPlan(named) { Path = target.Path, Base = confinedBase?.Path ?? "" };
+            long length = (long)identity.Length;
+            var arrival = new DiskArrival(ctx, plan, identity);
+            if (plan.Shared)
+            {
+                if (!target.IsFile()) throw new MigrationFailedException($"shared disk {plan.Path} does not exist on this host");
+                var handle = target.Open(writable: !identity.ReadOnly);
+                long n = RandomAccess.GetLength(handle);
+                if (n != length)
+                {
+                    handle.Dispose();
+                    throw new MigrationFailedException($"disk mismatch: the source's disk is {length} bytes, the shared file {plan.Path} here is {n} bytes");
+                }
+                arrival._shared = handle;
+                return arrival;
+            }
+            if (confinedBase != null)
+            {
+                if (!confinedBase.IsFile()) throw new MigrationFailedException($"disk base {confinedBase.Path} does not exist on this host");
+                var backing = FileDiskBacking.Open(confinedBase.Open(writable: false), confinedBase.Path, writable: false);
+                if (backing.Length != length)
+                {
+                    backing.Dispose();
+                    throw new MigrationFailedException($"disk mismatch: the source's disk is {length} bytes, the base {confinedBase.Path} here is {backing.Length} bytes");
+                }
+                using var baseDisk = Disk.Open(backing, readOnly: true);
+                held = DiskTransfer.DescribeBase(confinedBase.Path, baseDisk);
+                arrival._heldHashes = [.. held.BlockHashes];
+            }
+            else
+            {
+                arrival._heldHashes = new ulong[length / Disk.BlockSize];
+                Array.Fill(arrival._heldHashes, Disk.ZeroBlockHash);
+            }
+            arrival._image = arrivalImage = IncomingDiskImage.Begin(target, confinedBase, length); // takes the target
             return arrival;
         }
-        string? dir = System.IO.Path.GetDirectoryName(plan.Path);
-        if (dir == null || !Directory.Exists(dir)) throw new MigrationFailedException($"disk path {plan.Path}: its directory does not exist on this host");
-        string? basePath = plan.Base.Length > 0 ? plan.Base : null;
-        if (basePath != null)
+        finally
         {
-            if (!File.Exists(basePath)) throw new MigrationFailedException($"disk base {basePath} does not exist on this host");
-            if (new FileInfo(basePath).Length is var n && n != length)
-                throw new MigrationFailedException($"disk mismatch: the source's disk is {length} bytes, the base {basePath} here is {n} bytes");
-            using var baseDisk = new DriveSpec(basePath, ReadOnly: true).Open(commit: false);
-            held = DiskTransfer.DescribeBase(basePath, baseDisk);
-            arrival._heldHashes = [.. held.BlockHashes];
+            confinedBase?.Dispose();
+            if (arrivalImage == null) target.Dispose();
         }
-        else
-        {
-            arrival._heldHashes = new ulong[length / Disk.BlockSize];
-            Array.Fill(arrival._heldHashes, Disk.ZeroBlockHash);
-        }
-        arrival._image = IncomingDiskImage.Begin(plan.Path, basePath, length);
-        return arrival;
     }
 
     /// <summary>Blocks of the disk (under the destination's lock): into the temporary file, or the open disk.</summary>
@@ -117,7 +134,8 @@ internal sealed class DiskArrival
             Disk disk;
             if (_plan.Shared)
             {
-                var backing = FileDiskBacking.Open(_plan.Path, writable: !_identity.ReadOnly);
+                var backing = FileDiskBacking.Open(_shared!, _plan.Path, writable: !_identity.ReadOnly);
+                _shared = null;
                 try { disk = Disk.Open(backing, _identity.ReadOnly); }
                 catch { backing.Dispose(); throw; }
             }
@@ -227,6 +245,8 @@ internal sealed class DiskArrival
     /// <summary>The incoming copy is discarded: the temporary image goes (the machine's owner disposes the disk).</summary>
     public void Abort()
     {
+        _shared?.Dispose();
+        _shared = null;
         _image?.Abort();
         _image = null;
     }

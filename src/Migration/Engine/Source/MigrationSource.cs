@@ -47,6 +47,9 @@ internal sealed class MigrationSource
     /// <summary>Cancels unless the migration has committed; returns false when it is too late.</summary>
     public bool Cancel() => _switchover.Cancel();
 
+    /// <summary>`lm stop` on an unsettled rollback's paused copy: discards it (false when it settled meanwhile).</summary>
+    public bool DiscardUnsettled() => _switchover.DiscardUnsettled();
+
     public MigrationReport Run(Action<MigrationProgress>? progress)
     {
         var ctx = _ctx;

@@ -295,7 +295,7 @@ internal sealed class SourceSwitchover
             _ctx.Phase = MigrationPhase.Unsettled;
             string name = _ctx.Command.Name, here = _ctx.Host.Address;
             string error = $"{why}; then {e.Message} to the rollback, so '{name}' stays paused on {here} (it runs nowhere): it resumes by itself once etcd answers " +
-                $"and its record still names {here}; if {here} cannot reach etcd again, `lm recover {name} --to HOST --etcd URL` restarts it elsewhere from its checkpoint";
+                $"and its record still names {here}; if {here} cannot reach etcd again, `lm recover {name} --to HOST --etcd URL` restarts it elsewhere from its checkpoint; `lm stop {name} --host {here}` discards it";
             _ctx.Log(error);
             new Thread(() => SettleLater(why)) { IsBackground = true, Name = $"settle-{_ctx.Id}" }.Start();
             return error;
@@ -316,10 +316,43 @@ internal sealed class SourceSwitchover
             try { lost = _commit.Reclaim(Record(null)); break; }
             catch (OwnershipUnsettledException) { }
         }
-        _ctx.Phase = MigrationPhase.RolledBack;
-        if (lost != null) Drop($"settled after etcd answered: {lost}; dropped here (it never ran again on this host)");
-        else ResumeAfterRollBack($"{why}; settled after etcd answered");
+        lock (_settle)
+        {
+            if (_discarded)
+            {
+                // `lm stop` took the copy meanwhile: the epoch has moved past any commit, so its record can go.
+                if (lost != null) _ctx.Log($"'{_ctx.Command.Name}' (discarded here by lm stop) settled after etcd answered: {lost}");
+                else
+                {
+                    host.Ownership.Forget(_ctx.Command.Name, host.Address);
+                    _ctx.Log($"'{_ctx.Command.Name}' (discarded here by lm stop) settled after etcd answered: its record is removed; it runs nowhere");
+                }
+                return;
+            }
+            _ctx.Phase = MigrationPhase.RolledBack;
+            if (lost != null) Drop($"settled after etcd answered: {lost}; dropped here (it never ran again on this host)");
+            else ResumeAfterRollBack($"{why}; settled after etcd answered");
+        }
         host.EndOutgoing(_ctx.Entry, _ctx.Owner);
+    }
+
+    private readonly object _settle = new();
+    private bool _discarded;
+
+    /// <summary>
+    /// `lm stop` on the copy an unsettled rollback keeps paused: it goes and never runs again here
+    /// (the settle thread, once etcd answers, only moves the epoch past any commit and removes the
+    /// record). False when the rollback settled meanwhile (the guest runs again, or went).
+    /// </summary>
+    public bool DiscardUnsettled()
+    {
+        lock (_settle)
+        {
+            if (_ctx.Phase != MigrationPhase.Unsettled || _discarded) return false;
+            _discarded = true;
+            Drop($"the copy paused by an unsettled rollback is discarded by the operator (lm stop); it never runs again here");
+            return true;
+        }
     }
 
     /// <summary>The record names another host: the paused guest goes, and the destination is not told to discard (it may be the owner).</summary>

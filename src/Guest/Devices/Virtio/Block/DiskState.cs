@@ -50,7 +50,11 @@ public static class DiskState
     }
 
     /// <summary>Reads and checks the section against <paramref name="disk"/> (same base, entries in range, the digest they give); the action applies it.</summary>
-    public static Action Prepare(StateReader r, Disk? disk)
+    /// <param name="atSavedContents">
+    /// The disk already holds the saved contents (a snapshot of the disk taken with the state, as a
+    /// fleet checkpoint keeps): its digest must be the saved one, and the overlay is not applied.
+    /// </param>
+    public static Action Prepare(StateReader r, Disk? disk, bool atSavedContents = false)
     {
         r.OpenSection("DISK", 1, Version);
         uint blockSize = r.U32();
@@ -59,6 +63,14 @@ public static class DiskState
         if (blocks != (ulong)(disk?.BlockCount ?? 0))
             throw new InvalidDataException($"saved disk has {blocks} blocks; this machine's has {disk?.BlockCount ?? 0}");
         if (disk == null) { r.CloseSection(); return () => { }; }
+        if (atSavedContents)
+        {
+            SkipEntries(r, count);
+            r.CloseSection();
+            if (disk.ContentDigest != digest)
+                throw new InvalidDataException($"the disk holds contents with digest 0x{disk.ContentDigest:x16}; the state saved with it expects 0x{digest:x16}");
+            return () => { };
+        }
         if (identity != disk.BaseIdentity)
             throw new InvalidDataException($"saved disk is relative to image 0x{identity:x16}; this machine's drive is image 0x{disk.BaseIdentity:x16}");
         if (count > blocks) throw new InvalidDataException($"saved disk holds {count} blocks of {blocks}");
@@ -83,5 +95,16 @@ public static class DiskState
             expect += Disk.Mix(b, overlay.TryGetValue(b, out var d) ? XxHash3.HashToUInt64(d) : bases[(int)b]);
         if (expect != digest) throw new InvalidDataException($"saved disk contents give digest 0x{expect:x16}, not the 0x{digest:x16} saved with them");
         return () => disk.ApplyOverlay(overlay);
+    }
+
+    private static void SkipEntries(StateReader r, ulong count)
+    {
+        for (ulong i = 0; i < count; i++)
+        {
+            r.U64();
+            byte kind = r.U8();
+            if (kind == KindData) r.Bytes(Disk.BlockSize);
+            else if (kind != KindZero) throw new InvalidDataException($"saved disk entry {i} has an unknown kind {kind}");
+        }
     }
 }
