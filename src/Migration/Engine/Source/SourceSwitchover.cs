@@ -101,7 +101,12 @@ internal sealed class SourceSwitchover
         finally { _ctx.ReturnPath.OnAck = null; }
         if (ack.Digest != point.Digest || ack.Icount != point.Icount)
             throw new MigrationFailedException($"destination verified icount {ack.Icount} digest {ack.Digest:x16}, source has {point.Icount} {point.Digest:x16}");
-        if (!Committed && Commit(point)) { RecordMove(); _ctx.Fault(FaultPoint.AfterAck); } // the reader could not commit (an abort that won: this throws)
+        if (!Committed && Commit(point)) // the ACK came before the reader was armed (an abort that won: this throws)
+        {
+            _ctx.Fault(FaultPoint.AfterAck);
+            SendGo(); // at once, as the reader does: GO is downtime, the bookkeeping is not
+            RecordMove();
+        }
         // GO is stamped only when the reader sent it; otherwise FinishAfterCommit sends it next.
         string go = _ctx.Times.Go > _ctx.Times.Pause ? $"ACK and GO {(_ctx.Times.Go - _ctx.Times.Pause) * 1000:F2} ms after it" : $"ACK {(_ctx.Now - _ctx.Times.Pause) * 1000:F2} ms after it, GO next";
         _ctx.Log($"switchover: final state sent {(tFinal - _ctx.Times.Pause) * 1000:F2} ms after the pause, {go}");
@@ -141,6 +146,14 @@ internal sealed class SourceSwitchover
         try { if (!Commit(point)) return true; } // the main thread committed (and sends GO)
         catch (Exception e) when (e is OperationCanceledException or MigrationFailedException) { return false; } // aborted or refused: the main thread rolls back
         _ctx.Fault(FaultPoint.AfterAck);
+        SendGo();
+        RecordMove();
+        return true;
+    }
+
+    /// <summary>GO right after the commit; a failure is kept for <see cref="FinishAfterCommit"/> (the destination may ask for it).</summary>
+    private void SendGo()
+    {
         try
         {
             _ctx.Conn!.Send(new Envelope { Go = _pendingGo });
@@ -148,8 +161,6 @@ internal sealed class SourceSwitchover
         }
         catch (IOException e) { _goFailure = e; }
         _ctx.Times.Go = _ctx.Now;
-        RecordMove();
-        return true;
     }
 
     /// <summary>The bookkeeping of a commit, done once GO is on its way (it is not downtime).</summary>
