@@ -84,8 +84,8 @@ public sealed partial class FleetMember
         }
     }
 
-    private readonly HashSet<(string, long)> _refusedRecoveries = [];
-    private readonly HashSet<(string, long)> _pairsLogged = []; // the first pair of each epoch says what it cost // said once, not every reconcile round
+    private readonly HashSet<(string, long)> _refusedRecoveries = []; // a refusal is said once, not every reconcile round
+    private readonly HashSet<(string, long)> _pairsLogged = []; // the first pair of each epoch says what it cost
 
     /// <summary>Starts the guests that `lm recover` gave to this host (their record names it and asks for a recovery).</summary>
     private void StartRecoveries()

@@ -209,11 +209,7 @@ public sealed partial class FleetMember
         lock (_epochs) if (!_committedEpochs.Remove(guest, out epoch)) return;
         if (_options.CheckpointDir == null) return;
         // The state the destination starts from: a recover after the destination died loses nothing it had not run.
-        try
-        {
-            if (paused.Disk is { } disk) WriteCheckpoint(guest, epoch, CheckpointFile.Create(paused), replace: false, paused.Icount, disk.Snapshot(), disk.ReadOnly);
-            else WriteCheckpoint(guest, epoch, CheckpointFile.Create(paused), replace: false);
-        }
+        try { WriteCheckpoint(guest, epoch, CheckpointFile.Create(paused), replace: false, paused.Icount, paused.Disk?.Snapshot(), paused.Disk?.ReadOnly ?? false); }
         catch (IOException e) { Log($"checkpoint of '{guest}' not written: {e.Message}"); }
     }
 
