@@ -50,7 +50,9 @@ public sealed partial class FleetMember
 
     public long? EpochIfOwner(string guest, string owner)
     {
-        var rec = Try(() => Read(guest));
+        GuestRecord? rec;
+        try { rec = Read(guest); }
+        catch (EtcdUnavailableException e) { throw new OwnershipUnsettledException(e.Message); }
         return rec?.Owner == owner ? rec.Epoch : null;
     }
 

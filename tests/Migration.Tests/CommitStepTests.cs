@@ -24,6 +24,16 @@ public sealed class CommitStepTests(ITestOutputHelper output)
             lock (Calls) Calls.Add(("abort", record));
             _journal.Abort(record);
         }
+
+        /// <summary>How many pre-pause checks answer "not yet" (a store that cannot say), and what state the guest was in at each.</summary>
+        public int NotYet;
+        public readonly List<GuestStatus> StatesAtCheck = [];
+
+        public PauseCheck BeforePause(SwitchoverRecord record)
+        {
+            lock (Calls) StatesAtCheck.Add(host.FindInstance(record.Guest)!.State);
+            return Interlocked.Decrement(ref NotYet) >= 0 ? new(PauseVerdict.NotYet, "the store did not answer") : PauseCheck.Go;
+        }
     }
 
     [Theory]
@@ -43,6 +53,41 @@ public sealed class CommitStepTests(ITestOutputHelper output)
         Assert.Equal((r.MigrationId, "g", hosts.A.Address, hosts.B.Address), (record.MigrationId, record.Guest, record.Source, record.Destination));
         Assert.Equal((r.Icount, r.Digest), (record.Icount, record.Digest));
         Assert.Equal(hosts.B.Address, hosts.RunningOn("g"));
+    }
+
+    /// <summary>A store that cannot say before the pause (an etcd election) delays the pause, the guest running on, and the migration then goes through.</summary>
+    [Theory]
+    [InlineData("log")]
+    [InlineData("precopy")]
+    public void The_pause_waits_with_the_guest_running_while_the_commit_step_cannot_say(string strategy)
+    {
+        RecordingCommit? step = null;
+        using var hosts = new Hosts(output, configure: o => o with { SwitchoverCommit = h => step ??= new RecordingCommit(h, null) { NotYet = 5 } });
+        using (var c = HostClient.Connect(hosts.A.Address)) c.Start("g", Guests.Elf("idle_forever"), 16 << 20, "idle_forever");
+        Thread.Sleep(200);
+        var r = hosts.Migrate("g", hosts.A, hosts.B, strategy);
+        Assert.True(r.Success, r.Error);
+        Assert.Equal(6, step!.StatesAtCheck.Count); // five "not yet", then the pause
+        Assert.All(step.StatesAtCheck, s => Assert.Equal(GuestStatus.Running, s));
+        Assert.Equal(hosts.B.Address, hosts.RunningOn("g"));
+    }
+
+    /// <summary>Past the budget the migration fails before any pause: the guest never stood still, the destination discards.</summary>
+    [Fact]
+    public void A_commit_step_that_never_answers_fails_the_migration_unpaused()
+    {
+        RecordingCommit? step = null;
+        using var hosts = new Hosts(output, configure: o => o with { PauseCheckBudget = TimeSpan.FromMilliseconds(500), SwitchoverCommit = h => step ??= new RecordingCommit(h, null) { NotYet = int.MaxValue } });
+        using (var c = HostClient.Connect(hosts.A.Address)) c.Start("g", Guests.Elf("idle_forever"), 16 << 20, "idle_forever");
+        Thread.Sleep(200);
+        var r = hosts.Migrate("g", hosts.A, hosts.B, "log");
+        Assert.False(r.Success);
+        Assert.False(r.Committed);
+        Assert.Contains("not paused: the store did not answer", r.Error);
+        Assert.Equal(["abort"], step!.Calls.Select(c => c.Kind)); // never a commit
+        Assert.Equal(0, r.DowntimeSeconds);
+        Hosts.WaitUntil(() => hosts.B.Status().Guests.Count == 0, what: "the destination to discard its copy");
+        Assert.Equal(GuestStatus.Running, hosts.A.FindInstance("g")!.State);
     }
 
     /// <summary>A refused commit (the fleet's transaction failed) is an abort: the guest keeps running on the source, the destination discards.</summary>

@@ -15,6 +15,22 @@ public sealed record SwitchoverRecord(string MigrationId, string Guest, string S
     public string? DestinationHost { get; init; }
 }
 
+/// <summary>What the commit step says just before the pause.</summary>
+public enum PauseVerdict
+{
+    /// <summary>A commit can succeed: pause.</summary>
+    Go,
+    /// <summary>The store did not answer: the guest runs on and the source asks again.</summary>
+    NotYet,
+    /// <summary>A commit would be refused: the migration fails with the guest still running here.</summary>
+    Doomed,
+}
+
+public readonly record struct PauseCheck(PauseVerdict Verdict, string? Why)
+{
+    public static readonly PauseCheck Go = new(PauseVerdict.Go, null);
+}
+
 /// <summary>
 /// The commit point of a switchover: the one step that hands the guest to the destination. The
 /// switchover calls <see cref="Commit"/> at most once per migration, with the guest paused and the
@@ -32,11 +48,11 @@ public interface ISwitchoverCommit
     void Abort(SwitchoverRecord record);
 
     /// <summary>
-    /// Just before the guest pauses: null when a commit can still succeed, else why not (the guest is
-    /// then never paused for a doomed switchover). A fleet reads its record here, which also leaves
-    /// the path to the store warm for the commit moments later.
+    /// Just before the guest pauses: whether a commit can still succeed (the guest is never paused
+    /// for a doomed switchover, nor while the store cannot say). A fleet reads its record here, which
+    /// also leaves the path to the store warm for the commit moments later.
     /// </summary>
-    string? BeforePause(SwitchoverRecord record) => null;
+    PauseCheck BeforePause(SwitchoverRecord record) => PauseCheck.Go;
 
     /// <summary>
     /// Before a paused source rolls back (a commit may have been tried): makes sure no commit can
@@ -80,12 +96,13 @@ public sealed class OwnershipCommit(GuestHost host) : ISwitchoverCommit
 
     public void Abort(SwitchoverRecord record) => _journal.Abort(record);
 
-    public string? BeforePause(SwitchoverRecord record)
+    public PauseCheck BeforePause(SwitchoverRecord record)
     {
         long? epoch;
         try { epoch = host.Ownership.EpochIfOwner(record.Guest, record.Source); }
-        catch (HostException e) { return e.Message; }
-        return epoch == record.Epoch ? null : $"the fleet record of '{record.Guest}' no longer names {record.Source} at epoch {record.Epoch}";
+        catch (OwnershipUnsettledException e) { return new(PauseVerdict.NotYet, e.Message); }
+        catch (HostException e) { return new(PauseVerdict.Doomed, e.Message); }
+        return epoch == record.Epoch ? PauseCheck.Go : new(PauseVerdict.Doomed, $"the fleet record of '{record.Guest}' no longer names {record.Source} at epoch {record.Epoch}");
     }
 
     public string? Reclaim(SwitchoverRecord record) =>

@@ -90,6 +90,8 @@ public sealed record HostOptions
     public bool CompileBlocks { get; init; } = true;
     /// <summary>Test hook: a destination replays the migration log at most this fast (guest MIPS; 0 = no cap).</summary>
     public double ReplayMipsCap { get; init; }
+    /// <summary>Source: how long the switchover waits, the guest running, for a commit store that cannot say whether a commit would succeed (then it fails, the guest still running).</summary>
+    public TimeSpan PauseCheckBudget { get; init; } = TimeSpan.FromSeconds(20);
     /// <summary>Source: how long to wait for the destination's ACK once the final state went.</summary>
     public TimeSpan AckTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Source: how long `lm migrate` waits after GO for the destination's word that the guest runs there (then the paused copy is held).</summary>

@@ -23,7 +23,7 @@ public interface IOwnership : IDisposable
     /// <summary>A guest started here: records this host as its owner; throws <see cref="HostException"/> when another host owns the name. Returns the epoch.</summary>
     long Claim(string guest, ulong memoryBytes, string image);
 
-    /// <summary>The epoch of <paramref name="guest"/>'s record when it names <paramref name="owner"/>; null otherwise.</summary>
+    /// <summary>The epoch of <paramref name="guest"/>'s record when it names <paramref name="owner"/>; null otherwise. Throws <see cref="OwnershipUnsettledException"/> when the store did not answer.</summary>
     long? EpochIfOwner(string guest, string owner);
 
     /// <summary>

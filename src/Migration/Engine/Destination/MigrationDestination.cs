@@ -71,6 +71,13 @@ internal sealed class MigrationDestination
         }
     }
 
+    private static long? RecordEpoch(GuestHost host, MigrateSetup setup, out string? unanswered)
+    {
+        unanswered = null;
+        try { return host.Ownership.EpochIfOwner(setup.Name, setup.Source); }
+        catch (OwnershipUnsettledException e) { unanswered = e.Message; return null; }
+    }
+
     private bool Accept(MigrateSetup setup, out string? why)
     {
         var host = _ctx.Host;
@@ -86,8 +93,8 @@ internal sealed class MigrationDestination
         else if (host.Ownership.RefuseNewGuests() is { } refused) why = refused;
         // The source named here is whom GO is asked of and whose fleet record is moved: it must be the peer.
         else if (host.SourceClaimProblem(_ctx.Conn.Peer, setup.Source) is { } impostor) why = impostor;
-        else if (host.Ownership.EpochIfOwner(setup.Name, setup.Source) is long epoch) _ctx.Epoch = epoch;
-        else why = $"the fleet record of '{setup.Name}' does not name {setup.Source}";
+        else if (RecordEpoch(host, setup, out var unanswered) is long epoch) _ctx.Epoch = epoch;
+        else why = unanswered ?? $"the fleet record of '{setup.Name}' does not name {setup.Source}";
         if (why != null) return false;
         GuestEntry entry;
         lock (host.Lock)

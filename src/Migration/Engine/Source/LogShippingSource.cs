@@ -111,21 +111,12 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
 
         ctx.Phase = MigrationPhase.Log;
         if (!ShipLogUntilConverged(c0.Icount, token)) return null;
-        ApproachSwitchover(token);
+        CloseIn(token);
         ctx.Times.LogDone = ctx.Now;
-
-        // Have the guest thread hash its memory once more while it still runs, and the replay verify
-        // that digest, so both digests at the pause cover only the pages written in the last moment
-        // (downtime follows it).
-        _digestRequest.Reset();
-        _wantDigest = true;
-        bool hashed = _digestRequest.Wait(TimeSpan.FromMilliseconds(10)); // an idle guest may not poll soon: the pause's digest covers it
-        _wantDigest = false;
-        if (hashed) AwaitReplayPast(_preDigestIcount, token);
 
         // Switchover: pause, log a digest at the pause icount (the destination's replayer checks it
         // there), flush the tail, stop recording, send the final state.
-        switchover.Pause(proven: true);
+        switchover.Pause(proven: true, meanwhile: () => CloseIn(token));
         ctx.Throttle.Clear();
         ulong icount = machine.Icount;
         ulong digest = machine.ComputeDigest();
@@ -252,6 +243,21 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
         }
         finally { _approach = false; }
         ctx.Log($"final approach {(ctx.Now - start) * 1000:F1} ms (throttle {throttleBefore:P0} -> {throttle.Value:P0}); replay {machine.Icount - Math.Min(machine.Icount, ctx.ReturnPath.ReplayIcount):N0} instructions behind");
+    }
+
+    /// <summary>
+    /// Right before the pause: the final approach, then the guest thread hashes its memory once more
+    /// while it still runs and the replay verifies that digest, so both digests at the pause cover
+    /// only the pages written in the last moment (downtime follows it).
+    /// </summary>
+    private void CloseIn(CancellationToken token)
+    {
+        ApproachSwitchover(token);
+        _digestRequest.Reset();
+        _wantDigest = true;
+        bool hashed = _digestRequest.Wait(TimeSpan.FromMilliseconds(10)); // an idle guest may not poll soon: the pause's digest covers it
+        _wantDigest = false;
+        if (hashed) AwaitReplayPast(_preDigestIcount, token);
     }
 
     /// <summary>

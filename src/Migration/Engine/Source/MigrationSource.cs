@@ -98,7 +98,8 @@ internal sealed class MigrationSource
     {
         var ctx = _ctx;
         var guest = ctx.Guest;
-        ctx.Epoch = ctx.Host.Ownership.EpochIfOwner(ctx.Command.Name, ctx.Host.Address) ?? throw new OwnershipLostException($"the fleet record of '{ctx.Command.Name}' does not name this host");
+        try { ctx.Epoch = ctx.Host.Ownership.EpochIfOwner(ctx.Command.Name, ctx.Host.Address) ?? throw new OwnershipLostException($"the fleet record of '{ctx.Command.Name}' does not name this host"); }
+        catch (OwnershipUnsettledException e) { throw new MigrationFailedException($"not started: {e.Message}"); }
         var conn = ctx.Conn = ctx.Host.Connect(ctx.Command.Target);
         conn.ClientHandshake(Purpose.Migrate);
         conn.SendTimeout = ctx.Peer.Limit; // a peer that stops reading fails the send, it does not hang it

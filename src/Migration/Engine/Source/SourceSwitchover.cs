@@ -57,12 +57,28 @@ internal sealed class SourceSwitchover
 
     /// <summary>
     /// Every strategy's pause: only toward a peer heard from lately that has taken what was sent (log
-    /// shipping's replay progress already proves that: <paramref name="proven"/>).
+    /// shipping's replay progress already proves that: <paramref name="proven"/>), and only once the
+    /// commit step says a commit can succeed. While its store cannot say (an etcd leader election),
+    /// the guest runs on, <paramref name="meanwhile"/> keeps the destination close, and it asks again
+    /// for up to <see cref="HostOptions.PauseCheckBudget"/>.
     /// </summary>
-    public void Pause(bool proven = false)
+    public void Pause(bool proven = false, Action? meanwhile = null)
     {
-        _ctx.Peer.WaitCaughtUp(proven ? 0 : _ctx.Conn!.SentTotal, _cancel.Token);
-        if (_commit.BeforePause(Record(null)) is { } doomed) throw new MigrationFailedException($"not paused: {doomed}");
+        var token = _cancel.Token;
+        long start = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            _ctx.Peer.WaitCaughtUp(proven ? 0 : _ctx.Conn!.SentTotal, token);
+            var check = _commit.BeforePause(Record(null));
+            if (check.Verdict == PauseVerdict.Go) break;
+            if (check.Verdict == PauseVerdict.Doomed) throw new MigrationFailedException($"not paused: {check.Why}");
+            var waited = Stopwatch.GetElapsedTime(start);
+            if (waited > _ctx.Host.Options.PauseCheckBudget)
+                throw new MigrationFailedException($"not paused: {check.Why} (asked for {waited.TotalSeconds:F1} s while the guest ran on)");
+            _ctx.Log($"not pausing yet: {check.Why}; the guest runs on and the source asks again");
+            if (meanwhile != null) meanwhile();
+            else token.WaitHandle.WaitOne(100);
+        }
         _ctx.Guest.Pause();
         _ctx.Times.Pause = _ctx.Now;
         _ctx.Times.PauseTimestamp = Stopwatch.GetTimestamp();
