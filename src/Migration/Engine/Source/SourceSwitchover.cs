@@ -66,6 +66,7 @@ internal sealed class SourceSwitchover
     {
         var token = _cancel.Token;
         long start = Stopwatch.GetTimestamp();
+        bool told = false; // once: an unanswered store is asked again many times
         while (true)
         {
             _ctx.Peer.WaitCaughtUp(proven ? 0 : _ctx.Conn!.SentTotal, token);
@@ -75,7 +76,11 @@ internal sealed class SourceSwitchover
             var waited = Stopwatch.GetElapsedTime(start);
             if (waited > _ctx.Host.Options.PauseCheckBudget)
                 throw new MigrationFailedException($"not paused: {check.Why} (asked for {waited.TotalSeconds:F1} s while the guest ran on)");
-            _ctx.Log($"not pausing yet: {check.Why}; the guest runs on and the source asks again");
+            if (!told)
+            {
+                told = true;
+                _ctx.Log($"not pausing yet: {check.Why}; the guest runs on and the source asks again for up to {_ctx.Host.Options.PauseCheckBudget.TotalSeconds:F0} s");
+            }
             if (meanwhile != null) meanwhile();
             else token.WaitHandle.WaitOne(100);
         }
