@@ -300,6 +300,54 @@ def last_counter(path):
         return None
 
 
+class TickWatch(threading.Thread):
+    """Stamps each new "progress N" line of a serial file with the time it appeared (polled every 2 ms).
+
+    A QEMU guest's counter ticks a few times a second, so reading it at arbitrary moments is off by up
+    to a tick (6 % of a 5 s window on dirty_forever); with the ticks' times the counter can be read at
+    any moment between two ticks, to a fraction of one.
+    """
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path, self.ticks, self.stop = path, [], threading.Event()
+        self.start()
+
+    def run(self):
+        buf, pos = b"", 0
+        while not self.stop.is_set():
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+            except OSError:
+                chunk = b""
+            if chunk:
+                pos += len(chunk)
+                buf += chunk
+                now = time.time()
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    m = COUNTER.match(line)
+                    if m:
+                        self.ticks.append((now, int(m.group(1))))
+            time.sleep(0.002)
+
+    def at(self, t):
+        """The counter at time t, interpolated between the ticks around it (None before the second tick or past the last)."""
+        ticks = list(self.ticks)
+        for (t0, n0), (t1, n1) in zip(ticks, ticks[1:]):
+            if t0 <= t <= t1:
+                return n0 + (n1 - n0) * (t - t0) / max(t1 - t0, 1e-9)
+        return None
+
+    def wait_past(self, t, timeout):
+        end = time.time() + timeout
+        while time.time() < end and not (self.ticks and self.ticks[-1][0] >= t):
+            time.sleep(0.01)
+        return self.at(t)
+
+
 def run_one(guest, strategy, args, elf_dir):
     elf = "linux" if guest == "linux" else os.path.join(elf_dir, guest + ".elf")
     kv_guest = guest in ("kv", "linux")
@@ -320,6 +368,7 @@ def run_one(guest, strategy, args, elf_dir):
     dst, dst_qmp_path = start_qemu(elf, tmp, "dst", "file:" + dst_serial_file,
                                    incoming=f"tcp:127.0.0.1:{mig_port}")
     sq = dq = None
+    watches = [] if kv_guest else [TickWatch(os.path.join(tmp, "src.serial")), TickWatch(dst_serial_file)]
     try:
         sq = Qmp(src_qmp_path)
         dq = Qmp(dst_qmp_path)
@@ -386,15 +435,10 @@ def run_one(guest, strategy, args, elf_dir):
         # The window is the migration, but at least WORK_WINDOW_S: the guests' counters tick a few times a second.
         if info.get("status") == "completed" and time.time() < start_t + WORK_WINDOW_S:
             time.sleep(start_t + WORK_WINDOW_S - time.time())
-        end_t, end_n = time.time(), last_counter(dst_serial_file)
+        end_t = time.time()
         row["status"] = info.get("status")
-        if row["status"] == "completed" and None not in (base_n, start_n) and start_n > base_n:
-            # Work lost: what an unmigrated run would have done over the migration window, less what the
-            # guest did (source, then destination), as a share of the former (kv: its serial is a socket, not measured).
-            if end_n is not None:
-                expected = (start_n - base_n) / (start_t - base_t) * (end_t - start_t)
-                row["work_lost_percent"] = round(max(0.0, 1 - (end_n - start_n) / expected) * 100, 1)
-                row["work_counter"] = {"base": base_n, "start": start_n, "end": end_n, "window_s": round(end_t - start_t, 3)}
+        if row["status"] == "completed" and watches:
+            work_lost(row, watches, base_t, start_t, end_t, sq, t0)
         ram = info.get("ram", {})
         row["ram"] = ram
         row["transferred_bytes"] = ram.get("transferred")
@@ -426,6 +470,8 @@ def run_one(guest, strategy, args, elf_dir):
         row["notes"].append(f"{type(e).__name__}: {e}")
         return row
     finally:
+        for w in watches:
+            w.stop.set()
         if kv is not None:
             kv.stop.set()
             if kv.error:
@@ -441,6 +487,34 @@ def run_one(guest, strategy, args, elf_dir):
             if text:
                 row["notes"].append(f"{name}: {text[-300:]}")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+AFTER_S = 2.0  # how long the destination's own speed is measured after the window
+
+
+def work_lost(row, watches, base_t, start_t, end_t, sq, t0):
+    """Work lost: what an unmigrated run would have done over the migration window, less what the guest
+    did (source, then destination), as a share of the former. Each host's share of the window is priced
+    at that host's own speed, as bench/Compare does ours: the source's over the warm-up before the STOP,
+    the destination's over AFTER_S after the window. Counters are read between stamped ticks."""
+    src, dst = watches
+    base_n, start_n = src.at(base_t), src.at(start_t)
+    if base_n is None and src.ticks and src.ticks[0][0] < start_t - 0.5:  # a slow guest's first tick came after base_t
+        base_t, base_n = src.ticks[0]
+    end_n = dst.wait_past(end_t, 5.0)
+    after_n = dst.wait_past(end_t + AFTER_S, AFTER_S + 5.0)
+    if None in (base_n, start_n, end_n, after_n) or start_n <= base_n:
+        row["notes"].append("work lost: too few progress ticks to measure")
+        return
+    stop = sq.wait_event("STOP", timeout=1.0, after=t0)
+    stop_t = stop["timestamp"] if stop and stop.get("timestamp") else end_t
+    src_rate = (start_n - base_n) / (start_t - base_t)
+    dst_rate = (after_n - end_n) / AFTER_S
+    expected = src_rate * (stop_t - start_t) + dst_rate * (end_t - stop_t)
+    row["work_lost_percent"] = round(max(0.0, 1 - (end_n - start_n) / expected) * 100, 1)
+    row["work_counter"] = {"base": round(base_n, 3), "start": round(start_n, 3), "end": round(end_n, 3),
+                           "window_s": round(end_t - start_t, 3), "source_ticks_per_s": round(src_rate, 3),
+                           "destination_ticks_per_s": round(dst_rate, 3)}
 
 
 def end_to_end_downtime(row, sq, dq, t0):
@@ -533,6 +607,15 @@ def print_table(rows):
         print("| " + " | ".join(c.ljust(w) for c, w in zip(b, widths)) + " |")
 
 
+def run_shaped():
+    """Runs this script again under bench/shaped-link.sh: in a network namespace whose loopback a tc
+    token bucket holds to BANDWIDTH. QEMU's max-bandwidth is a soft limit: measured on dirty_forever,
+    post-copy moved 154.7 MB in 937 ms (165 MB/s, near 200 MB/s in its post-copy phase) under a
+    125 MB/s max-postcopy-bandwidth; bench/Compare runs under the same script for ours."""
+    shaper = os.path.join(ROOT, "bench", "shaped-link.sh")
+    return subprocess.run([shaper, f"{BANDWIDTH * 8}bit", "--", sys.executable, os.path.abspath(__file__)] + sys.argv[1:]).returncode
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--guests", default=",".join(GUESTS))
@@ -543,11 +626,15 @@ def main():
     ap.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "qemu-migration.json"))
     ap.add_argument("--elf-dir", default=os.path.join(ROOT, "guests", "build"))
     ap.add_argument("--table-from", metavar="JSON", help="only print the table of an earlier run")
+    ap.add_argument("--no-shape", action="store_true",
+                    help="do not run inside a network namespace whose loopback tc shapes to 1 Gbit/s")
     args = ap.parse_args()
     if args.table_from:
         with open(args.table_from) as f:
             print_table(json.load(f)["rows"])
         return
+    if not args.no_shape and os.environ.get("LM_SHAPED_LINK") is None:
+        sys.exit(run_shaped())
 
     # Copy the ELFs first so a rebuild during the run cannot change what is measured.
     elf_dir = tempfile.mkdtemp(prefix="qmig-elfs-")
@@ -571,7 +658,7 @@ def main():
            "warmup_s": args.warmup, "xbzrle_cache_mib": args.xbzrle_cache,
            "unprivileged_userfaultfd": open("/proc/sys/vm/unprivileged_userfaultfd").read().strip()
            if os.path.exists("/proc/sys/vm/unprivileged_userfaultfd") else None,
-           "uid": os.getuid(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+           "link": os.environ.get("LM_SHAPED_LINK", "loopback, max-bandwidth only"), "uid": os.getuid(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     # Rows of guests not run this time are kept (with the environment they were measured in), so
     # `--guests linux` adds the Linux rows next to the bare-metal ones instead of replacing them.
@@ -579,8 +666,11 @@ def main():
     if os.path.exists(args.json):
         with open(args.json) as f:
             old = json.load(f)
-        kept = [r for r in old.get("rows", []) if r["guest"] not in guests]
+        ran = {(r["guest"], r["strategy"]) for r in rows}
+        kept = [r for r in old.get("rows", []) if (r["guest"], r["strategy"]) not in ran]
         kept_env = old.get("environment") if kept else None
+    for r in rows:
+        r["link"] = env["link"]
     doc = {"environment": env, "rows": kept + rows}
     if kept_env is not None:
         doc["environment_of_kept_rows"] = kept_env
