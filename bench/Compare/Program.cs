@@ -33,7 +33,7 @@ Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:
 var rows = new List<string[]>();
 // Hosts are long-running processes: warm every strategy's code paths once, as `lm host` does at start.
 MigrationWarmUp.Run();
-Console.WriteLine($"comparison: loopback, cap {bandwidthText} ({ByteSize.Human(bandwidth)}/s), {Memory >> 20} MiB guests, warm-up {warmup} s, downtime limit 10 ms, {Environment.ProcessorCount} cores");
+Console.WriteLine($"comparison: {(Environment.GetEnvironmentVariable("LM_SHAPED_LINK") is { } shaped ? $"loopback shaped by {shaped} (bench/shaped-link.sh)" : "loopback")}, cap {bandwidthText} ({ByteSize.Human(bandwidth)}/s), {Memory >> 20} MiB guests, warm-up {warmup} s, downtime limit 10 ms, {Environment.ProcessorCount} cores");
 Console.WriteLine("downtime = guest-visible, end to end: ours from the source pausing the guest to the destination resuming it (one monotonic clock: both hosts in this process; a row marked ~ had only the source's view, pause until Resumed arrived); " +
     "qemu from the source's STOP to the destination's RESUME QMP event (host timestamps). QEMU's own query-migrate downtime " +
     "(source only: vm stop until the source has sent everything) is in the notes as \"qemu-reported\"; * = only that figure was available");
@@ -73,6 +73,7 @@ foreach (var guest in guests)
         var (startT, startIcount) = Sample(a);
         double unmigratedRate = (startIcount - baseIcount) / Math.Max(startT - baseT, 1e-3);
         MigrationReport r;
+        double migrateT = Now();
         var wall = System.Diagnostics.Stopwatch.StartNew(); // Migrate returns once post-copy has sent (and had verified) every page
         using (var client = HostClient.Connect(a.Address))
             r = client.Migrate(new MigrateCommand
@@ -86,10 +87,17 @@ foreach (var guest in guests)
         // less what this guest retired (source, then destination), as a share of the former.
         string lost = "-";
         if (r.Success && Now() < startT + WorkWindowSeconds) Thread.Sleep(TimeSpan.FromSeconds(startT + WorkWindowSeconds - Now()));
+        double destinationRate = 0;
         if (r.Success && b.FindInstance("g") is { } after)
         {
             var (endT, endIcount) = (Now(), after.Machine.Icount);
-            double expected = unmigratedRate * (endT - startT);
+            // The same guest runs at a different speed on the other host (a memory-bound one by up to
+            // a fifth, with its RAM laid out anew), so each host's share of the window is priced at
+            // that host's own unmigrated speed: the source's before the pause, the destination's after.
+            Thread.Sleep(TimeSpan.FromSeconds(1));
+            destinationRate = (after.Machine.Icount - endIcount) / Math.Max(Now() - endT, 1e-3);
+            double pauseT = migrateT + r.TotalSeconds - r.DowntimeSeconds;
+            double expected = unmigratedRate * (pauseT - startT) + destinationRate * (endT - pauseT);
             if (expected > 0) lost = $"{Math.Max(0, 1 - (endIcount - startIcount) / expected) * 100:F1}";
         }
         string kvNote = "";
@@ -113,6 +121,8 @@ foreach (var guest in guests)
         if (switches.Count > 0) notes.Add(string.Join("; ", switches.Select(s => $"{Strategies.Name(s.From)}->{Strategies.Name(s.To)} at {s.T:F1} s")));
         if (r.ConvergedBy != "") notes.Add($"{r.PrecopyRounds} rounds, {Short(r.ConvergedBy)}");
         if (r.MaxThrottle > 0) notes.Add($"throttle max {r.MaxThrottle:P0}");
+        if (destinationRate > 0 && Math.Abs(destinationRate / unmigratedRate - 1) > 0.05)
+            notes.Add($"unmigrated speed {unmigratedRate / 1e6:F0} MIPS here, {destinationRate / 1e6:F0} there");
         if (postcopy)
             notes.Add($"post-copy {r.PostcopyPages} pages ({r.PostcopyRequestedPages} requested, {r.PostcopyPrepagedPages} pre-paged), " +
                 $"{r.PostcopyVerifiedPages} hash-verified, all sent by {wall.Elapsed.TotalMilliseconds:F0} ms");
