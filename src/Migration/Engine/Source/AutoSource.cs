@@ -7,7 +7,7 @@ namespace LiveMigration.Migration.Engine;
 /// The automatic strategy (the default), a chain of the others: log shipping first; when its
 /// <see cref="LogFallbackRule"/> says the replay cannot keep up, pre-copy from C0 (the destination
 /// drops its replay back to C0 and the pages dirtied since go as XBZRLE deltas against the C0
-/// copies); when pre-copy gives up too (no progress with the throttle at its cap, or the round
+/// copies, unthrottled); when pre-copy gives up too (no progress between rounds, or the round
 /// cap), the pages still dirty go post-copy instead of a long stop-and-copy.
 /// </summary>
 internal sealed class AutoSource(SourceContext ctx, SourceSwitchover switchover) : ISourceStrategy
@@ -28,7 +28,8 @@ internal sealed class AutoSource(SourceContext ctx, SourceSwitchover switchover)
             PrecopyFallback = new PrecopyFallback { C0Icount = log.C0Icount, Reason = reason, XbzrleCacheBytes = PrecopySource.CacheBytes(ctx.Command) },
         }, ByteCategory.Protocol, token);
         ctx.StrategyLog.Switch(Strategy.Precopy, reason);
-        var precopy = Ran(new PrecopySource(ctx, switchover, autoConverge: true, handOverWhenStuck: true, fromC0));
+        // No auto-converge: a throttle is guest work lost, and post-copy takes what pre-copy cannot.
+        var precopy = Ran(new PrecopySource(ctx, switchover, autoConverge: false, handOverWhenStuck: true, fromC0));
         if (precopy.TryRun(token) is { } copied) return copied;
 
         ctx.StrategyLog.Switch(Strategy.Postcopy, $"pre-copy does not converge either: {precopy.ConvergedBy}");

@@ -192,7 +192,7 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
                     double tail = lag + wire;
                     if (tail <= limit) break;
                     bool outOfTime = now - start > MaxLogPhase.TotalSeconds;
-                    if (fallback != null && fallback.ShouldFallBack(now, lag, limit, outOfTime, ThrottleCap)) { converged = false; break; }
+                    if (fallback != null && fallback.ShouldFallBack(now, lag, limit, outOfTime, ThrottleCap, () => _sinceC0?.CountDirty() ?? 0)) { converged = false; break; }
                     if (outOfTime)
                     {
                         _convergenceNote = $"log shipping did not converge in {MaxLogPhase.TotalSeconds:F0} s (predicted tail {tail * 1000:F0} ms); switched over anyway";
