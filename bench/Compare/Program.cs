@@ -28,6 +28,8 @@ const ulong Memory = 128UL << 20;
 const ulong LinuxMemory = 256UL << 20;
 const double WorkWindowSeconds = 5.0;
 bool verbose = args.Contains("--verbose");
+// --timeline: the guest's speed every 100 ms from the migrate command to the end of the window (stderr), on whichever host runs it.
+bool timeline = args.Contains("--timeline");
 Action<string>? log = verbose ? m => Console.Error.WriteLine($"{DateTime.Now:HH:mm:ss.fff} {m}") : null;
 
 var rows = new List<string[]>();
@@ -74,6 +76,8 @@ foreach (var guest in guests)
         double unmigratedRate = (startIcount - baseIcount) / Math.Max(startT - baseT, 1e-3);
         MigrationReport r;
         double migrateT = Now();
+        using var timelineStop = new CancellationTokenSource();
+        var timelineThread = timeline ? StartTimeline(a, b, migrateT, timelineStop.Token) : null;
         var wall = System.Diagnostics.Stopwatch.StartNew(); // Migrate returns once post-copy has sent (and had verified) every page
         using (var client = HostClient.Connect(a.Address))
             r = client.Migrate(new MigrateCommand
@@ -87,10 +91,11 @@ foreach (var guest in guests)
         // less what this guest retired (source, then destination), as a share of the former.
         string lost = "-";
         if (r.Success && Now() < startT + WorkWindowSeconds) Thread.Sleep(TimeSpan.FromSeconds(startT + WorkWindowSeconds - Now()));
-        double destinationRate = 0;
+        double destinationRate = 0, window = WorkWindowSeconds;
         if (r.Success && b.FindInstance("g") is { } after)
         {
             var (endT, endIcount) = (Now(), after.Machine.Icount);
+            window = endT - startT;
             // The same guest runs at a different speed on the other host (a memory-bound one by up to
             // a fifth, with its RAM laid out anew), so each host's share of the window is priced at
             // that host's own unmigrated speed: the source's before the pause, the destination's after.
@@ -100,6 +105,8 @@ foreach (var guest in guests)
             double expected = unmigratedRate * (pauseT - startT) + destinationRate * (endT - pauseT);
             if (expected > 0) lost = $"{Math.Max(0, 1 - (endIcount - startIcount) / expected) * 100:F1}";
         }
+        timelineStop.Cancel();
+        timelineThread?.Join();
         string kvNote = "";
         if (kv != null)
         {
@@ -121,6 +128,13 @@ foreach (var guest in guests)
         if (switches.Count > 0) notes.Add(string.Join("; ", switches.Select(s => $"{Strategies.Name(s.From)}->{Strategies.Name(s.To)} at {s.T:F1} s")));
         if (r.ConvergedBy != "") notes.Add($"{r.PrecopyRounds} rounds, {Short(r.ConvergedBy)}");
         if (r.MaxThrottle > 0) notes.Add($"throttle max {r.MaxThrottle:P0}");
+        // The guest's time held back as the engine itself measures it (no instruction-rate noise):
+        // throttled at the source, paused, waiting for requested post-copy pages at the destination.
+        if (r.Success)
+        {
+            double held = r.ThrottledSeconds + r.DowntimeSeconds + r.PostcopyGuestWaitSeconds;
+            notes.Add($"held back {held * 1000:F0} ms = {held / window:P1} of {window:F1} s (throttle {r.ThrottledSeconds * 1000:F0}, paused {r.DowntimeSeconds * 1000:F0}, post-copy waits {r.PostcopyGuestWaitSeconds * 1000:F0})");
+        }
         if (destinationRate > 0 && Math.Abs(destinationRate / unmigratedRate - 1) > 0.05)
             notes.Add($"unmigrated speed {unmigratedRate / 1e6:F0} MIPS here, {destinationRate / 1e6:F0} there");
         if (postcopy)
@@ -187,6 +201,28 @@ static double Now() => System.Diagnostics.Stopwatch.GetTimestamp() / (double)Sys
 
 /// <summary>(seconds, icount) of the guest on <paramref name="host"/>, read while it runs (a 64-bit read: whole).</summary>
 static (double T, ulong Icount) Sample(GuestHost host) => (Now(), host.FindInstance("g")!.Machine.Icount);
+
+// Prints "t ms: MIPS host" lines; the icount carries over the switchover (the destination continues the source's count).
+static Thread StartTimeline(GuestHost a, GuestHost b, double t0, CancellationToken stop)
+{
+    var t = new Thread(() =>
+    {
+        double lastT = Now();
+        ulong last = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            var (host, g) = b.FindInstance("g") is { State: GuestStatus.Running } onB ? ("B", onB) : ("A", a.FindInstance("g"));
+            if (g == null) { Thread.Sleep(10); continue; }
+            double now = Now();
+            ulong icount = g.Machine.Icount;
+            if (last != 0) Console.Error.WriteLine($"  {(now - t0) * 1000,6:F0} ms: {(icount - last) / (now - lastT) / 1e6,6:F0} MIPS on {host}");
+            (lastT, last) = (now, icount);
+            Thread.Sleep(100);
+        }
+    }) { IsBackground = true };
+    t.Start();
+    return t;
+}
 
 static string Short(string s)
 {

@@ -93,6 +93,8 @@ public sealed class StrategyTests(ITestOutputHelper output)
             Assert.Equal(Protocol.Strategy.Precopy, r.Switches[1].To);
             Assert.Contains("replay falls behind", r.Switches[1].Reason);
             Assert.True(r.PrecopyRounds >= 1);
+            Assert.Equal(r.MaxThrottle > 0, r.ThrottledSeconds > 0); // time held back is reported when the throttle acted
+            Assert.True(r.ThrottledSeconds < r.TotalSeconds);
             Assert.NotNull(b.FindInstance("g"));
             Assert.Null(a.FindInstance("g"));
             console.AssertContinuesAfterMove("progress", 1);

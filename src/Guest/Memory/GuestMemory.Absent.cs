@@ -11,6 +11,8 @@ public sealed unsafe partial class GuestMemory
 {
     private bool[]? _absent;
     private int _absentCount;
+    /// <summary>Per page, threads waiting for it: a supply wakes only them (waking the guest at every pushed page starves the receiver).</summary>
+    private int[]? _waiters;
     private readonly object _absentLock = new();
 
     /// <summary>True while at least one page has not arrived.</summary>
@@ -35,6 +37,7 @@ public sealed unsafe partial class GuestMemory
         lock (_absentLock)
         {
             _absent ??= new bool[PageCount];
+            _waiters ??= new int[PageCount];
             var range = _absent.AsSpan(first, count);
             int added = count - range.Count(true);
             range.Fill(true);
@@ -56,7 +59,7 @@ public sealed unsafe partial class GuestMemory
             if (!data.ContainsAnyExcept((byte)0)) _touched[page] = false;
             Volatile.Write(ref _absent[page], false);
             Interlocked.Decrement(ref _absentCount);
-            Monitor.PulseAll(_absentLock);
+            if (_waiters![page] != 0) Monitor.PulseAll(_absentLock);
             return true;
         }
     }
@@ -67,12 +70,18 @@ public sealed unsafe partial class GuestMemory
         var until = DateTime.UtcNow + timeout;
         lock (_absentLock)
         {
-            while (IsAbsent(page))
+            if (!IsAbsent(page)) return true;
+            _waiters![page]++;
+            try
             {
-                var left = until - DateTime.UtcNow;
-                if (left <= TimeSpan.Zero) return false;
-                Monitor.Wait(_absentLock, left);
+                while (IsAbsent(page))
+                {
+                    var left = until - DateTime.UtcNow;
+                    if (left <= TimeSpan.Zero) return false;
+                    Monitor.Wait(_absentLock, left);
+                }
             }
+            finally { _waiters[page]--; }
         }
         return true;
     }

@@ -132,4 +132,25 @@ public class PostcopyPageTests
         Assert.True(m.IsAbsent(1) && m.IsAbsent(4));
         Assert.False(m.IsAbsent(5));
     }
+
+    /// <summary>A supply wakes only the threads waiting for that page; each waiter still sees its own page arrive.</summary>
+    [Fact]
+    public void Waiters_wake_when_their_page_arrives_and_only_then()
+    {
+        using var m = new LiveMigration.Guest.Memory.GuestMemory(1 << 20);
+        m.MarkAbsentRange(0, 8);
+        var data = new byte[LiveMigration.Guest.Memory.GuestMemory.PageSize];
+        data[0] = 9;
+        var waitFor3 = Task.Run(() => m.WaitForPage(3, TimeSpan.FromSeconds(20)));
+        var waitFor5 = Task.Run(() => m.WaitForPage(5, TimeSpan.FromSeconds(20)));
+        Thread.Sleep(100);
+        Assert.True(m.SupplyPage(4, data)); // nobody waits for it
+        Assert.True(m.SupplyPage(3, data));
+        Assert.True(waitFor3.Wait(TimeSpan.FromSeconds(10)) && waitFor3.Result);
+        Assert.False(waitFor5.IsCompleted);
+        Assert.True(m.SupplyPage(5, data));
+        Assert.True(waitFor5.Wait(TimeSpan.FromSeconds(10)) && waitFor5.Result);
+        Assert.False(m.WaitForPage(6, TimeSpan.FromMilliseconds(50))); // times out: still absent
+        Assert.True(m.WaitForPage(4, TimeSpan.Zero)); // already here
+    }
 }

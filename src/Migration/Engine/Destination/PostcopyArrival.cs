@@ -23,6 +23,9 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
     private static readonly TimeSpan FetchPoll = TimeSpan.FromMilliseconds(50);
     private volatile string? _failure;
     private long _verifiedPages, _requestedPages, _requestedBlocks;
+    /// <summary>Stopwatch ticks the guest thread spent waiting for requested pages and blocks (the guest time post-copy costs), and when its current wait began (0: none).</summary>
+    private long _waitTicks, _waitingSince;
+    private readonly object _waitLock = new();
     private int _manifestPageCount;
     private int _takingOver;
     /// <summary>Set while no thread receives post-copy pages (a resume waits for the old receiver to let go).</summary>
@@ -88,9 +91,38 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
             return false;
         }
         Interlocked.Increment(ref _requestedPages);
-        while (!memory.WaitForPage(page, FetchPoll))
-            if (_failure != null) return false;
-        return true;
+        WaitBegins();
+        try
+        {
+            while (!memory.WaitForPage(page, FetchPoll))
+                if (_failure != null) return false;
+            return true;
+        }
+        finally { WaitEnds(); }
+    }
+
+    private void WaitBegins()
+    {
+        lock (_waitLock) _waitingSince = System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    private void WaitEnds()
+    {
+        lock (_waitLock)
+        {
+            _waitTicks += System.Diagnostics.Stopwatch.GetTimestamp() - _waitingSince;
+            _waitingSince = 0;
+        }
+    }
+
+    /// <summary>How long the guest waited for pages and blocks it asked for, a wait still under way included (the last page lands before its waiter wakes).</summary>
+    public TimeSpan GuestWait
+    {
+        get
+        {
+            lock (_waitLock)
+                return System.Diagnostics.Stopwatch.GetElapsedTime(0, _waitTicks + (_waitingSince != 0 ? System.Diagnostics.Stopwatch.GetTimestamp() - _waitingSince : 0));
+        }
     }
 
     /// <summary>A disk request needs absent blocks (guest thread): ask the source for the run and wait, or give up when the link is gone.</summary>
@@ -106,9 +138,14 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
             return false;
         }
         Interlocked.Add(ref _requestedBlocks, count);
-        while (!disk.WaitForBlocks(first, count, FetchPoll))
-            if (_failure != null) return false;
-        return true;
+        WaitBegins();
+        try
+        {
+            while (!disk.WaitForBlocks(first, count, FetchPoll))
+                if (_failure != null) return false;
+            return true;
+        }
+        finally { WaitEnds(); }
     }
 
     /// <summary>After GO (and after each resume): applies pushed and requested pages until every manifest page is in, then tells the source.</summary>
@@ -152,9 +189,9 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
             ctx.Host.Options.DestinationFault?.Invoke(DestinationFaultPoint.BeforePostcopyDone); // a hook may hold this (a transient stall)
             ctx.State = DestinationState.Running;
             // Complete either way: a source that missed this learns it by asking (ArrivalQuery).
-            try { conn.Send(new Envelope { PostcopyDone = new PostcopyDone { VerifiedPages = (ulong)_verifiedPages, VerifiedDiskBlocks = (ulong)(ctx.Disk?.VerifiedPostcopyBlocks ?? 0) } }); }
+            try { conn.Send(new Envelope { PostcopyDone = new PostcopyDone { VerifiedPages = (ulong)_verifiedPages, VerifiedDiskBlocks = (ulong)(ctx.Disk?.VerifiedPostcopyBlocks ?? 0), GuestWaitSeconds = GuestWait.TotalSeconds } }); }
             catch (IOException e) { ctx.Host.Log($"'{ctx.Name}' post-copy complete, but the source did not hear it ({e.Message}); it will ask"); }
-            ctx.Host.Log($"'{ctx.Name}' post-copy complete: {_verifiedPages} pages verified ({_requestedPages} requested by the guest)" +
+            ctx.Host.Log($"'{ctx.Name}' post-copy complete: {_verifiedPages} pages verified ({_requestedPages} requested by the guest, which waited {GuestWait.TotalMilliseconds:F0} ms for them)" +
                 (ctx.Disk is { } d ? $", {d.VerifiedPostcopyBlocks} disk blocks verified ({Interlocked.Read(ref _requestedBlocks)} requested by guest disk requests)" : ""));
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidDataException or ProtocolException or MigrationFailedException)

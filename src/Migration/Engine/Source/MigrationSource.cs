@@ -214,6 +214,7 @@ internal sealed class MigrationSource
         r.ZeroPages = (uint)_ctx.Pages.ZeroPages;
         r.RawBytesCheckpoint = (ulong)_ctx.Pages.RawBytes;
         r.MaxThrottle = _ctx.Throttle.Max;
+        r.ThrottledSeconds = _ctx.Throttle.HeldBack.TotalSeconds;
         _ctx.StrategyLog.FillReport(r);
         _strategy.FillReport(r);
         lock (_timeline) r.Timeline.AddRange(_timeline);

@@ -18,7 +18,11 @@ internal sealed class PostcopyPush
 {
     /// <summary>Pages sent after a requested one (pre-paging: guests tend to walk forward).</summary>
     private const int PrepagePages = 4;
-    private const int PushBatchPages = 64;
+    /// <summary>
+    /// A requested page waits for the push batch on the link ahead of it: 16 pages (64 KiB, ~0.5 ms at
+    /// 1 Gbit/s) rather than 64 served a dirty guest's requests in 0.5–0.6 ms instead of 2–3 ms (bench/Compare).
+    /// </summary>
+    private const int PushBatchPages = 16;
 
     private readonly SourceContext _ctx;
     private readonly int[] _pages;

@@ -133,6 +133,7 @@ internal sealed class PostcopySource(SourceContext ctx, SourceSwitchover switcho
         var done = ctx.ReturnPath.Expect(Envelope.BodyOneofCase.PostcopyDone, ctx.Host.Options.PostcopyDoneTimeout, CancellationToken.None).PostcopyDone;
         report.PostcopyVerifiedPages = done.VerifiedPages;
         report.PostcopyVerifiedDiskBlocks = done.VerifiedDiskBlocks;
+        report.PostcopyGuestWaitSeconds = done.GuestWaitSeconds;
         if (done.VerifiedPages != (ulong)_manifestPages.Length)
             throw new MigrationFailedException($"destination verified {done.VerifiedPages} of {_manifestPages.Length} post-copy pages");
         long blocks = _disk?.Blocks.LongLength ?? 0;

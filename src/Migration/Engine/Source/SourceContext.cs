@@ -85,8 +85,12 @@ internal sealed class PhaseTimes
 /// <summary>The guest's throttle (auto-converge): what it is, and the highest it went.</summary>
 internal sealed class GuestThrottle(GuestHostPort port)
 {
+    private readonly TimeSpan _before = port.ThrottledTime;
+
     public double Value { get; private set; }
     public double Max { get; private set; }
+    /// <summary>The guest's time held back by this migration's throttle so far.</summary>
+    public TimeSpan HeldBack => port.ThrottledTime - _before;
 
     public void Set(double value)
     {
