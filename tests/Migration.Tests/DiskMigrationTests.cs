@@ -470,6 +470,7 @@ public sealed class DiskMigrationTests(ITestOutputHelper output) : IDisposable
         Assert.True(r.DigestVerified);
         Assert.Equal([Strategy.Log, Strategy.Precopy, Strategy.Postcopy], r.Switches.Select(s => s.To));
         Assert.Contains("pre-copy does not converge", r.Switches[2].Reason);
+        Assert.Contains("dirty disk blocks", r.Switches[2].Reason); // the disk is named among what pre-copy could not move
         Assert.True(r.PostcopyDiskBlocks > 0, "no disk block went post-copy");
         Assert.Equal(r.PostcopyDiskBlocks, r.PostcopyVerifiedDiskBlocks);
         Assert.Equal(r.PostcopyPages, r.PostcopyVerifiedPages);

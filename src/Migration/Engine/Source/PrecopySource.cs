@@ -150,20 +150,22 @@ internal sealed class PrecopySource : ISourceStrategy
                 string blocks = dirtyBlocks > 0 ? $" and {dirtyBlocks} dirty disk blocks" : "";
                 if (dirty + dirtyBlocks <= FewDirtyPages) { _convergedBy = $"few dirty pages ({dirty}){blocks} after round {_round}"; break; }
                 if (predicted <= limit) { _convergedBy = $"downtime budget: {dirty} dirty pages{blocks}, predicted {predicted * 1000:F1} ms <= {limit * 1000:F0} ms after round {_round}"; break; }
-                if (_round >= MaxRounds) { _convergedBy = $"iteration cap ({MaxRounds} rounds), {dirty} dirty pages left (predicted {predicted * 1000:F0} ms)"; gaveUp = true; break; }
-                if (dirty >= previous) noProgress++;
+                if (_round >= MaxRounds) { _convergedBy = $"iteration cap ({MaxRounds} rounds), {dirty} dirty pages{blocks} left (predicted {predicted * 1000:F0} ms)"; gaveUp = true; break; }
+                // Progress over all that is left to send: a busy disk alone can keep pre-copy from converging.
+                int left = dirty + dirtyBlocks;
+                if (left >= previous) noProgress++;
                 else noProgress = 0;
-                previous = Math.Min(previous, dirty);
+                previous = Math.Min(previous, left);
                 if (noProgress >= 2)
                 {
                     var throttle = ctx.Throttle;
                     if (_autoConverge && throttle.Value < ThrottleCap - 1e-9)
                     {
                         throttle.Set(Math.Min(ThrottleCap, throttle.Value == 0 ? 0.2 : throttle.Value + 0.1));
-                        ctx.Log($"auto-converge: throttle {throttle.Value:P0} ({dirty} pages dirty, no progress)");
+                        ctx.Log($"auto-converge: throttle {throttle.Value:P0} ({dirty} pages dirty{blocks}, no progress)");
                         noProgress = 0;
                     }
-                    else { _convergedBy = $"no progress for 2 rounds ({dirty} dirty pages, predicted {predicted * 1000:F0} ms{(throttle.Value > 0 ? $", throttle at its cap {throttle.Value:P0}" : "")})"; gaveUp = true; break; }
+                    else { _convergedBy = $"no progress for 2 rounds ({dirty} dirty pages{blocks}, predicted {predicted * 1000:F0} ms{(throttle.Value > 0 ? $", throttle at its cap {throttle.Value:P0}" : "")})"; gaveUp = true; break; }
                 }
                 // Give the guest a moment to dirty pages between very short rounds.
                 if (seconds < 0.005) Thread.Sleep(5);
