@@ -91,27 +91,29 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
             return false;
         }
         Interlocked.Increment(ref _requestedPages);
-        WaitBegins();
+        return AwaitArrival(poll => memory.WaitForPage(page, poll));
+    }
+
+    /// <summary>
+    /// The guest thread (the only one that fetches) waits, a poll at a time, until what it asked for
+    /// arrived, or gives up when the link failed; the wait is timed for <see cref="GuestWait"/>.
+    /// </summary>
+    private bool AwaitArrival(Func<TimeSpan, bool> arrivedWithin)
+    {
+        lock (_waitLock) _waitingSince = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            while (!memory.WaitForPage(page, FetchPoll))
+            while (!arrivedWithin(FetchPoll))
                 if (_failure != null) return false;
             return true;
         }
-        finally { WaitEnds(); }
-    }
-
-    private void WaitBegins()
-    {
-        lock (_waitLock) _waitingSince = System.Diagnostics.Stopwatch.GetTimestamp();
-    }
-
-    private void WaitEnds()
-    {
-        lock (_waitLock)
+        finally
         {
-            _waitTicks += System.Diagnostics.Stopwatch.GetTimestamp() - _waitingSince;
-            _waitingSince = 0;
+            lock (_waitLock)
+            {
+                _waitTicks += System.Diagnostics.Stopwatch.GetTimestamp() - _waitingSince;
+                _waitingSince = 0;
+            }
         }
     }
 
@@ -138,14 +140,7 @@ internal sealed class PostcopyArrival(DestinationContext ctx, PostcopyManifest m
             return false;
         }
         Interlocked.Add(ref _requestedBlocks, count);
-        WaitBegins();
-        try
-        {
-            while (!disk.WaitForBlocks(first, count, FetchPoll))
-                if (_failure != null) return false;
-            return true;
-        }
-        finally { WaitEnds(); }
+        return AwaitArrival(poll => disk.WaitForBlocks(first, count, poll));
     }
 
     /// <summary>After GO (and after each resume): applies pushed and requested pages until every manifest page is in, then tells the source.</summary>

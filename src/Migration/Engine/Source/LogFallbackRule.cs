@@ -68,7 +68,7 @@ internal sealed class LogFallbackRule(SourceContext ctx)
     /// </summary>
     private bool CatchUpCostsMore(double now, ulong source, ulong gap, double cap, Func<int> dirtySinceC0)
     {
-        double throttled = ctx.Guest.Port.ThrottledTime.TotalSeconds;
+        double throttled = ctx.Throttle.HeldBack.TotalSeconds;
         if (_first is not { } first) { _first = (now, source, throttled); return false; }
         double replayMips = ctx.ReturnPath.ReplayMips;
         if (now - first.T < MeasureSeconds || replayMips <= 0) return false;
@@ -82,12 +82,13 @@ internal sealed class LogFallbackRule(SourceContext ctx)
         double pagesSeconds = pages * (double)GuestMemory.PageSize / rate;
         double catchUpLoss = closing <= 0 ? double.PositiveInfinity : theta * gap / closing;
         ctx.Log($"log shipping: catching up {gap / 1e6:F1} M instructions (guest {s / 1e6:F0} MIPS, replay {replayMips:F0}) costs the guest ~{catchUpLoss * 1000:F0} ms at throttle {theta:P0}; its {pages} pages written since C0 take {pagesSeconds * 1000:F0} ms to move");
-        // Only for a guest whose pages would take a while to move: with few pages written (an I/O-bound
-        // guest, kv) the replay's measured speed is paced by the log's arrival, not by its own compute, and
-        // a slow replay there is the window rule's to find.
+        // With few pages written (an I/O-bound guest, kv) the replay's measured speed is paced by the log's
+        // arrival, not by its own compute: a slow replay there is the window rule's to find.
+        bool pagesMatter = pagesSeconds >= NegligibleLossSeconds;
         // Near a tie log shipping stays: both cost the guest about the same (measured on dirty_hotcold: 0.54 s
         // throttled vs 0.49-0.56 s held back through pre-copy and post-copy), and the log moves a fifth of the bytes.
-        if (pagesSeconds < NegligibleLossSeconds || catchUpLoss <= NegligibleLossSeconds || catchUpLoss <= TieMargin * pagesSeconds) return false;
+        bool clearlyDearer = catchUpLoss > NegligibleLossSeconds && catchUpLoss > TieMargin * pagesSeconds;
+        if (!pagesMatter || !clearlyDearer) return false;
         Reason = closing <= 0
             ? $"replay falls behind: guest {s / 1e6:F0} MIPS, replay {replayMips:F0} MIPS, the gap cannot close even throttled {cap:P0}"
             : $"catching the replay up would hold the guest back ~{catchUpLoss * 1000:F0} ms (throttle {theta:P0}); the {pages} pages written since C0 move in {pagesSeconds * 1000:F0} ms";

@@ -170,7 +170,7 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
         var replayPath = ctx.ReturnPath;
         double limit = ctx.DowntimeLimit;
         double start = ctx.Now, lastControl = ctx.Now, prevLag = double.MaxValue;
-        long throttledAtStart = ctx.Guest.Port.ThrottledTime.Ticks;
+        var throttledAtStart = ctx.Throttle.HeldBack;
         bool converged = true;
         while (true)
         {
@@ -208,7 +208,7 @@ internal sealed class LogShippingSource(SourceContext ctx, SourceSwitchover swit
         }
         double logSeconds = ctx.Now - start;
         if (logSeconds > 0)
-            _measuredThrottle = (ctx.Guest.Port.ThrottledTime.Ticks - throttledAtStart) / (double)TimeSpan.TicksPerSecond / logSeconds;
+            _measuredThrottle = (ctx.Throttle.HeldBack - throttledAtStart).TotalSeconds / logSeconds;
         return converged;
     }
 
